@@ -1,0 +1,139 @@
+"""The ``conformance`` command.
+
+Sub-commands:
+
+* ``run [pytest args]``: the conformance suite (``pytest --pyargs conformance``), with the
+  suite's options (``--device``, ``--precision`` ...) passed through;
+* ``record [pytest args]``: the same with ``--record``: writes missing goldens for this
+  machine's hardware class;
+* ``cases``: list the item ids the case file and filters give;
+* ``models``: the registered models and whether their weights are here;
+* ``fingerprint``: this machine's hardware class and environment fingerprint (JSON);
+* ``train`` / ``quantize`` and others: registered by their modules.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import sys
+from collections.abc import Sequence
+
+from conformance import __version__
+from conformance.errors import ConformanceInputError
+
+#: Modules that add sub-commands through ``register(subparsers)``.
+EXTENSIONS = (
+    "conformance.models.train",
+    "conformance.models.montage",
+    "conformance.quant.command",
+)
+
+
+def _run(args: argparse.Namespace, extra: list[str], record: bool) -> int:
+    import pytest
+
+    argv = ["--pyargs", "conformance", *extra]
+    if record and "--record" not in argv:
+        argv.append("--record")
+    return int(pytest.main(argv))
+
+
+def _cases(args: argparse.Namespace) -> int:
+    from conformance.cases import load_cases
+
+    case_set = load_cases(args.cases)
+    items = case_set.items(args.model, args.precision, args.resolution)
+    for item in items:
+        print(item.id)
+    print(f"{len(items)} items from {case_set.path}", file=sys.stderr)
+    return 0
+
+
+def _models(args: argparse.Namespace) -> int:
+    from conformance.models import MODELS
+
+    for spec in MODELS.values():
+        path = spec.path()
+        here = "present" if (path / "model_index.json").is_file() else "missing"
+        print(f"{spec.name:<10} {spec.family.value:<5} {here:<8} {path}  {spec.description}")
+    return 0
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    from conformance.generate import configure_torch
+    from conformance.hardware import check_available, fingerprint
+
+    problem = check_available(args.device)
+    if problem:
+        raise ConformanceInputError("--device", problem)
+    configure_torch(args.threads, device=args.device)
+    print(json.dumps(fingerprint(args.device, args.threads), indent=1))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from conformance.options import OPTION_BY_NAME
+
+    parser = argparse.ArgumentParser(
+        prog="conformance",
+        description="Determinism conformance suite for diffusion image generation.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name, text in (
+        ("run", "run the conformance suite (other arguments go to pytest)"),
+        ("record", "record missing goldens for this machine's class (arguments go to pytest)"),
+    ):
+        p = sub.add_parser(name, help=text, description=text, add_help=False)
+        p.set_defaults(func=None, record=(name == "record"))
+
+    p = sub.add_parser("cases", help="list the conformance item ids")
+    for opt in ("cases", "model", "precision", "resolution"):
+        o = OPTION_BY_NAME[opt]
+        p.add_argument("--" + opt, type=o.type, default=None, metavar=o.metavar, help=o.help)
+    p.set_defaults(func=_cases)
+
+    p = sub.add_parser("models", help="list the registered models")
+    p.set_defaults(func=_models)
+
+    p = sub.add_parser("fingerprint", help="print this machine's hardware class and fingerprint")
+    for opt in ("device", "threads"):
+        o = OPTION_BY_NAME[opt]
+        p.add_argument("--" + opt, type=o.type, default=o.default, metavar=o.metavar, help=o.help)
+    p.set_defaults(func=_fingerprint)
+
+    for module_name in EXTENSIONS:
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name and module_name.startswith(exc.name):
+                continue  # optional extension not present
+            raise
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if argv and argv[0] in ("run", "record"):
+        if any(a in ("-h", "--help") for a in argv[1:2]):
+            print(f"usage: conformance {argv[0]} [pytest and suite options]\n")
+            print("Runs `pytest --pyargs conformance`; see `pytest --help` under 'conformance'.")
+            return 0
+        return _run(argparse.Namespace(), argv[1:], record=argv[0] == "record")
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except ConformanceInputError as exc:
+        print(f"conformance {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"conformance {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

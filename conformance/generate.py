@@ -1,0 +1,152 @@
+"""Deterministic generation: pinned threads, seeded CPU generators, cached pipelines.
+
+:class:`Runner` loads each pipeline once per (model, precision) per process, installs a
+fresh scheduler for every call (no state leaks between cases), seeds a CPU
+``torch.Generator`` from the case (so the initial noise is the same on every device), and
+records a per-step latent trace through ``callback_on_step_end``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conformance.cases import Item
+from conformance.models import Family, ModelSpec, default_fixtures_dir, get_model
+from conformance.precision import PRECISIONS, Kind
+from conformance.schedulers import build_scheduler
+from conformance.trace import StepTrace
+
+
+class ModelUnavailable(Exception):
+    """The weights of a model are not on this machine (the item is skipped, not failed)."""
+
+
+@dataclass
+class Generation:
+    """One generated image with how it was made."""
+
+    item_id: str
+    image: np.ndarray
+    trace: list[StepTrace]
+    seconds: float
+
+
+@dataclass
+class RunnerStats:
+    loads: int = 0
+    load_seconds: float = 0.0
+    generations: int = 0
+    generate_seconds: float = 0.0
+    loaded: list[str] = field(default_factory=list)
+
+
+def configure_torch(threads: int, deterministic: bool = True, device: str = "cpu") -> None:
+    """Pin intra-op threads and switch deterministic algorithms on (or off)."""
+    import torch
+
+    if device.startswith("cuda") and deterministic:
+        # cuBLAS reads this when it initialises; it must be set before the first matmul.
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # only settable before parallel work started
+        torch.set_num_interop_threads(1)
+    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    if device.startswith("cuda"):
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = deterministic
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+
+
+class Runner:
+    """Generates conformance items on one device, caching pipelines per process."""
+
+    def __init__(self, device: str = "cpu", fixtures_dir: Path | None = None) -> None:
+        self.device = device
+        self.fixtures_dir = fixtures_dir or default_fixtures_dir()
+        self.stats = RunnerStats()
+        self._pipelines: dict[tuple[str, str], Any] = {}
+        self._scheduler_configs: dict[tuple[str, str], Any] = {}
+
+    def model_path(self, spec: ModelSpec) -> Path:
+        return spec.path(self.fixtures_dir)
+
+    def pipeline(self, model: str, precision: str) -> Any:
+        """The pipeline for (model, precision), loaded on first use."""
+        key = (model, precision)
+        if key not in self._pipelines:
+            start = time.perf_counter()
+            self._pipelines[key] = self._load(get_model(model), precision)
+            self.stats.loads += 1
+            self.stats.load_seconds += time.perf_counter() - start
+            self.stats.loaded.append(f"{model}/{precision}")
+        return self._pipelines[key]
+
+    def _load(self, spec: ModelSpec, precision_name: str) -> Any:
+        import torch
+        from diffusers import DiffusionPipeline
+
+        path = self.model_path(spec)
+        if not (path / "model_index.json").is_file():
+            raise ModelUnavailable(
+                f"{spec.name}: no pipeline at {path} (model_index.json missing); build it "
+                f"with `conformance train {spec.name} --out {path}` or point "
+                "CONFORMANCE_FIXTURES at a directory that holds it"
+            )
+        precision = PRECISIONS[precision_name]
+        pipe = DiffusionPipeline.from_pretrained(
+            str(path), torch_dtype=precision.torch_dtype(), local_files_only=True
+        )
+        if precision.kind is Kind.FP8_STORAGE:
+            getattr(pipe, spec.family.denoiser).enable_layerwise_casting(
+                storage_dtype=precision.torch_storage_dtype(), compute_dtype=torch.float32
+            )
+        pipe.set_progress_bar_config(disable=True)
+        pipe.to(self.device)
+        self._scheduler_configs[(spec.name, precision_name)] = pipe.scheduler.config
+        return pipe
+
+    def generate(self, item: Item) -> Generation:
+        """Generate ``item`` from scratch (fresh generator and scheduler)."""
+        import torch
+
+        spec = get_model(item.model)
+        pipe = self.pipeline(item.model, item.precision)
+        case = item.case
+        pipe.scheduler = build_scheduler(
+            case.scheduler, self._scheduler_configs[(item.model, item.precision)]
+        )
+        trace: list[StepTrace] = []
+
+        def on_step(_pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
+            trace.append(StepTrace.from_latents(step, timestep, kwargs["latents"]))
+            return kwargs
+
+        call: dict[str, Any] = {
+            "prompt": case.prompt,
+            "num_inference_steps": case.steps,
+            "guidance_scale": case.guidance_scale,
+            "height": item.resolution.height,
+            "width": item.resolution.width,
+            "generator": torch.Generator("cpu").manual_seed(case.seed),
+            "output_type": "pil",
+            "callback_on_step_end": on_step,
+            "callback_on_step_end_tensor_inputs": ["latents"],
+        }
+        if spec.family is Family.SD:
+            call["negative_prompt"] = case.negative_prompt or None
+        start = time.perf_counter()
+        with torch.inference_mode():
+            result = pipe(**call)
+        seconds = time.perf_counter() - start
+        self.stats.generations += 1
+        self.stats.generate_seconds += seconds
+        image = np.asarray(result.images[0].convert("RGB"), dtype=np.uint8).copy()
+        return Generation(item.id, image, trace, seconds)

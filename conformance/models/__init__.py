@@ -1,0 +1,102 @@
+"""Model registry: which pipelines the suite knows, where their weights live, what they take.
+
+Tiny models are built and trained by the suite itself (see ``conformance train``) and shipped
+under ``fixtures/``. Their names are the ``model`` values a case file may use.
+"""
+
+from __future__ import annotations
+
+import enum
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from conformance import PROJECT_ROOT
+
+FIXTURES_ENV = "CONFORMANCE_FIXTURES"
+
+
+class Family(enum.Enum):
+    """The pipeline family: decides call arguments, schedulers and the denoiser's name."""
+
+    SD = "sd"
+    FLUX = "flux"
+
+    @property
+    def denoiser(self) -> str:
+        return "unet" if self is Family.SD else "transformer"
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A model the suite can run: a name, a family and where its weights are."""
+
+    name: str
+    family: Family
+    fixture: str
+    resolution_multiple: int
+    min_side: int
+    max_side: int
+    description: str
+
+    def path(self, fixtures_dir: Path | None = None) -> Path:
+        """The pipeline directory (``from_pretrained`` layout)."""
+        return (fixtures_dir or default_fixtures_dir()) / self.fixture
+
+    def check_resolution(self, width: int, height: int) -> str | None:
+        """Why this model cannot take ``width`` x ``height``, or ``None`` if it can."""
+        for side_name, side in (("width", width), ("height", height)):
+            if side % self.resolution_multiple:
+                return (
+                    f"{side_name} {side} is not a multiple of {self.resolution_multiple}, "
+                    f"which {self.name} requires"
+                )
+            if not self.min_side <= side <= self.max_side:
+                return (
+                    f"{side_name} {side} is outside {self.min_side}..{self.max_side}, "
+                    f"the range {self.name} accepts"
+                )
+        return None
+
+
+def default_fixtures_dir() -> Path:
+    """``$CONFORMANCE_FIXTURES`` if set, else the project's ``fixtures/``."""
+    env = os.environ.get(FIXTURES_ENV)
+    return Path(env) if env else PROJECT_ROOT / "fixtures"
+
+
+MODELS: dict[str, ModelSpec] = {
+    spec.name: spec
+    for spec in (
+        ModelSpec(
+            name="tiny-sd",
+            family=Family.SD,
+            fixture="tiny-sd",
+            # VAE downsamples 4x, the UNet twice more: latents must halve twice.
+            resolution_multiple=16,
+            min_side=32,
+            max_side=256,
+            description="StableDiffusionPipeline, 2.3 M parameters, trained on captioned shapes",
+        ),
+        ModelSpec(
+            name="tiny-flux",
+            family=Family.FLUX,
+            fixture="tiny-flux",
+            # VAE downsamples 4x and the transformer packs 2x2 latent patches.
+            resolution_multiple=16,
+            min_side=32,
+            max_side=256,
+            description="FluxPipeline with a tiny FluxTransformer2DModel, CLIP and T5 encoders",
+        ),
+    )
+}
+
+
+def get_model(name: str) -> ModelSpec:
+    """The registered model ``name``; ``KeyError`` naming the known ones otherwise."""
+    try:
+        return MODELS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown model {name!r}; known models: {', '.join(sorted(MODELS))}"
+        ) from None

@@ -1,0 +1,297 @@
+"""pytest plugin: options, hooks and fixtures only; the work is in :mod:`conformance.session`.
+
+Registered through the ``pytest11`` entry point. It stays inert (no torch import) until a
+test asks for a conformance fixture or a conformance option is given.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from conformance import PACKAGE_DIR
+from conformance.cases import CaseSet, Item, load_cases
+from conformance.errors import ConformanceInputError
+from conformance.options import OPTION_BY_NAME, OPTIONS, add_options, resolve
+from conformance.report.results import Check, Outcome, Status
+from conformance.session import ConformanceSession, Settings, merge_stats
+from conformance.tolerances import load_tolerances
+
+PLUGIN_KEY = pytest.StashKey["ConformancePlugin"]()
+OUTCOME_KEY = pytest.StashKey[Outcome]()
+_REPORT_ATTR = "conformance_outcome"
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    group = parser.getgroup("conformance", "diffusion determinism conformance")
+    add_options(group.addoption)
+    for opt in OPTIONS:
+        if opt.ini:
+            parser.addini(opt.dest, opt.help)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "conformance: a conformance item generated from the case file"
+    )
+    try:
+        settings = _settings(config)
+        cases = load_cases(settings.cases_path)
+        load_tolerances(settings.tolerances_path)  # reject a bad file before collection
+    except (ValueError, ConformanceInputError) as exc:
+        raise pytest.UsageError(str(exc)) from None
+    if settings.device != "cpu":
+        from conformance.hardware import check_available
+
+        problem = check_available(settings.device)
+        if problem:
+            raise pytest.UsageError(f"--device {settings.device}: {problem}")
+    if settings.force and not settings.record:
+        raise pytest.UsageError("--force only applies with --record")
+    plugin = ConformancePlugin(config, settings, cases)
+    config.stash[PLUGIN_KEY] = plugin
+    config.pluginmanager.register(plugin, "conformance-session")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    plugin = config.stash.get(PLUGIN_KEY, None)
+    if plugin is not None:
+        config.pluginmanager.unregister(plugin)
+        del config.stash[PLUGIN_KEY]
+
+
+def _settings(config: pytest.Config) -> Settings:
+    def get(name: str) -> Any:
+        opt = OPTION_BY_NAME[name]
+        ini = config.getini(opt.dest) if opt.ini else None
+        return resolve(name, config.getoption(opt.dest), ini or None)
+
+    return Settings(
+        device=get("device"),
+        threads=get("threads"),
+        models=get("model"),
+        precisions=get("precision"),
+        resolutions=get("resolution"),
+        golden_dir=Path(get("golden-dir")),
+        cases_path=get("cases"),
+        tolerances_path=get("tolerances"),
+        reference_class=get("reference-class"),
+        record=get("record"),
+        force=get("force"),
+        results_path=Path(get("results")),
+    )
+
+
+def _worker_device(device: str, config: pytest.Config) -> str:
+    """Under xdist, ``--device cuda`` puts worker ``gwN`` on GPU ``N % count``."""
+    workerinput = getattr(config, "workerinput", None)
+    if device not in ("cuda", "xpu") or workerinput is None:
+        return device
+    import torch
+
+    count = torch.cuda.device_count() if device == "cuda" else torch.xpu.device_count()
+    index = int(workerinput["workerid"].removeprefix("gw"))
+    return f"{device}:{index % max(count, 1)}"
+
+
+class ConformancePlugin:
+    """Per-run state; the heavy :class:`ConformanceSession` is created on first use."""
+
+    def __init__(self, config: pytest.Config, settings: Settings, cases: CaseSet) -> None:
+        self.config = config
+        self.settings = settings
+        self.cases = cases
+        self._session: ConformanceSession | None = None
+        self.outcomes: list[Outcome] = []
+        self.worker_stats: list[dict[str, Any]] = []
+        self.started = time.perf_counter()
+        self.results_path: Path | None = None
+
+    @property
+    def is_worker(self) -> bool:
+        return hasattr(self.config, "workerinput")
+
+    @property
+    def session(self) -> ConformanceSession:
+        if self._session is None:
+            from dataclasses import replace
+
+            from conformance.generate import Runner, configure_torch
+            from conformance.hardware import detect_class, fingerprint
+
+            device = _worker_device(self.settings.device, self.config)
+            configure_torch(self.settings.threads, deterministic=True, device=device)
+            settings = replace(self.settings, device=device)
+            self._session = ConformanceSession(
+                settings,
+                detect_class(device),
+                fingerprint(device, self.settings.threads),
+                Runner(device),
+            )
+        return self._session
+
+    def engaged(self) -> bool:
+        """Whether this run is a conformance run (for the report header)."""
+        if any(
+            self.config.getoption(o.dest) not in (None, False) for o in OPTIONS
+        ):
+            return True
+        for arg in self.config.args:
+            path = Path(arg.split("::")[0]).resolve()
+            if path == PACKAGE_DIR or PACKAGE_DIR in path.parents:
+                return True
+        return False
+
+    # -- hooks -------------------------------------------------------------------------
+    def pytest_report_header(self, config: pytest.Config) -> list[str] | None:
+        if not self.engaged() or self.is_worker:
+            return None
+        from conformance.hardware import format_fingerprint
+
+        s = self.session
+        lines = format_fingerprint(s.fingerprint)
+        lines.append(
+            f"conformance: golden dir {s.settings.golden_dir}, reference class "
+            f"{s.settings.reference_class}, cases {s.cases.path}"
+            + (" [recording]" if s.settings.record else "")
+        )
+        return lines
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if "conformance_item" not in metafunc.fixturenames:
+            return
+        s = self.settings
+        items = self.cases.items(s.models, s.precisions, s.resolutions)
+        if not items:
+            raise pytest.UsageError(
+                f"no conformance items in {self.cases.path} match the filters "
+                f"(--model {s.models}, --precision {s.precisions}, "
+                f"--resolution {[str(r) for r in s.resolutions or []] or None})"
+            )
+        metafunc.parametrize(
+            "conformance_item",
+            [
+                pytest.param(
+                    item,
+                    id=item.id,
+                    marks=[
+                        pytest.mark.conformance,
+                        pytest.mark.xdist_group(f"{item.model}-{item.precision}"),
+                    ],
+                )
+                for item in items
+            ],
+        )
+
+    @pytest.hookimpl(wrapper=True)
+    def pytest_runtest_makereport(
+        self, item: pytest.Item, call: pytest.CallInfo[None]
+    ) -> Generator[None, pytest.TestReport, pytest.TestReport]:
+        report = yield
+        outcome = item.stash.get(OUTCOME_KEY, None)
+        if outcome is not None and report.when == "call":
+            setattr(report, _REPORT_ATTR, outcome.to_dict())
+        return report
+
+    def pytest_report_teststatus(
+        self, report: pytest.TestReport, config: pytest.Config
+    ) -> tuple[str, str, str] | None:
+        data = getattr(report, _REPORT_ATTR, None)
+        if data and report.when == "call" and data["status"] == Status.RECORDED.value:
+            return "recorded", "R", "RECORDED"
+        return None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        data = getattr(report, _REPORT_ATTR, None)
+        if data and report.when == "call":
+            self.outcomes.append(Outcome.from_dict(data))
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_testnodedown(self, node: Any, error: Any) -> None:
+        raw = getattr(node, "workeroutput", {}).get("conformance_stats")
+        if raw:
+            self.worker_stats.append(json.loads(raw))
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self.is_worker:
+            if self._session is not None:
+                self.config.workeroutput["conformance_stats"] = json.dumps(  # type: ignore[attr-defined]
+                    self._session.stats()
+                )
+            return
+        if not self.outcomes:
+            return
+        parts = list(self.worker_stats)
+        if self._session is not None:
+            parts.append(self._session.stats())
+        self.results_path = self.session.write_results(
+            self.outcomes, merge_stats(parts), time.perf_counter() - self.started
+        )
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        if self.is_worker or not self.outcomes:
+            return
+        tr = terminalreporter
+        tr.section("conformance")
+        counts = Counter((o.check, o.status) for o in self.outcomes)
+        for check in Check:
+            row = {st.value: counts.get((check.value, st.value), 0) for st in Status}
+            if any(row.values()):
+                tr.write_line(
+                    f"{check.value:>11}: " + ", ".join(f"{n} {k}" for k, n in row.items() if n)
+                )
+        parts = list(self.worker_stats)
+        if self._session is not None:
+            parts.append(self._session.stats())
+        st = merge_stats(parts)
+        tr.write_line(
+            f"model loads: {st['model_loads']} ({st['load_seconds']:.1f} s), generations: "
+            f"{st['generations']} ({st['generate_seconds']:.1f} s in pipeline calls), "
+            f"processes: {st['processes']}"
+        )
+        if self.results_path:
+            tr.write_line(f"results: {self.results_path}")
+
+
+# -- fixtures ---------------------------------------------------------------------------
+def _plugin(config: pytest.Config) -> ConformancePlugin:
+    return config.stash[PLUGIN_KEY]
+
+
+@pytest.fixture(scope="session")
+def conformance_session(pytestconfig: pytest.Config) -> ConformanceSession:
+    """The process's :class:`~conformance.session.ConformanceSession`."""
+    return _plugin(pytestconfig).session
+
+
+@pytest.fixture
+def conformance_item(request: pytest.FixtureRequest) -> Item:
+    """The conformance item this test runs (parametrized from the case file)."""
+    return request.param
+
+
+@pytest.fixture
+def conformance_check(
+    request: pytest.FixtureRequest, conformance_session: ConformanceSession
+) -> Callable[[Item, Check], Outcome]:
+    """Run one check and turn its outcome into pass / fail / skip."""
+
+    def check(item: Item, kind: Check) -> Outcome:
+        __tracebackhide__ = True
+        outcome = conformance_session.evaluate(item, kind, request.node.nodeid)
+        request.node.stash[OUTCOME_KEY] = outcome
+        if outcome.status in (Status.FAILED.value, Status.ERROR.value):
+            pytest.fail(
+                f"{outcome.message}\n  reproduce: {outcome.reproduce}", pytrace=False
+            )
+        if outcome.status == Status.SKIPPED.value:
+            pytest.skip(outcome.message)
+        return outcome
+
+    return check

@@ -1,0 +1,1 @@
+"""Result records and their renderers (pure functions from records to output)."""

@@ -1,0 +1,106 @@
+"""Outcome records and the results file.
+
+An :class:`Outcome` is a plain, serializable record of one conformance check. A results file
+holds every outcome of one run (xdist workers merged by the controller) with the machine's
+hardware class and fingerprint::
+
+    {"schema_version": 1, "hardware_class": "cpu-avx512", "fingerprint": {...},
+     "started_at": "...", "finished_at": "...", "stats": {...}, "outcomes": [...]}
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from conformance.errors import ConformanceInputError
+
+SCHEMA_VERSION = 1
+
+
+class Status(enum.Enum):
+    PASSED = "passed"
+    FAILED = "failed"
+    RECORDED = "recorded"
+    SKIPPED = "skipped"
+    ERROR = "error"
+
+
+class Check(enum.Enum):
+    """What an outcome checked."""
+
+    REPEATABLE = "repeatable"
+    OWN_CLASS = "own-class"
+    REFERENCE = "reference"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    id: str
+    check: str
+    model: str
+    case: str
+    resolution: str
+    precision: str
+    hardware_class: str
+    status: str
+    tier: str | None
+    golden_class: str | None
+    metrics: dict[str, Any] | None
+    seconds: float
+    first_divergent_step: int | None = None
+    message: str = ""
+    artifacts: dict[str, str] = field(default_factory=dict)
+    reproduce: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Outcome:
+        return cls(**data)
+
+
+def results_document(
+    outcomes: Iterable[Outcome],
+    hardware_class: str,
+    fingerprint: dict[str, Any],
+    started_at: str,
+    finished_at: str,
+    stats: dict[str, Any],
+) -> dict[str, Any]:
+    ordered = sorted(outcomes, key=lambda o: (o.id, o.check))
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "hardware_class": hardware_class,
+        "fingerprint": fingerprint,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "stats": stats,
+        "summary": dict(Counter(o.status for o in ordered)),
+        "outcomes": [o.to_dict() for o in ordered],
+    }
+
+
+def read_results(path: Path) -> tuple[dict[str, Any], list[Outcome]]:
+    """Read a results file; bad input raises ConformanceInputError naming the file."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConformanceInputError(path, f"cannot read results file: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise ConformanceInputError(path, f"not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+        raise ConformanceInputError(
+            path, f"not a results file of schema_version {SCHEMA_VERSION}"
+        )
+    try:
+        outcomes = [Outcome.from_dict(o) for o in data["outcomes"]]
+    except (KeyError, TypeError) as exc:
+        raise ConformanceInputError(path, f"malformed outcomes: {exc}") from None
+    return data, outcomes

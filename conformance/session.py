@@ -1,0 +1,380 @@
+"""The conformance session: settings, generation cache, and the one check algorithm.
+
+Plain Python, no pytest: :meth:`ConformanceSession.evaluate` turns an item and a check kind
+into an :class:`~conformance.report.results.Outcome`; the pytest plugin only maps outcomes to
+pass / fail / skip and collects them.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from conformance.cases import CaseSet, Item, Resolution, load_cases
+from conformance.errors import ConformanceInputError
+from conformance.generate import Generation, ModelUnavailable, Runner
+from conformance.golden import GoldenEntry, GoldenStore, encode_png
+from conformance.hardware import PINNED_KEYS, HardwareClass, command_line, now_utc
+from conformance.metrics import Metrics, compare, diff_map, pixel_sha256
+from conformance.report.results import Check, Outcome, Status, results_document
+from conformance.tolerances import Tier, Tolerances, load_tolerances
+from conformance.trace import first_divergent_step
+
+
+@dataclass(frozen=True)
+class Settings:
+    device: str = "cpu"
+    threads: int = 1
+    models: tuple[str, ...] | None = None
+    precisions: tuple[str, ...] | None = None
+    resolutions: tuple[Resolution, ...] | None = None
+    golden_dir: Path = Path("golden")
+    cases_path: Path | None = None
+    tolerances_path: Path | None = None
+    reference_class: str = "cpu-default"
+    record: bool = False
+    force: bool = False
+    results_path: Path = Path("conformance-results") / "results.json"
+
+    def command_flags(self) -> list[str]:
+        """Flags that reproduce this session's generation settings."""
+        flags = ["--device", self.device, "--threads", str(self.threads)]
+        if self.cases_path:
+            flags += ["--cases", str(self.cases_path)]
+        return flags
+
+
+def pinned_differences(observed: dict[str, Any], expected: dict[str, Any]) -> list[str]:
+    """Pinned fingerprint keys whose values differ, as ``key observed != expected``."""
+    return [
+        f"{k} {observed.get(k)!r} != {expected.get(k)!r}"
+        for k in PINNED_KEYS
+        if observed.get(k) != expected.get(k)
+    ]
+
+
+class ConformanceSession:
+    """Everything one process needs to run conformance items."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        hardware_class: HardwareClass,
+        fingerprint: dict[str, Any],
+        runner: Runner | None = None,
+    ) -> None:
+        self.settings = settings
+        self.hardware_class = hardware_class
+        self.fingerprint = fingerprint
+        self.cases: CaseSet = load_cases(settings.cases_path)
+        self.tolerances: Tolerances = load_tolerances(settings.tolerances_path)
+        self.store = GoldenStore(settings.golden_dir)
+        self.runner = runner or Runner(settings.device)
+        self.started_at = now_utc()
+        self.outcomes: list[Outcome] = []
+        self._generations: dict[str, Generation] = {}
+
+    # -- items ------------------------------------------------------------------------
+    def items(self) -> list[Item]:
+        s = self.settings
+        return self.cases.items(s.models, s.precisions, s.resolutions)
+
+    @property
+    def artifacts_dir(self) -> Path:
+        return self.settings.results_path.parent / "artifacts"
+
+    def generation(self, item: Item) -> Generation:
+        """The item's image, generated once per process."""
+        if item.id not in self._generations:
+            self._generations[item.id] = self.runner.generate(item)
+        return self._generations[item.id]
+
+    # -- the check ---------------------------------------------------------------------
+    def evaluate(self, item: Item, check: Check, nodeid: str = "") -> Outcome:
+        """Run one check on ``item``; never raises for bad goldens (they become ERROR)."""
+        start = time.perf_counter()
+        base = {
+            "id": item.id,
+            "check": check.value,
+            "model": item.model,
+            "case": item.case.name,
+            "resolution": str(item.resolution),
+            "precision": item.precision,
+            "hardware_class": self.hardware_class.name,
+            "reproduce": self.reproduce_command(nodeid),
+        }
+        try:
+            if check is Check.REPEATABLE:
+                fields = self._repeatable(item)
+            elif check is Check.OWN_CLASS:
+                fields = self._against(item, self.hardware_class.name, own=True)
+            else:
+                fields = self._against(item, self.settings.reference_class, own=False)
+        except ModelUnavailable as exc:
+            fields = {"status": Status.SKIPPED, "message": str(exc)}
+        except ConformanceInputError as exc:
+            fields = {"status": Status.ERROR, "message": str(exc)}
+        fields.setdefault("tier", None)
+        fields.setdefault("golden_class", None)
+        fields.setdefault("metrics", None)
+        fields["status"] = fields["status"].value
+        if isinstance(fields["tier"], Tier):
+            fields["tier"] = fields["tier"].value
+        outcome = Outcome(**base, **fields, seconds=round(time.perf_counter() - start, 4))
+        self.outcomes.append(outcome)
+        return outcome
+
+    def _repeatable(self, item: Item) -> dict[str, Any]:
+        first = self.generation(item)
+        second = self.runner.generate(item)
+        metrics = compare(second.image, first.image)
+        step = first_divergent_step(second.trace, first.trace)
+        if metrics.identical and step is None:
+            return {"status": Status.PASSED, "tier": Tier.EXACT, "metrics": metrics.to_dict()}
+        artifacts = self._write_artifacts(item, Check.REPEATABLE, second.image, first.image)
+        return {
+            "status": Status.FAILED,
+            "tier": Tier.EXACT,
+            "metrics": metrics.to_dict(),
+            "first_divergent_step": step,
+            "artifacts": artifacts,
+            "message": self._explain(
+                item, "the second generation differs from the first in the same process",
+                metrics, step, len(first.trace), artifacts, pixel_sha256(second.image),
+                pixel_sha256(first.image),
+            ),
+        }
+
+    def _against(self, item: Item, golden_class: str, own: bool) -> dict[str, Any]:
+        s = self.settings
+        if not own and golden_class == self.hardware_class.name:
+            return {
+                "status": Status.SKIPPED,
+                "golden_class": golden_class,
+                "message": f"this machine is the reference class {golden_class}; "
+                "the own-class check covers it",
+            }
+        entry = self.store.lookup(item, golden_class)
+        gen = None
+        if entry is None:
+            if own and s.record:
+                return self._record(item)
+            return {
+                "status": Status.SKIPPED,
+                "golden_class": golden_class,
+                "message": self._missing_reason(item, golden_class, own),
+            }
+        stale = _param_changes(item.case.generation_params(), entry.params)
+        if stale:
+            raise ConformanceInputError(
+                self.store.set_dir(item.model, golden_class) / entry.file,
+                f"golden for {item.id} is stale: the case changed since recording "
+                f"({'; '.join(stale)}); re-record with --record --force",
+            )
+        if own and s.record and s.force:
+            return self._record(item)
+        expected = self.store.load_image(entry, golden_class)
+        gen = self.generation(item)
+        if own:
+            diffs = pinned_differences(self.fingerprint, entry.fingerprint)
+            tier = Tier.CLOSE if diffs else Tier.EXACT
+        else:
+            diffs, tier = [], Tier.PERCEPTUAL
+        return self._judge(item, gen, entry, expected, golden_class, tier, diffs)
+
+    def _judge(
+        self,
+        item: Item,
+        gen: Generation,
+        entry: GoldenEntry,
+        expected: np.ndarray,
+        golden_class: str,
+        tier: Tier,
+        diffs: list[str],
+    ) -> dict[str, Any]:
+        check = Check.OWN_CLASS if golden_class == self.hardware_class.name else Check.REFERENCE
+        if gen.image.shape != expected.shape:
+            raise ConformanceInputError(
+                self.store.set_dir(item.model, golden_class) / entry.file,
+                f"golden is {expected.shape[1]}x{expected.shape[0]} but {item.id} generated "
+                f"{gen.image.shape[1]}x{gen.image.shape[0]}",
+            )
+        metrics = compare(gen.image, expected)
+        step = first_divergent_step(gen.trace, entry.steps())
+        observed_sha = pixel_sha256(gen.image)
+        if tier is Tier.EXACT:
+            problems = (
+                []
+                if observed_sha == entry.pixel_sha256
+                else [f"pixel_sha256: observed={observed_sha[:16]}..., "
+                      f"expected={entry.pixel_sha256[:16]}..."]
+            )
+        else:
+            problems = self.tolerances.bounds(tier, item.precision).violations(metrics)
+        fields: dict[str, Any] = {
+            "tier": tier,
+            "golden_class": golden_class,
+            "metrics": metrics.to_dict(),
+            "first_divergent_step": step,
+        }
+        if not problems:
+            note = f" (close tier because {'; '.join(diffs)})" if diffs else ""
+            return fields | {"status": Status.PASSED, "message": f"matches {golden_class}{note}"}
+        artifacts = self._write_artifacts(item, check, gen.image, expected)
+        headline = f"differs from the {golden_class} golden at the {tier.value} tier"
+        if diffs:
+            headline += f" (not exact because {'; '.join(diffs)})"
+        return fields | {
+            "status": Status.FAILED,
+            "artifacts": artifacts,
+            "message": self._explain(
+                item, headline, metrics, step, len(entry.trace), artifacts, observed_sha,
+                entry.pixel_sha256, problems,
+            ),
+        }
+
+    def _record(self, item: Item) -> dict[str, Any]:
+        gen = self.generation(item)
+        path, replaced = self.store.record(
+            item,
+            self.hardware_class.name,
+            gen.image,
+            gen.trace,
+            self.fingerprint,
+            recorded_at=now_utc(),
+            command=command_line(),
+            force=self.settings.force,
+        )
+        verb = "replaced" if replaced else "recorded"
+        return {
+            "status": Status.RECORDED,
+            "golden_class": self.hardware_class.name,
+            "tier": Tier.EXACT,
+            "message": f"{verb} {path}",
+        }
+
+    # -- messages and artifacts --------------------------------------------------------
+    def reproduce_command(self, nodeid: str) -> str:
+        target = shlex.quote(nodeid) if nodeid else "conformance"
+        return shlex.join(["pytest"]) + " " + target + " " + shlex.join(
+            self.settings.command_flags()
+        )
+
+    def record_command(self, item: Item) -> str:
+        return shlex.join(
+            ["pytest", "conformance", *self.settings.command_flags(), "--record",
+             "--model", item.model, "--precision", item.precision,
+             "--resolution", str(item.resolution)]
+        )
+
+    def _missing_reason(self, item: Item, golden_class: str, own: bool) -> str:
+        manifest = self.store.set_dir(item.model, golden_class) / "manifest.json"
+        reason = f"no golden for {item.id} in class {golden_class} ({manifest})"
+        if own:
+            return f"{reason}; record it with: {self.record_command(item)}"
+        return (
+            f"{reason}; it is recorded on a {golden_class} machine (for cpu-<isa> classes: "
+            f"ATEN_CPU_CAPABILITY={golden_class.removeprefix('cpu-')} "
+            f"{self.record_command(item)})"
+        )
+
+    def _write_artifacts(
+        self, item: Item, check: Check, actual: np.ndarray, expected: np.ndarray
+    ) -> dict[str, str]:
+        out = self.artifacts_dir / item.id / check.value
+        out.mkdir(parents=True, exist_ok=True)
+        paths = {}
+        for name, image in (
+            ("actual", actual),
+            ("golden", expected),
+            ("diff", diff_map(actual, expected)),
+        ):
+            path = out / f"{name}.png"
+            path.write_bytes(encode_png(image))
+            paths[name] = str(path)
+        return paths
+
+    def _explain(
+        self,
+        item: Item,
+        headline: str,
+        metrics: Metrics,
+        step: int | None,
+        n_steps: int,
+        artifacts: dict[str, str],
+        observed_sha: str,
+        expected_sha: str,
+        problems: list[str] | None = None,
+    ) -> str:
+        case = item.case
+        lines = [f"{item.id} {headline}"]
+        lines += [f"  {p}" for p in problems or []]
+        lines.append(f"  pixel_sha256: observed={observed_sha[:16]}... expected={expected_sha[:16]}...")
+        lines.append(f"  metrics: {metrics.summary()}")
+        lines.append(
+            "  first divergent step: "
+            + (f"{step} of {n_steps}" if step is not None else "none (latents equal at every step)")
+        )
+        if artifacts:
+            lines.append(
+                "  images: " + ", ".join(f"{k}={v}" for k, v in artifacts.items())
+            )
+        lines.append(
+            f"  case: model={case.model} seed={case.seed} steps={case.steps} "
+            f"scheduler={case.scheduler} guidance={case.guidance_scale} "
+            f"prompt={case.prompt!r} device={self.settings.device} "
+            f"threads={self.settings.threads} class={self.hardware_class}"
+        )
+        return "\n".join(lines)
+
+    # -- results -----------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        st = self.runner.stats
+        return {
+            "model_loads": st.loads,
+            "load_seconds": round(st.load_seconds, 3),
+            "generations": st.generations,
+            "generate_seconds": round(st.generate_seconds, 3),
+            "loaded": list(st.loaded),
+        }
+
+    def write_results(
+        self, outcomes: list[Outcome], stats: dict[str, Any], wall_seconds: float
+    ) -> Path:
+        doc = results_document(
+            outcomes, self.hardware_class.name, self.fingerprint, self.started_at, now_utc(),
+            stats | {"wall_seconds": round(wall_seconds, 3)},
+        )
+        path = self.settings.results_path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+
+def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Sum per-process runner stats (xdist workers)."""
+    out: dict[str, Any] = {"model_loads": 0, "load_seconds": 0.0, "generations": 0,
+                           "generate_seconds": 0.0, "loaded": [], "processes": len(parts)}
+    for p in parts:
+        for k in ("model_loads", "load_seconds", "generations", "generate_seconds"):
+            out[k] += p.get(k, 0)
+        out["loaded"] += p.get("loaded", [])
+    out["load_seconds"] = round(out["load_seconds"], 3)
+    out["generate_seconds"] = round(out["generate_seconds"], 3)
+    return out
+
+
+def _param_changes(now: dict[str, Any], then: dict[str, Any]) -> list[str]:
+    return [
+        f"{k}: {then.get(k)!r} -> {now.get(k)!r}"
+        for k in sorted(set(now) | set(then))
+        if now.get(k) != then.get(k)
+    ]

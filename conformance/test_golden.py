@@ -1,0 +1,19 @@
+"""Golden match: this machine's images against the recorded goldens.
+
+* own class: the golden recorded on this hardware class, at the exact tier (or the close
+  tier when threads or pinned library versions differ from the recording);
+* reference class: the reference class's golden (``--reference-class``, default
+  ``cpu-default``) at the perceptual tier.
+"""
+
+from __future__ import annotations
+
+from conformance.report.results import Check
+
+
+def test_own_class_golden(conformance_item, conformance_check):
+    conformance_check(conformance_item, Check.OWN_CLASS)
+
+
+def test_reference_golden(conformance_item, conformance_check):
+    conformance_check(conformance_item, Check.REFERENCE)
