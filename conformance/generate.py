@@ -24,6 +24,17 @@ from conformance.schedulers import build_scheduler
 from conformance.trace import StepTrace
 
 
+def _dtype_keyword() -> str:
+    """``dtype`` where diffusers has it (0.42+), else the older ``torch_dtype``."""
+    from importlib.metadata import version
+
+    major, minor = (int(p) for p in version("diffusers").split(".")[:2])
+    return "dtype" if (major, minor) >= (0, 42) else "torch_dtype"
+
+
+_DTYPE_KWARG = _dtype_keyword()
+
+
 class ModelUnavailable(Exception):
     """The weights of a model are not on this machine (the item is skipped, not failed)."""
 
@@ -102,7 +113,7 @@ class Runner:
             )
         precision = PRECISIONS[precision_name]
         pipe = DiffusionPipeline.from_pretrained(
-            str(path), torch_dtype=precision.torch_dtype(), local_files_only=True
+            str(path), **{_DTYPE_KWARG: precision.torch_dtype()}, local_files_only=True
         )
         if precision.kind is Kind.FP8_STORAGE:
             getattr(pipe, spec.family.denoiser).enable_layerwise_casting(

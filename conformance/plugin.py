@@ -148,6 +148,13 @@ class ConformancePlugin:
                 return True
         return False
 
+    def _all_stats(self) -> list[dict[str, Any]]:
+        """Runner stats of every process that generated (workers, or this process)."""
+        parts = list(self.worker_stats)
+        if self._session is not None and self._session.runner.stats.loads:
+            parts.append(self._session.stats())
+        return parts
+
     # -- hooks -------------------------------------------------------------------------
     def pytest_report_header(self, config: pytest.Config) -> list[str] | None:
         if not self.engaged() or self.is_worker:
@@ -227,11 +234,8 @@ class ConformancePlugin:
             return
         if not self.outcomes:
             return
-        parts = list(self.worker_stats)
-        if self._session is not None:
-            parts.append(self._session.stats())
         self.results_path = self.session.write_results(
-            self.outcomes, merge_stats(parts), time.perf_counter() - self.started
+            self.outcomes, merge_stats(self._all_stats()), time.perf_counter() - self.started
         )
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
@@ -246,10 +250,7 @@ class ConformancePlugin:
                 tr.write_line(
                     f"{check.value:>11}: " + ", ".join(f"{n} {k}" for k, n in row.items() if n)
                 )
-        parts = list(self.worker_stats)
-        if self._session is not None:
-            parts.append(self._session.stats())
-        st = merge_stats(parts)
+        st = merge_stats(self._all_stats())
         tr.write_line(
             f"model loads: {st['model_loads']} ({st['load_seconds']:.1f} s), generations: "
             f"{st['generations']} ({st['generate_seconds']:.1f} s in pipeline calls), "

@@ -315,7 +315,9 @@ class ConformanceSession:
         case = item.case
         lines = [f"{item.id} {headline}"]
         lines += [f"  {p}" for p in problems or []]
-        lines.append(f"  pixel_sha256: observed={observed_sha[:16]}... expected={expected_sha[:16]}...")
+        lines.append(
+            f"  pixel_sha256: observed={observed_sha[:16]}... expected={expected_sha[:16]}..."
+        )
         lines.append(f"  metrics: {metrics.summary()}")
         lines.append(
             "  first divergent step: "

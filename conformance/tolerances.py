@@ -76,7 +76,8 @@ class Bounds:
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        return {k: v for k, v in values.items() if v is not None}
 
 
 _BOUND_TYPES = {
@@ -184,5 +185,7 @@ def _parse_bounds(body: dict[str, Any], path: Path, where: str) -> Bounds:
             raise ToleranceFileError(path, f"{where}: key {key!r} = {value} is outside {lo}..{hi}")
         values[key] = expected(value)
     if not values:
-        raise ToleranceFileError(path, f"{where} sets no bound; accepted: {', '.join(_BOUND_TYPES)}")
+        raise ToleranceFileError(
+            path, f"{where} sets no bound; accepted: {', '.join(_BOUND_TYPES)}"
+        )
     return Bounds(**values)

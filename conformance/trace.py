@@ -53,7 +53,7 @@ def first_divergent_step(
 
     A trace shorter than the other diverges at the first missing step.
     """
-    for a, b in zip(observed, expected):
+    for a, b in zip(observed, expected, strict=False):
         if a.digest != b.digest:
             return a.step
     if len(observed) != len(expected):

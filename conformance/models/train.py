@@ -1,0 +1,428 @@
+"""Train the tiny pipelines on the synthetic captioned-shapes data set.
+
+Both models train in two stages with fixed step budgets and seeds (never wall time):
+
+* tiny-sd: AutoencoderKL (L1 + MSE + 1e-6 KL), then the UNet with epsilon prediction on the
+  scaled-linear DDPM schedule, min-SNR-5 weighting, 10 % caption dropout and an EMA copy.
+* tiny-flux: AutoencoderKL with 16 latent channels, then the transformer with rectified-flow
+  matching (target ``noise - x0``, logit-normal sigmas), 10 % caption dropout and an EMA copy.
+
+Batches alternate between 64 px and 96 px images so the models also draw at 96 px. Text
+encoders stay frozen at their random init; their outputs are cached per caption.
+
+Command line (wired in by ``register``)::
+
+    conformance train tiny-sd --out DIR [--steps-vae N] [--steps-denoiser N] [--seed S]
+                              [--threads T] [--force]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import platform
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from diffusers import AutoencoderKL, FluxPipeline, StableDiffusionPipeline
+
+from conformance.models import tiny
+from conformance.models.data import ShapesDataset, to_tensor_range
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """Step budgets and hyper-parameters for one model."""
+
+    model: str
+    steps_vae: int
+    steps_denoiser: int
+    seed: int = 0
+    sizes: tuple[int, ...] = tiny.TRAIN_SIZES
+    n_images: tuple[int, ...] = (20000, 10000)
+    vae_batch: tuple[int, ...] = (8, 4)
+    vae_lr: float = 1e-3
+    den_batch: tuple[int, ...] = (32, 16)
+    den_lr: float = 1e-3
+    warmup: int = 100
+    ema_decay: float = 0.999
+    caption_dropout: float = 0.1
+    min_snr_gamma: float = 5.0
+    grad_clip: float = 1.0
+    log_every: int = 25
+
+
+RECIPES: dict[str, Recipe] = {
+    "tiny-sd": Recipe(model="tiny-sd", steps_vae=1000, steps_denoiser=1600, den_batch=(32, 12)),
+    "tiny-flux": Recipe(
+        model="tiny-flux", steps_vae=1000, steps_denoiser=3000, den_batch=(32, 24), den_lr=6e-4
+    ),
+}
+
+
+@dataclass
+class StageResult:
+    name: str
+    steps: int
+    seconds: float
+    final_loss: float
+    extra: dict[str, float] = field(default_factory=dict)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _lr_lambda(warmup: int, total: int) -> Callable[[int], float]:
+    def f(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total - warmup)
+        return 0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return f
+
+
+class _Ema:
+    def __init__(self, model: torch.nn.Module, decay: float) -> None:
+        self.decay = decay
+        self.shadow = [p.detach().clone() for p in model.parameters()]
+
+    @torch.no_grad()
+    def update(self, model: torch.nn.Module, step: int) -> None:
+        d = min(self.decay, (1 + step) / (10 + step))
+        for s, p in zip(self.shadow, model.parameters(), strict=True):
+            s.mul_(d).add_(p.detach(), alpha=1.0 - d)
+
+    @torch.no_grad()
+    def copy_to(self, model: torch.nn.Module) -> None:
+        for s, p in zip(self.shadow, model.parameters(), strict=True):
+            p.copy_(s)
+
+
+class _Meter:
+    """Running loss average and seconds per step for progress lines."""
+
+    def __init__(self, name: str, total: int, every: int) -> None:
+        self.name, self.total, self.every = name, total, every
+        self.losses: list[float] = []
+        self.t0 = self.tlast = time.perf_counter()
+
+    def step(self, i: int, loss: float) -> None:
+        self.losses.append(loss)
+        if (i + 1) % self.every == 0 or i + 1 == self.total:
+            now = time.perf_counter()
+            n = min(self.every, len(self.losses))
+            avg = float(np.mean(self.losses[-n:]))
+            sps = (now - self.tlast) / n
+            self.tlast = now
+            eta = sps * (self.total - i - 1)
+            _log(
+                f"[{self.name}] step {i + 1}/{self.total} loss {avg:.5f} "
+                f"{sps:.3f} s/step eta {eta:.0f} s"
+            )
+
+    def final(self) -> float:
+        tail = self.losses[-max(1, min(100, len(self.losses))) :]
+        return float(np.mean(tail))
+
+    def seconds(self) -> float:
+        return time.perf_counter() - self.t0
+
+
+def _batches(
+    data: ShapesDataset, batch_sizes: tuple[int, ...], seed: int
+) -> Iterator[tuple[int, torch.Tensor, list[str]]]:
+    for size, imgs, caps in data.batches(batch_sizes, seed):
+        yield size, torch.from_numpy(to_tensor_range(imgs)), caps
+
+
+def train_vae(vae: AutoencoderKL, data: ShapesDataset, recipe: Recipe) -> StageResult:
+    """Reconstruction training: L1 + MSE on posterior samples + 1e-6 KL."""
+    torch.manual_seed(recipe.seed + 10)
+    vae.train()
+    opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(recipe.warmup, recipe.steps_vae))
+    meter = _Meter(f"{recipe.model} vae", recipe.steps_vae, recipe.log_every)
+    it = _batches(data, recipe.vae_batch, recipe.seed + 11)
+    for i in range(recipe.steps_vae):
+        _, x, _ = next(it)
+        post = vae.encode(x).latent_dist
+        z = post.sample()
+        rec = vae.decode(z).sample
+        kl = post.kl().mean() / x[0].numel()
+        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * kl
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), recipe.grad_clip)
+        opt.step()
+        sched.step()
+        meter.step(i, loss.item())
+    vae.eval()
+    # held-out reconstruction error and latent statistics (for scaling / shift factors)
+    held = ShapesDataset(recipe.sizes, (64, 32), recipe.seed + 999)
+    maes: list[float] = []
+    lat: list[torch.Tensor] = []
+    with torch.no_grad():
+        for size in recipe.sizes:
+            x = torch.from_numpy(to_tensor_range(held.images[size]))
+            for chunk in x.split(16):
+                z = vae.encode(chunk).latent_dist.sample()
+                rec = vae.decode(z).sample.clamp(-1, 1)
+                maes.append(float((rec - chunk).abs().mean() * 127.5))
+                lat.append(z.flatten())
+    allz = torch.cat(lat)
+    mae = float(np.mean(maes))
+    _log(
+        f"[{recipe.model} vae] held-out MAE {mae:.2f}/255 latent mean {allz.mean():.4f} "
+        f"std {allz.std():.4f}"
+    )
+    return StageResult(
+        "vae",
+        recipe.steps_vae,
+        meter.seconds(),
+        meter.final(),
+        {
+            "heldout_mae_255": mae,
+            "latent_mean": float(allz.mean()),
+            "latent_std": float(allz.std()),
+        },
+    )
+
+
+class _TextCache:
+    def __init__(self, encode: Callable[[list[str]], tuple[torch.Tensor, ...]]) -> None:
+        self.encode = encode
+        self.cache: dict[str, tuple[torch.Tensor, ...]] = {}
+
+    def __call__(self, captions: list[str]) -> tuple[torch.Tensor, ...]:
+        missing = sorted({c for c in captions if c not in self.cache})
+        if missing:
+            with torch.no_grad():
+                outs = self.encode(missing)
+            for j, c in enumerate(missing):
+                self.cache[c] = tuple(o[j].clone() for o in outs)
+        parts = [self.cache[c] for c in captions]
+        return tuple(torch.stack([p[k] for p in parts]) for k in range(len(parts[0])))
+
+
+def _drop_captions(captions: list[str], p: float, gen: torch.Generator) -> list[str]:
+    keep = torch.rand(len(captions), generator=gen) >= p
+    return [c if k else "" for c, k in zip(captions, keep.tolist(), strict=True)]
+
+
+def train_unet(pipe: StableDiffusionPipeline, data: ShapesDataset, recipe: Recipe) -> StageResult:
+    """Epsilon-prediction training of ``pipe.unet`` on VAE latents (min-SNR weighting, EMA)."""
+    unet, vae = pipe.unet, pipe.vae
+    sf = float(vae.config.scaling_factor)
+    cfg = pipe.scheduler.config
+    betas = torch.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, cfg.num_train_timesteps) ** 2
+    alphas_cum = torch.cumprod(1.0 - betas, dim=0)
+    snr = alphas_cum / (1.0 - alphas_cum)
+
+    def encode(caps: list[str]) -> tuple[torch.Tensor, ...]:
+        emb, _ = pipe.encode_prompt(caps, torch.device("cpu"), 1, False)
+        return (emb,)
+
+    text = _TextCache(encode)
+    torch.manual_seed(recipe.seed + 20)
+    gen = torch.Generator().manual_seed(recipe.seed + 21)
+    unet.train()
+    ema = _Ema(unet, recipe.ema_decay)
+    opt = torch.optim.AdamW(unet.parameters(), lr=recipe.den_lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(recipe.warmup, recipe.steps_denoiser))
+    meter = _Meter(f"{recipe.model} unet", recipe.steps_denoiser, recipe.log_every)
+    it = _batches(data, recipe.den_batch, recipe.seed + 22)
+    for i in range(recipe.steps_denoiser):
+        _, x, caps = next(it)
+        with torch.no_grad():
+            z0 = vae.encode(x).latent_dist.sample(generator=gen) * sf
+        (cond,) = text(_drop_captions(caps, recipe.caption_dropout, gen))
+        b = z0.shape[0]
+        t = torch.randint(0, cfg.num_train_timesteps, (b,), generator=gen)
+        noise = torch.randn(z0.shape, generator=gen)
+        a = alphas_cum[t].view(b, 1, 1, 1)
+        zt = a.sqrt() * z0 + (1.0 - a).sqrt() * noise
+        pred = unet(zt, t, cond).sample
+        w = torch.clamp(snr[t], max=recipe.min_snr_gamma) / snr[t]
+        per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        loss = (w * per).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(unet.parameters(), recipe.grad_clip)
+        opt.step()
+        sched.step()
+        ema.update(unet, i)
+        meter.step(i, per.mean().item())
+    ema.copy_to(unet)
+    unet.eval()
+    return StageResult("unet", recipe.steps_denoiser, meter.seconds(), meter.final())
+
+
+def train_flux_transformer(pipe: FluxPipeline, data: ShapesDataset, recipe: Recipe) -> StageResult:
+    """Rectified-flow training of ``pipe.transformer`` (predicts ``noise - x0``)."""
+    tr, vae = pipe.transformer, pipe.vae
+    sf = float(vae.config.scaling_factor)
+    shift = float(vae.config.shift_factor or 0.0)
+    max_len = int(tiny.SAMPLING_DEFAULTS["tiny-flux"]["max_sequence_length"])
+
+    def encode(caps: list[str]) -> tuple[torch.Tensor, ...]:
+        emb, pooled, _ = pipe.encode_prompt(
+            prompt=caps, prompt_2=None, device=torch.device("cpu"), max_sequence_length=max_len
+        )
+        return emb, pooled
+
+    text = _TextCache(encode)
+    torch.manual_seed(recipe.seed + 30)
+    gen = torch.Generator().manual_seed(recipe.seed + 31)
+    tr.train()
+    ema = _Ema(tr, recipe.ema_decay)
+    opt = torch.optim.AdamW(tr.parameters(), lr=recipe.den_lr, weight_decay=1e-2)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(recipe.warmup, recipe.steps_denoiser))
+    meter = _Meter(f"{recipe.model} transformer", recipe.steps_denoiser, recipe.log_every)
+    it = _batches(data, recipe.den_batch, recipe.seed + 32)
+    txt_ids = torch.zeros(max_len, 3)
+    img_ids: dict[int, torch.Tensor] = {}
+    for i in range(recipe.steps_denoiser):
+        _, x, caps = next(it)
+        with torch.no_grad():
+            z0 = (vae.encode(x).latent_dist.sample(generator=gen) - shift) * sf
+        b, c, h, w = z0.shape
+        if h not in img_ids:
+            img_ids[h] = FluxPipeline._prepare_latent_image_ids(
+                b, h // 2, w // 2, torch.device("cpu"), torch.float32
+            )
+        emb, pooled = text(_drop_captions(caps, recipe.caption_dropout, gen))
+        sigma = torch.sigmoid(torch.randn(b, generator=gen))
+        noise = torch.randn(z0.shape, generator=gen)
+        s4 = sigma.view(b, 1, 1, 1)
+        zt = (1.0 - s4) * z0 + s4 * noise
+        packed = FluxPipeline._pack_latents(zt, b, c, h, w)
+        target = FluxPipeline._pack_latents(noise - z0, b, c, h, w)
+        pred = tr(
+            hidden_states=packed,
+            timestep=sigma,
+            pooled_projections=pooled,
+            encoder_hidden_states=emb,
+            txt_ids=txt_ids,
+            img_ids=img_ids[h],
+            return_dict=False,
+        )[0]
+        loss = F.mse_loss(pred, target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(tr.parameters(), recipe.grad_clip)
+        opt.step()
+        sched.step()
+        ema.update(tr, i)
+        meter.step(i, loss.item())
+    ema.copy_to(tr)
+    tr.eval()
+    return StageResult("transformer", recipe.steps_denoiser, meter.seconds(), meter.final())
+
+
+def _freeze(*modules: torch.nn.Module) -> None:
+    for m in modules:
+        m.requires_grad_(False)
+        m.eval()
+
+
+def train_model(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
+    """Train ``recipe.model`` and save the pipeline to ``out_dir`` (written via a temp dir)."""
+    t0 = time.perf_counter()
+    _log(f"[{recipe.model}] generating data set {recipe.n_images} at {recipe.sizes}")
+    data = ShapesDataset(recipe.sizes, recipe.n_images, recipe.seed)
+    _log(f"[{recipe.model}] data set ready in {time.perf_counter() - t0:.1f} s")
+    stages: list[StageResult] = []
+    if recipe.model == "tiny-sd":
+        comps = tiny.sd_components(recipe.seed)
+        pipe: StableDiffusionPipeline | FluxPipeline = tiny.make_sd_pipeline(comps)
+        _freeze(pipe.text_encoder)
+        stages.append(train_vae(pipe.vae, data, recipe))
+        pipe.vae.register_to_config(scaling_factor=round(1.0 / stages[0].extra["latent_std"], 5))
+        _freeze(pipe.vae)
+        stages.append(train_unet(pipe, data, recipe))
+    elif recipe.model == "tiny-flux":
+        comps = tiny.flux_components(recipe.seed)
+        pipe = tiny.make_flux_pipeline(comps)
+        _freeze(pipe.text_encoder, pipe.text_encoder_2)
+        stages.append(train_vae(pipe.vae, data, recipe))
+        pipe.vae.register_to_config(
+            scaling_factor=round(1.0 / stages[0].extra["latent_std"], 5),
+            shift_factor=round(stages[0].extra["latent_mean"], 5),
+        )
+        _freeze(pipe.vae)
+        stages.append(train_flux_transformer(pipe, data, recipe))
+    else:
+        raise ValueError(f"unknown model {recipe.model!r}")
+    total = time.perf_counter() - t0
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tiny.save_pipeline(pipe, tmp)
+    summary: dict[str, Any] = {
+        "model": recipe.model,
+        "recipe": asdict(recipe),
+        "stages": [asdict(s) for s in stages],
+        "total_seconds": round(total, 1),
+        "threads": torch.get_num_threads(),
+        "parameters": tiny.parameter_counts(pipe),
+        "torch": torch.__version__,
+        "machine": platform.machine(),
+    }
+    (tmp / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    tiny._replace_dir(tmp, out_dir)
+    _log(f"[{recipe.model}] saved to {out_dir} after {total:.0f} s")
+    return summary
+
+
+def _run(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.exists() and (not out.is_dir() or any(out.iterdir())) and not args.force:
+        print(
+            f"error: output directory {out} exists and is not empty; pass --force to replace it",
+            file=sys.stderr,
+        )
+        return 2
+    torch.set_num_threads(args.threads)
+    recipe = RECIPES[args.model]
+    changes: dict[str, Any] = {"seed": args.seed}
+    if args.steps_vae is not None:
+        changes["steps_vae"] = args.steps_vae
+    if args.steps_denoiser is not None:
+        changes["steps_denoiser"] = args.steps_denoiser
+    if args.images is not None:
+        changes["n_images"] = tuple(args.images for _ in recipe.sizes)
+    recipe = replace(recipe, **changes)
+    summary = train_model(recipe, out)
+    print(json.dumps(summary, indent=2, sort_keys=True))
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``train`` sub-command to an argparse ``subparsers`` object."""
+    p = subparsers.add_parser(
+        "train",
+        help="train a tiny pipeline on the synthetic shapes data set",
+        description="Train tiny-sd or tiny-flux (fixed step budgets and seeds).",
+    )
+    p.add_argument("model", choices=sorted(RECIPES))
+    p.add_argument("--out", required=True, help="output pipeline directory")
+    p.add_argument("--steps-vae", type=int, default=None, help="VAE steps (recipe default)")
+    p.add_argument(
+        "--steps-denoiser", type=int, default=None, help="UNet/transformer steps (recipe default)"
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--images", type=int, default=None, help="images per size (recipe default)")
+    p.add_argument("--force", action="store_true", help="replace a non-empty --out")
+    p.set_defaults(func=_run)

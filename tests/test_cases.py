@@ -1,0 +1,143 @@
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from conformance.cases import DEFAULT_CASES, Resolution, load_cases
+from conformance.errors import CaseFileError
+
+GOOD = """
+schema_version = 1
+[axes]
+resolutions = ["64x64", "96x96"]
+precisions = ["fp32", "bf16"]
+
+[cases.one]
+model = "tiny-sd"
+prompt = "a red circle on a white background"
+seed = 1
+steps = 4
+scheduler = "euler"
+guidance_scale = 4
+"""
+
+
+def write(tmp_path, text):
+    path = tmp_path / "cases.toml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_default_case_file_loads_and_has_enough_items():
+    cases = load_cases()
+    assert cases.path == DEFAULT_CASES
+    items = cases.items()
+    assert len(items) >= 12
+    assert len({i.id for i in items}) == len(items)
+    assert all(i.id.count("/") == 3 for i in items)
+
+
+def test_good_file_expands_axes(tmp_path):
+    cases = load_cases(write(tmp_path, GOOD))
+    ids = [i.id for i in cases.items()]
+    assert ids == [
+        "tiny-sd/one/64x64/fp32",
+        "tiny-sd/one/64x64/bf16",
+        "tiny-sd/one/96x96/fp32",
+        "tiny-sd/one/96x96/bf16",
+    ]
+    case = cases.cases[0]
+    assert case.guidance_scale == 4.0 and isinstance(case.guidance_scale, float)
+    assert case.negative_prompt == ""
+
+
+def test_filters(tmp_path):
+    cases = load_cases(write(tmp_path, GOOD))
+    assert [i.id for i in cases.items(precisions=["bf16"], resolutions=[Resolution(64, 64)])] == [
+        "tiny-sd/one/64x64/bf16"
+    ]
+    assert cases.items(models=["tiny-flux"]) == []
+
+
+def test_case_overrides_axes(tmp_path):
+    text = GOOD + 'resolutions = ["32x48"]\nprecisions = ["fp16"]\n'
+    items = load_cases(write(tmp_path, text)).items()
+    assert [i.id for i in items] == ["tiny-sd/one/32x48/fp16"]
+
+
+@pytest.mark.parametrize(
+    ("edit", "message"),
+    [
+        (("seed = 1", 'seed = "1"'), r"case 'one': key 'seed' must be integer, not string"),
+        (("seed = 1", "seed = true"), r"key 'seed' must be integer, not boolean"),
+        (("seed = 1", "seed = -1"), r"key 'seed': -1 is outside"),
+        (("steps = 4", "steps = 0"), r"key 'steps': 0 is outside 1..1000"),
+        (("guidance_scale = 4", "guidance_scale = -1.0"), r"'guidance_scale': -1.0 is outside"),
+        (("guidance_scale = 4", 'guidance_scale = "x"'), r"'guidance_scale' must be float"),
+        (("seed = 1", "seed = 1\ncfg = 3"), r"case 'one': unknown key 'cfg'; accepted: model"),
+        (("seed = 1\n", ""), r"case 'one': missing required key 'seed'"),
+        (('"euler"', '"heun"'), r"key 'scheduler': unknown scheduler 'heun'; accepted: euler"),
+        (('"euler"', '"flow-euler"'), r"'flow-euler' does not fit tiny-sd \(sd family\)"),
+        (('"tiny-sd"', '"sd15"'), r"key 'model': unknown model 'sd15'; known: tiny-flux"),
+        (('"64x64", ', '"60x64", '), r"key 'resolutions': 60x64: width 60 is not a multiple of 16"),
+        (('"64x64", ', '"4096x64", '), r"width 4096 is outside 32..256"),
+        (('"64x64", ', '"64*64", '), r"'64\*64' is not a resolution; write WIDTHxHEIGHT"),
+        (('"64x64", ', '"96x96", '), r"key 'resolutions' lists 96x96 twice"),
+        (('"fp32", ', '"fp64", '), r"unknown precision 'fp64'; accepted: fp32"),
+        (("[cases.one]", "[cases.One]"), r"case 'One': the name must be lower-case"),
+        (("schema_version = 1", "schema_version = 2"), r"schema_version is 2"),
+        (("[axes]", "[axes]\nseeds = [1]"), r"\[axes\]: unknown key 'seeds'"),
+        (("[axes]", "[defaults]"), r"unknown top-level key 'defaults'"),
+        (("precisions = [\"fp32\", \"bf16\"]", "precisions = []"), r"'precisions' is empty"),
+        (("precisions = [\"fp32\", \"bf16\"]", "precisions = 3"), r"must be an array of strings"),
+    ],
+)
+def test_errors_name_file_case_and_key(tmp_path, edit, message):
+    old, new = edit
+    assert old in GOOD
+    path = write(tmp_path, GOOD.replace(old, new, 1))
+    with pytest.raises(CaseFileError, match=message) as info:
+        load_cases(path)
+    assert str(info.value).startswith(str(path))
+
+
+def test_flux_rejects_negative_prompt(tmp_path):
+    text = GOOD.replace('"tiny-sd"', '"tiny-flux"').replace('"euler"', '"flow-euler"')
+    text += 'negative_prompt = "blurry"\n'
+    with pytest.raises(CaseFileError, match="takes no negative prompt"):
+        load_cases(write(tmp_path, text))
+
+
+def test_missing_resolutions(tmp_path):
+    text = GOOD.replace('resolutions = ["64x64", "96x96"]\n', "")
+    with pytest.raises(CaseFileError, match="no resolutions"):
+        load_cases(write(tmp_path, text))
+
+
+def test_no_cases(tmp_path):
+    with pytest.raises(CaseFileError, match=r"no cases: add at least one \[cases.NAME\]"):
+        load_cases(write(tmp_path, "schema_version = 1\n"))
+
+
+def test_case_not_a_table(tmp_path):
+    with pytest.raises(CaseFileError, match="case 'x' must be a table, not string"):
+        load_cases(write(tmp_path, 'schema_version = 1\ncases = { x = "y" }\n'))
+
+
+def test_invalid_toml_and_unreadable(tmp_path):
+    with pytest.raises(CaseFileError, match="invalid TOML"):
+        load_cases(write(tmp_path, "schema_version = = 1"))
+    with pytest.raises(CaseFileError, match="cannot read case file"):
+        load_cases(tmp_path / "absent.toml")
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes(b"# \xff\n")
+    with pytest.raises(CaseFileError, match="not UTF-8"):
+        load_cases(bad)
+
+
+def test_resolution_parse_and_str():
+    assert str(Resolution.parse(" 64x96 ")) == "64x96"
+    for bad in ("0x64", "64x", "x", "64X64", "-64x64"):
+        with pytest.raises(ValueError):
+            Resolution.parse(bad)

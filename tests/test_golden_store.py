@@ -1,0 +1,230 @@
+from __future__ import annotations
+
+import json
+import multiprocessing as mp
+
+import numpy as np
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from conformance.cases import Case, Item, Resolution
+from conformance.errors import GoldenExistsError, ManifestError
+from conformance.golden import MANIFEST, GoldenStore, parse_manifest
+from conformance.metrics import pixel_sha256
+from conformance.trace import StepTrace, first_divergent_step
+
+CASE = Case("one", "tiny-sd", "a red circle", "", 1, 2, "euler", 4.0,
+            (Resolution(16, 8),), ("fp32",))
+ITEM = Item(CASE, Resolution(16, 8), "fp32")
+CLS = "cpu-avx2"
+
+
+def image(seed=0, h=8, w=16):
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def trace(n=2, salt=""):
+    import torch
+
+    return [StepTrace.from_latents(i, 999 - i, torch.full((1, 4, 2, 2), float(i))) for i in
+            range(n)] if not salt else [
+        StepTrace(i, 1.0, f"{i:015x}{salt}", 0.0, 0.0, 0.0, 0.0) for i in range(n)]
+
+
+def record(store, img=None, force=False, item=ITEM):
+    return store.record(item, CLS, image() if img is None else img, trace(), {"threads": 1},
+                        "2026-01-01T00:00:00Z", "pytest --record", force=force)
+
+
+def test_record_then_lookup_and_load(tmp_path):
+    store = GoldenStore(tmp_path)
+    path, replaced = record(store)
+    assert not replaced and path == tmp_path / "tiny-sd" / CLS / "one-16x8-fp32.png"
+    fresh = GoldenStore(tmp_path)
+    entry = fresh.lookup(ITEM, CLS)
+    assert entry is not None and entry.pixel_sha256 == pixel_sha256(image())
+    assert np.array_equal(fresh.load_image(entry, CLS), image())
+    assert entry.steps() == trace()
+    assert fresh.classes("tiny-sd") == [CLS]
+    assert fresh.lookup(ITEM, "cpu-avx512") is None
+    assert not list((tmp_path / "tiny-sd" / CLS).glob("*.tmp"))
+
+
+def test_never_overwrites_without_force(tmp_path):
+    store = GoldenStore(tmp_path)
+    record(store)
+    before = (tmp_path / "tiny-sd" / CLS / MANIFEST).read_bytes()
+    with pytest.raises(GoldenExistsError, match="exists; re-run with --force"):
+        record(store, image(1))
+    assert (tmp_path / "tiny-sd" / CLS / MANIFEST).read_bytes() == before
+    _, replaced = record(store, image(1), force=True)
+    assert replaced
+    entry = GoldenStore(tmp_path).lookup(ITEM, CLS)
+    assert entry.pixel_sha256 == pixel_sha256(image(1))
+
+
+def test_orphan_png_is_not_overwritten(tmp_path):
+    d = tmp_path / "tiny-sd" / CLS
+    d.mkdir(parents=True)
+    (d / "one-16x8-fp32.png").write_bytes(b"user data")
+    with pytest.raises(GoldenExistsError, match=r"not listed in manifest\.json"):
+        record(GoldenStore(tmp_path))
+    assert (d / "one-16x8-fp32.png").read_bytes() == b"user data"
+
+
+def _record_in_child(root, n):
+    case = Case(f"c{n}", "tiny-sd", "p", "", n, 2, "euler", 4.0, (Resolution(16, 8),), ("fp32",))
+    item = Item(case, Resolution(16, 8), "fp32")
+    GoldenStore(root).record(item, CLS, image(n), [], {}, "t", "c")
+
+
+def test_concurrent_records_all_land(tmp_path):
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_record_in_child, args=(tmp_path, n)) for n in range(6)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    manifest = json.loads((tmp_path / "tiny-sd" / CLS / MANIFEST).read_text())
+    assert len(manifest["entries"]) == 6
+
+
+def _tamper(tmp_path, fn):
+    store = GoldenStore(tmp_path)
+    record(store)
+    path = tmp_path / "tiny-sd" / CLS / MANIFEST
+    data = json.loads(path.read_text())
+    fn(data, data["entries"][ITEM.id])
+    path.write_text(json.dumps(data))
+    return path
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (lambda d, e: d.update(schema_version=9), "schema_version is 9"),
+        (lambda d, e: d.update(model="other"), "model is 'other' but the directory"),
+        (lambda d, e: d.update(hardware_class="cpu-avx512"), "but the directory is 'cpu-avx2'"),
+        (lambda d, e: d.update(hardware_class="gpu!"), "is not a hardware class"),
+        (lambda d, e: d.update(extra=1), "unknown top-level keys: extra"),
+        (lambda d, e: d.update(entries=[]), "'entries' is missing or not an object"),
+        (lambda d, e: e.pop("pixel_sha256"), "missing keys: pixel_sha256"),
+        (lambda d, e: e.update(note="x"), "unknown keys: note"),
+        (lambda d, e: e.update(width="16"), "key 'width' must be int, not string"),
+        (lambda d, e: e.update(width=True), "key 'width' must be int, not boolean"),
+        (lambda d, e: e.update(precision="bf16"), "does not match its fields"),
+        (lambda d, e: e.update(file="../../etc/passwd.png"), "not a plain lower-case .png"),
+        (lambda d, e: e.update(file="sub/x.png"), "not a plain lower-case .png"),
+        (lambda d, e: e.update(file_sha256="ABC"), "'file_sha256' is not 64 lower-case hex"),
+        (lambda d, e: e.update(phash="xyz"), "'phash' is not 16 lower-case hex"),
+        (lambda d, e: e.update(width=17), "width/height do not match"),
+        (lambda d, e: e.update(trace=[{"step": 0}]), "'trace' is malformed"),
+    ],
+)
+def test_tampered_manifest_is_rejected(tmp_path, tamper, message):
+    path = _tamper(tmp_path, tamper)
+    with pytest.raises(ManifestError, match=message) as info:
+        GoldenStore(tmp_path).lookup(ITEM, CLS)
+    assert str(info.value).startswith(str(path))
+
+
+def test_tampered_hash_is_caught_on_load(tmp_path):
+    _tamper(tmp_path, lambda d, e: e.update(pixel_sha256="0" * 64))
+    store = GoldenStore(tmp_path)
+    with pytest.raises(ManifestError, match="decoded pixels do not match"):
+        store.load_image(store.lookup(ITEM, CLS), CLS)
+
+
+def test_duplicate_file_entries_rejected(tmp_path):
+    store = GoldenStore(tmp_path)
+    record(store)
+    path = tmp_path / "tiny-sd" / CLS / MANIFEST
+    data = json.loads(path.read_text())
+    entry = dict(data["entries"][ITEM.id], id="tiny-sd/one/16x8/bf16", precision="bf16")
+    data["entries"]["tiny-sd/one/16x8/bf16"] = entry
+    path.write_text(json.dumps(data))
+    with pytest.raises(ManifestError, match="is also used by"):
+        GoldenStore(tmp_path).lookup(ITEM, CLS)
+
+
+@given(st.integers(min_value=1, max_value=400))
+def test_truncated_manifest_is_rejected(cut):
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        store = GoldenStore(tmp)
+        record(store)
+        path = Path(tmp) / "tiny-sd" / CLS / MANIFEST
+        text = path.read_text().rstrip()  # any strict prefix of an object is invalid
+        path.write_text(text[: max(0, len(text) - cut)])
+        with pytest.raises(ManifestError, match="not valid JSON"):
+            GoldenStore(tmp).lookup(ITEM, CLS)
+
+
+@given(st.binary(max_size=64))
+def test_garbage_manifest_never_crashes(blob):
+    from pathlib import Path
+
+    try:
+        parse_manifest(blob.decode("latin-1"), Path("m.json"))
+    except ManifestError:
+        pass
+
+
+def test_changed_png_is_rejected(tmp_path):
+    store = GoldenStore(tmp_path)
+    png, _ = record(store)
+    data = bytearray(png.read_bytes())
+    data[-20] ^= 0xFF
+    png.write_bytes(bytes(data))
+    fresh = GoldenStore(tmp_path)
+    with pytest.raises(ManifestError, match="does not match the manifest's"):
+        fresh.load_image(fresh.lookup(ITEM, CLS), CLS)
+
+
+def test_missing_png_and_symlinks(tmp_path):
+    store = GoldenStore(tmp_path)
+    png, _ = record(store)
+    entry = GoldenStore(tmp_path).lookup(ITEM, CLS)
+    png.rename(png.with_suffix(".bak"))
+    with pytest.raises(ManifestError, match=r"listed in manifest\.json .* cannot be read"):
+        GoldenStore(tmp_path).load_image(entry, CLS)
+    png.symlink_to(png.with_suffix(".bak"))
+    with pytest.raises(ManifestError, match="symbolic link"):
+        GoldenStore(tmp_path).load_image(entry, CLS)
+    manifest = png.parent / MANIFEST
+    manifest.rename(png.parent / "real.json")
+    manifest.symlink_to(png.parent / "real.json")
+    with pytest.raises(ManifestError, match="symbolic link"):
+        GoldenStore(tmp_path).lookup(ITEM, CLS)
+
+
+def test_wrong_size_or_mode_png(tmp_path):
+    from PIL import Image
+
+    store = GoldenStore(tmp_path)
+    png, _ = record(store)
+    entry = GoldenStore(tmp_path).lookup(ITEM, CLS)
+    for img, message in ((Image.new("RGB", (8, 8)), "is 8x8, the manifest says 16x8"),
+                         (Image.new("RGBA", (16, 8)), "has mode RGBA"),
+                         (None, "cannot be decoded as PNG")):
+        if img is None:
+            png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 10)
+        else:
+            img.save(png)
+        import dataclasses
+        import hashlib
+
+        fixed = dataclasses.replace(entry, file_sha256=hashlib.sha256(png.read_bytes()).hexdigest())
+        with pytest.raises(ManifestError, match=message):
+            GoldenStore(tmp_path).load_image(fixed, CLS)
+
+
+def test_first_divergent_step():
+    a = trace(3, salt="a")
+    b = [*a[:2], StepTrace(2, 1.0, "f" * 16, 0, 0, 0, 0)]
+    assert first_divergent_step(a, a) is None
+    assert first_divergent_step(a, b) == 2
+    assert first_divergent_step(a, a[:1]) == 1

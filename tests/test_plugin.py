@@ -1,0 +1,364 @@
+"""One pytester test (or more) per command-line option of the plugin, error branches included.
+
+Runs the real conformance test modules (``--pyargs conformance``) on the shipped tiny models
+with a small case file (32x32, 2 steps) so each run takes about a second.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from conformance.cases import load_cases
+from conformance.golden import GoldenStore
+from conformance.hardware import detect_class
+
+SMALL_CASES = """
+schema_version = 1
+[axes]
+resolutions = ["32x32"]
+precisions = ["fp32"]
+
+[cases.dot]
+model = "tiny-sd"
+prompt = "a red circle on a white background"
+seed = 3
+steps = 2
+scheduler = "euler"
+guidance_scale = 4.0
+precisions = ["fp32", "bf16"]
+
+[cases.flux-dot]
+model = "tiny-flux"
+prompt = "a blue square on a black background"
+seed = 5
+steps = 2
+scheduler = "flow-euler"
+guidance_scale = 3.5
+"""
+OWN = detect_class("cpu").name
+
+
+@pytest.fixture(scope="module")
+def warm_imports(tmp_path_factory):
+    """Import everything a conformance run imports, once, before pytester snapshots modules.
+
+    In-process pytester runs drop modules first imported inside them; torch registers
+    operator libraries at import time and cannot import them twice.
+    """
+    from conformance.generate import Runner
+
+    path = tmp_path_factory.mktemp("warm") / "cases.toml"
+    path.write_text(SMALL_CASES)
+    runner = Runner("cpu")
+    for item in load_cases(path).items():
+        runner.generate(item)
+
+
+@pytest.fixture
+def run(pytester, tmp_path, warm_imports):
+    cases = tmp_path / "cases.toml"
+    cases.write_text(SMALL_CASES)
+    golden = tmp_path / "golden"
+    results = tmp_path / "out" / "results.json"
+
+    def go(*args, cases_file=cases):
+        base = ["--pyargs", "conformance", "-p", "no:randomly", "-rs",
+                "--golden-dir", str(golden), "--results", str(results)]
+        if cases_file is not None:
+            base += ["--cases", str(cases_file)]
+        result = pytester.runpytest(*base, *args)
+        result.golden, result.results_path = golden, results
+        return result
+
+    return go
+
+
+def results_of(result):
+    return json.loads(result.results_path.read_text())
+
+
+def by_check(result, check):
+    return {o["id"]: o for o in results_of(result)["outcomes"] if o["check"] == check}
+
+
+# --device -----------------------------------------------------------------------------
+def test_device_bad_form_is_usage_error(run):
+    r = run("--device", "gpu0")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(["*argument --device: 'gpu0' is not a device; accepted: cpu, cuda*"])
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_device_not_available_is_usage_error(run):
+    r = run("--device", "cuda:1")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(["*--device cuda:1: device 'cuda:1' is not available*available: cpu*"])
+
+
+def test_device_cpu_header_prints_fingerprint(run):
+    r = run("--device", "cpu", "--collect-only")
+    r.stdout.fnmatch_lines([f"conformance: class={OWN} device=cpu * threads=1 *",
+                            "conformance: python *, torch *, diffusers *, transformers *"])
+
+
+# --threads ----------------------------------------------------------------------------
+@pytest.mark.parametrize("value", ["0", "two", "-3"])
+def test_threads_rejects_bad_values(run, value):
+    r = run("--threads", value)
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines([f"*argument --threads: '{value}' is not a thread count*"])
+
+
+def test_threads_other_count_is_close_tier(run):
+    recorded = run("--record", "--model", "tiny-sd", "--precision", "fp32")
+    recorded.assert_outcomes(passed=1, skipped=1)
+    r = run("--threads", "2", "--model", "tiny-sd", "--precision", "fp32")
+    own = by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]
+    assert own["tier"] == "close"
+    assert "threads 2 != 1" in own["message"]
+    assert results_of(r)["fingerprint"]["threads"] == 2
+    torch.set_num_threads(1)
+
+
+# --model / --precision / --resolution -----------------------------------------------
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--model", "sd15", "unknown model 'sd15'; accepted: tiny-sd, tiny-flux"),
+        ("--model", ",", "empty model list"),
+        ("--precision", "fp64", "unknown precision 'fp64'; accepted: fp32, bf16"),
+        ("--resolution", "64*64", "'64*64' is not a resolution; write WIDTHxHEIGHT"),
+        ("--resolution", "", "empty resolution list"),
+    ],
+)
+def test_filter_errors(run, flag, value, message):
+    r = run(flag, value)
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines([f"*argument {flag}: {message}*"])
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "ids"),
+    [
+        ("--model", "tiny-flux", {"tiny-flux/flux-dot/32x32/fp32"}),
+        ("--precision", "bf16", {"tiny-sd/dot/32x32/bf16"}),
+        ("--resolution", "32x32", {"tiny-sd/dot/32x32/fp32", "tiny-sd/dot/32x32/bf16",
+                                   "tiny-flux/flux-dot/32x32/fp32"}),
+    ],
+)
+def test_filters_select_items(run, flag, value, ids):
+    r = run(flag, value, "--collect-only", "-q")
+    got = {line.split("[", 1)[1].rstrip("]") for line in r.outlines if "::test_repeatable[" in line}
+    assert got == ids
+
+
+def test_filters_matching_nothing_is_an_error(run):
+    r = run("--resolution", "64x64")
+    assert r.ret != pytest.ExitCode.OK
+    r.stdout.fnmatch_lines(["*no conformance items in * match the filters*"])
+
+
+# --record / --golden-dir / --force ------------------------------------------------------
+def test_missing_golden_skips_with_reason_and_command(run):
+    r = run("--model", "tiny-sd", "--precision", "fp32")
+    r.assert_outcomes(passed=1, skipped=2)
+    r.stdout.fnmatch_lines([
+        f"*no golden for tiny-sd/dot/32x32/fp32 in class {OWN} (*manifest.json); record it "
+        "with: pytest conformance --device cpu --threads 1 --cases * --record --model tiny-sd*",
+    ])
+
+
+def test_record_is_reported_as_recorded_and_then_matches(run):
+    r = run("--record")
+    r.stdout.fnmatch_lines(["*own-class: 3 recorded*", "*3 passed, 3 skipped*3 recorded in*"])
+    assert "3 passed" in r.stdout.str()  # the repeatability items
+    store = GoldenStore(r.golden)
+    assert store.classes("tiny-sd") == [OWN]
+    r2 = run()
+    r2.assert_outcomes(passed=6, skipped=3)
+    assert {o["tier"] for o in by_check(r2, "own-class").values()} == {"exact"}
+
+
+def test_record_never_overwrites(run):
+    run("--record")
+    r = run("--record")
+    r.assert_outcomes(passed=6, skipped=3)  # existing goldens are checked, not replaced
+    assert "recorded" not in r.stdout.str().splitlines()[-1]
+
+
+def test_force_requires_record(run):
+    r = run("--force")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(["*--force only applies with --record*"])
+
+
+def test_record_force_replaces(run):
+    run("--record")
+    r = run("--record", "--force")
+    r.stdout.fnmatch_lines(["*3 recorded*"])
+    assert all(o["message"].startswith("replaced ") for o in by_check(r, "own-class").values())
+
+
+def test_golden_dir_points_the_lookup(run, tmp_path):
+    r = run("--record", "--model", "tiny-flux")
+    assert (r.golden / "tiny-flux" / OWN / "manifest.json").is_file()
+    assert not (r.golden / "tiny-sd").exists()
+
+
+# failures -------------------------------------------------------------------------------
+def _plant_wrong_golden(golden_dir, item_id, cases_path, fingerprint=None):
+    """A golden whose pixels differ from what the item generates (recorded via the store)."""
+    item = next(i for i in load_cases(cases_path).items() if i.id == item_id)
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (item.resolution.height, item.resolution.width, 3), np.uint8)
+    from conformance.hardware import fingerprint as fp
+
+    GoldenStore(golden_dir).record(item, OWN, image, [], fingerprint or fp("cpu", 1),
+                                   "2026-01-01T00:00:00Z", "test")
+
+
+def test_failure_shows_metrics_artifacts_step_and_reproduce(run, tmp_path):
+    _plant_wrong_golden(tmp_path / "golden", "tiny-sd/dot/32x32/fp32", tmp_path / "cases.toml")
+    r = run("--model", "tiny-sd", "--precision", "fp32")
+    r.assert_outcomes(passed=1, failed=1, skipped=1)
+    r.stdout.fnmatch_lines([
+        f"*tiny-sd/dot/32x32/fp32 differs from the {OWN} golden at the exact tier*",
+        "*pixel_sha256: observed=*, expected=*",
+        "*metrics: MAE=* SSIM=* pHash_d=*",
+        "*first divergent step: 0 of 0*",
+        "*images: actual=*actual.png, golden=*golden.png, diff=*diff.png*",
+        "*case: model=tiny-sd seed=3 steps=2 scheduler=euler*",
+        "*reproduce: pytest *test_own_class_golden?tiny-sd/dot/32x32/fp32?* --device cpu*",
+    ])
+    own = by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]
+    assert own["status"] == "failed" and own["tier"] == "exact"
+    for path in own["artifacts"].values():
+        assert path.endswith(".png")
+        assert (r.results_path.parent / "artifacts").exists()
+    from PIL import Image
+
+    assert Image.open(own["artifacts"]["diff"]).size == (32, 32)
+
+
+def test_stale_golden_is_an_error_not_a_skip(run, tmp_path):
+    run("--record", "--model", "tiny-sd", "--precision", "fp32")
+    changed = tmp_path / "changed.toml"
+    changed.write_text(SMALL_CASES.replace("seed = 3", "seed = 4"))
+    r = run("--model", "tiny-sd", "--precision", "fp32", cases_file=changed)
+    r.assert_outcomes(passed=1, failed=1, skipped=1)
+    r.stdout.fnmatch_lines(["*golden for tiny-sd/dot/32x32/fp32 is stale*seed: 3 -> 4*--force*"])
+    assert by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]["status"] == "error"
+
+
+def test_broken_manifest_is_a_failure_naming_the_file(run):
+    r = run("--record", "--model", "tiny-flux")
+    manifest = r.golden / "tiny-flux" / OWN / "manifest.json"
+    manifest.write_text(manifest.read_text()[:50])
+    r = run("--model", "tiny-flux")
+    r.assert_outcomes(passed=1, failed=1, skipped=1)
+    r.stdout.fnmatch_lines([f"*{manifest}: not valid JSON (truncated or edited?)*"])
+
+
+# --reference-class / --tolerances ---------------------------------------------------------
+def test_reference_class_bad_value(run):
+    r = run("--reference-class", "gpu")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(["*argument --reference-class: 'gpu' is not a hardware class*"])
+
+
+def test_reference_class_is_compared_at_perceptual_tier(run, tmp_path):
+    run("--record", "--model", "tiny-flux")
+    other = "cpu-avx2" if OWN != "cpu-avx2" else "cpu-default"
+    src = tmp_path / "golden" / "tiny-flux" / OWN
+    dst = tmp_path / "golden" / "tiny-flux" / other
+    dst.mkdir()
+    for f in src.iterdir():
+        text = f.read_bytes()
+        if f.name == "manifest.json":
+            text = text.replace(OWN.encode(), other.encode())
+        (dst / f.name).write_bytes(text)
+    r = run("--model", "tiny-flux", "--reference-class", other)
+    r.assert_outcomes(passed=3)
+    ref = by_check(r, "reference")["tiny-flux/flux-dot/32x32/fp32"]
+    assert ref["tier"] == "perceptual" and ref["golden_class"] == other
+    r = run("--model", "tiny-flux", "--reference-class", OWN)
+    r.stdout.fnmatch_lines([f"*this machine is the reference class {OWN}*"])
+
+
+def test_tolerances_file_errors_are_usage_errors(run, tmp_path):
+    bad = tmp_path / "tol.toml"
+    bad.write_text("schema_version = 1\n[close.default]\nmae = 1\n")
+    r = run("--tolerances", str(bad))
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines([f"*{bad}: [[]close.default[]]: unknown key 'mae'*"])
+    r = run("--tolerances", str(tmp_path / "missing.toml"))
+    r.stderr.fnmatch_lines(["*argument --tolerances: * is not an existing file*"])
+
+
+def test_tolerances_bound_the_close_tier(run, tmp_path):
+    _plant_wrong_golden(tmp_path / "golden", "tiny-sd/dot/32x32/fp32", tmp_path / "cases.toml",
+                        fingerprint={"threads": 7})
+    loose = tmp_path / "loose.toml"
+    loose.write_text("schema_version = 1\n[close.default]\nmae_max = 255.0\n"
+                     "[perceptual.default]\nmae_max = 255.0\n")
+    r = run("--model", "tiny-sd", "--precision", "fp32", "--tolerances", str(loose))
+    r.assert_outcomes(passed=2, skipped=1)
+    strict = tmp_path / "strict.toml"
+    strict.write_text("schema_version = 1\n[close.default]\nmae_max = 0.5\n"
+                      "[perceptual.default]\nmae_max = 0.5\n")
+    r = run("--model", "tiny-sd", "--precision", "fp32", "--tolerances", str(strict))
+    r.assert_outcomes(passed=1, failed=1, skipped=1)
+    r.stdout.fnmatch_lines(
+        ["*at the close tier (not exact because *", "*MAE: observed=*, expected <= 0.5*"]
+    )
+
+
+# --cases / --results ------------------------------------------------------------------
+def test_cases_file_errors(run, tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SMALL_CASES.replace('scheduler = "euler"', 'scheduler = "heun"'))
+    r = run(cases_file=bad)
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines([f"*{bad}: case 'dot': key 'scheduler': unknown scheduler 'heun'*"])
+    r = run("--cases", str(tmp_path / "nope.toml"), cases_file=None)
+    r.stderr.fnmatch_lines(["*argument --cases: * is not an existing file*"])
+
+
+def test_results_file_schema(run):
+    r = run("--record")
+    doc = results_of(r)
+    assert doc["schema_version"] == 1
+    assert doc["hardware_class"] == OWN and doc["fingerprint"]["hardware_class"] == OWN
+    assert doc["stats"]["model_loads"] == 3  # tiny-sd fp32, tiny-sd bf16, tiny-flux fp32
+    required = {"id", "model", "case", "resolution", "precision", "hardware_class", "status",
+                "tier", "golden_class", "metrics", "seconds"}
+    assert len(doc["outcomes"]) == 9
+    for o in doc["outcomes"]:
+        assert required <= set(o)
+    r.stdout.fnmatch_lines([f"*results: {r.results_path}*"])
+
+
+def test_results_merged_across_xdist_workers(run):
+    run("--record")
+    r = run("-n", "2")
+    doc = results_of(r)
+    assert len(doc["outcomes"]) == 9
+    assert doc["stats"]["processes"] == 2
+    assert {o["status"] for o in doc["outcomes"]} == {"passed", "skipped"}
+
+
+# ini and environment ----------------------------------------------------------------------
+def test_ini_and_environment_values(run, pytester, monkeypatch):
+    pytester.makeini("[pytest]\nconformance_threads = 3\n")
+    r = run("--collect-only", "-c", str(pytester.path / "tox.ini"), "--rootdir", str(pytester.path))
+    r.stdout.fnmatch_lines(["*threads=3*"])
+    monkeypatch.setenv("CONFORMANCE_THREADS", "zero")
+    pytester.makeini("[pytest]\n")
+    r = run("--collect-only", "-c", str(pytester.path / "tox.ini"), "--rootdir", str(pytester.path))
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(["*environment variable CONFORMANCE_THREADS: 'zero' is not a thread*"])
+    torch.set_num_threads(1)
