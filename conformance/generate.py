@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,6 +124,22 @@ class Runner:
         pipe.to(self.device)
         self._scheduler_configs[(spec.name, precision_name)] = pipe.scheduler.config
         return pipe
+
+    def peak_memory_mb(self) -> float | None:
+        """Peak device memory (CUDA / XPU) or the process's peak RSS (CPU), in MiB."""
+        import torch
+
+        kind = self.device.split(":")[0]
+        if kind == "cuda":
+            return round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
+        if kind == "xpu":
+            return round(torch.xpu.max_memory_allocated(self.device) / 2**20, 1)
+        try:
+            import resource
+        except ImportError:  # pragma: no cover - Windows
+            return None
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
     def generate(self, item: Item) -> Generation:
         """Generate ``item`` from scratch (fresh generator and scheduler)."""

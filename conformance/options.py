@@ -115,6 +115,8 @@ OPTIONS: tuple[Option, ...] = (
     Option("record", "record missing goldens for this machine's hardware class (existing "
            "ones are checked, not replaced)", flag=True),
     Option("force", "with --record: replace existing goldens", flag=True),
+    Option("save-images", "write actual / golden / diff images for every item, not only "
+           "failures (for the matrix report)", flag=True),
     Option("results", "results JSON to write (default: conformance-results/results.json); "
            "failure images go to an artifacts/ folder beside it", Path,
            Path("conformance-results") / "results.json", metavar="PATH", ini=True),

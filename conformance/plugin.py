@@ -85,6 +85,7 @@ def _settings(config: pytest.Config) -> Settings:
         record=get("record"),
         force=get("force"),
         results_path=Path(get("results")),
+        save_images=get("save-images"),
     )
 
 

@@ -24,7 +24,7 @@ from conformance.hardware import PINNED_KEYS, HardwareClass, command_line, now_u
 from conformance.metrics import Metrics, compare, diff_map, pixel_sha256
 from conformance.report.results import Check, Outcome, Status, results_document
 from conformance.tolerances import Tier, Tolerances, load_tolerances
-from conformance.trace import first_divergent_step
+from conformance.trace import first_divergent_step, step_deltas
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Settings:
     record: bool = False
     force: bool = False
     results_path: Path = Path("conformance-results") / "results.json"
+    save_images: bool = False
 
     def command_flags(self) -> list[str]:
         """Flags that reproduce this session's generation settings."""
@@ -123,6 +124,7 @@ class ConformanceSession:
         fields.setdefault("tier", None)
         fields.setdefault("golden_class", None)
         fields.setdefault("metrics", None)
+        fields["peak_memory_mb"] = self.runner.peak_memory_mb()
         fields["status"] = fields["status"].value
         if isinstance(fields["tier"], Tier):
             fields["tier"] = fields["tier"].value
@@ -135,14 +137,21 @@ class ConformanceSession:
         second = self.runner.generate(item)
         metrics = compare(second.image, first.image)
         step = first_divergent_step(second.trace, first.trace)
-        if metrics.identical and step is None:
-            return {"status": Status.PASSED, "tier": Tier.EXACT, "metrics": metrics.to_dict()}
-        artifacts = self._write_artifacts(item, Check.REPEATABLE, second.image, first.image)
-        return {
-            "status": Status.FAILED,
+        fields: dict[str, Any] = {
             "tier": Tier.EXACT,
             "metrics": metrics.to_dict(),
             "first_divergent_step": step,
+            "step_deltas": step_deltas(second.trace, first.trace),
+            "generate_seconds": round(second.seconds, 4),
+        }
+        passed = metrics.identical and step is None
+        if passed and not self.settings.save_images:
+            return fields | {"status": Status.PASSED}
+        artifacts = self._write_artifacts(item, Check.REPEATABLE, second.image, first.image)
+        if passed:
+            return fields | {"status": Status.PASSED, "artifacts": artifacts}
+        return fields | {
+            "status": Status.FAILED,
             "artifacts": artifacts,
             "message": self._explain(
                 item, "the second generation differs from the first in the same process",
@@ -222,9 +231,15 @@ class ConformanceSession:
             "golden_class": golden_class,
             "metrics": metrics.to_dict(),
             "first_divergent_step": step,
+            "step_deltas": step_deltas(gen.trace, entry.steps()),
+            "generate_seconds": round(gen.seconds, 4),
         }
+        if check is Check.OWN_CLASS:
+            fields["by_class"] = self._against_every_class(item, gen)
         if not problems:
             note = f" (close tier because {'; '.join(diffs)})" if diffs else ""
+            if self.settings.save_images:
+                fields["artifacts"] = self._write_artifacts(item, check, gen.image, expected)
             return fields | {"status": Status.PASSED, "message": f"matches {golden_class}{note}"}
         artifacts = self._write_artifacts(item, check, gen.image, expected)
         headline = f"differs from the {golden_class} golden at the {tier.value} tier"
@@ -238,6 +253,26 @@ class ConformanceSession:
                 entry.pixel_sha256, problems,
             ),
         }
+
+    def _against_every_class(self, item: Item, gen: Generation) -> dict[str, dict[str, Any]]:
+        """Metrics of this generation against every golden class that has the item."""
+        out: dict[str, dict[str, Any]] = {}
+        for cls in self.store.classes(item.model):
+            try:
+                entry = self.store.lookup(item, cls)
+                if entry is None:
+                    continue
+                expected = self.store.load_image(entry, cls)
+            except ConformanceInputError as exc:
+                out[cls] = {"error": str(exc)}
+                continue
+            if expected.shape != gen.image.shape:
+                out[cls] = {"error": "size differs"}
+                continue
+            out[cls] = compare(gen.image, expected).to_dict() | {
+                "first_divergent_step": first_divergent_step(gen.trace, entry.steps())
+            }
+        return out
 
     def _record(self, item: Item) -> dict[str, Any]:
         gen = self.generation(item)

@@ -46,6 +46,21 @@ class StepTrace:
         return cls(**data)
 
 
+def step_deltas(
+    observed: Sequence[StepTrace], expected: Sequence[StepTrace]
+) -> list[dict[str, Any]]:
+    """Per step: whether the latent digests are equal and how far mean and std moved."""
+    return [
+        {
+            "step": a.step,
+            "equal": a.digest == b.digest,
+            "mean_delta": abs(a.mean - b.mean),
+            "std_delta": abs(a.std - b.std),
+        }
+        for a, b in zip(observed, expected, strict=False)
+    ]
+
+
 def first_divergent_step(
     observed: Sequence[StepTrace], expected: Sequence[StepTrace]
 ) -> int | None:

@@ -57,6 +57,10 @@ class Outcome:
     message: str = ""
     artifacts: dict[str, str] = field(default_factory=dict)
     reproduce: str = ""
+    step_deltas: list[dict[str, Any]] | None = None
+    by_class: dict[str, dict[str, Any]] = field(default_factory=dict)
+    generate_seconds: float | None = None
+    peak_memory_mb: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conformance import __version__
+from conformance.cli import main
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["--version"])
+    assert info.value.code == 0
+    assert __version__ in capsys.readouterr().out
+
+
+def test_no_command_is_an_error(capsys):
+    with pytest.raises(SystemExit) as info:
+        main([])
+    assert info.value.code == 2
+    assert "required: COMMAND" in capsys.readouterr().err
+
+
+def test_cases_lists_ids(capsys):
+    assert main(["cases", "--model", "tiny-sd", "--precision", "fp32"]) == 0
+    out, err = capsys.readouterr()
+    ids = out.split()
+    assert ids and all(i.startswith("tiny-sd/") and i.endswith("/fp32") for i in ids)
+    assert f"{len(ids)} items from" in err
+
+
+def test_cases_bad_file_is_one_line_error(tmp_path, capsys):
+    bad = tmp_path / "c.toml"
+    bad.write_text("schema_version = 1\n[cases.x]\nmodel = 3\n")
+    assert main(["cases", "--cases", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"conformance cases: error: {bad}: case 'x': key 'model' must be")
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["cases", "--precision", "int3"], "argument --precision: unknown precision 'int3'"),
+        (["cases", "--resolution", "big"], "argument --resolution: 'big' is not a resolution"),
+        (["cases", "--cases", "/nonexistent.toml"], "argument --cases: '/nonexistent.toml' is not"),
+        (["fingerprint", "--device", "tpu"], "argument --device: 'tpu' is not a device"),
+        (["fingerprint", "--threads", "0"], "argument --threads: '0' is not a thread count"),
+    ],
+)
+def test_bad_flags(capsys, args, message):
+    with pytest.raises(SystemExit) as info:
+        main(args)
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_models_lists_registry(capsys):
+    assert main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "tiny-sd" in out and "tiny-flux" in out and "present" in out
+
+
+def test_fingerprint_json(capsys):
+    assert main(["fingerprint", "--threads", "1"]) == 0
+    fp = json.loads(capsys.readouterr().out)
+    assert fp["hardware_class"].startswith("cpu-") and fp["threads"] == 1
+    assert fp["deterministic"] is True
+
+
+@pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a CPU-only machine")
+def test_fingerprint_unavailable_device(capsys):
+    assert main(["fingerprint", "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "--device: device 'cuda' is not available on this machine; available: cpu" in err
+
+
+def test_run_help(capsys):
+    assert main(["run", "--help"]) == 0
+    assert "pytest --pyargs conformance" in capsys.readouterr().out
+
+
+def test_record_and_run_pass_through_to_pytest(tmp_path):
+    cases = tmp_path / "cases.toml"
+    cases.write_text(
+        'schema_version = 1\n[cases.dot]\nmodel = "tiny-sd"\nprompt = "a red circle on a '
+        'white background"\nseed = 1\nsteps = 2\nscheduler = "euler"\nguidance_scale = 4.0\n'
+        'resolutions = ["32x32"]\n'
+    )
+    common = ["--cases", str(cases), "--golden-dir", str(tmp_path / "g"),
+              "--results", str(tmp_path / "r.json"), "-q", "-p", "no:cacheprovider"]
+    rec = subprocess.run([sys.executable, "-m", "conformance.cli", "record", *common],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert rec.returncode == 0, rec.stdout + rec.stderr
+    assert "1 recorded" in rec.stdout
+    run = subprocess.run([sys.executable, "-m", "conformance.cli", "run", *common],
+                         capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert run.returncode == 0, run.stdout + run.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    own = [o for o in doc["outcomes"] if o["check"] == "own-class"]
+    assert [o["status"] for o in own] == ["passed"] and own[0]["tier"] == "exact"
