@@ -109,6 +109,8 @@ OPTIONS: tuple[Option, ...] = (
            _existing_file, None, metavar="FILE", ini=True),
     Option("tolerances", "tolerance file (TOML; default: conformance/tolerances.toml)",
            _existing_file, None, metavar="FILE", ini=True),
+    Option("deviations", "known-deviations file (TOML; default: conformance/deviations.toml)",
+           _existing_file, None, metavar="FILE", ini=True),
     Option("reference-class", "hardware class every other class is compared with at the "
            "perceptual tier (default: cpu-default)", _hardware_class, "cpu-default",
            metavar="CLASS", ini=True),

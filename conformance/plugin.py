@@ -17,6 +17,7 @@ import pytest
 
 from conformance import PACKAGE_DIR
 from conformance.cases import CaseSet, Item, load_cases
+from conformance.deviations import DEFAULT_DEVIATIONS, Deviation, load_deviations, match
 from conformance.errors import ConformanceInputError
 from conformance.options import OPTION_BY_NAME, OPTIONS, add_options, resolve
 from conformance.report.results import Check, Outcome, Status
@@ -40,10 +41,15 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "conformance: a conformance item generated from the case file"
     )
+    config.addinivalue_line(
+        "markers", "conformance_check(kind): which check a conformance test runs "
+        "(repeatable, own-class, reference)",
+    )
     try:
         settings = _settings(config)
         cases = load_cases(settings.cases_path)
         load_tolerances(settings.tolerances_path)  # reject a bad file before collection
+        deviations = load_deviations(settings.deviations_path)
     except (ValueError, ConformanceInputError) as exc:
         raise pytest.UsageError(str(exc)) from None
     if settings.device != "cpu":
@@ -54,7 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
             raise pytest.UsageError(f"--device {settings.device}: {problem}")
     if settings.force and not settings.record:
         raise pytest.UsageError("--force only applies with --record")
-    plugin = ConformancePlugin(config, settings, cases)
+    plugin = ConformancePlugin(config, settings, cases, deviations)
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, "conformance-session")
 
@@ -85,6 +91,7 @@ def _settings(config: pytest.Config) -> Settings:
         record=get("record"),
         force=get("force"),
         results_path=Path(get("results")),
+        deviations_path=get("deviations"),
         save_images=get("save-images"),
     )
 
@@ -104,10 +111,18 @@ def _worker_device(device: str, config: pytest.Config) -> str:
 class ConformancePlugin:
     """Per-run state; the heavy :class:`ConformanceSession` is created on first use."""
 
-    def __init__(self, config: pytest.Config, settings: Settings, cases: CaseSet) -> None:
+    def __init__(
+        self,
+        config: pytest.Config,
+        settings: Settings,
+        cases: CaseSet,
+        deviations: list[Deviation],
+    ) -> None:
         self.config = config
         self.settings = settings
         self.cases = cases
+        self.deviations = deviations
+        self.used_deviations: set[int] = set()
         self._session: ConformanceSession | None = None
         self.outcomes: list[Outcome] = []
         self.worker_stats: list[dict[str, Any]] = []
@@ -197,6 +212,26 @@ class ConformancePlugin:
             ],
         )
 
+    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
+        """Known deviations become xfail / skip marks here, and only here."""
+        if not self.deviations:
+            return
+        hardware_class = self.session.hardware_class.name
+        for test in items:
+            check = _check_kind(test)
+            callspec = getattr(test, "callspec", None)
+            if check is None or callspec is None or "conformance_item" not in callspec.params:
+                continue
+            dev = match(self.deviations, hardware_class, callspec.params["conformance_item"].id,
+                        check)
+            if dev is None:
+                continue
+            self.used_deviations.add(dev.index)
+            reason = f"known deviation on {hardware_class}: {dev.reason}"
+            mark = pytest.mark.xfail(reason=reason) if dev.action == "xfail" else (
+                pytest.mark.skip(reason=reason))
+            test.add_marker(mark)
+
     @pytest.hookimpl(wrapper=True)
     def pytest_runtest_makereport(
         self, item: pytest.Item, call: pytest.CallInfo[None]
@@ -259,6 +294,17 @@ class ConformancePlugin:
         )
         if self.results_path:
             tr.write_line(f"results: {self.results_path}")
+        for dev in self.deviations:
+            if dev.index not in self.used_deviations:
+                tr.write_line(
+                    f"{self.settings.deviations_path or DEFAULT_DEVIATIONS}: {dev.describe()} "
+                    "matched no collected test"
+                )
+
+
+def _check_kind(test: pytest.Item) -> str | None:
+    marker = test.get_closest_marker("conformance_check")
+    return str(marker.args[0]) if marker and marker.args else None
 
 
 # -- fixtures ---------------------------------------------------------------------------
@@ -281,12 +327,19 @@ def conformance_item(request: pytest.FixtureRequest) -> Item:
 @pytest.fixture
 def conformance_check(
     request: pytest.FixtureRequest, conformance_session: ConformanceSession
-) -> Callable[[Item, Check], Outcome]:
-    """Run one check and turn its outcome into pass / fail / skip."""
+) -> Callable[[Item], Outcome]:
+    """Run the test's check (its ``conformance_check`` mark) and map the outcome to
+    pass / fail / skip."""
+    kind = _check_kind(request.node)
+    if kind is None:
+        raise pytest.UsageError(
+            f"{request.node.nodeid}: uses conformance_check without a "
+            "@pytest.mark.conformance_check(kind) mark"
+        )
 
-    def check(item: Item, kind: Check) -> Outcome:
+    def check(item: Item) -> Outcome:
         __tracebackhide__ = True
-        outcome = conformance_session.evaluate(item, kind, request.node.nodeid)
+        outcome = conformance_session.evaluate(item, Check(kind), request.node.nodeid)
         request.node.stash[OUTCOME_KEY] = outcome
         if outcome.status in (Status.FAILED.value, Status.ERROR.value):
             pytest.fail(

@@ -42,6 +42,7 @@ class Settings:
     force: bool = False
     results_path: Path = Path("conformance-results") / "results.json"
     save_images: bool = False
+    deviations_path: Path | None = None
 
     def command_flags(self) -> list[str]:
         """Flags that reproduce this session's generation settings."""

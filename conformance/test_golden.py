@@ -8,12 +8,14 @@
 
 from __future__ import annotations
 
-from conformance.report.results import Check
+import pytest
 
 
+@pytest.mark.conformance_check("own-class")
 def test_own_class_golden(conformance_item, conformance_check):
-    conformance_check(conformance_item, Check.OWN_CLASS)
+    conformance_check(conformance_item)
 
 
+@pytest.mark.conformance_check("reference")
 def test_reference_golden(conformance_item, conformance_check):
-    conformance_check(conformance_item, Check.REFERENCE)
+    conformance_check(conformance_item)

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from conformance.report.results import Check
+import pytest
 
 
+@pytest.mark.conformance_check("repeatable")
 def test_repeatable(conformance_item, conformance_check):
     """Pixels and every step's latents equal between two generations with the same seed."""
-    conformance_check(conformance_item, Check.REPEATABLE)
+    conformance_check(conformance_item)

@@ -362,3 +362,31 @@ def test_ini_and_environment_values(run, pytester, monkeypatch):
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     r.stderr.fnmatch_lines(["*environment variable CONFORMANCE_THREADS: 'zero' is not a thread*"])
     torch.set_num_threads(1)
+
+
+# --deviations -----------------------------------------------------------------------------
+def test_deviations_become_marks_and_unused_ones_are_reported(run, tmp_path):
+    run("--record")
+    dev = tmp_path / "dev.toml"
+    dev.write_text(
+        "schema_version = 1\n"
+        f'[[deviation]]\nclasses = ["{OWN}"]\nids = ["tiny-sd/dot/32x32/bf16"]\n'
+        'checks = ["own-class"]\naction = "xfail"\nreason = "bf16 differs here"\n'
+        '[[deviation]]\nclasses = ["*"]\nids = ["tiny-flux/*"]\nchecks = ["repeatable"]\n'
+        'action = "skip"\nreason = "not this run"\n'
+        '[[deviation]]\nclasses = ["cuda-*"]\nids = ["*"]\naction = "skip"\nreason = "gpu"\n'
+    )
+    r = run("--deviations", str(dev), "-rxs")
+    r.assert_outcomes(passed=4, skipped=4, xpassed=1)
+    r.stdout.fnmatch_lines([
+        f"*{dev}: deviation #3 (classes=['cuda-*'], ids=['*']*matched no collected test*",
+        f"*known deviation on {OWN}: not this run*",
+    ])
+
+
+def test_deviations_file_errors(run, tmp_path):
+    bad = tmp_path / "dev.toml"
+    bad.write_text('schema_version = 1\n[[deviation]]\nclasses = ["*"]\n')
+    r = run("--deviations", str(bad))
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines([f"*{bad}: deviation #1: missing required key 'ids'*"])
