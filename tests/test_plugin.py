@@ -379,7 +379,7 @@ def test_deviations_become_marks_and_unused_ones_are_reported(run, tmp_path):
     r = run("--deviations", str(dev), "-rxs")
     r.assert_outcomes(passed=4, skipped=4, xpassed=1)
     r.stdout.fnmatch_lines([
-        f"*{dev}: deviation #3 (classes=['cuda-*'], ids=['*']*matched no collected test*",
+        f"*{dev}: deviation #3 (classes=?'cuda-*'?, ids=?'*'?*matched no collected test*",
         f"*known deviation on {OWN}: not this run*",
     ])
 

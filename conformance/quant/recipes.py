@@ -136,11 +136,11 @@ _SENSITIVE_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"(^|\.)(to_v|add_v_proj|v_proj)$"), "attention value projection"),
     (re.compile(r"(^|\.)(to_out\.0|to_add_out|out_proj|o_proj)$"), "attention output projection"),
     (re.compile(r"(^|\.)ff(_context)?\.net\.2$"), "feed-forward down projection"),
-    (re.compile(r"(^|\.)(down_proj|fc2|linear_2|proj_mlp_out)$"), "feed-forward down projection"),
+    (re.compile(r"(^|\.)(down_proj|fc2)$"), "feed-forward down projection"),
     (re.compile(r"single_transformer_blocks\.\d+\.proj_out$"), "attention+MLP output projection"),
     (re.compile(r"\.proj_out$"), "transformer output projection"),
 )
-_FINAL_MODULES = frozenset({"proj_out", "final_layer.linear", "linear_out", "out_proj"})
+_FINAL_MODULES = frozenset({"proj_out", "final_layer.linear"})
 _EMBED_COMPONENT = re.compile(r"embed")
 
 
@@ -229,6 +229,8 @@ def choose_type(
                 break
         if target != rec.base:
             why = f"{why}, one level up"
+        else:
+            why = "Linear weight"
 
     fitted, note = _fit_rows(target, shape[-1])
     if fitted is None:
