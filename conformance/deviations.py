@@ -7,7 +7,8 @@ A deviations file (TOML)::
     [[deviation]]
     classes = ["cuda-sm75"]           # fnmatch patterns over the hardware class
     ids = ["tiny-sd/*/96x96/*"]       # fnmatch patterns over item ids
-    checks = ["reference"]            # optional: repeatable, own-class, reference (default: all)
+    checks = ["reference"]            # optional: repeatable, own-class, reference, invariance
+                                      # (default: all)
     action = "xfail"                  # xfail or skip
     reason = "attention is split on 4 GB cards above 576 px"
 
@@ -33,7 +34,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_DEVIATIONS = PACKAGE_DIR / "deviations.toml"
-CHECKS = ("repeatable", "own-class", "reference")
+CHECKS = ("repeatable", "own-class", "reference", "invariance")
 ACTIONS = ("xfail", "skip")
 _KEYS = ("classes", "ids", "checks", "action", "reason")
 

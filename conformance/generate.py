@@ -12,6 +12,7 @@ import contextlib
 import os
 import sys
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,49 @@ def configure_torch(threads: int, deterministic: bool = True, device: str = "cpu
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+
+
+#: Changes that should not change the image, checked by the invariance tests.
+VARIANTS: dict[str, str] = {
+    "threads-2": "2 torch intra-op threads instead of the pinned count",
+    "attention-slicing": "attention computed in slices (pipe.enable_attention_slicing('max'))",
+    "sdpa-math": "scaled-dot-product attention forced to the math backend",
+    "batch-4": "the item as image 0 of a batch of 4, each with the same seed",
+    "nondeterministic": "torch.use_deterministic_algorithms(False)",
+}
+
+
+@contextlib.contextmanager
+def _variant(pipe: Any, variant: str | None) -> Iterator[None]:
+    import torch
+
+    if variant == "threads-2":
+        before = torch.get_num_threads()
+        torch.set_num_threads(2)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(before)
+    elif variant == "attention-slicing":
+        pipe.enable_attention_slicing("max")
+        try:
+            yield
+        finally:
+            pipe.disable_attention_slicing()
+    elif variant == "sdpa-math":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        with sdpa_kernel(SDPBackend.MATH):
+            yield
+    elif variant == "nondeterministic":
+        before = torch.are_deterministic_algorithms_enabled()
+        torch.use_deterministic_algorithms(False)
+        try:
+            yield
+        finally:
+            torch.use_deterministic_algorithms(before)
+    else:
+        yield
 
 
 class Runner:
@@ -141,9 +185,17 @@ class Runner:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
-    def generate(self, item: Item) -> Generation:
-        """Generate ``item`` from scratch (fresh generator and scheduler)."""
+    def generate(self, item: Item, variant: str | None = None) -> Generation:
+        """Generate ``item`` from scratch (fresh generator and scheduler).
+
+        ``variant`` (one of :data:`VARIANTS`) changes one thing that should not change the
+        image: the invariance checks compare such a generation with the plain one.
+        """
         import torch
+
+        if variant is not None and variant not in VARIANTS:
+            raise ValueError(f"unknown variant {variant!r}; accepted: {', '.join(VARIANTS)}")
+        batch = 4 if variant == "batch-4" else 1
 
         spec = get_model(item.model)
         pipe = self.pipeline(item.model, item.precision)
@@ -154,7 +206,7 @@ class Runner:
         trace: list[StepTrace] = []
 
         def on_step(_pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
-            trace.append(StepTrace.from_latents(step, timestep, kwargs["latents"]))
+            trace.append(StepTrace.from_latents(step, timestep, kwargs["latents"][:1]))
             return kwargs
 
         call: dict[str, Any] = {
@@ -163,7 +215,8 @@ class Runner:
             "guidance_scale": case.guidance_scale,
             "height": item.resolution.height,
             "width": item.resolution.width,
-            "generator": torch.Generator("cpu").manual_seed(case.seed),
+            "generator": [torch.Generator("cpu").manual_seed(case.seed) for _ in range(batch)],
+            "num_images_per_prompt": batch,
             "output_type": "pil",
             "callback_on_step_end": on_step,
             "callback_on_step_end_tensor_inputs": ["latents"],
@@ -171,7 +224,7 @@ class Runner:
         if spec.family is Family.SD:
             call["negative_prompt"] = case.negative_prompt or None
         start = time.perf_counter()
-        with torch.inference_mode():
+        with torch.inference_mode(), _variant(pipe, variant):
             result = pipe(**call)
         seconds = time.perf_counter() - start
         self.stats.generations += 1

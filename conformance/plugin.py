@@ -19,7 +19,9 @@ from conformance import PACKAGE_DIR
 from conformance.cases import CaseSet, Item, load_cases
 from conformance.deviations import DEFAULT_DEVIATIONS, Deviation, load_deviations, match
 from conformance.errors import ConformanceInputError
+from conformance.generate import VARIANTS
 from conformance.options import OPTION_BY_NAME, OPTIONS, add_options, resolve
+from conformance.precision import REFERENCE_PRECISION
 from conformance.report.results import Check, Outcome, Status
 from conformance.session import ConformanceSession, Settings, merge_stats
 from conformance.tolerances import load_tolerances
@@ -191,6 +193,9 @@ class ConformancePlugin:
             return
         s = self.settings
         items = self.cases.items(s.models, s.precisions, s.resolutions)
+        if _check_kind(metafunc.definition) == Check.INVARIANCE.value:
+            items = invariance_items(items)
+            metafunc.parametrize("conformance_variant", list(VARIANTS))
         if not items:
             raise pytest.UsageError(
                 f"no conformance items in {self.cases.path} match the filters "
@@ -302,7 +307,20 @@ class ConformancePlugin:
                 )
 
 
-def _check_kind(test: pytest.Item) -> str | None:
+def invariance_items(items: list[Item]) -> list[Item]:
+    """One item per case for the invariance checks: the reference precision where the case
+    has it (else its first precision), at the case's first resolution."""
+    by_case: dict[tuple[str, str], list[Item]] = {}
+    for item in items:
+        by_case.setdefault((item.model, item.case.name), []).append(item)
+    out = []
+    for group in by_case.values():
+        reference = [i for i in group if i.precision == REFERENCE_PRECISION] or group
+        out.append(reference[0])
+    return out
+
+
+def _check_kind(test: pytest.Item | Any) -> str | None:
     marker = test.get_closest_marker("conformance_check")
     return str(marker.args[0]) if marker and marker.args else None
 
@@ -325,6 +343,12 @@ def conformance_item(request: pytest.FixtureRequest) -> Item:
 
 
 @pytest.fixture
+def conformance_variant(request: pytest.FixtureRequest) -> str:
+    """The invariance variant this test applies (see conformance.generate.VARIANTS)."""
+    return request.param
+
+
+@pytest.fixture
 def conformance_check(
     request: pytest.FixtureRequest, conformance_session: ConformanceSession
 ) -> Callable[[Item], Outcome]:
@@ -337,9 +361,11 @@ def conformance_check(
             "@pytest.mark.conformance_check(kind) mark"
         )
 
-    def check(item: Item) -> Outcome:
+    def check(item: Item, variant: str | None = None) -> Outcome:
         __tracebackhide__ = True
-        outcome = conformance_session.evaluate(item, Check(kind), request.node.nodeid)
+        outcome = conformance_session.evaluate(
+            item, Check(kind), request.node.nodeid, variant=variant
+        )
         request.node.stash[OUTCOME_KEY] = outcome
         if outcome.status in (Status.FAILED.value, Status.ERROR.value):
             pytest.fail(

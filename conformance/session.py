@@ -98,7 +98,9 @@ class ConformanceSession:
         return self._generations[item.id]
 
     # -- the check ---------------------------------------------------------------------
-    def evaluate(self, item: Item, check: Check, nodeid: str = "") -> Outcome:
+    def evaluate(
+        self, item: Item, check: Check, nodeid: str = "", variant: str | None = None
+    ) -> Outcome:
         """Run one check on ``item``; never raises for bad goldens (they become ERROR)."""
         start = time.perf_counter()
         base = {
@@ -110,10 +112,13 @@ class ConformanceSession:
             "precision": item.precision,
             "hardware_class": self.hardware_class.name,
             "reproduce": self.reproduce_command(nodeid),
+            "variant": variant,
         }
         try:
             if check is Check.REPEATABLE:
                 fields = self._repeatable(item)
+            elif check is Check.INVARIANCE:
+                fields = self._invariance(item, variant or "")
             elif check is Check.OWN_CLASS:
                 fields = self._against(item, self.hardware_class.name, own=True)
             else:
@@ -158,6 +163,38 @@ class ConformanceSession:
                 item, "the second generation differs from the first in the same process",
                 metrics, step, len(first.trace), artifacts, pixel_sha256(second.image),
                 pixel_sha256(first.image),
+            ),
+        }
+
+    def _invariance(self, item: Item, variant: str) -> dict[str, Any]:
+        """The plain generation against one with ``variant`` applied, at the close tier."""
+        base = self.generation(item)
+        other = self.runner.generate(item, variant)
+        metrics = compare(other.image, base.image)
+        step = first_divergent_step(other.trace, base.trace)
+        problems = self.tolerances.bounds(Tier.CLOSE, item.precision).violations(metrics)
+        fields: dict[str, Any] = {
+            "tier": Tier.EXACT if metrics.identical and step is None else Tier.CLOSE,
+            "metrics": metrics.to_dict(),
+            "first_divergent_step": step,
+            "step_deltas": step_deltas(other.trace, base.trace),
+            "generate_seconds": round(other.seconds, 4),
+        }
+        if not problems:
+            what = (
+                "identical"
+                if metrics.identical
+                else f"within the close tier ({metrics.summary()})"
+            )
+            return fields | {"status": Status.PASSED, "message": f"{variant}: {what}"}
+        artifacts = self._write_artifacts(item, Check.INVARIANCE, other.image, base.image, variant)
+        return fields | {
+            "status": Status.FAILED,
+            "artifacts": artifacts,
+            "message": self._explain(
+                item, f"changes with {variant} beyond the close tier", metrics, step,
+                len(base.trace), artifacts, pixel_sha256(other.image), pixel_sha256(base.image),
+                problems,
             ),
         }
 
@@ -321,9 +358,16 @@ class ConformanceSession:
         )
 
     def _write_artifacts(
-        self, item: Item, check: Check, actual: np.ndarray, expected: np.ndarray
+        self,
+        item: Item,
+        check: Check,
+        actual: np.ndarray,
+        expected: np.ndarray,
+        variant: str | None = None,
     ) -> dict[str, str]:
         out = self.artifacts_dir / item.id / check.value
+        if variant:
+            out = out / variant
         out.mkdir(parents=True, exist_ok=True)
         paths = {}
         for name, image in (

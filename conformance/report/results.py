@@ -37,6 +37,7 @@ class Check(enum.Enum):
     REPEATABLE = "repeatable"
     OWN_CLASS = "own-class"
     REFERENCE = "reference"
+    INVARIANCE = "invariance"
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,7 @@ class Outcome:
     by_class: dict[str, dict[str, Any]] = field(default_factory=dict)
     generate_seconds: float | None = None
     peak_memory_mb: float | None = None
+    variant: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,7 +80,7 @@ def results_document(
     finished_at: str,
     stats: dict[str, Any],
 ) -> dict[str, Any]:
-    ordered = sorted(outcomes, key=lambda o: (o.id, o.check))
+    ordered = sorted(outcomes, key=lambda o: (o.id, o.check, o.variant or ""))
     return {
         "schema_version": SCHEMA_VERSION,
         "hardware_class": hardware_class,
