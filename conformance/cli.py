@@ -9,7 +9,8 @@ Sub-commands:
 * ``cases``: list the item ids the case file and filters give;
 * ``models``: the registered models and whether their weights are here;
 * ``fingerprint``: this machine's hardware class and environment fingerprint (JSON);
-* ``train`` / ``quantize`` and others: registered by their modules.
+* ``train``, ``montage``, ``quantize``, ``matrix``, ``cpu-matrix``: registered by their
+  modules (see ``EXTENSIONS``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -28,6 +30,9 @@ EXTENSIONS = (
     "conformance.models.train",
     "conformance.models.montage",
     "conformance.quant.command",
+    "conformance.report.command",
+    "conformance.cpu_matrix",
+    "conformance.validate",
 )
 
 
@@ -116,6 +121,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    # transformers announces missing optional packages (torchvision) on import; the
+    # command's own output is what matters here.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = build_parser()
     if argv and argv[0] in ("run", "record"):

@@ -249,8 +249,9 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 @contextlib.contextmanager
 def _locked(directory: Path) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    lock_path = directory / ".lock"
+    """An exclusive lock per golden set, kept outside the golden tree (nothing to commit)."""
+    key = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:24]
+    lock_path = Path(tempfile.gettempdir()) / f"conformance-golden-{key}.lock"
     with open(lock_path, "a+b") as fh:
         try:
             import fcntl
@@ -301,8 +302,11 @@ class GoldenStore:
         return parse_manifest(text, path, model, hardware_class)
 
     def lookup(self, item: Item, hardware_class: str) -> GoldenEntry | None:
-        manifest = self.manifest(item.model, hardware_class)
-        return None if manifest is None else manifest.entries.get(item.id)
+        return self.lookup_id(item.model, item.id, hardware_class)
+
+    def lookup_id(self, model: str, item_id: str, hardware_class: str) -> GoldenEntry | None:
+        manifest = self.manifest(model, hardware_class)
+        return None if manifest is None else manifest.entries.get(item_id)
 
     def load_image(self, entry: GoldenEntry, hardware_class: str) -> np.ndarray:
         """The golden's pixels, after checking file and pixel digests against the manifest."""
@@ -363,6 +367,7 @@ class GoldenStore:
             recorded_at=recorded_at,
             command=command,
         )
+        directory.mkdir(parents=True, exist_ok=True)
         with _locked(directory):
             self._manifests.pop((item.model, hardware_class), None)
             manifest = self.manifest(item.model, hardware_class) or Manifest(

@@ -4,7 +4,8 @@ An :class:`Outcome` is a plain, serializable record of one conformance check. A 
 holds every outcome of one run (xdist workers merged by the controller) with the machine's
 hardware class and fingerprint::
 
-    {"schema_version": 1, "hardware_class": "cpu-avx512", "fingerprint": {...},
+    {"schema_version": 1, "hardware_class": "cpu-avx512", "label": "cpu-avx512",
+     "fingerprint": {...},
      "started_at": "...", "finished_at": "...", "stats": {...}, "outcomes": [...]}
 """
 
@@ -79,11 +80,18 @@ def results_document(
     started_at: str,
     finished_at: str,
     stats: dict[str, Any],
+    label: str | None = None,
 ) -> dict[str, Any]:
+    """The results document; ``label`` names the run's matrix column (default: the class,
+    with the thread count when it is not 1)."""
+    if label is None:
+        threads = fingerprint.get("threads", 1)
+        label = hardware_class if threads == 1 else f"{hardware_class} t{threads}"
     ordered = sorted(outcomes, key=lambda o: (o.id, o.check, o.variant or ""))
     return {
         "schema_version": SCHEMA_VERSION,
         "hardware_class": hardware_class,
+        "label": label,
         "fingerprint": fingerprint,
         "started_at": started_at,
         "finished_at": finished_at,

@@ -1,0 +1,95 @@
+"""``conformance cpu-matrix``: a cross-class matrix from one CPU machine.
+
+Runs the suite in subprocesses under several CPU configurations (ATen ISA level through
+``ATEN_CPU_CAPABILITY`` x thread count), one results file each, then merges them with
+``conformance matrix``. Each configuration is its own column: the ISA level is a real
+hardware class, the thread count is kept in the column label.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from conformance.errors import ConformanceInputError
+
+ISAS = ("default", "avx2", "avx512")
+
+
+def _isa_list(text: str) -> tuple[str, ...]:
+    values = tuple(v.strip() for v in text.split(",") if v.strip())
+    bad = [v for v in values if v not in ISAS]
+    if not values or bad:
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: accepted ISA levels are {', '.join(ISAS)} (comma list)"
+        )
+    return values
+
+
+def _thread_list(text: str) -> tuple[int, ...]:
+    try:
+        values = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError:
+        values = ()
+    if not values or any(v < 1 for v in values):
+        raise argparse.ArgumentTypeError(f"{text!r}: give thread counts >= 1, e.g. 1,2")
+    return values
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "cpu-matrix",
+        help="run the suite under several CPU classes (ISA x threads) and merge a matrix",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--isas", type=_isa_list, default=ISAS, metavar="LIST",
+                   help="ATen ISA levels (default: default,avx2,avx512)")
+    p.add_argument("--threads", type=_thread_list, default=(1, 2), metavar="LIST",
+                   help="thread counts (default: 1,2)")
+    p.add_argument("--out", type=Path, required=True, metavar="DIR",
+                   help="folder for one results file per configuration and the matrix")
+    p.add_argument("--force", action="store_true", help="reuse a non-empty --out folder")
+    p.add_argument("pytest_args", nargs=argparse.REMAINDER,
+                   help="after --: more pytest / suite arguments (e.g. --cases FILE)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise ConformanceInputError(
+            out, "exists and is not empty; choose another --out or pass --force"
+        )
+    extra = [a for a in args.pytest_args if a != "--"]
+    results = []
+    configs = [(isa, t) for isa in args.isas for t in args.threads]
+    for n, (isa, threads) in enumerate(configs, start=1):
+        label = f"{isa}-t{threads}"
+        path = out / label / "results.json"
+        cmd = [sys.executable, "-m", "pytest", "--pyargs", "conformance", "-q",
+               "-p", "no:cacheprovider", "--device", "cpu", "--threads", str(threads),
+               "--save-images", "--results", str(path), *extra]
+        print(f"[{n}/{len(configs)}] ATEN_CPU_CAPABILITY={isa} threads={threads} ...",
+              file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        log = out / label / "pytest.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, "w") as fh:
+            proc = subprocess.run(cmd, env=dict(os.environ, ATEN_CPU_CAPABILITY=isa),
+                                  stdout=fh, stderr=subprocess.STDOUT, check=False)
+        tail = log.read_text(errors="replace").strip().splitlines()[-1:] or ["(no output)"]
+        print(f"    exit {proc.returncode} in {time.perf_counter() - start:.0f} s: {tail[0]}",
+              file=sys.stderr, flush=True)
+        if not path.is_file():
+            raise ConformanceInputError(log, "the run wrote no results file; see this log")
+        results.append(str(path))
+    from conformance.cli import main as cli_main
+
+    return cli_main(["matrix", *results, "--html", str(out / "matrix.html"),
+                     "--markdown", str(out / "matrix.md"), "--json", str(out / "matrix.json")])

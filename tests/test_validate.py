@@ -1,0 +1,261 @@
+"""``conformance validate`` on a corpus of bad golden sets: each gives a clear message naming
+the file, exit 1, no traceback, and the input is left exactly as it was."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conformance.cases import Case, Item, Resolution
+from conformance.cli import main
+from conformance.golden import MANIFEST, GoldenStore
+
+OTHER = "cpu-avx2"
+REF = "cpu-default"
+FP = {"hardware_class": OTHER, "device": "cpu", "threads": 1, "torch": "2.13.0",
+      "diffusers": "0.42.1"}
+
+
+def _item(name="dot", seed=1):
+    case = Case(name, "tiny-sd", "a red circle", "", seed, 2, "euler", 4.0,
+                (Resolution(16, 8),), ("fp32",))
+    return Item(case, Resolution(16, 8), "fp32")
+
+
+def _image(seed=0):
+    rng = np.random.default_rng(seed)
+    base = np.linspace(0, 255, 16 * 8 * 3).reshape(8, 16, 3)
+    return np.clip(base + rng.normal(0, 2, base.shape), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def golden(tmp_path):
+    """A golden root with a valid reference set and a valid contributed set."""
+    root = tmp_path / "golden"
+    store = GoldenStore(root)
+    for cls, fp in ((REF, FP | {"hardware_class": REF}), (OTHER, FP)):
+        for name, seed in (("dot", 1), ("ring", 2)):
+            store.record(_item(name, seed), cls, _image(seed), [], fp, "2026-01-01T00:00:00Z",
+                         "conformance record")
+    return root
+
+
+def set_dir(root, cls=OTHER):
+    return root / "tiny-sd" / cls
+
+
+def manifest_edit(root, fn, cls=OTHER):
+    path = set_dir(root, cls) / MANIFEST
+    data = json.loads(path.read_text())
+    fn(data, data["entries"]["tiny-sd/dot/16x8/fp32"])
+    path.write_text(json.dumps(data))
+
+
+def png(root, name="dot-16x8-fp32.png"):
+    return set_dir(root) / name
+
+
+def rewrite_png(root, img, keep_sha=False):
+    """Replace the dot PNG and, unless keep_sha, fix its file SHA so later checks run."""
+    path = png(root)
+    img.save(path, format=img.format or "PNG") if hasattr(img, "save") else path.write_bytes(img)
+    if not keep_sha:
+        digest = hashlib.sha256(path.read_bytes()).hexdigest()
+        manifest_edit(root, lambda d, e: e.update(file_sha256=digest))
+
+
+def snapshot(root):
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = os.path.join(dirpath, name)
+            st = os.lstat(p)
+            data = b"" if os.path.isdir(p) or os.path.islink(p) else open(p, "rb").read()
+            out[p] = (st.st_mode, st.st_mtime_ns, hashlib.sha256(data).hexdigest(),
+                      os.readlink(p) if os.path.islink(p) else None)
+    return out
+
+
+def validate(capsys, *args):
+    code = main(["validate", *map(str, args)])
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return code, out, err
+
+
+def test_valid_sets_pass(golden, capsys):
+    code, out, err = validate(capsys, golden, "--reference-dir", golden)
+    assert code == 0, out
+    assert "2 golden sets, 4 images verified, 0 problems" in err
+
+
+def test_committed_goldens_pass(capsys):
+    from conformance import PROJECT_ROOT
+
+    root = PROJECT_ROOT / "golden"
+    if not any(root.glob("*/*/manifest.json")):
+        pytest.skip("no committed golden sets")
+    code, out, _err = validate(capsys, root)
+    assert code == 0, out
+
+
+def _big_png(root):
+    Image.new("RGB", (5000, 4000)).save(png(root))
+    rewrite_png(root, png(root).read_bytes())
+
+
+CORPUS = [
+    # (kind, mutation, expected substring in the problem line, file the line names)
+    ("truncated manifest",
+     lambda r: (set_dir(r) / MANIFEST).write_text((set_dir(r) / MANIFEST).read_text()[:80]),
+     "not valid JSON (truncated or edited?)", MANIFEST),
+    ("manifest not JSON", lambda r: (set_dir(r) / MANIFEST).write_text("<xml/>"),
+     "not valid JSON", MANIFEST),
+    ("manifest not UTF-8", lambda r: (set_dir(r) / MANIFEST).write_bytes(b"\xff\xfe{}"),
+     "is not UTF-8 text", MANIFEST),
+    ("unknown schema version", lambda r: manifest_edit(r, lambda d, e: d.update(schema_version=99)),
+     "schema_version is 99", MANIFEST),
+    ("manifest top level is a list", lambda r: (set_dir(r) / MANIFEST).write_text("[]"),
+     "top level must be an object", MANIFEST),
+    ("entry lacks a key", lambda r: manifest_edit(r, lambda d, e: e.pop("file_sha256")),
+     "missing keys: file_sha256", MANIFEST),
+    ("entry key of the wrong type", lambda r: manifest_edit(r, lambda d, e: e.update(height="8")),
+     "key 'height' must be int, not string", MANIFEST),
+    ("duplicate entries for one file",
+     lambda r: manifest_edit(r, lambda d, e: d["entries"]["tiny-sd/ring/16x8/fp32"].update(
+         file=e["file"])),
+     "is also used by", MANIFEST),
+    ("id does not match its fields", lambda r: manifest_edit(r, lambda d, e: e.update(case="x")),
+     "does not match its fields", MANIFEST),
+    ("unknown entry key", lambda r: manifest_edit(r, lambda d, e: e.update(seed=1)),
+     "unknown keys: seed", MANIFEST),
+    ("traversal path", lambda r: manifest_edit(r, lambda d, e: e.update(file="../../x.png")),
+     "not a plain lower-case .png name", MANIFEST),
+    ("absolute path", lambda r: manifest_edit(r, lambda d, e: e.update(file="/etc/x.png")),
+     "not a plain lower-case .png name", MANIFEST),
+    ("manifest class differs from the folder",
+     lambda r: manifest_edit(r, lambda d, e: d.update(hardware_class="cpu-avx512")),
+     "hardware_class is 'cpu-avx512' but the directory is 'cpu-avx2'", MANIFEST),
+    ("fingerprint class differs",
+     lambda r: manifest_edit(r, lambda d, e: e["fingerprint"].update(hardware_class="cuda-sm89")),
+     "fingerprint class 'cuda-sm89' is not the set's 'cpu-avx2'", MANIFEST),
+    ("fingerprint incomplete",
+     lambda r: manifest_edit(r, lambda d, e: e["fingerprint"].pop("torch")),
+     "fingerprint lacks torch", MANIFEST),
+    ("params of another model",
+     lambda r: manifest_edit(r, lambda d, e: e["params"].update(model="tiny-flux")),
+     "params model 'tiny-flux' is not 'tiny-sd'", MANIFEST),
+    ("wrong file SHA-256", lambda r: manifest_edit(r, lambda d, e: e.update(file_sha256="0" * 64)),
+     "file SHA-256", "dot-16x8-fp32.png"),
+    ("wrong pixel SHA-256",
+     lambda r: manifest_edit(r, lambda d, e: e.update(pixel_sha256="a" * 64)),
+     "decoded pixels do not match", "dot-16x8-fp32.png"),
+    ("truncated PNG", lambda r: rewrite_png(r, png(r).read_bytes()[:60]),
+     "does not decode as PNG", "dot-16x8-fp32.png"),
+    ("JPEG named .png", lambda r: (Image.fromarray(_image(1)).save(png(r), format="JPEG"),
+                                   rewrite_png(r, png(r).read_bytes())),
+     "is JPEG, not PNG", "dot-16x8-fp32.png"),
+    ("oversized image (decompression bomb)", _big_png,
+     "is 5000x4000 pixels, over the limit", "dot-16x8-fp32.png"),
+    ("wrong size", lambda r: (Image.new("RGB", (8, 8)).save(png(r)),
+                              rewrite_png(r, png(r).read_bytes())),
+     "is 8x8, the manifest says 16x8", "dot-16x8-fp32.png"),
+    ("wrong mode", lambda r: (Image.new("RGBA", (16, 8)).save(png(r)),
+                              rewrite_png(r, png(r).read_bytes())),
+     "has mode RGBA, expected RGB", "dot-16x8-fp32.png"),
+    ("declared PNG missing", lambda r: png(r).unlink(),
+     "declared as 'tiny-sd/dot/16x8/fp32' but missing", "dot-16x8-fp32.png"),
+    ("symlinked PNG", lambda r: (png(r).rename(r / "elsewhere.png"),
+                                 png(r).symlink_to(r / "elsewhere.png")),
+     "is a symbolic link", "dot-16x8-fp32.png"),
+    ("symlinked manifest", lambda r: ((set_dir(r) / MANIFEST).rename(r / "m.json"),
+                                      (set_dir(r) / MANIFEST).symlink_to(r / "m.json")),
+     "is not a regular file", MANIFEST),
+    ("undeclared file", lambda r: (set_dir(r) / "extra-16x8-fp32.png").write_bytes(
+        png(r).read_bytes()),
+     "is not declared in manifest.json", "extra-16x8-fp32.png"),
+    ("pickle file", lambda r: (set_dir(r) / "weights.pkl").write_bytes(pickle.dumps({"a": 1})),
+     "is a pickle; golden sets hold only PNG images", "weights.pkl"),
+    ("pickle disguised as PNG", lambda r: (set_dir(r) / "x.png").write_bytes(pickle.dumps([1])),
+     "is a pickle", "x.png"),
+    ("torch checkpoint", lambda r: (set_dir(r) / "model.ckpt").write_bytes(b"PK\x03\x04rest"),
+     "is a zip archive", "model.ckpt"),
+    ("ELF executable", lambda r: (set_dir(r) / "tool").write_bytes(b"\x7fELF\x02\x01\x01"),
+     "is an ELF executable", "tool"),
+    ("script", lambda r: (set_dir(r) / "run.sh").write_text("#!/bin/sh\nrm -rf /\n"),
+     "is a script", "run.sh"),
+    ("executable bit", lambda r: png(r).chmod(0o755),
+     "has an executable permission bit", "dot-16x8-fp32.png"),
+    ("sub-folder", lambda r: (set_dir(r) / "more").mkdir(),
+     "is a folder; a golden set holds only", "more"),
+    ("diverges from the reference class",
+     lambda r: GoldenStore(r).record(_item("dot", 1), OTHER, 255 - _image(1), [], FP, "t", "c",
+                                     force=True),
+     "differs from the cpu-default golden beyond the perceptual tier", "dot-16x8-fp32.png"),
+    ("parameters differ from the reference",
+     lambda r: manifest_edit(r, lambda d, e: e["params"].update(prompt="a blue square")),
+     "generation parameters differ from the cpu-default golden", "dot-16x8-fp32.png"),
+]
+
+
+@pytest.mark.parametrize(("kind", "mutate", "message", "names"), CORPUS, ids=[c[0] for c in CORPUS])
+def test_bad_input_corpus(golden, capsys, kind, mutate, message, names):
+    mutate(golden)
+    before = snapshot(golden)
+    code, out, _err = validate(capsys, golden, "--reference-dir", golden)
+    assert code == 1, f"{kind}: {out}"
+    lines = [line for line in out.splitlines() if message in line]
+    assert lines, f"{kind}: expected {message!r} in:\n{out}"
+    assert any(names in line.split(": ", 1)[0] for line in lines), lines
+    assert snapshot(golden) == before, "validate modified its input"
+
+
+def test_bad_folder_name_and_paths(golden, capsys, tmp_path):
+    shutil.copytree(set_dir(golden), golden / "tiny-sd" / "gpu!")
+    (tmp_path / "file.txt").write_text("x")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "link").symlink_to(golden)
+    code, out, _ = validate(capsys, golden, tmp_path / "file.txt", tmp_path / "empty",
+                            tmp_path / "link", tmp_path / "absent", "--reference-dir", golden)
+    assert code == 1
+    for text in ("folder name: 'gpu!' is not a hardware class", "file.txt: is not a folder",
+                 "empty: holds no golden set", "link: is a symbolic link",
+                 "absent: does not exist"):
+        assert text in out, out
+
+
+def test_every_problem_is_reported_at_once(golden, capsys):
+    manifest_edit(golden, lambda d, e: e.update(file_sha256="0" * 64))
+    (set_dir(golden) / "weights.pkl").write_bytes(pickle.dumps(1))
+    png(golden, "ring-16x8-fp32.png").chmod(0o700)
+    code, out, err = validate(capsys, golden, "--reference-dir", golden)
+    assert code == 1 and len(out.splitlines()) == 3
+    assert "3 problems" in err
+
+
+def test_usage_errors(capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["validate"])
+    assert info.value.code == 2
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "x", "--reference-class", "nope"])
+    assert info.value.code == 2
+    assert "argument --reference-class" in capsys.readouterr().err
+
+
+def test_command_line_process_has_no_traceback(golden):
+    (set_dir(golden) / MANIFEST).write_text("{")
+    proc = subprocess.run([sys.executable, "-m", "conformance.cli", "validate", str(golden),
+                           "--reference-dir", str(golden)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 1
+    assert "not valid JSON" in proc.stdout and "Traceback" not in proc.stderr
