@@ -39,6 +39,14 @@ EXTENSIONS = (
 def _run(args: argparse.Namespace, extra: list[str], record: bool) -> int:
     import pytest
 
+    extra = list(extra)
+    if record:
+        # `record --out DIR` is `--golden-dir DIR`: where the new golden set is written.
+        for i, arg in enumerate(extra):
+            if arg == "--out" and i + 1 < len(extra):
+                extra[i] = "--golden-dir"
+            elif arg.startswith("--out="):
+                extra[i] = "--golden-dir=" + arg.split("=", 1)[1]
     argv = ["--pyargs", "conformance", *extra]
     if record and "--record" not in argv:
         argv.append("--record")
@@ -130,6 +138,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if any(a in ("-h", "--help") for a in argv[1:2]):
             print(f"usage: conformance {argv[0]} [pytest and suite options]\n")
             print("Runs `pytest --pyargs conformance`; see `pytest --help` under 'conformance'.")
+            if argv[0] == "record":
+                print("`--out DIR` writes the golden set under DIR (same as --golden-dir DIR);"
+                      " existing goldens are kept, so an interrupted record resumes.")
             return 0
         return _run(argparse.Namespace(), argv[1:], record=argv[0] == "record")
     args = parser.parse_args(argv)

@@ -369,6 +369,10 @@ class GoldenStore:
         )
         directory.mkdir(parents=True, exist_ok=True)
         with _locked(directory):
+            # Temporary files are only written under this lock: any left is from a writer
+            # that was killed mid-write, and never part of the set.
+            for stale in directory.glob(".*.tmp"):
+                stale.unlink(missing_ok=True)
             self._manifests.pop((item.model, hardware_class), None)
             manifest = self.manifest(item.model, hardware_class) or Manifest(
                 item.model, hardware_class

@@ -102,3 +102,51 @@ def test_record_and_run_pass_through_to_pytest(tmp_path):
     doc = json.loads((tmp_path / "r.json").read_text())
     own = [o for o in doc["outcomes"] if o["check"] == "own-class"]
     assert [o["status"] for o in own] == ["passed"] and own[0]["tier"] == "exact"
+
+
+def test_interrupted_record_loses_nothing_and_resumes(tmp_path):
+    """Kill `conformance record` after its first golden; what is on disk validates, and a
+    second run records the rest without touching what is there."""
+    import os
+    import signal
+    import time
+
+    cases = tmp_path / "cases.toml"
+    body = "".join(
+        f'[cases.c{n}]\nmodel = "tiny-sd"\nprompt = "a red circle on a white background"\n'
+        f'seed = {n}\nsteps = 8\nscheduler = "euler"\nguidance_scale = 4.0\n'
+        for n in range(8)
+    )
+    cases.write_text('schema_version = 1\n[axes]\nresolutions = ["32x32"]\n' + body)
+    out = tmp_path / "set"
+    cmd = [sys.executable, "-m", "conformance.cli", "record", "--cases", str(cases),
+           "--out", str(out), "--results", str(tmp_path / "r.json"), "-q", "-k", "own_class",
+           "-p", "no:cacheprovider"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    manifest = next(iter([]), None)
+    deadline = time.time() + 240
+    while time.time() < deadline:
+        found = list(out.glob("*/*/manifest.json"))
+        if found and json.loads(found[0].read_text() or "{}").get("entries"):
+            manifest = found[0]
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert manifest is not None, "no golden was written in time"
+    first = json.loads(manifest.read_text())["entries"]
+    assert 1 <= len(first) < 8
+    valid = subprocess.run([sys.executable, "-m", "conformance.cli", "validate", str(out),
+                            "--reference-dir", str(out)], capture_output=True, text=True)
+    leftovers = [p for p in manifest.parent.iterdir() if p.name.endswith(".tmp")]
+    assert valid.returncode == 0 or leftovers, valid.stdout
+    kept = {k: v["file_sha256"] for k, v in first.items()}
+    again = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stdout + again.stderr
+    final = json.loads(manifest.read_text())["entries"]
+    assert len(final) == 8
+    assert {k: final[k]["file_sha256"] for k in kept} == kept
+    valid = subprocess.run([sys.executable, "-m", "conformance.cli", "validate", str(out),
+                            "--reference-dir", str(out)], capture_output=True, text=True)
+    assert valid.returncode == 0, valid.stdout

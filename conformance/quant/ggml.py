@@ -55,7 +55,6 @@ __all__ = [
 ]
 
 QK_K = 256
-_F16_TINY = np.float32(2.0**-24)  # smallest positive half-float (subnormal)
 _F16_MIN_NORMAL = np.float32(2.0**-14)
 _NEGLIGIBLE = np.float32(1e-30)  # ranges below this are far under fp16 resolution: treat as 0
 _CHUNK_WEIGHTS = 1 << 17  # weights per vectorised chunk (512 KiB of float32, cache friendly)
@@ -204,7 +203,7 @@ def _affine_scale(
     closed-form least-squares fit of scale and offset, and the fit with the
     smallest squared error wins (the plain min/max grid is always a candidate).
     """
-    n, m = xt.shape
+    n = xt.shape[0]
     lo = np.minimum(xt.min(axis=0), np.float32(0.0))
     span = xt.max(axis=0) - lo
     flat = span <= _NEGLIGIBLE

@@ -1,0 +1,313 @@
+"""``quantize`` sub-command: convert a diffusers model to a GGUF file.
+
+Usage::
+
+    quantize SRC --type TYPE --out FILE.gguf [--force]
+
+``SRC`` is a diffusers model directory (``config.json`` plus ``*.safetensors``)
+or a single ``.safetensors`` file. The model class named by ``_class_name`` in
+``config.json`` is instantiated without memory (meta tensors) to learn which
+weights belong to ``nn.Linear`` modules; only those are block-quantized.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .loading import supports_single_file
+from .recipes import RECIPE_NAMES, Recipe, get_recipe
+
+__all__ = ["CommandError", "Source", "register", "resolve_source", "run_quantize"]
+
+PICKLE_SUFFIXES = frozenset({".bin", ".pt", ".pth", ".ckpt", ".pkl", ".pickle"})
+_ACCEPTED_SRC = "a diffusers model directory (config.json + *.safetensors) or a .safetensors file"
+_MAIN_WEIGHTS = "diffusion_pytorch_model.safetensors"
+_INDEX = "diffusion_pytorch_model.safetensors.index.json"
+
+
+class CommandError(Exception):
+    """A user error reported as one line on stderr with exit status 2."""
+
+
+@dataclass
+class Source:
+    """Resolved input of the quantize command."""
+
+    path: Path
+    weight_files: list[Path]
+    config_path: Path | None = None
+    config: dict[str, Any] | None = None
+    linear_names: set[str] | None = None
+    model_keys: set[str] | None = field(default=None, repr=False)
+    single_file: bool = True
+
+    @property
+    def class_name(self) -> str | None:
+        """``_class_name`` from config.json, if any."""
+        return None if self.config is None else self.config.get("_class_name")
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``quantize`` sub-command to an argparse ``subparsers`` object."""
+    parser = subparsers.add_parser(
+        "quantize",
+        help="quantize a diffusers model to a GGUF file",
+        description=(
+            "Quantize a diffusers model (directory with config.json and *.safetensors, or a "
+            "single .safetensors file) into a GGUF file loadable with "
+            "<Model>.from_single_file(..., quantization_config=GGUFQuantizationConfig(...))."
+        ),
+    )
+    parser.add_argument("src", metavar="SRC", help=f"{_ACCEPTED_SRC}")
+    parser.add_argument(
+        "--type",
+        dest="qtype",
+        metavar="TYPE",
+        required=True,
+        help=f"quantization recipe: {', '.join(RECIPE_NAMES)}",
+    )
+    parser.add_argument("--out", metavar="FILE.gguf", required=True, help="output GGUF file")
+    parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
+    parser.set_defaults(func=run_quantize)
+
+
+def _load_config(path: Path) -> dict[str, Any]:
+    try:
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise CommandError(f"{path}: cannot read config.json ({exc})") from None
+    if not isinstance(config, dict):
+        raise CommandError(f"{path}: config.json must hold a JSON object")
+    return config
+
+
+def _directory_weights(root: Path) -> list[Path]:
+    index = root / _INDEX
+    if index.is_file():
+        try:
+            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+            files = sorted({root / name for name in weight_map.values()})
+        except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
+            raise CommandError(f"{index}: cannot read the shard index ({exc})") from None
+        missing = [f.name for f in files if not f.is_file()]
+        if missing:
+            raise CommandError(f"{index}: shard files missing: {', '.join(missing)}")
+        return files
+    if (root / _MAIN_WEIGHTS).is_file():
+        return [root / _MAIN_WEIGHTS]
+    found = sorted(root.glob("*.safetensors"))
+    if len(found) == 1:
+        return found
+    if len(found) > 1:
+        names = ", ".join(f.name for f in found)
+        raise CommandError(
+            f"SRC {root}: several .safetensors files ({names}) and no {_INDEX}; "
+            "pass one .safetensors file instead"
+        )
+    pickled = sorted(f.name for f in root.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES)
+    if pickled:
+        raise CommandError(
+            f"SRC {root}: only pickled weights ({', '.join(pickled)}); pickle files are "
+            "rejected, convert them to .safetensors"
+        )
+    raise CommandError(f"SRC {root}: no *.safetensors weights; expected {_ACCEPTED_SRC}")
+
+
+def _check_safetensors(path: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except Exception as exc:  # safetensors raises its own error types
+        raise CommandError(f"SRC {path}: not a readable .safetensors file ({exc})") from None
+
+
+def resolve_source(src: str) -> Source:
+    """Validate ``SRC`` and locate its weights and config.
+
+    Raises :class:`CommandError` for a missing path, a directory without
+    ``config.json``, pickled weights or an unsupported file type.
+    """
+    path = Path(src)
+    if not path.exists():
+        raise CommandError(f"SRC {src}: no such file or directory; expected {_ACCEPTED_SRC}")
+    if path.is_dir():
+        config_path = path / "config.json"
+        if not config_path.is_file():
+            hint = ""
+            if (path / "model_index.json").is_file():
+                hint = " (this is a pipeline; pass a component folder such as unet/)"
+            raise CommandError(f"SRC {src}: no config.json{hint}; expected {_ACCEPTED_SRC}")
+        source = Source(path, _directory_weights(path), config_path, _load_config(config_path))
+        if not source.class_name:
+            raise CommandError(f"{config_path}: no _class_name; is this a diffusers model config?")
+    else:
+        suffix = path.suffix.lower()
+        if suffix in PICKLE_SUFFIXES:
+            raise CommandError(
+                f"SRC {src}: pickled weights ({suffix}) are rejected; expected {_ACCEPTED_SRC}"
+            )
+        if suffix != ".safetensors":
+            raise CommandError(
+                f"SRC {src}: unsupported file type {suffix!r}; expected {_ACCEPTED_SRC}"
+            )
+        sibling = path.parent / "config.json"
+        config = _load_config(sibling) if sibling.is_file() else None
+        source = Source(path, [path], sibling if config else None, config)
+    for f in source.weight_files:
+        _check_safetensors(f)
+    return source
+
+
+def _instantiate_linear_names(source: Source) -> None:
+    """Build the model on the meta device and record its Linear weights and keys."""
+    if source.config is None or not source.class_name:
+        return
+    import diffusers
+    import torch
+    from accelerate import init_empty_weights
+
+    cls = getattr(diffusers, str(source.class_name), None)
+    if not (isinstance(cls, type) and issubclass(cls, diffusers.ModelMixin)):
+        raise CommandError(
+            f"{source.config_path}: _class_name {source.class_name!r} "
+            "is not a diffusers model class"
+        )
+    try:
+        with init_empty_weights():
+            model = cls.from_config(source.config)
+    except Exception as exc:  # config errors surface as many exception types
+        raise CommandError(
+            f"{source.config_path}: cannot build {source.class_name} from it ({exc})"
+        ) from None
+    source.linear_names = {
+        f"{name}.weight"
+        for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear)
+    }
+    source.model_keys = set(model.state_dict().keys())
+    source.single_file = supports_single_file(cls)
+
+
+def _iter_source_tensors(source: Source) -> Iterator[tuple[str, Any]]:
+    from safetensors import safe_open
+
+    seen: set[str] = set()
+    for file in source.weight_files:
+        with safe_open(str(file), framework="pt") as handle:
+            for key in handle.keys():
+                if key in seen:
+                    raise CommandError(f"SRC {file}: tensor {key!r} appears in more than one shard")
+                seen.add(key)
+                yield key, handle.get_tensor(key)
+
+
+def _source_keys(source: Source) -> set[str]:
+    from safetensors import safe_open
+
+    keys: set[str] = set()
+    for file in source.weight_files:
+        with safe_open(str(file), framework="pt") as handle:
+            keys.update(handle.keys())
+    return keys
+
+
+def _resolve_output(out: str, force: bool) -> Path:
+    path = Path(out)
+    if path.suffix.lower() != ".gguf":
+        raise CommandError(f"--out {out}: must end with .gguf (diffusers detects GGUF by suffix)")
+    if path.is_dir():
+        raise CommandError(f"--out {out}: is a directory; expected a FILE.gguf path")
+    if path.exists() and not force:
+        raise CommandError(f"--out {out}: already exists; pass --force to overwrite")
+    if not path.parent.is_dir():
+        raise CommandError(f"--out {out}: directory {path.parent} does not exist")
+    return path
+
+
+def _format_summary(tensors: list[Any], recipe: Recipe, out: Path) -> str:
+    rows: dict[str, list[int]] = {}
+    for t in tensors:
+        row = rows.setdefault(t.qtype.name, [0, 0, 0])
+        row[0] += 1
+        row[1] += t.n_weights
+        row[2] += t.nbytes
+    total = [sum(r[i] for r in rows.values()) for i in range(3)]
+    lines = [
+        f"wrote {out} (recipe {recipe.name}: {recipe.description})",
+        f"{'type':<6} {'tensors':>8} {'weights':>14} {'bytes':>14} {'bits/weight':>12}",
+    ]
+    order = sorted(rows.items(), key=lambda kv: -kv[1][2])
+    for name, (count, weights, nbytes) in [*order, ("total", total)]:
+        bpw = 8.0 * nbytes / weights if weights else 0.0
+        lines.append(f"{name:<6} {count:>8} {weights:>14,} {nbytes:>14,} {bpw:>12.3f}")
+    return "\n".join(lines)
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    """Entry point of the sub-command; returns the process exit status."""
+    from .gguf_io import DEFAULT_ARCH, quantize_state_dict, write_gguf
+
+    try:
+        try:
+            recipe = get_recipe(args.qtype)
+        except KeyError:
+            raise CommandError(
+                f"--type {args.qtype}: unknown type; accepted: {', '.join(RECIPE_NAMES)}"
+            ) from None
+        source = resolve_source(args.src)
+        out = _resolve_output(args.out, args.force)
+        _instantiate_linear_names(source)
+        notes: list[str] = []
+        if source.linear_names is None:
+            notes.append(
+                f"note: no config.json next to {source.path}; "
+                "every 2-D *.weight tensor was treated as an nn.Linear weight"
+            )
+        if not source.single_file:
+            notes.append(
+                f"warning: diffusers cannot load {source.class_name} with from_single_file, "
+                "so it cannot load this GGUF file"
+            )
+        if source.model_keys is not None:
+            file_keys = _source_keys(source)
+            if file_keys != source.model_keys:
+                diff = len(file_keys ^ source.model_keys)
+                notes.append(
+                    f"warning: {diff} tensor names differ from {source.class_name}'s state dict; "
+                    "diffusers will try to convert keys when loading"
+                )
+        try:
+            tensors = quantize_state_dict(
+                _iter_source_tensors(source), recipe, linear_names=source.linear_names
+            )
+        except ValueError as exc:
+            raise CommandError(f"SRC {args.src}: {exc}") from None
+        if not tensors:
+            raise CommandError(f"SRC {args.src}: holds no tensors")
+        metadata: dict[str, Any] = {
+            "general.name": source.path.stem if source.path.is_file() else source.path.name,
+            f"{DEFAULT_ARCH}.recipe": recipe.name,
+        }
+        if source.config is not None:
+            metadata[f"{DEFAULT_ARCH}.class_name"] = str(source.class_name or "")
+            metadata[f"{DEFAULT_ARCH}.config"] = json.dumps(source.config, sort_keys=True)
+        try:
+            write_gguf(out, tensors, file_type=recipe.file_type, metadata=metadata)
+        except OSError as exc:
+            print(f"error: --out {args.out}: cannot write ({exc})", file=sys.stderr)
+            return 1
+    except CommandError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(_format_summary(tensors, recipe, out))
+    for note in notes:
+        print(note, file=sys.stderr)
+    return 0
