@@ -58,6 +58,8 @@ class RunnerStats:
     generations: int = 0
     generate_seconds: float = 0.0
     loaded: list[str] = field(default_factory=list)
+    #: stored size of the denoiser's weights per "model/precision"
+    denoiser_bytes: dict[str, int] = field(default_factory=dict)
 
 
 def configure_torch(threads: int, deterministic: bool = True, device: str = "cpu") -> None:
@@ -76,6 +78,41 @@ def configure_torch(threads: int, deterministic: bool = True, device: str = "cpu
         torch.backends.cudnn.deterministic = deterministic
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
+
+
+CACHE_ENV = "CONFORMANCE_CACHE"
+
+
+def cache_dir() -> Path:
+    """``$CONFORMANCE_CACHE``, else ``~/.cache/diffusion-conformance``."""
+    env = os.environ.get(CACHE_ENV)
+    return Path(env) if env else Path.home() / ".cache" / "diffusion-conformance"
+
+
+def gguf_file(model_dir: Path, recipe: str) -> Path:
+    """A GGUF file of ``model_dir`` (config.json + safetensors) quantized with ``recipe``.
+
+    Built with the project's own ``conformance quantize`` and cached under
+    :func:`cache_dir`, keyed by the weights' SHA-256: it is rebuilt, never stored.
+    """
+    import argparse
+    import hashlib
+
+    from conformance.quant.command import run_quantize
+
+    digest = hashlib.sha256()
+    for weights in sorted(model_dir.glob("*.safetensors")):
+        digest.update(weights.read_bytes())
+    out = cache_dir() / "gguf" / f"{model_dir.parent.name}-{model_dir.name}-" \
+        f"{digest.hexdigest()[:16]}-{recipe}.gguf"
+    if not out.is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        args = argparse.Namespace(src=str(model_dir), qtype=recipe, out=str(out), force=True)
+        with contextlib.redirect_stdout(sys.stderr):
+            code = run_quantize(args)
+        if code != 0 or not out.is_file():
+            raise RuntimeError(f"conformance quantize {model_dir} --type {recipe} failed ({code})")
+    return out
 
 
 #: Changes that should not change the image, checked by the invariance tests.
@@ -157,8 +194,17 @@ class Runner:
                 "CONFORMANCE_FIXTURES at a directory that holds it"
             )
         precision = PRECISIONS[precision_name]
+        overrides: dict[str, Any] = {}
+        source = path / spec.family.denoiser
+        fp32_bytes = sum(f.stat().st_size for f in source.glob("*.safetensors"))
+        size = round(fp32_bytes * precision.bits_per_weight / 32)
+        if precision.kind is Kind.GGUF:
+            overrides[spec.family.denoiser] = self._gguf_denoiser(spec, path, precision.recipe)
+            size = gguf_file(source, str(precision.recipe)).stat().st_size
+        self.stats.denoiser_bytes[f"{spec.name}/{precision_name}"] = size
         pipe = DiffusionPipeline.from_pretrained(
-            str(path), **{_DTYPE_KWARG: precision.torch_dtype()}, local_files_only=True
+            str(path), **{_DTYPE_KWARG: precision.torch_dtype()}, local_files_only=True,
+            **overrides,
         )
         if precision.kind is Kind.FP8_STORAGE:
             getattr(pipe, spec.family.denoiser).enable_layerwise_casting(
@@ -184,6 +230,22 @@ class Runner:
             return None
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+    def _gguf_denoiser(self, spec: ModelSpec, path: Path, recipe: str | None) -> Any:
+        """The denoiser quantized with ``recipe``, built once by ``conformance quantize``."""
+        import json
+
+        import diffusers
+        import torch
+
+        from conformance.quant.loading import load_gguf_model
+
+        source = path / spec.family.denoiser
+        gguf = gguf_file(source, str(recipe))
+        class_name = json.loads((source / "config.json").read_text())["_class_name"]
+        return load_gguf_model(
+            getattr(diffusers, class_name), gguf, source, compute_dtype=torch.float32
+        )
 
     def generate(self, item: Item, variant: str | None = None) -> Generation:
         """Generate ``item`` from scratch (fresh generator and scheduler).

@@ -22,6 +22,7 @@ from conformance.errors import ConformanceInputError
 from conformance.generate import VARIANTS
 from conformance.options import OPTION_BY_NAME, OPTIONS, add_options, resolve
 from conformance.precision import REFERENCE_PRECISION
+from conformance.report.fidelity import fidelity_markdown, fidelity_rows
 from conformance.report.results import Check, Outcome, Status
 from conformance.session import ConformanceSession, Settings, merge_stats
 from conformance.tolerances import load_tolerances
@@ -193,9 +194,15 @@ class ConformancePlugin:
             return
         s = self.settings
         items = self.cases.items(s.models, s.precisions, s.resolutions)
-        if _check_kind(metafunc.definition) == Check.INVARIANCE.value:
+        kind = _check_kind(metafunc.definition)
+        if kind == Check.INVARIANCE.value:
             items = invariance_items(items)
             metafunc.parametrize("conformance_variant", list(VARIANTS))
+        elif kind == Check.FIDELITY.value:
+            items = [i for i in items if i.precision != REFERENCE_PRECISION]
+            if not items:  # e.g. --precision fp32: nothing to compare, not an error
+                metafunc.parametrize("conformance_item", [])
+                return
         if not items:
             raise pytest.UsageError(
                 f"no conformance items in {self.cases.path} match the filters "
@@ -292,6 +299,11 @@ class ConformancePlugin:
                     f"{check.value:>11}: " + ", ".join(f"{n} {k}" for k, n in row.items() if n)
                 )
         st = merge_stats(self._all_stats())
+        table = fidelity_markdown(fidelity_rows(self.outcomes, st["denoiser_bytes"]))
+        if table:
+            tr.write_line("precision against fp32 on this device (means over cases):")
+            for line in table.splitlines():
+                tr.write_line(line)
         tr.write_line(
             f"model loads: {st['model_loads']} ({st['load_seconds']:.1f} s), generations: "
             f"{st['generations']} ({st['generate_seconds']:.1f} s in pipeline calls), "

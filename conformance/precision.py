@@ -2,7 +2,10 @@
 
 ``fp32`` is the reference. ``bf16`` / ``fp16`` load every component in that dtype through
 ``torch_dtype``. ``fp8-e4m3`` / ``fp8-e5m2`` store the denoiser's weights in fp8 and compute in
-fp32 through diffusers' ``enable_layerwise_casting``.
+fp32 through diffusers' ``enable_layerwise_casting``. ``gguf-*`` quantize the denoiser with
+``conformance quantize`` (recipe = the part after ``gguf-``), then load it through diffusers'
+``from_single_file(..., quantization_config=GGUFQuantizationConfig(compute_dtype=float32))``;
+the other components stay fp32.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from dataclasses import dataclass
 class Kind(enum.Enum):
     DTYPE = "dtype"
     FP8_STORAGE = "fp8-storage"
+    GGUF = "gguf"
 
 
 @dataclass(frozen=True)
@@ -24,6 +28,7 @@ class Precision:
     storage_dtype: str | None
     bits_per_weight: float
     description: str
+    recipe: str | None = None
 
     def torch_dtype(self):  # -> torch.dtype (torch imported lazily)
         import torch
@@ -57,6 +62,15 @@ PRECISIONS: dict[str, Precision] = {
             "float8_e5m2",
             8,
             "denoiser weights stored as float8 e5m2, computed in float32",
+        ),
+        *(
+            Precision(f"gguf-{recipe}", Kind.GGUF, "float32", None, bits,
+                      f"denoiser quantized to GGUF {recipe.upper()} (conformance quantize), "
+                      "dequantized to float32 per layer at run time", recipe)
+            for recipe, bits in (
+                ("q8_0", 8.5), ("q6_k", 6.5625), ("q5_k_m", 5.5), ("q4_k_m", 4.5),
+                ("q3_k_m", 3.4375), ("q2_k", 2.625),
+            )
         ),
     )
 }

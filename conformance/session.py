@@ -22,6 +22,7 @@ from conformance.generate import Generation, ModelUnavailable, Runner
 from conformance.golden import GoldenEntry, GoldenStore, encode_png
 from conformance.hardware import PINNED_KEYS, HardwareClass, command_line, now_utc
 from conformance.metrics import Metrics, compare, diff_map, pixel_sha256
+from conformance.precision import REFERENCE_PRECISION
 from conformance.report.results import Check, Outcome, Status, results_document
 from conformance.tolerances import Tier, Tolerances, load_tolerances
 from conformance.trace import first_divergent_step, step_deltas
@@ -119,6 +120,8 @@ class ConformanceSession:
                 fields = self._repeatable(item)
             elif check is Check.INVARIANCE:
                 fields = self._invariance(item, variant or "")
+            elif check is Check.FIDELITY:
+                fields = self._fidelity(item)
             elif check is Check.OWN_CLASS:
                 fields = self._against(item, self.hardware_class.name, own=True)
             else:
@@ -196,6 +199,61 @@ class ConformanceSession:
                 len(base.trace), artifacts, pixel_sha256(other.image), pixel_sha256(base.image),
                 problems,
             ),
+        }
+
+    def reference_item(self, item: Item) -> Item:
+        """The same case and resolution at the reference precision (fp32)."""
+        return Item(item.case, item.resolution, REFERENCE_PRECISION)
+
+    def _fidelity(self, item: Item) -> dict[str, Any]:
+        """This precision against fp32 on the same device, within the fidelity bounds."""
+        gen = self.generation(item)
+        ref = self.generation(self.reference_item(item))
+        metrics = compare(gen.image, ref.image)
+        problems = self.tolerances.bounds(Tier.FIDELITY, item.precision).violations(metrics)
+        fields: dict[str, Any] = {
+            "tier": Tier.FIDELITY,
+            "golden_class": None,
+            "metrics": metrics.to_dict(),
+            "first_divergent_step": first_divergent_step(gen.trace, ref.trace),
+            "step_deltas": step_deltas(gen.trace, ref.trace),
+            "generate_seconds": round(gen.seconds, 4),
+        }
+        if not problems:
+            if self.settings.save_images:
+                fields["artifacts"] = self._write_artifacts(
+                    item, Check.FIDELITY, gen.image, ref.image
+                )
+            return fields | {"status": Status.PASSED,
+                             "message": f"{item.precision} vs fp32: {metrics.summary()}"}
+        artifacts = self._write_artifacts(item, Check.FIDELITY, gen.image, ref.image)
+        return fields | {
+            "status": Status.FAILED,
+            "artifacts": artifacts,
+            "message": self._explain(
+                item, f"{item.precision} is further from fp32 than the fidelity bounds",
+                metrics, fields["first_divergent_step"], len(ref.trace), artifacts,
+                pixel_sha256(gen.image), pixel_sha256(ref.image), problems,
+            ),
+        }
+
+    def ladder_means(self, model: str) -> dict[str, dict[str, float]]:
+        """Mean MAE / SSIM / pHash distance against fp32 per precision over ``model``'s items."""
+        sums: dict[str, list[Metrics]] = {}
+        for item in self.items():
+            if item.model != model or item.precision == REFERENCE_PRECISION:
+                continue
+            gen = self.generation(item)
+            ref = self.generation(self.reference_item(item))
+            sums.setdefault(item.precision, []).append(compare(gen.image, ref.image))
+        return {
+            prec: {
+                "n": len(ms),
+                "mae": sum(m.mae for m in ms) / len(ms),
+                "ssim": sum(m.ssim for m in ms) / len(ms),
+                "phash_distance": sum(m.phash_distance for m in ms) / len(ms),
+            }
+            for prec, ms in sums.items()
         }
 
     def _against(self, item: Item, golden_class: str, own: bool) -> dict[str, Any]:
@@ -424,6 +482,7 @@ class ConformanceSession:
             "generations": st.generations,
             "generate_seconds": round(st.generate_seconds, 3),
             "loaded": list(st.loaded),
+            "denoiser_bytes": dict(st.denoiser_bytes),
         }
 
     def write_results(
@@ -444,11 +503,13 @@ class ConformanceSession:
 def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum per-process runner stats (xdist workers)."""
     out: dict[str, Any] = {"model_loads": 0, "load_seconds": 0.0, "generations": 0,
-                           "generate_seconds": 0.0, "loaded": [], "processes": len(parts)}
+                           "generate_seconds": 0.0, "loaded": [], "denoiser_bytes": {},
+                           "processes": len(parts)}
     for p in parts:
         for k in ("model_loads", "load_seconds", "generations", "generate_seconds"):
             out[k] += p.get(k, 0)
         out["loaded"] += p.get("loaded", [])
+        out["denoiser_bytes"].update(p.get("denoiser_bytes", {}))
     out["load_seconds"] = round(out["load_seconds"], 3)
     out["generate_seconds"] = round(out["generate_seconds"], 3)
     return out

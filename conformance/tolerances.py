@@ -7,6 +7,10 @@ Tiers:
   There are no numbers for it.
 * ``close``: same class, but threads or library versions differ.
 * ``perceptual``: another hardware class, same precision.
+* ``fidelity``: a reduced precision against the fp32 reference on the same device.
+
+``[ladder] order`` lists precisions from most to least faithful: the fidelity tests assert
+that mean MAE over the cases does not decrease along it (for what the measurements support).
 
 ``close`` and ``perceptual`` have bounds per precision, with ``default`` for precisions not
 listed. The numbers and how they were calibrated live in ``conformance/tolerances.toml``.
@@ -39,6 +43,7 @@ class Tier(enum.Enum):
     EXACT = "exact"
     CLOSE = "close"
     PERCEPTUAL = "perceptual"
+    FIDELITY = "fidelity"
 
 
 @dataclass(frozen=True)
@@ -102,6 +107,7 @@ _RANGES = {
 class Tolerances:
     path: Path
     tiers: dict[Tier, dict[str, Bounds]]
+    ladder: tuple[str, ...] = ()
 
     def bounds(self, tier: Tier, precision: str) -> Bounds:
         """The bounds for ``precision`` at ``tier`` (``default`` if not listed)."""
@@ -125,7 +131,7 @@ def load_tolerances(path: str | Path | None = None) -> Tolerances:
 
 
 def parse_tolerances(data: dict[str, Any], path: Path) -> Tolerances:
-    accepted = ["schema_version", *(t.value for t in Tier if t is not Tier.EXACT)]
+    accepted = ["schema_version", "ladder", *(t.value for t in Tier if t is not Tier.EXACT)]
     for key in data:
         if key == Tier.EXACT.value:
             raise ToleranceFileError(
@@ -142,7 +148,7 @@ def parse_tolerances(data: dict[str, Any], path: Path) -> Tolerances:
             f"schema_version = {SCHEMA_VERSION}",
         )
     tiers: dict[Tier, dict[str, Bounds]] = {}
-    for tier in (Tier.CLOSE, Tier.PERCEPTUAL):
+    for tier in (Tier.CLOSE, Tier.PERCEPTUAL, Tier.FIDELITY):
         table = data.get(tier.value)
         if not isinstance(table, dict):
             raise ToleranceFileError(
@@ -162,7 +168,24 @@ def parse_tolerances(data: dict[str, Any], path: Path) -> Tolerances:
             if not isinstance(body, dict):
                 raise ToleranceFileError(path, f"{where} must be a table, not {type_name(body)}")
             tiers[tier][precision] = _parse_bounds(body, path, where)
-    return Tolerances(path, tiers)
+    return Tolerances(path, tiers, _parse_ladder(data.get("ladder", {}), path))
+
+
+def _parse_ladder(table: Any, path: Path) -> tuple[str, ...]:
+    if not isinstance(table, dict) or set(table) - {"order"}:
+        raise ToleranceFileError(path, "[ladder] takes one key, order = [precision, ...]")
+    order = table.get("order", [])
+    if not isinstance(order, list) or not all(isinstance(p, str) for p in order):
+        raise ToleranceFileError(path, "[ladder] order must be an array of precision names")
+    for name in order:
+        if name not in PRECISIONS:
+            raise ToleranceFileError(
+                path, f"[ladder] order: unknown precision {name!r}; accepted: "
+                f"{', '.join(PRECISIONS)}"
+            )
+    if len(set(order)) != len(order):
+        raise ToleranceFileError(path, "[ladder] order lists a precision twice")
+    return tuple(order)
 
 
 def _parse_bounds(body: dict[str, Any], path: Path, where: str) -> Bounds:

@@ -9,6 +9,10 @@ from conformance.metrics import Metrics
 from conformance.tolerances import DEFAULT_TOLERANCES, Bounds, Tier, load_tolerances
 
 GOOD = """schema_version = 1
+[ladder]
+order = ["fp16", "gguf-q8_0"]
+[fidelity.default]
+mae_max = 30.0
 [close.default]
 mae_max = 1.0
 [perceptual.default]
@@ -34,7 +38,7 @@ def metrics(**kw):
 def test_default_file_loads():
     tol = load_tolerances()
     assert tol.path == DEFAULT_TOLERANCES
-    for tier in (Tier.CLOSE, Tier.PERCEPTUAL):
+    for tier in (Tier.CLOSE, Tier.PERCEPTUAL, Tier.FIDELITY):
         assert tol.bounds(tier, "fp32").to_dict()
 
 
@@ -42,6 +46,7 @@ def test_precision_falls_back_to_default(tmp_path):
     tol = load_tolerances(write(tmp_path, GOOD))
     assert tol.bounds(Tier.PERCEPTUAL, "bf16") == Bounds(mae_max=3.0)
     assert tol.bounds(Tier.PERCEPTUAL, "fp16") == Bounds(ssim_min=0.9, phash_max=8)
+    assert tol.ladder == ("fp16", "gguf-q8_0")
     with pytest.raises(ValueError, match="exact tier has no bounds"):
         tol.bounds(Tier.EXACT, "fp32")
 
@@ -64,7 +69,12 @@ def test_violations_name_metric_observed_and_bound():
     [
         (GOOD.replace("schema_version = 1", "schema_version = 3"), "schema_version is 3"),
         (GOOD + "[exact.default]\nmae_max = 0\n", r"\[exact\] takes no bounds"),
-        (GOOD + "[fidelity.default]\nmae_max = 1\n", "unknown top-level key 'fidelity'"),
+        (GOOD + "[other.default]\nmae_max = 1\n", "unknown top-level key 'other'"),
+        (GOOD.replace('"gguf-q8_0"]', '"int2"]'), r"\[ladder\] order: unknown precision 'int2'"),
+        (GOOD.replace('"gguf-q8_0"]', '"fp16"]'), r"\[ladder\] order lists a precision twice"),
+        (GOOD.replace("order = [", "steps = ["), r"\[ladder\] takes one key"),
+        (GOOD.replace('order = ["fp16", "gguf-q8_0"]', "order = 3"), "must be an array"),
+        (GOOD.replace("[fidelity.default]\nmae_max = 30.0\n", ""), r"missing table \[fidelity\]"),
         (GOOD.replace("[close.default]\nmae_max = 1.0\n", ""), r"missing table \[close\]"),
         (GOOD.replace("[close.default]", "[close.fp32]"), r"needs a \[close.default\]"),
         (GOOD + "[close.int4]\nmae_max = 1\n", r"\[close.int4\]: unknown precision 'int4'"),

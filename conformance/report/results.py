@@ -39,6 +39,7 @@ class Check(enum.Enum):
     OWN_CLASS = "own-class"
     REFERENCE = "reference"
     INVARIANCE = "invariance"
+    FIDELITY = "fidelity"
 
 
 @dataclass(frozen=True)
