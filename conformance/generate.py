@@ -20,7 +20,13 @@ from typing import Any
 import numpy as np
 
 from conformance.cases import Item
-from conformance.models import Family, ModelSpec, default_fixtures_dir, get_model
+from conformance.models import (
+    Family,
+    ModelSpec,
+    ModelUnavailable,
+    default_fixtures_dir,
+    get_model,
+)
 from conformance.precision import PRECISIONS, Kind
 from conformance.schedulers import build_scheduler
 from conformance.trace import StepTrace
@@ -35,10 +41,6 @@ def _dtype_keyword() -> str:
 
 
 _DTYPE_KWARG = _dtype_keyword()
-
-
-class ModelUnavailable(Exception):
-    """The weights of a model are not on this machine (the item is skipped, not failed)."""
 
 
 @dataclass

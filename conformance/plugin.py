@@ -197,7 +197,6 @@ class ConformancePlugin:
         kind = _check_kind(metafunc.definition)
         if kind == Check.INVARIANCE.value:
             items = invariance_items(items)
-            metafunc.parametrize("conformance_variant", list(VARIANTS))
         elif kind == Check.FIDELITY.value:
             items = [i for i in items if i.precision != REFERENCE_PRECISION]
             if not items:  # e.g. --precision fp32: nothing to compare, not an error
@@ -223,6 +222,8 @@ class ConformancePlugin:
                 for item in items
             ],
         )
+        if kind == Check.INVARIANCE.value:  # ids read ITEM-VARIANT
+            metafunc.parametrize("conformance_variant", list(VARIANTS))
 
     def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
         """Known deviations become xfail / skip marks here, and only here."""

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import torch
 
+from conformance import PACKAGE_DIR
 from conformance.cases import load_cases
 from conformance.golden import GoldenStore
 from conformance.hardware import detect_class
@@ -65,8 +66,8 @@ def run(pytester, tmp_path, warm_imports):
     golden = tmp_path / "golden"
     results = tmp_path / "out" / "results.json"
 
-    def go(*args, cases_file=cases):
-        base = ["--pyargs", "conformance", "-p", "no:randomly", "-rs",
+    def go(*args, cases_file=cases, modules=("test_golden.py", "test_repeatability.py")):
+        base = [*(str(PACKAGE_DIR / m) for m in modules), "-p", "no:randomly", "-rs",
                 "--golden-dir", str(golden), "--results", str(results)]
         if cases_file is not None:
             base += ["--cases", str(cases_file)]
@@ -304,12 +305,12 @@ def test_tolerances_bound_the_close_tier(run, tmp_path):
                         fingerprint={"threads": 7})
     loose = tmp_path / "loose.toml"
     loose.write_text("schema_version = 1\n[close.default]\nmae_max = 255.0\n"
-                     "[perceptual.default]\nmae_max = 255.0\n")
+                     "[perceptual.default]\nmae_max = 255.0\n[fidelity.default]\nmae_max = 255.0\n")
     r = run("--model", "tiny-sd", "--precision", "fp32", "--tolerances", str(loose))
     r.assert_outcomes(passed=2, skipped=1)
     strict = tmp_path / "strict.toml"
     strict.write_text("schema_version = 1\n[close.default]\nmae_max = 0.5\n"
-                      "[perceptual.default]\nmae_max = 0.5\n")
+                      "[perceptual.default]\nmae_max = 0.5\n[fidelity.default]\nmae_max = 0.5\n")
     r = run("--model", "tiny-sd", "--precision", "fp32", "--tolerances", str(strict))
     r.assert_outcomes(passed=1, failed=1, skipped=1)
     r.stdout.fnmatch_lines(
@@ -390,3 +391,34 @@ def test_deviations_file_errors(run, tmp_path):
     r = run("--deviations", str(bad))
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     r.stderr.fnmatch_lines([f"*{bad}: deviation #1: missing required key 'ids'*"])
+
+
+# invariance and fidelity ----------------------------------------------------------------------
+def test_invariance_items_one_per_case_per_variant(run):
+    r = run("--collect-only", "-q", modules=("test_invariance.py",))
+    ids = [line.split("[", 1)[1].rstrip("]") for line in r.outlines if "::test_invariant[" in line]
+    from conformance.generate import VARIANTS
+
+    assert len(ids) == 2 * len(VARIANTS)  # two cases; fp32 at the first resolution
+    assert all("/fp32-" in i for i in ids)
+    assert "tiny-sd/dot/32x32/fp32-batch-4" in ids
+
+
+def test_invariance_and_fidelity_outcomes(run):
+    r = run("--model", "tiny-sd", modules=("test_invariance.py", "test_fidelity.py"))
+    r.assert_outcomes(passed=6, skipped=2)  # 5 variants + bf16 fidelity; 2 ladder skips
+    outcomes = results_of(r)["outcomes"]
+    inv = [o for o in outcomes if o["check"] == "invariance"]
+    assert {o["variant"] for o in inv} == {"threads-2", "attention-slicing", "sdpa-math",
+                                            "batch-4", "nondeterministic"}
+    assert all(o["tier"] in ("exact", "close") for o in inv)
+    fid = [o for o in outcomes if o["check"] == "fidelity"]
+    assert [(o["precision"], o["tier"]) for o in fid] == [("bf16", "fidelity")]
+    r.stdout.fnmatch_lines(["*precision against fp32 on this device*",
+                            "*| tiny-sd | bf16 | 16 |*"])
+
+
+def test_fidelity_with_only_fp32_is_not_an_error(run):
+    r = run("--precision", "fp32", "--model", "tiny-sd", modules=("test_fidelity.py",))
+    assert r.ret == pytest.ExitCode.OK
+    r.assert_outcomes(skipped=3)  # the empty fidelity set and both ladder models

@@ -16,6 +16,13 @@ from conformance import PROJECT_ROOT
 FIXTURES_ENV = "CONFORMANCE_FIXTURES"
 
 
+class ModelUnavailable(Exception):
+    """The weights of a model are not on this machine (its items are skipped, not failed).
+
+    The message says where the suite looked and how to get the weights.
+    """
+
+
 class Family(enum.Enum):
     """The pipeline family: decides call arguments, schedulers and the denoiser's name."""
 
