@@ -33,6 +33,7 @@ EXTENSIONS = (
     "conformance.report.command",
     "conformance.cpu_matrix",
     "conformance.validate",
+    "conformance.models.ldm",
 )
 
 
@@ -65,12 +66,23 @@ def _cases(args: argparse.Namespace) -> int:
 
 
 def _models(args: argparse.Namespace) -> int:
-    from conformance.models import MODELS
+    from conformance.models import MODELS, ModelUnavailable
 
     for spec in MODELS.values():
-        path = spec.path()
-        here = "present" if (path / "model_index.json").is_file() else "missing"
-        print(f"{spec.name:<10} {spec.family.value:<5} {here:<8} {path}  {spec.description}")
+        if spec.real is None:
+            path = spec.path()
+            here = "present" if (path / "model_index.json").is_file() else "missing"
+            where = str(path)
+        else:
+            from conformance.models import sources
+
+            try:
+                resolved = sources.resolve(sources.get_real_model(spec.real))
+                here, where = "present", resolved.describe()
+            except (ModelUnavailable, ConformanceInputError) as exc:
+                here, where = "missing", str(exc).splitlines()[0]
+        print(f"{spec.name:<13} {spec.family.value:<5} {here:<8} {where}")
+        print(f"{'':<13} {spec.description}")
     return 0
 
 

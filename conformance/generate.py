@@ -188,6 +188,8 @@ class Runner:
         import torch
         from diffusers import DiffusionPipeline
 
+        if spec.real is not None:
+            return self._load_real(spec, precision_name)
         path = self.model_path(spec)
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(
@@ -232,6 +234,25 @@ class Runner:
             return None
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
+
+    def _load_real(self, spec: ModelSpec, precision_name: str) -> Any:
+        """A real checkpoint from where the user keeps it (see models/sources.py)."""
+        from conformance.models import sources
+
+        precision = PRECISIONS[precision_name]
+        if precision.kind is not Kind.DTYPE:
+            raise ModelUnavailable(
+                f"{spec.name}: precision {precision_name} is built from shipped weights only; "
+                "for a quantized real denoiser set the model's GGUF variable "
+                "(e.g. CONFORMANCE_FLUX_GGUF) and use fp32/bf16/fp16"
+            )
+        resolved = sources.resolve(sources.get_real_model(str(spec.real)))
+        pipe = sources.load(resolved, dtype=precision.torch_dtype(), gguf=resolved.gguf,
+                            compute_dtype=precision.torch_dtype() if resolved.gguf else None)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.to(self.device)
+        self._scheduler_configs[(spec.name, precision_name)] = pipe.scheduler.config
+        return pipe
 
     def _gguf_denoiser(self, spec: ModelSpec, path: Path, recipe: str | None) -> Any:
         """The denoiser quantized with ``recipe``, built once by ``conformance quantize``."""

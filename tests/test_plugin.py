@@ -422,3 +422,19 @@ def test_fidelity_with_only_fp32_is_not_an_error(run):
     r = run("--precision", "fp32", "--model", "tiny-sd", modules=("test_fidelity.py",))
     assert r.ret == pytest.ExitCode.OK
     r.assert_outcomes(skipped=3)  # the empty fidelity set and both ladder models
+
+
+def test_real_model_cases_skip_with_how_to_get_weights(run, monkeypatch, tmp_path):
+    for var in ("CONFORMANCE_SD15", "CONFORMANCE_SDXL", "CONFORMANCE_FLUX",
+                "CONFORMANCE_FLUX_GGUF", "HF_HOME"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    r = run("-k", "repeatable", cases_file=PACKAGE_DIR / "cases-real.toml")
+    assert r.ret == pytest.ExitCode.OK
+    r.assert_outcomes(skipped=len(load_cases(PACKAGE_DIR / "cases-real.toml").items()),
+                      deselected=32)
+    out = r.stdout.str()
+    for var, repo in (("CONFORMANCE_SD15", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
+                      ("CONFORMANCE_FLUX", "black-forest-labs/FLUX.1-schnell")):
+        assert var in out and repo in out

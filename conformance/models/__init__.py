@@ -40,14 +40,18 @@ class ModelSpec:
 
     name: str
     family: Family
-    fixture: str
+    fixture: str | None
     resolution_multiple: int
     min_side: int
     max_side: int
     description: str
+    #: for real checkpoints: the name in ``conformance.models.sources.REAL_MODELS``
+    real: str | None = None
 
     def path(self, fixtures_dir: Path | None = None) -> Path:
-        """The pipeline directory (``from_pretrained`` layout)."""
+        """The shipped pipeline directory (``from_pretrained`` layout) of a tiny model."""
+        if self.fixture is None:
+            raise ValueError(f"{self.name} is a real checkpoint, not a shipped fixture")
         return (fixtures_dir or default_fixtures_dir()) / self.fixture
 
     def check_resolution(self, width: int, height: int) -> str | None:
@@ -94,6 +98,38 @@ MODELS: dict[str, ModelSpec] = {
             min_side=32,
             max_side=256,
             description="FluxPipeline with a tiny FluxTransformer2DModel, CLIP and T5 encoders",
+        ),
+        ModelSpec(
+            name="sd15",
+            family=Family.SD,
+            fixture=None,
+            resolution_multiple=8,
+            min_side=256,
+            max_side=2048,
+            description="SD 1.5-style checkpoint: $CONFORMANCE_SD15 (directory or single "
+            "file) or the Hugging Face cache",
+            real="sd15",
+        ),
+        ModelSpec(
+            name="sdxl",
+            family=Family.SD,
+            fixture=None,
+            resolution_multiple=8,
+            min_side=512,
+            max_side=2048,
+            description="SDXL base: $CONFORMANCE_SDXL or the Hugging Face cache",
+            real="sdxl",
+        ),
+        ModelSpec(
+            name="flux-schnell",
+            family=Family.FLUX,
+            fixture=None,
+            resolution_multiple=16,
+            min_side=256,
+            max_side=2048,
+            description="FLUX.1-schnell: $CONFORMANCE_FLUX or the Hugging Face cache, with "
+            "an optional GGUF transformer in $CONFORMANCE_FLUX_GGUF",
+            real="flux-schnell",
         ),
     )
 }

@@ -1,0 +1,466 @@
+"""Real checkpoints: where users keep them and how each layout is loaded offline.
+
+A :class:`RealModel` names a pipeline the suite can run on real weights (SD 1.5, SDXL,
+FLUX.1-schnell). :func:`resolve` decides, without loading anything, which layout the
+weights are in:
+
+* ``$CONFORMANCE_<MODEL>`` pointing at a diffusers pipeline directory
+  (``model_index.json``): :attr:`Layout.DIRECTORY`;
+* the same variable pointing at a ``.safetensors`` checkpoint in the original
+  (latent-diffusion) key layout, as people download them: :attr:`Layout.SINGLE_FILE`; its
+  diffusers configs come from ``$CONFORMANCE_<MODEL>_CONFIG`` or the Hugging Face cache;
+* the variable unset: the Hugging Face cache, looked up offline by repo id
+  (:attr:`Layout.HF_CACHE`); nothing there raises :class:`ModelUnavailable`, so the
+  model's items are skipped with a reason that says how to get the weights.
+
+Pickled checkpoints (``.ckpt``, ``.pt``, ``.pth``, ``.bin``) run code when loaded and are
+refused. A GGUF denoiser (``$CONFORMANCE_FLUX_GGUF``) is loaded with the project's GGUF
+loader and replaces the base pipeline's transformer / UNet.
+
+:func:`load` builds the pipeline with ``local_files_only=True`` on every call, and always
+hands diffusers a local directory (never a repo id): given a repo id that is not cached,
+diffusers' ``from_single_file`` retries with downloads switched on.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from conformance.errors import ConformanceInputError
+from conformance.models import Family, ModelUnavailable
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "PICKLE_SUFFIXES",
+    "REAL_MODELS",
+    "Layout",
+    "RealModel",
+    "Resolved",
+    "get_real_model",
+    "hub_cache_dir",
+    "load",
+    "resolve",
+]
+
+#: Weight files that run code when loaded; never read.
+PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
+
+#: Files the single-file loader reads from a diffusers config directory.
+CONFIG_PATTERNS = '"*.json" "*.txt" "*.model"'
+
+
+class Layout(enum.Enum):
+    """How the weights of a real model are stored."""
+
+    DIRECTORY = "directory"
+    SINGLE_FILE = "single-file"
+    HF_CACHE = "hf-cache"
+
+
+@dataclass(frozen=True)
+class RealModel:
+    """A pipeline run on real weights, and where the suite looks for them."""
+
+    name: str
+    family: Family
+    #: environment variable holding a pipeline directory or a .safetensors checkpoint
+    env: str
+    #: Hugging Face repo id, looked up in the local cache when ``env`` is unset
+    repo_id: str
+    #: diffusers pipeline class, used for single-file checkpoints
+    pipeline_class: str
+    #: one line: how to get the weights on a machine with network access
+    hint: str
+    #: environment variable holding a GGUF file of the denoiser, if the model takes one
+    gguf_env: str | None = None
+
+    @property
+    def config_env(self) -> str:
+        """Variable naming a local diffusers config directory for single-file checkpoints."""
+        return f"{self.env}_CONFIG"
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """Where the weights of ``model`` were found, before anything is loaded."""
+
+    model: RealModel
+    layout: Layout
+    #: pipeline directory, cache snapshot directory or single checkpoint file
+    path: Path
+    #: single file only: the diffusers config directory passed as ``config=``
+    config: Path | None = None
+    #: weight variant to ask for ("fp16" where only those files are present)
+    variant: str | None = None
+    #: GGUF denoiser named by ``model.gguf_env``, if set
+    gguf: Path | None = None
+
+    @property
+    def denoiser_config(self) -> Path:
+        """The folder holding the denoiser's ``config.json``."""
+        base = self.config if self.layout is Layout.SINGLE_FILE else self.path
+        assert base is not None
+        return base / self.model.family.denoiser
+
+    def describe(self) -> str:
+        """One line for reports: model, layout and path (and GGUF file)."""
+        text = f"{self.model.name}: {self.layout.value} {self.path}"
+        if self.config is not None:
+            text += f" (config {self.config})"
+        if self.gguf is not None:
+            text += f" + GGUF {self.model.family.denoiser} {self.gguf}"
+        return text
+
+
+_COMPONENT_WEIGHTS = '"model_index.json" "*/*.json" "*/*.txt" "*/model.safetensors" ' \
+    '"*/diffusion_pytorch_model.safetensors"'
+
+REAL_MODELS: dict[str, RealModel] = {
+    m.name: m
+    for m in (
+        RealModel(
+            name="sd15",
+            family=Family.SD,
+            env="CONFORMANCE_SD15",
+            repo_id="stable-diffusion-v1-5/stable-diffusion-v1-5",
+            pipeline_class="StableDiffusionPipeline",
+            hint="hf download stable-diffusion-v1-5/stable-diffusion-v1-5 --include "
+            + _COMPONENT_WEIGHTS + ' --exclude "safety_checker/*"',
+        ),
+        RealModel(
+            name="sdxl",
+            family=Family.SD,
+            env="CONFORMANCE_SDXL",
+            repo_id="stabilityai/stable-diffusion-xl-base-1.0",
+            pipeline_class="StableDiffusionXLPipeline",
+            hint="hf download stabilityai/stable-diffusion-xl-base-1.0 --include "
+            + _COMPONENT_WEIGHTS,
+        ),
+        RealModel(
+            name="flux-schnell",
+            family=Family.FLUX,
+            env="CONFORMANCE_FLUX",
+            repo_id="black-forest-labs/FLUX.1-schnell",
+            pipeline_class="FluxPipeline",
+            hint="hf download black-forest-labs/FLUX.1-schnell --exclude "
+            '"flux1-schnell.safetensors" "ae.safetensors" (with a GGUF transformer in '
+            'CONFORMANCE_FLUX_GGUF, also --exclude "transformer/*.safetensors")',
+            gguf_env="CONFORMANCE_FLUX_GGUF",
+        ),
+    )
+}
+
+
+def get_real_model(name: str) -> RealModel:
+    """The real model ``name``; ``KeyError`` naming the known ones otherwise."""
+    try:
+        return REAL_MODELS[name]
+    except KeyError:
+        raise KeyError(
+            f"unknown real model {name!r}; known: {', '.join(sorted(REAL_MODELS))}"
+        ) from None
+
+
+# ----------------------------------------------------------------------------- resolving
+
+
+def hub_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
+    """The Hugging Face hub cache, by huggingface_hub's own precedence.
+
+    ``HF_HUB_CACHE``, then the legacy ``HUGGINGFACE_HUB_CACHE``, then ``$HF_HOME/hub``,
+    then ``$XDG_CACHE_HOME/huggingface/hub``, then ``~/.cache/huggingface/hub``. Read from
+    ``environ`` on every call: huggingface_hub reads them once, at import.
+    """
+
+    def expand(value: str) -> Path:
+        return Path(os.path.expandvars(os.path.expanduser(value)))
+
+    for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE"):
+        if environ.get(name):
+            return expand(environ[name])
+    if environ.get("HF_HOME"):
+        return expand(environ["HF_HOME"]) / "hub"
+    xdg = environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return expand(xdg) / "huggingface" / "hub"
+
+
+def _cached_snapshot(repo_id: str, cache: Path) -> Path | None:
+    """The cached snapshot of ``repo_id`` (its ``refs/main``) holding a model_index.json."""
+    from huggingface_hub import snapshot_download, try_to_load_from_cache
+
+    found = try_to_load_from_cache(repo_id, "model_index.json", cache_dir=str(cache))
+    if not isinstance(found, str):  # None, or the "known not to exist" marker
+        return None
+    try:
+        snapshot = Path(snapshot_download(repo_id, cache_dir=str(cache), local_files_only=True))
+    except Exception:  # LocalEntryNotFoundError and kin: not usable offline
+        return None
+    return snapshot if (snapshot / "model_index.json").is_file() else None
+
+
+def _refuse_pickle(path: Path, origin: str) -> ConformanceInputError:
+    return ConformanceInputError(
+        path, f"pickled checkpoints are not loaded: convert to safetensors (found via {origin})"
+    )
+
+
+def _weight_files(folder: Path) -> tuple[list[Path], list[Path]]:
+    """(safetensors files, pickle files) directly inside ``folder``."""
+    safe = sorted(f for f in folder.glob("*.safetensors") if f.is_file())
+    pickled = sorted(f for f in folder.iterdir() if f.suffix.lower() in PICKLE_SUFFIXES)
+    return safe, pickled
+
+
+def _read_index(root: Path) -> dict[str, Any]:
+    """The parsed ``model_index.json`` of a pipeline directory."""
+    path = root / "model_index.json"
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConformanceInputError(path, f"cannot read ({exc})") from None
+    if not isinstance(index, dict):
+        raise ConformanceInputError(path, "must hold a JSON object")
+    return index
+
+
+def _check_pipeline_dir(root: Path, origin: str) -> str | None:
+    """Refuse components whose weights are only pickles; return the variant to load.
+
+    The variant is ``"fp16"`` when some component has only ``*.fp16.safetensors``
+    weights (a common partial download), else ``None``.
+    """
+    index = _read_index(root)
+    variant = None
+    for name in sorted(index):
+        folder = root / name
+        if name.startswith("_") or not folder.is_dir():
+            continue
+        safe, pickled = _weight_files(folder)
+        if pickled and not safe:
+            raise _refuse_pickle(pickled[0], origin)
+        if safe and all(".fp16." in f.name for f in safe):
+            variant = "fp16"
+    return variant
+
+
+def _resolve_gguf(model: RealModel, environ: Mapping[str, str]) -> Path | None:
+    if model.gguf_env is None or not environ.get(model.gguf_env):
+        return None
+    path = Path(os.path.expanduser(environ[model.gguf_env]))
+    where = f"${model.gguf_env}"
+    if not path.exists():
+        raise ConformanceInputError(where, f"{path}: no such file")
+    if not path.is_file() or path.suffix.lower() != ".gguf":
+        raise ConformanceInputError(
+            where, f"{path}: expected a .gguf file of the {model.family.denoiser}"
+        )
+    return path
+
+
+def _single_file_config(model: RealModel, environ: Mapping[str, str], cache: Path) -> Path:
+    """The diffusers config directory for a single-file checkpoint of ``model``."""
+    if environ.get(model.config_env):
+        config = Path(os.path.expanduser(environ[model.config_env]))
+        if not (config / "model_index.json").is_file():
+            raise ConformanceInputError(
+                f"${model.config_env}",
+                f"{config}: no model_index.json; expected a local diffusers directory of "
+                f"{model.repo_id} (configs, tokenizer and scheduler files suffice)",
+            )
+        return config
+    snapshot = _cached_snapshot(model.repo_id, cache)
+    if snapshot is None:
+        raise ConformanceInputError(
+            f"${model.env}",
+            f"{environ[model.env]}: a single-file checkpoint needs the diffusers configs of "
+            f"{model.repo_id}; set {model.config_env} to a local diffusers directory, or fill "
+            f"the cache {cache} on a machine with network access: hf download "
+            f"{model.repo_id} --include {CONFIG_PATTERNS}",
+        )
+    return snapshot
+
+
+def _check_safetensors(path: Path) -> None:
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            handle.keys()
+    except Exception as exc:  # safetensors raises its own error types
+        raise ConformanceInputError(path, f"not a readable .safetensors file ({exc})") from None
+
+
+def resolve(model: RealModel, environ: Mapping[str, str] = os.environ) -> Resolved:
+    """Find the weights of ``model``: directory, single file, or the Hugging Face cache.
+
+    Raises :class:`ConformanceInputError` (naming the variable or the file) for a path that
+    does not exist, a pickled checkpoint, a folder without ``model_index.json`` or a
+    single file without configs; :class:`ModelUnavailable` when the variable is unset and
+    the cache holds no usable snapshot of ``model.repo_id``.
+    """
+    gguf = _resolve_gguf(model, environ)
+    cache = hub_cache_dir(environ)
+    value = environ.get(model.env)
+    if not value:
+        snapshot = _cached_snapshot(model.repo_id, cache)
+        if snapshot is None:
+            raise ModelUnavailable(
+                f"{model.name}: no weights: {model.env} is not set and the Hugging Face cache "
+                f"{cache} holds no {model.repo_id} with a model_index.json. Set {model.env} "
+                "to a diffusers pipeline directory or a .safetensors checkpoint, or on a "
+                f"machine with network access run: {model.hint}"
+            )
+        variant = _check_pipeline_dir(snapshot, f"the Hugging Face cache of {model.repo_id}")
+        return Resolved(model, Layout.HF_CACHE, snapshot, variant=variant, gguf=gguf)
+
+    where = f"${model.env}"
+    path = Path(os.path.expanduser(value))
+    if not path.exists():
+        raise ConformanceInputError(
+            where, f"{path}: no such file or directory; expected a diffusers pipeline "
+            "directory (model_index.json) or a .safetensors checkpoint"
+        )
+    if path.is_dir():
+        if (path / "model_index.json").is_file():
+            variant = _check_pipeline_dir(path, where)
+            return Resolved(model, Layout.DIRECTORY, path, variant=variant, gguf=gguf)
+        safe, pickled = _weight_files(path)
+        if pickled and not safe:
+            raise _refuse_pickle(pickled[0], where)
+        raise ConformanceInputError(
+            where, f"{path}: no model_index.json; expected a diffusers pipeline directory "
+            "or a .safetensors checkpoint file"
+        )
+    suffix = path.suffix.lower()
+    if suffix in PICKLE_SUFFIXES:
+        raise _refuse_pickle(path, where)
+    if suffix == ".gguf":
+        hint = (
+            f"set {model.gguf_env} to it and {model.env} to the base pipeline"
+            if model.gguf_env else f"{model.name} takes no GGUF denoiser"
+        )
+        raise ConformanceInputError(
+            where, f"{path}: a GGUF file holds only the {model.family.denoiser}; {hint}"
+        )
+    if suffix != ".safetensors":
+        raise ConformanceInputError(
+            where, f"{path}: unsupported file type {suffix or '(none)'!r}; expected a "
+            "diffusers pipeline directory or a .safetensors checkpoint"
+        )
+    _check_safetensors(path)
+    config = _single_file_config(model, environ, cache)
+    return Resolved(model, Layout.SINGLE_FILE, path, config=config, gguf=gguf)
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _dtype_keyword() -> str:
+    """``dtype`` where diffusers has it (0.42+), else the older ``torch_dtype``."""
+    from importlib.metadata import version
+
+    major, minor = (int(p) for p in version("diffusers").split(".")[:2])
+    return "dtype" if (major, minor) >= (0, 42) else "torch_dtype"
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip() or type(exc).__name__
+    return text.splitlines()[0]
+
+
+def _load_gguf_denoiser(resolved: Resolved, gguf: Path, compute_dtype: torch.dtype) -> Any:
+    import diffusers
+
+    from conformance.quant.loading import load_gguf_model
+
+    config_dir = resolved.denoiser_config
+    config_path = config_dir / "config.json"
+    try:
+        class_name = json.loads(config_path.read_text(encoding="utf-8"))["_class_name"]
+    except (OSError, KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConformanceInputError(
+            config_path, f"cannot read the {resolved.model.family.denoiser} class ({exc})"
+        ) from None
+    cls = getattr(diffusers, str(class_name), None)
+    if not isinstance(cls, type):
+        raise ConformanceInputError(config_path, f"_class_name {class_name!r} is not in diffusers")
+    try:
+        return load_gguf_model(cls, gguf, config_dir, compute_dtype=compute_dtype)
+    except Exception as exc:  # diffusers raises many types for a bad file
+        raise ConformanceInputError(
+            gguf, f"cannot load as a GGUF {class_name} with the config in {config_dir} "
+            f"({_first_line(exc)})"
+        ) from exc
+
+
+def load(
+    resolved: Resolved,
+    dtype: torch.dtype | None = None,
+    gguf: Path | None = None,
+    compute_dtype: torch.dtype | None = None,
+) -> Any:
+    """Build the diffusers pipeline of ``resolved``, fully offline.
+
+    * directory / cache: ``DiffusionPipeline.from_pretrained(path, dtype=dtype,
+      local_files_only=True, use_safetensors=True[, variant="fp16"])``;
+    * single file: ``<pipeline_class>.from_single_file(file, config=<local config dir>,
+      dtype=dtype, local_files_only=True)``.
+
+    ``gguf`` (usually ``resolved.gguf``) replaces the denoiser with
+    ``load_gguf_model(cls, gguf, <config dir>/<unet|transformer>, compute_dtype)``
+    (``compute_dtype`` defaults to float32). Stable Diffusion's safety checker is not
+    loaded (``safety_checker=None``): it would blank images, which is not what a
+    conformance run measures. Any failure raises :class:`ConformanceInputError` naming
+    the file.
+    """
+    import diffusers
+    import torch
+
+    kwargs: dict[str, Any] = {"local_files_only": True}
+    if dtype is not None:
+        kwargs[_dtype_keyword()] = dtype
+    pipeline_dir = resolved.config if resolved.layout is Layout.SINGLE_FILE else resolved.path
+    assert pipeline_dir is not None
+    if "safety_checker" in _read_index(pipeline_dir):
+        kwargs.update(safety_checker=None, requires_safety_checker=False)
+    if gguf is not None:
+        kwargs[resolved.model.family.denoiser] = _load_gguf_denoiser(
+            resolved, Path(gguf), compute_dtype or torch.float32
+        )
+    if resolved.layout is Layout.SINGLE_FILE:
+        cls = getattr(diffusers, resolved.model.pipeline_class, None)
+        if not hasattr(cls, "from_single_file"):
+            raise ConformanceInputError(
+                resolved.path,
+                f"{resolved.model.pipeline_class} cannot load single-file checkpoints",
+            )
+        call = f"{resolved.model.pipeline_class}.from_single_file"
+        args: tuple[str, ...] = (str(resolved.path),)
+        kwargs["config"] = str(resolved.config)
+    else:
+        cls = diffusers.DiffusionPipeline
+        call = "DiffusionPipeline.from_pretrained"
+        args = (str(resolved.path),)
+        kwargs["use_safetensors"] = True
+        if resolved.variant:
+            kwargs["variant"] = resolved.variant
+    try:
+        loader = cls.from_single_file if resolved.layout is Layout.SINGLE_FILE \
+            else cls.from_pretrained
+        pipe = loader(*args, **kwargs)
+    except ConformanceInputError:
+        raise
+    except Exception as exc:  # diffusers and transformers raise many types
+        raise ConformanceInputError(
+            resolved.path, f"{call} failed ({_first_line(exc)})"
+        ) from exc
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
