@@ -266,10 +266,9 @@ class ConformanceSession:
                 "the own-class check covers it",
             }
         entry = self.store.lookup(item, golden_class)
-        gen = None
+        if own and s.record and (entry is None or s.force):
+            return self._record(item)
         if entry is None:
-            if own and s.record:
-                return self._record(item)
             return {
                 "status": Status.SKIPPED,
                 "golden_class": golden_class,
@@ -282,8 +281,6 @@ class ConformanceSession:
                 f"golden for {item.id} is stale: the case changed since recording "
                 f"({'; '.join(stale)}); re-record with --record --force",
             )
-        if own and s.record and s.force:
-            return self._record(item)
         expected = self.store.load_image(entry, golden_class)
         gen = self.generation(item)
         if own:

@@ -253,6 +253,9 @@ def test_stale_golden_is_an_error_not_a_skip(run, tmp_path):
     r.assert_outcomes(passed=1, failed=1, skipped=1)
     r.stdout.fnmatch_lines(["*golden for tiny-sd/dot/32x32/fp32 is stale*seed: 3 -> 4*--force*"])
     assert by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]["status"] == "error"
+    r = run("--model", "tiny-sd", "--precision", "fp32", "--record", "--force",
+            cases_file=changed)
+    assert by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]["status"] == "recorded"
 
 
 def test_broken_manifest_is_a_failure_naming_the_file(run):
