@@ -90,7 +90,8 @@ class ConformanceSession:
 
     @property
     def artifacts_dir(self) -> Path:
-        return self.settings.results_path.parent / "artifacts"
+        """Failure (and ``--save-images``) images: ``artifacts/`` beside the results file."""
+        return self.settings.results_path.parent.resolve() / "artifacts"
 
     def generation(self, item: Item) -> Generation:
         """The item's image, generated once per process."""

@@ -1,0 +1,384 @@
+"""HTML renderer of a :class:`~conformance.report.matrix.Matrix`.
+
+A pure function from a matrix and the bytes of its images to one self-contained page: CSS
+inline, images embedded as ``data:`` URIs, a Content-Security-Policy that forbids any
+request, no script. Cells are colour-coded links; following one shows that cell's detail
+panel (CSS ``:target``) with golden | actual | diff images, an inline-SVG plot of the
+per-step latent divergence, the metrics against every golden class, timings and the
+command that reproduces it. Every string taken from a results file is escaped.
+
+The page and panel layouts are templates shipped as package data
+(``conformance/report/templates/``).
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+from collections.abc import Mapping, Sequence
+from functools import cache
+from html import escape
+from importlib import resources
+from string import Template
+
+from conformance.report.matrix import (
+    Cell,
+    CellMetrics,
+    CellState,
+    ClassComparison,
+    Matrix,
+    StepDelta,
+)
+from conformance.report.render import (
+    LEGEND,
+    cell_text,
+    cell_title,
+    class_label,
+    counts_text,
+    environment,
+    fmt_number,
+    fmt_psnr,
+    fmt_ssim,
+    plural,
+)
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+_STATE_TEXT = {
+    CellState.IDENTICAL: "identical",
+    CellState.WITHIN: "within tolerance",
+    CellState.DIVERGED: "diverged",
+    CellState.MISSING: "missing",
+}
+_BAR_COLOURS = {
+    CellState.IDENTICAL: "#52b788",
+    CellState.WITHIN: "#c5d86d",
+    CellState.DIVERGED: "#e5484d",
+    CellState.MISSING: "#c4c9d0",
+}
+
+
+@cache
+def template(name: str) -> Template:
+    """A template shipped under ``conformance/report/templates/``."""
+    text = resources.files("conformance.report").joinpath("templates", name).read_text("utf-8")
+    return Template(text)
+
+
+def esc(value: object) -> str:
+    """Escape text (from a results file) for HTML element content and attribute values."""
+    return escape(str(value), quote=True)
+
+
+# -- pieces ----------------------------------------------------------------------------------
+def data_uri(data: bytes) -> str:
+    """A PNG's bytes as a ``data:`` URI."""
+    return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
+
+
+def image_figure(name: str, path: str | None, images: Mapping[str, bytes | str]) -> str:
+    """One image with its caption, or a note saying why it is not there."""
+    found = images.get(path) if path else None
+    if not path:
+        body = '<div class="noimg">not saved</div>'
+    elif found is None:
+        body = f'<div class="noimg">image not found:<br>{esc(path)}</div>'
+    elif isinstance(found, str):
+        body = f'<div class="noimg">{esc(found)}:<br>{esc(path)}</div>'
+    elif not found.startswith(PNG_SIGNATURE):
+        body = f'<div class="noimg">not a PNG file:<br>{esc(path)}</div>'
+    else:
+        body = f'<img src="{data_uri(found)}" alt="{esc(name)}" title="{esc(path)}">'
+    return f"<figure>{body}<figcaption>{esc(name)}</figcaption></figure>"
+
+
+def image_row(cell: Cell, images: Mapping[str, bytes | str]) -> str:
+    """golden | actual | diff, or a note when the run saved no images for the cell."""
+    a = cell.artifacts
+    if not (a.actual or a.golden or a.diff):
+        if cell.state is CellState.MISSING:
+            return ""
+        return (
+            '<p class="muted">No images were saved for this cell (failures always save '
+            "them; run with <code>--save-images</code> to keep them for every item).</p>"
+        )
+    return "".join(
+        image_figure(name, path, images)
+        for name, path in (("golden", a.golden), ("actual", a.actual), ("diff", a.diff))
+    )
+
+
+def step_plot_svg(
+    deltas: Sequence[StepDelta], first_divergent_step: int | None, width: int = 520
+) -> str:
+    """Inline SVG: mean and std deltas per step, the first divergent step marked."""
+    if not deltas:
+        return '<p class="muted">No per-step trace for this cell.</p>'
+    height, left, right, top, bottom = 150, 56, 12, 12, 40
+    steps = [d.step for d in deltas]
+    x0, x1 = min(steps), max(steps)
+    span = (x1 - x0) or 1
+    values = [v for d in deltas for v in (d.mean_delta, d.std_delta) if math.isfinite(v)]
+    ymax = max(values, default=0.0) or 1.0
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def x(step: float) -> float:
+        return left + (step - x0) / span * plot_w
+
+    xs = [x(d.step) for d in deltas]
+    y_scale = plot_h / ymax
+    base = top + plot_h
+    parts = [
+        f'<svg class="plot" width="{width}" height="{height}" viewBox="0 0 {width} {height}" '
+        'role="img" aria-label="per-step latent divergence">',
+        f'<path d="M{left} {top}V{base}H{left + plot_w}" fill="none" stroke="#9aa5b1"/>',
+        f'<text x="{left - 4}" y="{top + 4}" text-anchor="end">{fmt_number(ymax, 3)}</text>',
+        f'<text x="{left - 4}" y="{base + 4}" text-anchor="end">0</text>',
+        f'<text x="{left}" y="{base + 14}" text-anchor="middle">{x0}</text>',
+        f'<text x="{left + plot_w}" y="{base + 14}" text-anchor="middle">{x1}</text>',
+    ]
+    unequal = "".join(
+        f"M{px - 2:.1f} {base - 4}h4v4h-4z" for px, d in zip(xs, deltas, strict=True) if not d.equal
+    )
+    if unequal:
+        parts.append(f'<path d="{unequal}" fill="#e5484d"><title>latents differ</title></path>')
+    if first_divergent_step is not None:
+        fx = x(min(max(first_divergent_step, x0), x1))
+        parts.append(
+            f'<line x1="{fx:.1f}" y1="{top}" x2="{fx:.1f}" y2="{base}" stroke="#e5484d" '
+            'stroke-dasharray="4 3"/>'
+            f'<text x="{fx + 4:.1f}" y="{top + 10}" style="fill:#e5484d">'
+            f"first divergent step {first_divergent_step}</text>"
+        )
+    base_f = float(top + plot_h)
+    for values, colour in (
+        ([d.std_delta for d in deltas], "#f08c00"),
+        ([d.mean_delta for d in deltas], "#1c7ed6"),
+    ):
+        # clamped to [0, ymax]; non-finite values (nan, inf) are left out of the line
+        points = " ".join(
+            [
+                f"{px:.1f},{base_f - (ymax if v > ymax else (v if v > 0 else 0.0)) * y_scale:.1f}"
+                for px, v in zip(xs, values, strict=True)
+                if v - v == 0
+            ]
+        )
+        parts.append(
+            f'<polyline points="{points}" fill="none" stroke="{colour}" stroke-width="1.8"/>'
+        )
+    ly = height - 8
+    parts.append(
+        f'<line x1="{left}" y1="{ly - 4}" x2="{left + 18}" y2="{ly - 4}" stroke="#1c7ed6" '
+        f'stroke-width="2"/><text x="{left + 22}" y="{ly}">|mean delta|</text>'
+        f'<line x1="{left + 110}" y1="{ly - 4}" x2="{left + 128}" y2="{ly - 4}" '
+        f'stroke="#f08c00" stroke-width="2"/><text x="{left + 132}" y="{ly}">|std delta|</text>'
+        f'<text x="{left + plot_w}" y="{ly}" text-anchor="end">denoising step</text>'
+    )
+    parts.append("</svg>")
+    note = ""
+    if all(d.equal for d in deltas):
+        note = '<p class="muted">Latents equal at every step.</p>'
+    return "".join(parts) + note
+
+
+def metrics_table(m: CellMetrics | None) -> str:
+    """The metrics of the cell's comparison as a key/value table."""
+    if m is None:
+        return '<p class="muted">No metrics.</p>'
+    rows = (
+        ("identical", "yes" if m.identical else "no"),
+        ("SSIM", fmt_ssim(m.ssim)),
+        ("MAE (0-255)", fmt_number(m.mae)),
+        ("max abs", fmt_number(m.max_abs)),
+        ("PSNR", fmt_psnr(m)),
+        ("pHash distance", fmt_number(m.phash_distance)),
+        ("dHash distance", fmt_number(m.dhash_distance)),
+    )
+    # keys are ours and values come out of the fmt_* functions: nothing to escape
+    body = "".join([f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows])
+    return f'<table class="kv">{body}</table>'
+
+
+def by_class_table(comparisons: Sequence[ClassComparison]) -> str:
+    """This run's image against every golden class that existed."""
+    if not comparisons:
+        return '<p class="muted">Not recorded for this cell.</p>'
+    head = (
+        "<tr><th>golden class</th><th>identical</th><th>SSIM</th><th>MAE</th>"
+        "<th>pHash</th><th>dHash</th><th>first step</th></tr>"
+    )
+    rows = []
+    for c in comparisons:
+        if c.error is not None or c.metrics is None:
+            rows.append(
+                f"<tr><td>{esc(c.golden_class)}</td>"
+                f'<td colspan="6">error: {esc(c.error or "no metrics")}</td></tr>'
+            )
+            continue
+        m = c.metrics
+        step = "-" if c.first_divergent_step is None else str(c.first_divergent_step)
+        rows.append(
+            f"<tr><td>{esc(c.golden_class)}</td><td>{'yes' if m.identical else 'no'}</td>"
+            f"<td>{fmt_ssim(m.ssim)}</td><td>{fmt_number(m.mae)}</td>"
+            f"<td>{fmt_number(m.phash_distance)}</td>"
+            f"<td>{fmt_number(m.dhash_distance)}</td><td>{step}</td></tr>"
+        )
+    return f'<table class="kv grid">{head}{"".join(rows)}</table>'
+
+
+def _seconds(value: float | None) -> str:
+    return "-" if value is None else f"{fmt_number(value, 3)} s"
+
+
+def run_table(cell: Cell) -> str:
+    """Checks, timings, memory, source file and the reproduction command."""
+    checks = ", ".join(
+        f"{c.name} {c.status}" + (f" ({c.tier})" if c.tier else "") for c in cell.checks
+    )
+    rows = [
+        ("checks", esc(checks or "none")),
+        ("check time", _seconds(cell.seconds)),
+        ("generation time", _seconds(cell.generate_seconds)),
+        (
+            "peak memory",
+            "-" if cell.peak_memory_mb is None else f"{fmt_number(cell.peak_memory_mb)} MB",
+        ),
+        ("results file", f"<code>{esc(cell.source or '-')}</code>"),
+    ]
+    if cell.reproduce:
+        rows.append(("reproduce", f"<code>{esc(cell.reproduce)}</code>"))
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    return f'<table class="kv">{body}</table>'
+
+
+def panel(cell: Cell, panel_id: str, images: Mapping[str, bytes | str]) -> str:
+    """The detail panel of one cell."""
+    if cell.state is CellState.MISSING:
+        what = "Missing: " + cell.reason
+        message = ""
+    else:
+        what = f"{cell.check} check on {cell.hardware_class}"
+        if cell.golden_class:
+            what += f" against the {cell.golden_class} golden"
+        if cell.tier:
+            what += f" at the {cell.tier} tier"
+        what += f": {cell.status}"
+        message = f"<h3>Message</h3><pre>{esc(cell.message)}</pre>" if cell.message else ""
+    return template("panel.html").substitute(
+        panel_id=panel_id,
+        label=esc(f"{cell.item.id} on {cell.column}"),
+        item_id=esc(cell.item.id),
+        column=esc(cell.column),
+        state=cell.state.value,
+        state_text=esc(_STATE_TEXT[cell.state]),
+        what=esc(what),
+        message=message,
+        images=image_row(cell, images),
+        plot=step_plot_svg(cell.step_deltas, cell.first_divergent_step),
+        metrics=metrics_table(cell.metrics),
+        by_class=by_class_table(cell.by_class),
+        run=run_table(cell),
+    )
+
+
+def _summary_row(matrix: Matrix, j: int) -> str:
+    column = matrix.columns[j]
+    counts = matrix.counts(j)
+    total = sum(counts.values()) or 1
+    bar = "".join(
+        f'<span style="width:{100 * n / total:.2f}%;background:{_BAR_COLOURS[s]}" '
+        f'title="{n} {s.value}"></span>'
+        for s, n in counts.items()
+        if n
+    )
+    env = environment(dict(column.fingerprint), threads=True)
+    role = "reference" if column.hardware_class == matrix.reference_class else ""
+    cls = (
+        ""
+        if column.label == column.hardware_class
+        else f'<br><span class="muted">{esc(column.hardware_class)}</span>'
+    )
+    files = "<br>".join(f"<code>{esc(s)}</code>" for s in column.sources)
+    nums = "".join(f'<td class="num">{counts[s]}</td>' for s in CellState)
+    return (
+        f"<tr><th>{esc(column.label)}{cls}</th>"
+        f'<td><div class="bar">{bar}</div><span class="muted">{esc(role)}</span></td>'
+        f"{nums}<td>{files}</td><td>{esc(env)}</td></tr>"
+    )
+
+
+def _legend() -> str:
+    states = (CellState.IDENTICAL, CellState.WITHIN, CellState.DIVERGED, CellState.MISSING)
+    return "".join(
+        f'<span><span class="key s-{state.value}">{esc(mark)}</span>{esc(text)}</span>'
+        for state, (mark, text) in zip(states, LEGEND, strict=True)
+    )
+
+
+# -- the page --------------------------------------------------------------------------------
+def render_html(
+    matrix: Matrix, images: Mapping[str, bytes | str], title: str = "Conformance matrix"
+) -> str:
+    """The matrix as one self-contained HTML page.
+
+    ``images`` maps artifact paths (as the matrix names them) to PNG bytes, or to a note
+    saying why the image is not embedded; a path missing from it is shown as "image not
+    found", never as a broken image.
+    """
+    n_classes = len(matrix.columns)
+    header = "".join(
+        f'<th class="{"ref" if c.hardware_class == matrix.reference_class else ""}">'
+        f"{esc(class_label(matrix, j))}</th>"
+        for j, c in enumerate(matrix.columns)
+    )
+    body: list[str] = []
+    panels: list[str] = []
+    model = None
+    for i, (item, row) in enumerate(zip(matrix.items, matrix.cells, strict=True)):
+        if item.model != model:
+            model = item.model
+            body.append(f'<tr class="group"><th colspan="{3 + n_classes}">{esc(model)}</th></tr>')
+        cells = []
+        for j, cell in enumerate(row):
+            pid = f"c{i}-{j}"
+            cells.append(
+                f'<td class="s-{cell.state.value}"><a href="#{pid}" '
+                f'title="{esc(cell_title(cell))}">{esc(cell_text(cell))}</a></td>'
+            )
+            panels.append(panel(cell, pid, images))
+        body.append(
+            f'<tr><th class="item"><span class="case">{esc(item.case)}</span></th>'
+            f'<th class="item">{esc(item.resolution)}</th>'
+            f'<th class="item">{esc(item.precision)}</th>{"".join(cells)}</tr>'
+        )
+    if not matrix.items:
+        body.append(
+            f'<tr><td colspan="{3 + n_classes}">No outcomes in the results files.</td></tr>'
+        )
+    reference = (
+        f"reference class {matrix.reference_class}"
+        if matrix.reference_class
+        else "no reference class found in the results"
+    )
+    meta = (
+        f"{plural(len(matrix.items), 'item')} x {plural(n_classes, 'column')}, {reference}: "
+        f"{counts_text(matrix.totals())}"
+    )
+    notes = ""
+    if matrix.notes:
+        notes = (
+            '<h3>Notes</h3><ul class="notes">'
+            + "".join(f"<li>{esc(n)}</li>" for n in matrix.notes)
+            + "</ul>"
+        )
+    return template("matrix.html").substitute(
+        title=esc(title),
+        heading=esc(title),
+        meta=esc(meta),
+        summary_rows="\n".join(_summary_row(matrix, j) for j in range(n_classes)),
+        legend=_legend(),
+        header_cells=header,
+        body_rows="\n".join(body),
+        notes=notes,
+        panels="\n".join(panels),
+    )
