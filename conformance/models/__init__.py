@@ -93,7 +93,7 @@ MODELS: dict[str, ModelSpec] = {
             name="tiny-flux",
             family=Family.FLUX,
             fixture="tiny-flux",
-            # VAE downsamples 4x and the transformer packs 2x2 latent patches.
+            # VAE downsamples 8x; the pipeline needs sides divisible by 16.
             resolution_multiple=16,
             min_side=32,
             max_side=256,
