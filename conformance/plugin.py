@@ -190,9 +190,14 @@ class ConformancePlugin:
         return lines
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        s = self.settings
+        if "conformance_model" in metafunc.fixturenames:
+            models = dict.fromkeys(
+                i.model for i in self.cases.items(s.models, s.precisions, s.resolutions)
+            )
+            metafunc.parametrize("conformance_model", list(models))
         if "conformance_item" not in metafunc.fixturenames:
             return
-        s = self.settings
         items = self.cases.items(s.models, s.precisions, s.resolutions)
         kind = _check_kind(metafunc.definition)
         if kind == Check.INVARIANCE.value:
@@ -352,6 +357,12 @@ def conformance_session(pytestconfig: pytest.Config) -> ConformanceSession:
 @pytest.fixture
 def conformance_item(request: pytest.FixtureRequest) -> Item:
     """The conformance item this test runs (parametrized from the case file)."""
+    return request.param
+
+
+@pytest.fixture
+def conformance_model(request: pytest.FixtureRequest) -> str:
+    """A model of the case file (after the filters): per-model checks run once for each."""
     return request.param
 
 

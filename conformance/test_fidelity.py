@@ -12,16 +12,14 @@ import itertools
 
 import pytest
 
-from conformance.models import MODELS
-
 
 @pytest.mark.conformance_check("fidelity")
 def test_fidelity(conformance_item, conformance_check):
     conformance_check(conformance_item)
 
 
-@pytest.mark.parametrize("model", list(MODELS))
-def test_precision_ladder(model, conformance_session):
+def test_precision_ladder(conformance_model, conformance_session):
+    model = conformance_model
     order = conformance_session.tolerances.ladder
     items = [i for i in conformance_session.items() if i.model == model]
     present = [p for p in order if any(i.precision == p for i in items)]

@@ -41,7 +41,7 @@ def test_matching(tmp_path):
     assert match(devs, "cuda-sm75", "tiny-sd/a/96x96/fp16", "own-class") is None
     assert match(devs, "cuda-sm89", "tiny-sd/a/96x96/fp16", "reference") is None
     assert match(devs, "cpu-avx2", "tiny-flux/b/64x64/fp32", "repeatable").action == "skip"
-    assert devs[1].checks == ("repeatable", "own-class", "reference")
+    assert devs[1].checks == ("repeatable", "own-class", "reference", "invariance")
     assert "deviation #1 (classes=['cuda-sm7*']" in devs[0].describe()
 
 

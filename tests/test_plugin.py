@@ -129,7 +129,7 @@ def test_threads_other_count_is_close_tier(run):
 @pytest.mark.parametrize(
     ("flag", "value", "message"),
     [
-        ("--model", "sd15", "unknown model 'sd15'; accepted: tiny-sd, tiny-flux"),
+        ("--model", "sd99", "unknown model 'sd99'; accepted: tiny-sd, tiny-flux, sd15"),
         ("--model", ",", "empty model list"),
         ("--precision", "fp64", "unknown precision 'fp64'; accepted: fp32, bf16"),
         ("--resolution", "64*64", "'64*64' is not a resolution; write WIDTHxHEIGHT"),
@@ -409,7 +409,7 @@ def test_invariance_items_one_per_case_per_variant(run):
 
 def test_invariance_and_fidelity_outcomes(run):
     r = run("--model", "tiny-sd", modules=("test_invariance.py", "test_fidelity.py"))
-    r.assert_outcomes(passed=6, skipped=2)  # 5 variants + bf16 fidelity; 2 ladder skips
+    r.assert_outcomes(passed=6, skipped=1)  # 5 variants + bf16 fidelity; ladder needs 2 rungs
     outcomes = results_of(r)["outcomes"]
     inv = [o for o in outcomes if o["check"] == "invariance"]
     assert {o["variant"] for o in inv} == {"threads-2", "attention-slicing", "sdpa-math",
@@ -424,7 +424,7 @@ def test_invariance_and_fidelity_outcomes(run):
 def test_fidelity_with_only_fp32_is_not_an_error(run):
     r = run("--precision", "fp32", "--model", "tiny-sd", modules=("test_fidelity.py",))
     assert r.ret == pytest.ExitCode.OK
-    r.assert_outcomes(skipped=3)  # the empty fidelity set and both ladder models
+    r.assert_outcomes(skipped=2)  # the empty fidelity set and the tiny-sd ladder
 
 
 def test_real_model_cases_skip_with_how_to_get_weights(run, monkeypatch, tmp_path):

@@ -339,6 +339,7 @@ def _freeze(*modules: torch.nn.Module) -> None:
 def train_model(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     """Train ``recipe.model`` and save the pipeline to ``out_dir`` (written via a temp dir)."""
     t0 = time.perf_counter()
+    c0 = time.process_time()
     _log(f"[{recipe.model}] generating data set {recipe.n_images} at {recipe.sizes}")
     data = ShapesDataset(recipe.sizes, recipe.n_images, recipe.seed)
     _log(f"[{recipe.model}] data set ready in {time.perf_counter() - t0:.1f} s")
@@ -374,6 +375,7 @@ def train_model(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
         "recipe": asdict(recipe),
         "stages": [asdict(s) for s in stages],
         "total_seconds": round(total, 1),
+        "total_cpu_seconds": round(time.process_time() - c0, 1),
         "threads": torch.get_num_threads(),
         "parameters": tiny.parameter_counts(pipe),
         "torch": torch.__version__,
