@@ -25,22 +25,14 @@ from conformance.models import (
     ModelSpec,
     ModelUnavailable,
     default_fixtures_dir,
+    dtype_keyword,
     get_model,
 )
 from conformance.precision import PRECISIONS, Kind
 from conformance.schedulers import build_scheduler
 from conformance.trace import StepTrace
 
-
-def _dtype_keyword() -> str:
-    """``dtype`` where diffusers has it (0.42+), else the older ``torch_dtype``."""
-    from importlib.metadata import version
-
-    major, minor = (int(p) for p in version("diffusers").split(".")[:2])
-    return "dtype" if (major, minor) >= (0, 42) else "torch_dtype"
-
-
-_DTYPE_KWARG = _dtype_keyword()
+_DTYPE_KWARG = dtype_keyword()
 
 
 @dataclass

@@ -40,7 +40,7 @@ import numpy as np
 
 from conformance import PROJECT_ROOT
 from conformance.metrics import as_rgb_uint8, compare
-from conformance.models import get_model
+from conformance.models import dtype_keyword, get_model
 from conformance.precision import PRECISIONS, REFERENCE_PRECISION, Kind
 
 if TYPE_CHECKING:
@@ -113,7 +113,9 @@ def load_vae(path: str | Path, dtype: torch.dtype | str) -> AutoencoderKL:
     if not (path / "config.json").is_file():
         raise MissingVaeError(path)
     torch_dtype = precision_dtype(dtype) if isinstance(dtype, str) else dtype
-    vae = AutoencoderKL.from_pretrained(path, dtype=torch_dtype, local_files_only=True)
+    vae = AutoencoderKL.from_pretrained(
+        path, **{dtype_keyword(): torch_dtype}, local_files_only=True
+    )
     vae.eval()
     vae.requires_grad_(False)
     return vae

@@ -7,11 +7,14 @@ under ``fixtures/``. Their names are the ``model`` values a case file may use.
 from __future__ import annotations
 
 import enum
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from conformance import PROJECT_ROOT
+from conformance.errors import ConformanceInputError
 
 FIXTURES_ENV = "CONFORMANCE_FIXTURES"
 
@@ -68,6 +71,26 @@ class ModelSpec:
                     f"the range {self.name} accepts"
                 )
         return None
+
+
+def dtype_keyword() -> str:
+    """The ``from_pretrained`` keyword for the dtype: ``dtype`` in diffusers 0.42+, where
+    ``torch_dtype`` is deprecated; ``torch_dtype`` before."""
+    from importlib.metadata import version
+
+    major, minor = (int(p) for p in version("diffusers").split(".")[:2])
+    return "dtype" if (major, minor) >= (0, 42) else "torch_dtype"
+
+
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A JSON file that must hold an object; bad input is an error naming the file."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConformanceInputError(path, f"cannot read JSON ({exc})") from None
+    if not isinstance(data, dict):
+        raise ConformanceInputError(path, "must hold a JSON object")
+    return data
 
 
 def default_fixtures_dir() -> Path:

@@ -24,7 +24,6 @@ Sub-command::
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.errors import ConformanceInputError
+from conformance.models import read_json_object
 
 __all__ = [
     "CLIP_PREFIX",
@@ -270,16 +270,6 @@ def clip_to_ldm(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConformanceInputError(path, f"cannot read JSON ({exc})") from None
-    if not isinstance(data, dict):
-        raise ConformanceInputError(path, "must hold a JSON object")
-    return data
-
-
 def read_component(directory: Path) -> dict[str, Tensor]:
     """All tensors of a diffusers / transformers component folder (``*.safetensors``).
 
@@ -290,7 +280,7 @@ def read_component(directory: Path) -> dict[str, Tensor]:
 
     indexes = sorted(directory.glob("*.safetensors.index.json"))
     if indexes:
-        weight_map = _read_json(indexes[0]).get("weight_map")
+        weight_map = read_json_object(indexes[0]).get("weight_map")
         if not isinstance(weight_map, dict):
             raise ConformanceInputError(indexes[0], "no weight_map in the shard index")
         files = sorted({directory / str(name) for name in weight_map.values()})
@@ -337,7 +327,7 @@ def to_ldm_state_dict(src: str | Path) -> dict[str, Tensor]:
         raise ConformanceInputError(
             root, "no model_index.json; expected a diffusers pipeline folder"
         )
-    index = _read_json(index_path)
+    index = read_json_object(index_path)
     class_name = index.get("_class_name")
     if class_name != PIPELINE_CLASS:
         raise ConformanceInputError(
@@ -360,7 +350,7 @@ def to_ldm_state_dict(src: str | Path) -> dict[str, Tensor]:
         config_path = folder / "config.json"
         if not config_path.is_file():
             raise ConformanceInputError(folder, "no config.json in the component folder")
-        config = _read_json(config_path)
+        config = read_json_object(config_path)
         state = read_component(folder)
         try:
             out.update(converters[name](state, config))

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conformance.errors import ConformanceInputError
-from conformance.models import Family, ModelUnavailable
+from conformance.models import Family, ModelUnavailable, dtype_keyword, read_json_object
 
 if TYPE_CHECKING:
     import torch
@@ -219,25 +219,13 @@ def _weight_files(folder: Path) -> tuple[list[Path], list[Path]]:
     return safe, pickled
 
 
-def _read_index(root: Path) -> dict[str, Any]:
-    """The parsed ``model_index.json`` of a pipeline directory."""
-    path = root / "model_index.json"
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConformanceInputError(path, f"cannot read ({exc})") from None
-    if not isinstance(index, dict):
-        raise ConformanceInputError(path, "must hold a JSON object")
-    return index
-
-
 def _check_pipeline_dir(root: Path, origin: str) -> str | None:
     """Refuse components whose weights are only pickles; return the variant to load.
 
     The variant is ``"fp16"`` when some component has only ``*.fp16.safetensors``
     weights (a common partial download), else ``None``.
     """
-    index = _read_index(root)
+    index = read_json_object(root / "model_index.json")
     variant = None
     for name in sorted(index):
         folder = root / name
@@ -363,14 +351,6 @@ def resolve(model: RealModel, environ: Mapping[str, str] = os.environ) -> Resolv
 # ----------------------------------------------------------------------------- loading
 
 
-def _dtype_keyword() -> str:
-    """``dtype`` where diffusers has it (0.42+), else the older ``torch_dtype``."""
-    from importlib.metadata import version
-
-    major, minor = (int(p) for p in version("diffusers").split(".")[:2])
-    return "dtype" if (major, minor) >= (0, 42) else "torch_dtype"
-
-
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip() or type(exc).__name__
     return text.splitlines()[0]
@@ -426,10 +406,10 @@ def load(
 
     kwargs: dict[str, Any] = {"local_files_only": True}
     if dtype is not None:
-        kwargs[_dtype_keyword()] = dtype
+        kwargs[dtype_keyword()] = dtype
     pipeline_dir = resolved.config if resolved.layout is Layout.SINGLE_FILE else resolved.path
     assert pipeline_dir is not None
-    if "safety_checker" in _read_index(pipeline_dir):
+    if "safety_checker" in read_json_object(pipeline_dir / "model_index.json"):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if gguf is not None:
         kwargs[resolved.model.family.denoiser] = _load_gguf_denoiser(
