@@ -4,6 +4,10 @@ Runs the suite in subprocesses under several CPU configurations (ATen ISA level 
 ``ATEN_CPU_CAPABILITY`` x thread count), one results file each, then merges them with
 ``conformance matrix``. Each configuration is its own column: the ISA level is a real
 hardware class, the thread count is kept in the column label.
+
+By default every run records its goldens into ``OUT/golden`` (the ``default`` ISA level,
+the reference class ``cpu-default``, runs first), so the matrix needs no committed goldens
+and works for any case file; ``--golden-dir golden`` compares with the committed ones.
 """
 
 from __future__ import annotations
@@ -55,6 +59,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", type=Path, required=True, metavar="DIR",
                    help="folder for one results file per configuration and the matrix")
     p.add_argument("--force", action="store_true", help="reuse a non-empty --out folder")
+    p.add_argument("--golden-dir", type=Path, default=None, metavar="DIR",
+                   help="compare with the goldens under DIR instead of recording a fresh set "
+                   "into OUT/golden")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER,
                    help="after --: more pytest / suite arguments (e.g. --cases FILE)")
     p.set_defaults(func=run)
@@ -67,8 +74,13 @@ def run(args: argparse.Namespace) -> int:
             out, "exists and is not empty; choose another --out or pass --force"
         )
     extra = [a for a in args.pytest_args if a != "--"]
+    if args.golden_dir is None:
+        extra += ["--golden-dir", str(out / "golden"), "--record"]
+    else:
+        extra += ["--golden-dir", str(args.golden_dir)]
     results = []
-    configs = [(isa, t) for isa in args.isas for t in args.threads]
+    isas = sorted(args.isas, key=lambda isa: isa != "default")  # the reference class first
+    configs = [(isa, t) for isa in isas for t in args.threads]
     for n, (isa, threads) in enumerate(configs, start=1):
         label = f"{isa}-t{threads}"
         path = out / label / "results.json"

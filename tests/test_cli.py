@@ -150,3 +150,48 @@ def test_interrupted_record_loses_nothing_and_resumes(tmp_path):
     valid = subprocess.run([sys.executable, "-m", "conformance.cli", "validate", str(out),
                             "--reference-dir", str(out)], capture_output=True, text=True)
     assert valid.returncode == 0, valid.stdout
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--isas", "sse9", "--out", "x"], "accepted ISA levels are default, avx2, avx512"),
+        (["--threads", "0", "--out", "x"], "give thread counts >= 1"),
+        (["--threads", "a", "--out", "x"], "give thread counts >= 1"),
+    ],
+)
+def test_cpu_matrix_bad_flags(capsys, args, message):
+    with pytest.raises(SystemExit) as info:
+        main(["cpu-matrix", *args])
+    assert info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_cpu_matrix_refuses_non_empty_out(tmp_path, capsys):
+    (tmp_path / "keep.txt").write_text("mine")
+    assert main(["cpu-matrix", "--out", str(tmp_path)]) == 2
+    assert "exists and is not empty" in capsys.readouterr().err
+    assert (tmp_path / "keep.txt").read_text() == "mine"
+
+
+def test_cpu_matrix_end_to_end(tmp_path):
+    cases = tmp_path / "cases.toml"
+    cases.write_text(
+        'schema_version = 1\n[cases.dot]\nmodel = "tiny-flux"\nprompt = "a red circle on a '
+        'white background"\nseed = 1\nsteps = 2\nscheduler = "flow-euler"\n'
+        'guidance_scale = 3.5\nresolutions = ["32x32"]\n'
+    )
+    out = tmp_path / "m"
+    proc = subprocess.run(
+        [sys.executable, "-m", "conformance.cli", "cpu-matrix", "--isas", "avx2,default",
+         "--threads", "1", "--out", str(out), "--", "--cases", str(cases),
+         "-k", "golden or repeatable"],
+        capture_output=True, text=True, timeout=600, cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stderr.index("ATEN_CPU_CAPABILITY=default") < proc.stderr.index(
+        "ATEN_CPU_CAPABILITY=avx2")
+    md = (out / "matrix.md").read_text()
+    assert "cpu-default" in md and "cpu-avx2" in md
+    assert (out / "matrix.html").is_file() and (out / "matrix.json").is_file()
+    assert (out / "golden" / "tiny-flux" / "cpu-default" / "manifest.json").is_file()
