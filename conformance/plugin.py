@@ -187,6 +187,7 @@ class ConformancePlugin:
             f"{s.settings.reference_class}, cases {s.cases.path}"
             + (" [recording]" if s.settings.record else "")
         )
+        lines += s.golden_provenance()
         return lines
 
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:

@@ -83,6 +83,28 @@ class ConformanceSession:
         self.outcomes: list[Outcome] = []
         self._generations: dict[str, Generation] = {}
 
+    def golden_provenance(self) -> list[str]:
+        """One line per model: the golden classes present and how this class's were made."""
+        lines = []
+        for model in dict.fromkeys(i.model for i in self.items()):
+            classes = self.store.classes(model)
+            line = f"conformance: {model} goldens: {', '.join(classes) or 'none'}"
+            try:
+                manifest = self.store.manifest(model, self.hardware_class.name)
+            except ConformanceInputError as exc:
+                manifest = None
+                line += f" ({self.hardware_class}: unreadable: {exc.message})"
+            if manifest and manifest.entries:
+                entry = max(manifest.entries.values(), key=lambda e: e.recorded_at)
+                fp = entry.fingerprint
+                line += (
+                    f"; {self.hardware_class}: {len(manifest.entries)} recorded up to "
+                    f"{entry.recorded_at} with torch {fp.get('torch')}, diffusers "
+                    f"{fp.get('diffusers')}, {fp.get('threads')} thread(s)"
+                )
+            lines.append(line)
+        return lines
+
     # -- items ------------------------------------------------------------------------
     def items(self) -> list[Item]:
         s = self.settings

@@ -180,6 +180,8 @@ def test_record_is_reported_as_recorded_and_then_matches(run):
     store = GoldenStore(r.golden)
     assert store.classes("tiny-sd") == [OWN]
     r2 = run()
+    r2.stdout.fnmatch_lines([f"conformance: tiny-sd goldens: {OWN}; {OWN}: 2 recorded up to "
+                             "*with torch *, diffusers *, 1 thread(s)"])
     r2.assert_outcomes(passed=6, skipped=3)
     assert {o["tier"] for o in by_check(r2, "own-class").values()} == {"exact"}
 
