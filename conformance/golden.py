@@ -38,7 +38,7 @@ MAX_PIXELS = 4096 * 4096  # refuse larger goldens (decompression bombs)
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 _HEX16 = re.compile(r"^[0-9a-f]{16}$")
-_FILE = re.compile(r"^[a-z0-9][a-z0-9.-]{0,150}\.png$")
+_FILE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,150}\.png$")
 
 _ENTRY_FIELDS: dict[str, type | tuple[type, ...]] = {
     "id": str,
@@ -391,8 +391,11 @@ class GoldenStore:
                     f"exists but is not listed in {MANIFEST}; move it away or re-run with "
                     "--force to replace it",
                 )
-            atomic_write(target, png)
             manifest.entries[item.id] = entry
-            atomic_write(directory / MANIFEST, manifest.to_json().encode("utf-8"))
+            text = manifest.to_json()
+            # What is written must read back: never leave a manifest the store rejects.
+            parse_manifest(text, directory / MANIFEST, item.model, hardware_class)
+            atomic_write(target, png)
+            atomic_write(directory / MANIFEST, text.encode("utf-8"))
             self._manifests[(item.model, hardware_class)] = manifest
         return target, replaced

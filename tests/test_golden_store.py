@@ -51,6 +51,24 @@ def test_record_then_lookup_and_load(tmp_path):
     assert not list((tmp_path / "tiny-sd" / CLS).glob("*.tmp"))
 
 
+@given(
+    name=st.from_regex(r"[a-z0-9][a-z0-9-]{0,20}", fullmatch=True),
+    precision=st.sampled_from(sorted(__import__("conformance.precision").precision.PRECISIONS)),
+    seed=st.integers(0, 2**63 - 1),
+)
+def test_manifest_round_trip_for_every_precision_and_name(name, precision, seed):
+    import tempfile
+
+    case = Case(name, "tiny-sd", "p", "", seed, 2, "euler", 4.0, (Resolution(16, 8),),
+                (precision,))
+    item = Item(case, Resolution(16, 8), precision)
+    with tempfile.TemporaryDirectory() as tmp:
+        GoldenStore(tmp).record(item, CLS, image(), trace(), {"threads": 1}, "t", "c")
+        entry = GoldenStore(tmp).lookup(item, CLS)
+        assert entry is not None and entry.params["seed"] == seed
+        assert np.array_equal(GoldenStore(tmp).load_image(entry, CLS), image())
+
+
 def test_never_overwrites_without_force(tmp_path):
     store = GoldenStore(tmp_path)
     record(store)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -50,9 +51,12 @@ PRECISION_PROMPTS: tuple[str, ...] = (
 
 def load(model: str, fixtures: Path = FIXTURES_DIR, dtype: torch.dtype = torch.float32) -> Any:
     """Load a tiny fixture pipeline from ``fixtures/<model>`` (offline)."""
-    pipe = DiffusionPipeline.from_pretrained(
-        str(fixtures / model), local_files_only=True, torch_dtype=dtype
-    )
+    with warnings.catch_warnings():
+        # diffusers >= 0.36 prefers ``dtype=``; older releases only know ``torch_dtype``
+        warnings.simplefilter("ignore", FutureWarning)
+        pipe = DiffusionPipeline.from_pretrained(
+            str(fixtures / model), local_files_only=True, torch_dtype=dtype
+        )
     pipe.set_progress_bar_config(disable=True)
     return pipe
 

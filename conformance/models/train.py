@@ -2,13 +2,18 @@
 
 Both models train in two stages with fixed step budgets and seeds (never wall time):
 
-* tiny-sd: AutoencoderKL (L1 + MSE + 1e-6 KL), then the UNet with epsilon prediction on the
-  scaled-linear DDPM schedule, min-SNR-5 weighting, 10 % caption dropout and an EMA copy.
+* tiny-sd: AutoencoderKL (L1 + MSE + 1e-6 KL), then the UNet with v-prediction on the
+  scaled-linear schedule rescaled to zero terminal SNR, min-SNR-5 weighting (floored at 1 so
+  the pure-noise end still trains), 10 % caption dropout and an EMA copy. With the plain
+  scaled-linear schedule the last training step still leaks the image mean through the noise
+  (at 16x16 latents its SNR is about 1), the UNet learned to read the background from it and
+  ignored the caption, and samples came out with random backgrounds.
 * tiny-flux: AutoencoderKL with 16 latent channels, then the transformer with rectified-flow
-  matching (target ``noise - x0``, logit-normal sigmas), 10 % caption dropout and an EMA copy.
+  matching (target ``noise - x0``, logit-normal sigmas), 10 % caption dropout and an EMA copy;
+  the T5 encoder trains with it (see ``Recipe.train_text_encoder_2``).
 
-Batches alternate between 64 px and 96 px images so the models also draw at 96 px. Text
-encoders stay frozen at their random init; their outputs are cached per caption.
+Batches alternate between 64 px and 96 px images so the models also draw at 96 px. The CLIP
+encoders stay frozen at their random init; frozen encoders' outputs are cached per caption.
 
 Command line (wired in by ``register``)::
 
@@ -51,6 +56,7 @@ class Recipe:
     n_images: tuple[int, ...] = (20000, 10000)
     vae_batch: tuple[int, ...] = (8, 4)
     vae_lr: float = 1e-3
+    vae_shape_weight: float = 4.0
     den_batch: tuple[int, ...] = (32, 16)
     den_lr: float = 1e-3
     warmup: int = 100
@@ -59,12 +65,18 @@ class Recipe:
     min_snr_gamma: float = 5.0
     grad_clip: float = 1.0
     log_every: int = 25
+    train_text_encoder_2: bool = False
 
 
 RECIPES: dict[str, Recipe] = {
     "tiny-sd": Recipe(model="tiny-sd", steps_vae=1000, steps_denoiser=1600, den_batch=(32, 12)),
     "tiny-flux": Recipe(
-        model="tiny-flux", steps_vae=1000, steps_denoiser=3000, den_batch=(32, 24), den_lr=6e-4
+        model="tiny-flux",
+        steps_vae=1000,
+        steps_denoiser=3000,
+        den_batch=(32, 24),
+        den_lr=6e-4,
+        train_text_encoder_2=True,
     ),
 }
 
@@ -146,8 +158,20 @@ def _batches(
         yield size, torch.from_numpy(to_tensor_range(imgs)), caps
 
 
+def shape_weights(x: torch.Tensor, extra: float) -> torch.Tensor:
+    """Per-pixel loss weights ``1 + extra`` on shapes, 1 on the background.
+
+    A row's background is the mean of its first and last pixel (shapes never touch the left and
+    right edges; backgrounds are solid or vertical gradients). Shapes cover a small part of each
+    image, and without the extra weight the decoder merged the six colours into two or three.
+    """
+    bg = 0.5 * (x[..., :1] + x[..., -1:])
+    mask = ((x - bg).abs().amax(dim=1, keepdim=True) > 0.1).to(x.dtype)
+    return 1.0 + extra * mask
+
+
 def train_vae(vae: AutoencoderKL, data: ShapesDataset, recipe: Recipe) -> StageResult:
-    """Reconstruction training: L1 + MSE on posterior samples + 1e-6 KL."""
+    """Reconstruction training: shape-weighted L1 + MSE on posterior samples + 1e-6 KL."""
     torch.manual_seed(recipe.seed + 10)
     vae.train()
     opt = torch.optim.AdamW(vae.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
@@ -160,7 +184,9 @@ def train_vae(vae: AutoencoderKL, data: ShapesDataset, recipe: Recipe) -> StageR
         z = post.sample()
         rec = vae.decode(z).sample
         kl = post.kl().mean() / x[0].numel()
-        loss = F.l1_loss(rec, x) + F.mse_loss(rec, x) + 1e-6 * kl
+        w = shape_weights(x, recipe.vae_shape_weight)
+        err = (rec - x).abs() + (rec - x).square()
+        loss = (w * err).mean() / w.mean() + 1e-6 * kl
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), recipe.grad_clip)
@@ -221,13 +247,18 @@ def _drop_captions(captions: list[str], p: float, gen: torch.Generator) -> list[
 
 
 def train_unet(pipe: StableDiffusionPipeline, data: ShapesDataset, recipe: Recipe) -> StageResult:
-    """Epsilon-prediction training of ``pipe.unet`` on VAE latents (min-SNR weighting, EMA)."""
+    """Denoiser training of ``pipe.unet`` on VAE latents (min-SNR weighting, EMA).
+
+    The noise schedule and the prediction type come from ``pipe.scheduler`` so training matches
+    sampling exactly (``epsilon`` or ``v_prediction``).
+    """
     unet, vae = pipe.unet, pipe.vae
     sf = float(vae.config.scaling_factor)
     cfg = pipe.scheduler.config
-    betas = torch.linspace(cfg.beta_start**0.5, cfg.beta_end**0.5, cfg.num_train_timesteps) ** 2
-    alphas_cum = torch.cumprod(1.0 - betas, dim=0)
-    snr = alphas_cum / (1.0 - alphas_cum)
+    alphas_cum = pipe.scheduler.alphas_cumprod.to(torch.float64)
+    snr = (alphas_cum / (1.0 - alphas_cum)).float()
+    alphas_cum = alphas_cum.float()
+    v_pred = cfg.prediction_type == "v_prediction"
 
     def encode(caps: list[str]) -> tuple[torch.Tensor, ...]:
         emb, _ = pipe.encode_prompt(caps, torch.device("cpu"), 1, False)
@@ -253,8 +284,13 @@ def train_unet(pipe: StableDiffusionPipeline, data: ShapesDataset, recipe: Recip
         a = alphas_cum[t].view(b, 1, 1, 1)
         zt = a.sqrt() * z0 + (1.0 - a).sqrt() * noise
         pred = unet(zt, t, cond).sample
-        w = torch.clamp(snr[t], max=recipe.min_snr_gamma) / snr[t]
-        per = F.mse_loss(pred, noise, reduction="none").mean(dim=(1, 2, 3))
+        if v_pred:
+            target = a.sqrt() * noise - (1.0 - a).sqrt() * z0
+            w = torch.clamp(snr[t], min=1.0, max=recipe.min_snr_gamma) / (snr[t] + 1.0)
+        else:
+            target = noise
+            w = torch.clamp(snr[t], max=recipe.min_snr_gamma) / snr[t]
+        per = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (w * per).mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -275,18 +311,31 @@ def train_flux_transformer(pipe: FluxPipeline, data: ShapesDataset, recipe: Reci
     shift = float(vae.config.shift_factor or 0.0)
     max_len = int(tiny.SAMPLING_DEFAULTS["tiny-flux"]["max_sequence_length"])
 
-    def encode(caps: list[str]) -> tuple[torch.Tensor, ...]:
-        emb, pooled, _ = pipe.encode_prompt(
-            prompt=caps, prompt_2=None, device=torch.device("cpu"), max_sequence_length=max_len
-        )
-        return emb, pooled
+    cpu = torch.device("cpu")
+    t5 = pipe.text_encoder_2
 
-    text = _TextCache(encode)
+    def encode_pooled(caps: list[str]) -> tuple[torch.Tensor, ...]:
+        return (pipe._get_clip_prompt_embeds(prompt=caps, device=cpu),)
+
+    def encode_t5(caps: list[str]) -> torch.Tensor:
+        emb: torch.Tensor = pipe._get_t5_prompt_embeds(
+            prompt=caps, max_sequence_length=max_len, device=cpu
+        )
+        return emb
+
+    pooled_text = _TextCache(encode_pooled)
+    t5_text = _TextCache(lambda caps: (encode_t5(caps),))
     torch.manual_seed(recipe.seed + 30)
     gen = torch.Generator().manual_seed(recipe.seed + 31)
-    tr.train()
-    ema = _Ema(tr, recipe.ema_decay)
-    opt = torch.optim.AdamW(tr.parameters(), lr=recipe.den_lr, weight_decay=1e-2)
+    trained = torch.nn.ModuleList([tr])
+    if recipe.train_text_encoder_2:
+        # T5 has no absolute positions and Flux gives text tokens no RoPE position, so a frozen
+        # random T5 hands the transformer a bag of words; training it lets word order through.
+        t5.requires_grad_(True)
+        trained.append(t5)
+    trained.train()
+    ema = _Ema(trained, recipe.ema_decay)
+    opt = torch.optim.AdamW(trained.parameters(), lr=recipe.den_lr, weight_decay=1e-2)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(recipe.warmup, recipe.steps_denoiser))
     meter = _Meter(f"{recipe.model} transformer", recipe.steps_denoiser, recipe.log_every)
     it = _batches(data, recipe.den_batch, recipe.seed + 32)
@@ -301,7 +350,12 @@ def train_flux_transformer(pipe: FluxPipeline, data: ShapesDataset, recipe: Reci
             img_ids[h] = FluxPipeline._prepare_latent_image_ids(
                 b, h // 2, w // 2, torch.device("cpu"), torch.float32
             )
-        emb, pooled = text(_drop_captions(caps, recipe.caption_dropout, gen))
+        dropped = _drop_captions(caps, recipe.caption_dropout, gen)
+        (pooled,) = pooled_text(dropped)
+        if recipe.train_text_encoder_2:
+            emb = encode_t5(dropped)
+        else:
+            (emb,) = t5_text(dropped)
         sigma = torch.sigmoid(torch.randn(b, generator=gen))
         noise = torch.randn(z0.shape, generator=gen)
         s4 = sigma.view(b, 1, 1, 1)
@@ -320,13 +374,14 @@ def train_flux_transformer(pipe: FluxPipeline, data: ShapesDataset, recipe: Reci
         loss = F.mse_loss(pred, target)
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(tr.parameters(), recipe.grad_clip)
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), recipe.grad_clip)
         opt.step()
         sched.step()
-        ema.update(tr, i)
+        ema.update(trained, i)
         meter.step(i, loss.item())
-    ema.copy_to(tr)
-    tr.eval()
+    ema.copy_to(trained)
+    trained.eval()
+    trained.requires_grad_(False)
     return StageResult("transformer", recipe.steps_denoiser, meter.seconds(), meter.final())
 
 
@@ -355,7 +410,7 @@ def train_model(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     elif recipe.model == "tiny-flux":
         comps = tiny.flux_components(recipe.seed)
         pipe = tiny.make_flux_pipeline(comps)
-        _freeze(pipe.text_encoder, pipe.text_encoder_2)
+        _freeze(pipe.text_encoder, pipe.text_encoder_2)  # text_encoder_2 may be unfrozen later
         stages.append(train_vae(pipe.vae, data, recipe))
         pipe.vae.register_to_config(
             scaling_factor=round(1.0 / stages[0].extra["latent_std"], 5),
