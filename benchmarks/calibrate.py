@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -63,6 +64,9 @@ def main() -> int:
     parser.add_argument("--threads", type=int, default=2, help="the N of 1 vs N threads")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--out", type=Path, default=Path("docs/calibration.json"))
+    parser.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                        help="keep the recorded golden sets of the 1-thread runs under DIR "
+                        "(DIR/<model>/cpu-<isa>/, as `conformance record` wrote them)")
     args = parser.parse_args()
 
     case_set = load_cases(args.cases)
@@ -88,6 +92,15 @@ def main() -> int:
         with ThreadPoolExecutor(args.jobs) as pool:
             list(pool.map(job, runs))
         sets = {name: golden_images(tmp / name) for name, *_ in runs}
+        if args.keep is not None:
+            for isa in isas:
+                for model_dir in (tmp / f"{isa}-t1").iterdir():
+                    if model_dir.is_dir():
+                        for set_dir in model_dir.iterdir():
+                            dest = args.keep / model_dir.name / set_dir.name
+                            if dest.exists():
+                                raise SystemExit(f"{dest} exists; not replacing it")
+                            shutil.copytree(set_dir, dest)
 
     base = f"{isas[-1]}-t1"
     groups = {f"threads 1 vs {args.threads} ({isas[-1]})": (base, f"{isas[-1]}-t{args.threads}")}

@@ -171,8 +171,14 @@ def now_utc() -> str:
 
 
 def command_line() -> str:
-    """The command that started this process, for provenance."""
-    return " ".join([os.path.basename(sys.argv[0]), *sys.argv[1:]])
+    """The command that started this process, for provenance (``python -m conformance.cli``
+    reads as ``conformance``, ``python -m pytest`` as ``pytest``)."""
+    program = os.path.basename(sys.argv[0])
+    if sys.argv[0].endswith(os.path.join("conformance", "cli.py")):
+        program = "conformance"
+    elif sys.argv[0].endswith(os.path.join("pytest", "__main__.py")):
+        program = "pytest"
+    return " ".join([program, *sys.argv[1:]])
 
 
 def format_fingerprint(fp: dict[str, Any]) -> list[str]:
