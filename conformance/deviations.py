@@ -7,8 +7,8 @@ A deviations file (TOML)::
     [[deviation]]
     classes = ["cuda-sm75"]           # fnmatch patterns over the hardware class
     ids = ["tiny-sd/*/96x96/*"]       # fnmatch patterns over item ids
-    checks = ["reference"]            # optional: repeatable, own-class, reference, invariance
-                                      # (default: all)
+    checks = ["reference"]            # optional (default: all): repeatable, own-class,
+                                      # reference, invariance, fidelity
     action = "xfail"                  # xfail or skip
     reason = "attention is split on 4 GB cards above 576 px"
 
@@ -34,7 +34,7 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 DEFAULT_DEVIATIONS = PACKAGE_DIR / "deviations.toml"
-CHECKS = ("repeatable", "own-class", "reference", "invariance")
+CHECKS = ("repeatable", "own-class", "reference", "invariance", "fidelity")
 ACTIONS = ("xfail", "skip")
 _KEYS = ("classes", "ids", "checks", "action", "reason")
 

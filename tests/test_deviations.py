@@ -32,7 +32,8 @@ def write(tmp_path, text):
 
 
 def test_default_file_is_valid():
-    assert load_deviations(DEFAULT_DEVIATIONS) == []
+    (only,) = load_deviations(DEFAULT_DEVIATIONS)
+    assert only.checks == ("fidelity",) and only.action == "xfail"
 
 
 def test_matching(tmp_path):
@@ -41,7 +42,7 @@ def test_matching(tmp_path):
     assert match(devs, "cuda-sm75", "tiny-sd/a/96x96/fp16", "own-class") is None
     assert match(devs, "cuda-sm89", "tiny-sd/a/96x96/fp16", "reference") is None
     assert match(devs, "cpu-avx2", "tiny-flux/b/64x64/fp32", "repeatable").action == "skip"
-    assert devs[1].checks == ("repeatable", "own-class", "reference", "invariance")
+    assert devs[1].checks == ("repeatable", "own-class", "reference", "invariance", "fidelity")
     assert "deviation #1 (classes=['cuda-sm7*']" in devs[0].describe()
 
 

@@ -57,6 +57,7 @@ class Recipe:
     vae_batch: tuple[int, ...] = (8, 4)
     vae_lr: float = 1e-3
     vae_shape_weight: float = 4.0
+    vae_sample_posterior: bool = False
     den_batch: tuple[int, ...] = (32, 16)
     den_lr: float = 1e-3
     warmup: int = 100
@@ -170,6 +171,17 @@ def shape_weights(x: torch.Tensor, extra: float) -> torch.Tensor:
     return 1.0 + extra * mask
 
 
+def _encode(
+    vae: AutoencoderKL, x: torch.Tensor, recipe: Recipe, gen: torch.Generator | None
+) -> torch.Tensor:
+    dist = vae.encode(x).latent_dist
+    if recipe.vae_sample_posterior:
+        z: torch.Tensor = dist.sample(generator=gen)
+    else:
+        z = dist.mode()
+    return z
+
+
 def train_vae(vae: AutoencoderKL, data: ShapesDataset, recipe: Recipe) -> StageResult:
     """Reconstruction training: shape-weighted L1 + MSE on posterior samples + 1e-6 KL."""
     torch.manual_seed(recipe.seed + 10)
@@ -181,7 +193,7 @@ def train_vae(vae: AutoencoderKL, data: ShapesDataset, recipe: Recipe) -> StageR
     for i in range(recipe.steps_vae):
         _, x, _ = next(it)
         post = vae.encode(x).latent_dist
-        z = post.sample()
+        z = post.sample() if recipe.vae_sample_posterior else post.mode()
         rec = vae.decode(z).sample
         kl = post.kl().mean() / x[0].numel()
         w = shape_weights(x, recipe.vae_shape_weight)
@@ -202,7 +214,7 @@ def train_vae(vae: AutoencoderKL, data: ShapesDataset, recipe: Recipe) -> StageR
         for size in recipe.sizes:
             x = torch.from_numpy(to_tensor_range(held.images[size]))
             for chunk in x.split(16):
-                z = vae.encode(chunk).latent_dist.sample()
+                z = _encode(vae, chunk, recipe, None)
                 rec = vae.decode(z).sample.clamp(-1, 1)
                 maes.append(float((rec - chunk).abs().mean() * 127.5))
                 lat.append(z.flatten())
@@ -276,7 +288,7 @@ def train_unet(pipe: StableDiffusionPipeline, data: ShapesDataset, recipe: Recip
     for i in range(recipe.steps_denoiser):
         _, x, caps = next(it)
         with torch.no_grad():
-            z0 = vae.encode(x).latent_dist.sample(generator=gen) * sf
+            z0 = _encode(vae, x, recipe, gen) * sf
         (cond,) = text(_drop_captions(caps, recipe.caption_dropout, gen))
         b = z0.shape[0]
         t = torch.randint(0, cfg.num_train_timesteps, (b,), generator=gen)
@@ -344,7 +356,7 @@ def train_flux_transformer(pipe: FluxPipeline, data: ShapesDataset, recipe: Reci
     for i in range(recipe.steps_denoiser):
         _, x, caps = next(it)
         with torch.no_grad():
-            z0 = (vae.encode(x).latent_dist.sample(generator=gen) - shift) * sf
+            z0 = (_encode(vae, x, recipe, gen) - shift) * sf
         b, c, h, w = z0.shape
         if h not in img_ids:
             img_ids[h] = FluxPipeline._prepare_latent_image_ids(
