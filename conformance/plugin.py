@@ -239,10 +239,10 @@ class ConformancePlugin:
         for test in items:
             check = _check_kind(test)
             callspec = getattr(test, "callspec", None)
-            if check is None or callspec is None or "conformance_item" not in callspec.params:
+            item = callspec.params.get("conformance_item") if callspec else None
+            if check is None or not isinstance(item, Item):  # e.g. an empty parameter set
                 continue
-            dev = match(self.deviations, hardware_class, callspec.params["conformance_item"].id,
-                        check)
+            dev = match(self.deviations, hardware_class, item.id, check)
             if dev is None:
                 continue
             self.used_deviations.add(dev.index)

@@ -79,7 +79,7 @@ def test_case_overrides_axes(tmp_path):
         (("seed = 1\n", ""), r"case 'one': missing required key 'seed'"),
         (('"euler"', '"heun"'), r"key 'scheduler': unknown scheduler 'heun'; accepted: euler"),
         (('"euler"', '"flow-euler"'), r"'flow-euler' does not fit tiny-sd \(sd family\)"),
-        (('"tiny-sd"', '"sd15"'), r"key 'model': unknown model 'sd15'; known: tiny-flux"),
+        (('"tiny-sd"', '"sd99"'), r"key 'model': unknown model 'sd99'; known: flux-schnell"),
         (('"64x64", ', '"60x64", '), r"key 'resolutions': 60x64: width 60 is not a multiple of 16"),
         (('"64x64", ', '"4096x64", '), r"width 4096 is outside 32..256"),
         (('"64x64", ', '"64*64", '), r"'64\*64' is not a resolution; write WIDTHxHEIGHT"),
