@@ -8,7 +8,8 @@ Sub-commands:
   machine's hardware class;
 * ``cases``: list the item ids the case file and filters give;
 * ``models``: the registered models and whether their weights are here;
-* ``fingerprint``: this machine's hardware class and environment fingerprint (JSON);
+* ``fingerprint``: this machine's hardware class, measured identity (the probe battery's
+  digests, the CPU/GPU features that steer dispatch) and environment fingerprint (JSON);
 * ``train``, ``montage``, ``quantize``, ``matrix``, ``cpu-matrix``: registered by their
   modules (see ``EXTENSIONS``).
 """
@@ -33,6 +34,7 @@ EXTENSIONS = (
     "conformance.report.command",
     "conformance.cpu_matrix",
     "conformance.validate",
+    "conformance.migrate",
     "conformance.models.ldm",
 )
 
@@ -94,7 +96,13 @@ def _fingerprint(args: argparse.Namespace) -> int:
     if problem:
         raise ConformanceInputError("--device", problem)
     configure_torch(args.threads, device=args.device)
-    print(json.dumps(fingerprint(args.device, args.threads), indent=1))
+    from conformance.identity import format_identity, measure
+
+    fp = fingerprint(args.device, args.threads)
+    identity = measure(args.device, fp)
+    for line in format_identity(identity):
+        print(line.removeprefix("conformance: "), file=sys.stderr)
+    print(json.dumps(fp | {"identity": identity.to_dict()}, indent=1))
     return 0
 
 
@@ -123,7 +131,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("models", help="list the registered models")
     p.set_defaults(func=_models)
 
-    p = sub.add_parser("fingerprint", help="print this machine's hardware class and fingerprint")
+    p = sub.add_parser("fingerprint", help="print this machine's hardware class, measured "
+                       "identity and fingerprint")
     for opt in ("device", "threads"):
         o = OPTION_BY_NAME[opt]
         p.add_argument("--" + opt, type=o.type, default=o.default, metavar=o.metavar, help=o.help)

@@ -29,10 +29,13 @@ import numpy as np
 from conformance.cases import Item
 from conformance.errors import GoldenExistsError, ManifestError, type_name
 from conformance.hardware import HardwareClass
+from conformance.identity import Identity
 from conformance.metrics import as_rgb_uint8, perceptual_hashes, pixel_sha256
 from conformance.trace import StepTrace
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Schema 1 sets (before the measured identity) are read only by ``conformance migrate``.
+LEGACY_VERSION = 1
 MANIFEST = "manifest.json"
 MAX_PIXELS = 4096 * 4096  # refuse larger goldens (decompression bombs)
 
@@ -94,23 +97,26 @@ class Manifest:
     hardware_class: str
     entries: dict[str, GoldenEntry] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
+    #: The machine configuration every entry was recorded on (``None``: unknown).
+    identity: Identity | None = None
 
     def to_json(self) -> str:
         body = {
             "schema_version": self.schema_version,
             "model": self.model,
             "hardware_class": self.hardware_class,
+            "identity": None if self.identity is None else self.identity.to_dict(),
             "entries": {k: self.entries[k].to_dict() for k in sorted(self.entries)},
         }
         return json.dumps(body, indent=1, sort_keys=False) + "\n"
 
 
 def parse_manifest(text: str, path: Path, model: str | None = None,
-                   hardware_class: str | None = None) -> Manifest:
+                   hardware_class: str | None = None, legacy: bool = False) -> Manifest:
     """Parse and validate manifest ``text`` read from ``path``.
 
     ``model`` / ``hardware_class``, when given, must match the manifest (they come from
-    the directory the manifest sits in).
+    the directory the manifest sits in). ``legacy`` also accepts schema 1 (for migration).
     """
     try:
         data = json.loads(text)
@@ -122,14 +128,24 @@ def parse_manifest(text: str, path: Path, model: str | None = None,
     if not isinstance(data, dict):
         raise ManifestError(path, f"top level must be an object, not {type_name(data)}")
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if version == LEGACY_VERSION and not legacy:
+        raise ManifestError(
+            path, "schema_version 1 (recorded before the measured identity); convert the "
+            "set with: conformance migrate SRC --out DIR"
+        )
+    if version not in (SCHEMA_VERSION, LEGACY_VERSION) or isinstance(version, bool):
         raise ManifestError(
             path, f"schema_version is {version!r}; this version reads {SCHEMA_VERSION}"
         )
     for key in ("model", "hardware_class"):
         if not isinstance(data.get(key), str):
             raise ManifestError(path, f"key {key!r} is missing or not a string")
-    unknown = set(data) - {"schema_version", "model", "hardware_class", "entries"}
+    top = {"schema_version", "model", "hardware_class", "entries"}
+    if version == SCHEMA_VERSION:
+        top.add("identity")
+        if "identity" not in data:
+            raise ManifestError(path, "key 'identity' is missing (null or an object)")
+    unknown = set(data) - top
     if unknown:
         raise ManifestError(path, f"unknown top-level keys: {', '.join(sorted(unknown))}")
     try:
@@ -147,7 +163,19 @@ def parse_manifest(text: str, path: Path, model: str | None = None,
     entries_raw = data.get("entries")
     if not isinstance(entries_raw, dict):
         raise ManifestError(path, "key 'entries' is missing or not an object")
-    manifest = Manifest(data["model"], data["hardware_class"])
+    identity = None
+    if data.get("identity") is not None:
+        try:
+            identity = Identity.from_dict(data["identity"])
+        except ValueError as exc:
+            raise ManifestError(path, f"key 'identity': {exc}") from None
+        if identity.hardware_class != data["hardware_class"]:
+            raise ManifestError(
+                path, f"identity class {identity.hardware_class!r} is not the set's "
+                f"hardware_class {data['hardware_class']!r}"
+            )
+    manifest = Manifest(data["model"], data["hardware_class"], schema_version=version,
+                        identity=identity)
     files: dict[str, str] = {}
     for key, raw in entries_raw.items():
         entry = _parse_entry(key, raw, path, data["model"])
@@ -265,6 +293,20 @@ def _locked(directory: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
+class IdentityMismatchError(GoldenExistsError):
+    """Recording into (or replacing) a golden set that belongs to another identity."""
+
+
+def _same_owner(a: Identity | None, b: Identity | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.same_as(b)
+
+
+def _describe(identity: Identity | None) -> str:
+    return "an unknown identity" if identity is None else identity.describe()
+
+
 class GoldenStore:
     """Golden sets under ``root`` (one directory per model, then per hardware class)."""
 
@@ -342,8 +384,12 @@ class GoldenStore:
         recorded_at: str,
         command: str,
         force: bool = False,
+        identity: Identity | None = None,
     ) -> tuple[Path, bool]:
-        """Write ``image`` as the golden for ``item``; returns (png path, replaced?)."""
+        """Write ``image`` as the golden for ``item``; returns (png path, replaced?).
+
+        A set belongs to one identity: recording into a set of another identity refuses,
+        with or without ``force`` (it would mix two machines' bits in one set)."""
         HardwareClass(hardware_class)
         directory = self.set_dir(item.model, hardware_class)
         png = encode_png(image)
@@ -375,8 +421,15 @@ class GoldenStore:
                 stale.unlink(missing_ok=True)
             self._manifests.pop((item.model, hardware_class), None)
             manifest = self.manifest(item.model, hardware_class) or Manifest(
-                item.model, hardware_class
+                item.model, hardware_class, identity=identity
             )
+            if not _same_owner(manifest.identity, identity):
+                raise IdentityMismatchError(
+                    directory / MANIFEST,
+                    f"holds the goldens of {_describe(manifest.identity)}; this machine is "
+                    f"{_describe(identity)}. Two configurations with different bits never "
+                    "share a set: record into another --golden-dir (or --out)",
+                )
             replaced = item.id in manifest.entries
             target = directory / entry.file
             if replaced and not force:

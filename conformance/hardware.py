@@ -1,11 +1,17 @@
-"""Hardware classes and the environment fingerprint.
+"""Hardware classes, the machine's identity and the environment fingerprint.
 
-A *hardware class* names the hardware whose bits a golden set pins: ``cpu-<isa>`` (ATen's CPU
-dispatch level: ``default``, ``avx2``, ``avx512``...), ``cuda-sm<major><minor>``,
-``rocm-<gfx arch>``, ``mps`` or ``xpu``. Everything else that can change bits (threads,
-library and driver versions, TF32, determinism flags) lives in the *fingerprint* kept beside
-the class: a golden of the same class with a different fingerprint is compared at the
-``close`` tier rather than the ``exact`` one.
+A *hardware class* is the readable name of a golden set and of a matrix column. It carries
+what is known to separate bits: on CPUs ``cpu-<vendor>-<ATen level>`` plus the instruction
+set extensions that steer torch's and oneDNN's kernel choice (``+amx``, ``+bf16`` for
+AVX512-BF16, ``+fp16`` for AVX512-FP16, ``+sve`` on Arm) and any dispatch override from the
+environment (``-onednn_avx2`` for ``ONEDNN_MAX_CPU_ISA=AVX2``, ``-cbwr_compatible`` for
+``MKL_CBWR``), e.g. ``cpu-amd-avx512+bf16`` or ``cpu-intel-avx512+amx+bf16+fp16``;
+``cuda-sm<major><minor>``, ``rocm-<gfx arch>``, ``mps`` or ``xpu`` on accelerators.
+
+The *identity* is what is measured: the class, the CPU/GPU features, and the digests of the
+probe battery (:mod:`conformance.probes`) folded into one digest per precision. The exact
+tier applies only where a golden's precision digest equals this machine's. The
+*fingerprint* keeps the rest for provenance (library versions, platform, TF32 flags...).
 """
 
 from __future__ import annotations
@@ -19,7 +25,11 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-_CLASS = re.compile(r"^(cpu-[a-z0-9_]+|cuda-sm\d+|rocm-[a-z0-9_]+|mps|xpu)$")
+_CLASS = re.compile(
+    r"(cpu-[a-z0-9][a-z0-9_]*(-[a-z0-9][a-z0-9_]*)*(\+[a-z0-9_]+)*(-[a-z0-9_]+)*"
+    r"|cuda-sm\d+|rocm-[a-z0-9_]+|mps|xpu)"
+)
+_MAX_CLASS = 80
 _DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
 
 DEVICE_FORMS = "cpu, cuda, cuda:N, mps, xpu, xpu:N"
@@ -35,10 +45,11 @@ class HardwareClass:
     name: str
 
     def __post_init__(self) -> None:
-        if not _CLASS.match(self.name):
+        if (not isinstance(self.name, str) or len(self.name) > _MAX_CLASS
+                or not _CLASS.fullmatch(self.name)):
             raise ValueError(
-                f"{self.name!r} is not a hardware class; expected cpu-<isa>, cuda-sm<NN>, "
-                "rocm-<arch>, mps or xpu"
+                f"{self.name!r} is not a hardware class; expected cpu-<vendor>-<level>[+ext...]"
+                " (e.g. cpu-amd-avx512+bf16), cuda-sm<NN>, rocm-<arch>, mps or xpu"
             )
 
     def __str__(self) -> str:
@@ -89,13 +100,123 @@ def cpu_isa() -> str:
     return torch.backends.cpu.get_cpu_capability().lower()
 
 
+#: CPU flags that steer kernel dispatch in torch / oneDNN / MKL (x86 ``flags``, Arm
+#: ``Features`` in /proc/cpuinfo); recorded in the identity.
+STEERING_FLAGS = (
+    "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512dq", "avx512vl",
+    "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16",
+    "amx_int8", "amx_fp16", "asimd", "asimdhp", "sve", "sve2", "bf16", "i8mm", "sme",
+)
+#: Flags that become class tags (they separate the bits the suite has measured).
+CLASS_TAGS = (("amx_bf16", "amx"), ("avx512_bf16", "bf16"), ("avx512_fp16", "fp16"),
+              ("sve", "sve"))
+#: Environment variables that change which kernels run.
+DISPATCH_ENV = ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "DNNL_MAX_CPU_ISA", "MKL_CBWR",
+                "MKL_ENABLE_INSTRUCTIONS", "ONEDNN_DEFAULT_FPMATH_MODE")
+_ENV_SUFFIX = {"ONEDNN_MAX_CPU_ISA": "onednn", "DNNL_MAX_CPU_ISA": "onednn", "MKL_CBWR": "cbwr",
+               "MKL_ENABLE_INSTRUCTIONS": "mkl", "ONEDNN_DEFAULT_FPMATH_MODE": "fpmath"}
+_VENDORS = {"authenticamd": "amd", "genuineintel": "intel", "hygongenuine": "hygon",
+            "centaurhauls": "centaur", "0x41": "arm", "0x61": "apple", "0xc0": "ampere",
+            "0x48": "hisilicon", "0x46": "fujitsu", "0x51": "qualcomm", "0x4e": "nvidia"}
+
+
+def _cpuinfo(text: str | None = None) -> dict[str, str]:
+    """The first processor block of /proc/cpuinfo as key -> value (empty elsewhere)."""
+    if text is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+                text = fh.read(1 << 20)
+        except OSError:
+            text = ""
+    out: dict[str, str] = {}
+    for line in text.splitlines():
+        if not line.strip():
+            if out:
+                break
+            continue
+        key, _, value = line.partition(":")
+        out.setdefault(key.strip().lower(), value.strip())
+    return out
+
+
+def cpu_features(cpuinfo: str | None = None, env: dict[str, str] | None = None,
+                 aten_level: str | None = None) -> dict[str, Any]:
+    """What steers CPU kernel dispatch here: vendor, model, flags, ATen level, overrides."""
+    info = _cpuinfo(cpuinfo)
+    env = dict(os.environ) if env is None else env
+    raw_vendor = (info.get("vendor_id") or info.get("cpu implementer") or "").lower()
+    vendor = _VENDORS.get(raw_vendor) or re.sub(r"[^a-z0-9]", "", raw_vendor) or (
+        platform.machine().lower() or "unknown")
+    flags = set((info.get("flags") or info.get("features") or "").split())
+    return {
+        "vendor": vendor,
+        "model_name": info.get("model name") or platform.processor() or platform.machine(),
+        "family": info.get("cpu family") or info.get("cpu architecture"),
+        "model": info.get("model") or info.get("cpu part"),
+        "machine": platform.machine(),
+        "flags": sorted(f for f in STEERING_FLAGS if f in flags),
+        "aten_level": aten_level if aten_level is not None else cpu_isa(),
+        "env": {k: env[k] for k in DISPATCH_ENV if env.get(k)},
+    }
+
+
+def cpu_class_name(features: dict[str, Any]) -> str:
+    """``cpu-<vendor>-<level>[+tag...][-override...]`` from :func:`cpu_features`."""
+    def clean(text: str) -> str:
+        return re.sub(r"[^a-z0-9_]", "_", str(text).lower()).strip("_") or "x"
+
+    flags = set(features.get("flags") or ())
+    name = f"cpu-{clean(features.get('vendor') or 'unknown')}-{clean(features['aten_level'])}"
+    name += "".join(f"+{tag}" for flag, tag in CLASS_TAGS if flag in flags)
+    env = features.get("env") or {}
+    for key in DISPATCH_ENV[1:]:
+        if env.get(key):
+            name += f"-{_ENV_SUFFIX[key]}_{clean(env[key])}"
+    return name
+
+
+def cuda_features(device: str) -> dict[str, Any]:
+    """What steers GPU kernel choice: device, SMs, memory, versions, TF32, SDPA backends."""
+    import torch
+
+    index = torch.device(device).index or 0
+    props = torch.cuda.get_device_properties(index)
+    cuda = torch.backends.cuda
+    driver = None
+    with_driver = getattr(torch._C, "_cuda_getDriverVersion", None)
+    if with_driver is not None:
+        try:
+            driver = with_driver()
+        except RuntimeError:  # pragma: no cover - no driver API
+            driver = None
+    return {
+        "vendor": "amd" if torch.version.hip else "nvidia",
+        "model_name": props.name,
+        "sm": f"{props.major}.{props.minor}",
+        "sm_count": props.multi_processor_count,
+        "memory_gib": round(props.total_memory / 2**30, 1),
+        "driver": driver,
+        "cuda": torch.version.cuda,
+        "hip": torch.version.hip,
+        "cudnn": torch.backends.cudnn.version(),
+        "tf32_matmul": cuda.matmul.allow_tf32,
+        "tf32_cudnn": torch.backends.cudnn.allow_tf32,
+        "sdpa_backends": {
+            name: bool(getattr(cuda, f"{name}_sdp_enabled", lambda: None)())
+            for name in ("flash", "mem_efficient", "math", "cudnn")
+        },
+        "env": {k: os.environ[k] for k in ("CUBLAS_WORKSPACE_CONFIG",
+                                             "PYTORCH_CUDA_ALLOC_CONF") if os.environ.get(k)},
+    }
+
+
 def detect_class(device: str) -> HardwareClass:
     """The hardware class of ``device`` on this machine."""
     import torch
 
     kind = device.split(":")[0]
     if kind == "cpu":
-        return HardwareClass(f"cpu-{cpu_isa()}")
+        return HardwareClass(cpu_class_name(cpu_features()))
     if kind == "cuda":
         index = torch.device(device).index or 0
         props = torch.cuda.get_device_properties(index)

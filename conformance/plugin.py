@@ -48,6 +48,39 @@ def pytest_configure(config: pytest.Config) -> None:
         "markers", "conformance_check(kind): which check a conformance test runs "
         "(repeatable, own-class, reference)",
     )
+    if _engaged(config):
+        _activate(config)
+    else:
+        # Any other pytest run in this environment: read no file, import no torch, change
+        # no setting, until a test that uses the suite's fixtures is collected.
+        config.pluginmanager.register(_Dormant(config), "conformance-dormant")
+
+
+def _engaged(config: pytest.Config) -> bool:
+    """Whether this run asks for the suite: a suite option, or arguments inside the package
+    (a path, or ``--pyargs conformance``)."""
+    for opt in OPTIONS:
+        if config.getoption(opt.dest, None) not in (None, False):
+            return True
+    pyargs = bool(getattr(config.option, "pyargs", False))
+    for arg in config.args:
+        target = arg.split("::")[0]
+        if pyargs and target.split(".")[0].split("/")[0] == "conformance":
+            return True
+        try:
+            path = Path(target).resolve()
+        except (OSError, ValueError):
+            continue
+        if path == PACKAGE_DIR or PACKAGE_DIR in path.parents:
+            return True
+    return False
+
+
+def _activate(config: pytest.Config) -> ConformancePlugin:
+    """Read and check the suite's settings files and register the run's plugin."""
+    existing = config.stash.get(PLUGIN_KEY, None)
+    if existing is not None:
+        return existing
     try:
         settings = _settings(config)
         cases = load_cases(settings.cases_path)
@@ -66,6 +99,25 @@ def pytest_configure(config: pytest.Config) -> None:
     plugin = ConformancePlugin(config, settings, cases, deviations)
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, "conformance-session")
+    return plugin
+
+
+_SUITE_FIXTURES = frozenset({"conformance_item", "conformance_model", "conformance_variant",
+                             "conformance_check", "conformance_session"})
+
+
+class _Dormant:
+    """Stands in for the suite in runs that did not ask for it (see ``pytest_configure``)."""
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+
+    def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
+        if self.config.stash.get(PLUGIN_KEY, None) is not None:
+            return  # active: the session plugin parametrizes
+        if _SUITE_FIXTURES.isdisjoint(metafunc.fixturenames):
+            return
+        _activate(self.config).pytest_generate_tests(metafunc)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -73,6 +125,9 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     if plugin is not None:
         config.pluginmanager.unregister(plugin)
         del config.stash[PLUGIN_KEY]
+    dormant = config.pluginmanager.get_plugin("conformance-dormant")
+    if dormant is not None:
+        config.pluginmanager.unregister(dormant)
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -143,29 +198,24 @@ class ConformancePlugin:
 
             from conformance.generate import Runner, configure_torch
             from conformance.hardware import detect_class, fingerprint
+            from conformance.identity import measure
 
             device = _worker_device(self.settings.device, self.config)
             configure_torch(self.settings.threads, deterministic=True, device=device)
             settings = replace(self.settings, device=device)
+            fp = fingerprint(device, self.settings.threads)
             self._session = ConformanceSession(
                 settings,
                 detect_class(device),
-                fingerprint(device, self.settings.threads),
+                fp,
                 Runner(device),
+                identity=measure(device, fp),
             )
         return self._session
 
     def engaged(self) -> bool:
         """Whether this run is a conformance run (for the report header)."""
-        if any(
-            self.config.getoption(o.dest) not in (None, False) for o in OPTIONS
-        ):
-            return True
-        for arg in self.config.args:
-            path = Path(arg.split("::")[0]).resolve()
-            if path == PACKAGE_DIR or PACKAGE_DIR in path.parents:
-                return True
-        return False
+        return _engaged(self.config)
 
     def _all_stats(self) -> list[dict[str, Any]]:
         """Runner stats of every process that generated (workers, or this process)."""
@@ -179,9 +229,12 @@ class ConformancePlugin:
         if not self.engaged() or self.is_worker:
             return None
         from conformance.hardware import format_fingerprint
+        from conformance.identity import format_identity
 
         s = self.session
         lines = format_fingerprint(s.fingerprint)
+        if s.identity is not None:
+            lines += format_identity(s.identity)
         lines.append(
             f"conformance: golden dir {s.settings.golden_dir}, reference class "
             f"{s.settings.reference_class}, cases {s.cases.path}"
@@ -236,13 +289,15 @@ class ConformancePlugin:
         if not self.deviations:
             return
         hardware_class = self.session.hardware_class.name
+        identity = self.session.identity
+        features = identity.features if identity is not None else None
         for test in items:
             check = _check_kind(test)
             callspec = getattr(test, "callspec", None)
             item = callspec.params.get("conformance_item") if callspec else None
             if check is None or not isinstance(item, Item):  # e.g. an empty parameter set
                 continue
-            dev = match(self.deviations, hardware_class, item.id, check)
+            dev = match(self.deviations, hardware_class, item.id, check, features)
             if dev is None:
                 continue
             self.used_deviations.add(dev.index)

@@ -21,11 +21,18 @@ from conformance.errors import ConformanceInputError
 from conformance.generate import Generation, ModelUnavailable, Runner
 from conformance.golden import GoldenEntry, GoldenStore, encode_png
 from conformance.hardware import PINNED_KEYS, HardwareClass, command_line, now_utc
+from conformance.identity import Identity
+from conformance.identity import compare as compare_identity
 from conformance.metrics import Metrics, compare, diff_map, pixel_sha256
 from conformance.precision import REFERENCE_PRECISION
 from conformance.report.results import Check, Outcome, Status, results_document
 from conformance.tolerances import Tier, Tolerances, load_tolerances
 from conformance.trace import first_divergent_step, step_deltas
+
+
+#: The golden set every machine is compared with at the perceptual tier: the embedded
+#: models recorded on an AMD EPYC with ATen's portable (non-vectorised) kernels.
+REFERENCE_CLASS = "cpu-amd-default+bf16"
 
 
 @dataclass(frozen=True)
@@ -38,7 +45,7 @@ class Settings:
     golden_dir: Path = Path("golden")
     cases_path: Path | None = None
     tolerances_path: Path | None = None
-    reference_class: str = "cpu-default"
+    reference_class: str = REFERENCE_CLASS
     record: bool = False
     force: bool = False
     results_path: Path = Path("conformance-results") / "results.json"
@@ -62,6 +69,22 @@ def pinned_differences(observed: dict[str, Any], expected: dict[str, Any]) -> li
     ]
 
 
+class GenerationFailed(Exception):
+    """A generation raised: the check becomes an ERROR outcome naming the exception."""
+
+    def __init__(self, item: Item, device: str, exc: BaseException) -> None:
+        self.error = {
+            "type": type(exc).__name__,
+            "message": str(exc).strip().splitlines()[0][:500] if str(exc).strip() else "",
+            "device": device,
+            "precision": item.precision,
+        }
+        super().__init__(
+            f"{item.id}: generation raised {self.error['type']}: {self.error['message']} "
+            f"(device {device}, precision {item.precision})"
+        )
+
+
 class ConformanceSession:
     """Everything one process needs to run conformance items."""
 
@@ -71,10 +94,12 @@ class ConformanceSession:
         hardware_class: HardwareClass,
         fingerprint: dict[str, Any],
         runner: Runner | None = None,
+        identity: Identity | None = None,
     ) -> None:
         self.settings = settings
         self.hardware_class = hardware_class
         self.fingerprint = fingerprint
+        self.identity = identity
         self.cases: CaseSet = load_cases(settings.cases_path)
         self.tolerances: Tolerances = load_tolerances(settings.tolerances_path)
         self.store = GoldenStore(settings.golden_dir)
@@ -82,6 +107,7 @@ class ConformanceSession:
         self.started_at = now_utc()
         self.outcomes: list[Outcome] = []
         self._generations: dict[str, Generation] = {}
+        self._failures: dict[str, GenerationFailed] = {}
 
     def golden_provenance(self) -> list[str]:
         """One line per model: the golden classes present and how this class's were made."""
@@ -116,10 +142,26 @@ class ConformanceSession:
         return self.settings.results_path.parent.resolve() / "artifacts"
 
     def generation(self, item: Item) -> Generation:
-        """The item's image, generated once per process."""
+        """The item's image, generated once per process (a failure, too, is kept)."""
+        if item.id in self._failures:
+            raise self._failures[item.id]
         if item.id not in self._generations:
-            self._generations[item.id] = self.runner.generate(item)
+            try:
+                self._generations[item.id] = self._generate(item)
+            except GenerationFailed as exc:
+                self._failures[item.id] = exc
+                raise
         return self._generations[item.id]
+
+    def _generate(self, item: Item, variant: str | None = None) -> Generation:
+        """A fresh generation; an exception inside the pipeline becomes GenerationFailed."""
+        try:
+            return self.runner.generate(item, variant) if variant else self.runner.generate(
+                item)
+        except (ModelUnavailable, ConformanceInputError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - reported as an ERROR outcome
+            raise GenerationFailed(item, self.settings.device, exc) from exc
 
     # -- the check ---------------------------------------------------------------------
     def evaluate(
@@ -153,10 +195,14 @@ class ConformanceSession:
             fields = {"status": Status.SKIPPED, "message": str(exc)}
         except ConformanceInputError as exc:
             fields = {"status": Status.ERROR, "message": str(exc)}
+        except GenerationFailed as exc:
+            fields = {"status": Status.ERROR, "message": str(exc), "error": exc.error}
         fields.setdefault("tier", None)
         fields.setdefault("golden_class", None)
         fields.setdefault("metrics", None)
         fields["peak_memory_mb"] = self.runner.peak_memory_mb()
+        if item.id in self._generations and fields["status"] is not Status.SKIPPED:
+            fields.setdefault("pixel_sha256", pixel_sha256(self._generations[item.id].image))
         fields["status"] = fields["status"].value
         if isinstance(fields["tier"], Tier):
             fields["tier"] = fields["tier"].value
@@ -166,7 +212,7 @@ class ConformanceSession:
 
     def _repeatable(self, item: Item) -> dict[str, Any]:
         first = self.generation(item)
-        second = self.runner.generate(item)
+        second = self._generate(item)
         metrics = compare(second.image, first.image)
         step = first_divergent_step(second.trace, first.trace)
         fields: dict[str, Any] = {
@@ -195,7 +241,7 @@ class ConformanceSession:
     def _invariance(self, item: Item, variant: str) -> dict[str, Any]:
         """The plain generation against one with ``variant`` applied, at the close tier."""
         base = self.generation(item)
-        other = self.runner.generate(item, variant)
+        other = self._generate(item, variant)
         metrics = compare(other.image, base.image)
         step = first_divergent_step(other.trace, base.trace)
         problems = self.tolerances.bounds(Tier.CLOSE, item.precision).violations(metrics)
@@ -307,11 +353,26 @@ class ConformanceSession:
         expected = self.store.load_image(entry, golden_class)
         gen = self.generation(item)
         if own:
-            diffs = pinned_differences(self.fingerprint, entry.fingerprint)
-            tier = Tier.CLOSE if diffs else Tier.EXACT
+            diffs, tier = self._own_tier(item, golden_class, entry)
         else:
             diffs, tier = [], Tier.PERCEPTUAL
         return self._judge(item, gen, entry, expected, golden_class, tier, diffs)
+
+    def _own_tier(self, item: Item, golden_class: str,
+                  entry: GoldenEntry) -> tuple[list[str], Tier]:
+        """Exact only where the golden set's measured identity predicts this machine's bits
+        for the item's precision; otherwise close, with the reason."""
+        manifest = self.store.manifest(item.model, golden_class)
+        theirs = manifest.identity if manifest else None
+        if self.identity is None:  # no probes measured in this process (unit tests)
+            diffs = pinned_differences(self.fingerprint, entry.fingerprint)
+            return diffs, Tier.CLOSE if diffs else Tier.EXACT
+        verdict = compare_identity(
+            self.identity, theirs, item.precision,
+            pinned_differences(self.fingerprint, entry.fingerprint),
+        )
+        return ([] if verdict.exact else [verdict.reason]), (
+            Tier.EXACT if verdict.exact else Tier.CLOSE)
 
     def _judge(
         self,
@@ -401,6 +462,7 @@ class ConformanceSession:
             recorded_at=now_utc(),
             command=command_line(),
             force=self.settings.force,
+            identity=self.identity,
         )
         verb = "replaced" if replaced else "recorded"
         return {
@@ -429,11 +491,13 @@ class ConformanceSession:
         reason = f"no golden for {item.id} in class {golden_class} ({manifest})"
         if own:
             return f"{reason}; record it with: {self.record_command(item)}"
-        return (
-            f"{reason}; it is recorded on a {golden_class} machine (for cpu-<isa> classes: "
-            f"ATEN_CPU_CAPABILITY={golden_class.removeprefix('cpu-')} "
-            f"{self.record_command(item)})"
-        )
+        hint = ""
+        parts = golden_class.split("-")
+        if golden_class.startswith("cpu-") and len(parts) >= 3:
+            level = parts[2].split("+")[0]
+            hint = (f" (a CPU with those features, under ATEN_CPU_CAPABILITY={level}: "
+                    f"ATEN_CPU_CAPABILITY={level} {self.record_command(item)})")
+        return f"{reason}; it is recorded on a {golden_class} machine{hint}"
 
     def _write_artifacts(
         self,
@@ -511,6 +575,7 @@ class ConformanceSession:
         doc = results_document(
             outcomes, self.hardware_class.name, self.fingerprint, self.started_at, now_utc(),
             stats | {"wall_seconds": round(wall_seconds, 3)},
+            identity=None if self.identity is None else self.identity.to_dict(),
         )
         path = self.settings.results_path
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -4,9 +4,15 @@ Golden sets come from contributors, so they are untrusted input. For every set
 (``<root>/<model>/<hardware-class>/``) this checks the manifest's schema, every file and
 pixel SHA-256, that every PNG decodes to its declared size and mode within the pixel limit,
 that there are no symbolic links, sub-folders, undeclared files, pickles or executables,
-that the class and the fingerprints agree, and that each image is within the perceptual
-tier of the reference class's golden for the same item. Every problem is reported, with the
-file and the reason; the input is only read.
+that the set names the identity it was recorded on and that the folder's class is the one
+that identity implies, that every entry's fingerprint agrees with it, and that each image is
+within the perceptual tier of the reference class's golden for the same item.
+
+With ``--base DIR`` (the golden root a pull request merges into), a set that exists there
+under the same path must belong to the same identity and keep every golden: a contribution
+that would replace another machine's goldens, or drop or change recorded ones, is a problem
+naming both identities. Every problem is reported, with the file and the reason; the input
+is only read.
 """
 
 from __future__ import annotations
@@ -100,8 +106,10 @@ def _sets_below(path: Path) -> list[Path]:
 class Validator:
     """Validates golden sets against a reference golden root."""
 
-    def __init__(self, reference_root: Path, reference_class: str, tolerances: Any) -> None:
+    def __init__(self, reference_root: Path, reference_class: str, tolerances: Any,
+                 base_root: Path | None = None) -> None:
         self.reference = GoldenStore(reference_root)
+        self.base = GoldenStore(base_root) if base_root is not None else None
         self.reference_root = reference_root
         self.reference_class = reference_class
         self.tolerances = tolerances
@@ -134,10 +142,76 @@ class Validator:
         except ManifestError as exc:
             return [*problems, Problem(exc.where, exc.message)]
 
+        problems += self._check_identity(manifest_path, cls, manifest)
+        problems += self._check_base(manifest_path, model, cls, manifest)
         declared = {e.file: e for e in manifest.entries.values()}
         problems += self._check_tree(set_dir, declared)
         for entry in manifest.entries.values():
             problems += self._check_entry(set_dir, cls, entry)
+        return problems
+
+    def _check_identity(self, where: Path, cls: str, manifest: Any) -> list[Problem]:
+        """The set names one identity, its class is the one the identity implies, and every
+        entry was recorded under it."""
+        from conformance.hardware import cpu_class_name
+
+        ident = manifest.identity
+        if ident is None:
+            return [Problem(str(where), "names no identity (key 'identity' is null): record "
+                            "the set with `conformance record`, or migrate it")]
+        problems = []
+        if cls.startswith("cpu-"):
+            try:
+                implied = cpu_class_name(ident.features)
+            except (KeyError, TypeError, AttributeError) as exc:
+                implied = f"? ({exc})"
+            if implied != cls:
+                problems.append(Problem(str(where), f"the identity's CPU features imply class "
+                                        f"{implied!r}, not the folder's {cls!r}"))
+        for entry in manifest.entries.values():
+            fp = entry.fingerprint
+            differ = [k for k in ("threads", "torch", "diffusers", "transformers",
+                                  "deterministic")
+                      if k in fp and fp.get(k) != ident.stack.get(k)]
+            if cls.startswith("cpu-") and fp.get("device_name") not in (
+                None, ident.features.get("model_name")
+            ):
+                differ.append("device_name")
+            if differ:
+                problems.append(Problem(str(where), f"entry {entry.id!r} was recorded under "
+                                        f"another configuration than the set's identity "
+                                        f"({', '.join(differ)} differ)"))
+        return problems
+
+    def _check_base(self, where: Path, model: str, cls: str, manifest: Any) -> list[Problem]:
+        """A contribution may add goldens; it never replaces another machine's or drops any."""
+        if self.base is None:
+            return []
+        try:
+            old = self.base.manifest(model, cls)
+        except ConformanceInputError as exc:
+            return [Problem(exc.where, f"base set unreadable: {exc.message}")]
+        if old is None:
+            return []
+        new_id, old_id = manifest.identity, old.identity
+        if new_id is None or old_id is None or not new_id.same_as(old_id):
+            from conformance.identity import explain
+
+            why = f" ({explain(new_id, old_id)})" if new_id and old_id else ""
+            return [Problem(str(where), "would replace the goldens of "
+                            f"{old_id.describe() if old_id else 'an unidentified machine'} with "
+                            f"those of {new_id.describe() if new_id else 'an unidentified one'}"
+                            f"{why}; a new machine's set goes under its own class folder")]
+        problems = []
+        dropped = sorted(set(old.entries) - set(manifest.entries))
+        if dropped:
+            problems.append(Problem(str(where), f"drops {len(dropped)} recorded golden(s) of "
+                                    f"the base set: {', '.join(dropped[:5])}"))
+        changed = sorted(k for k in set(old.entries) & set(manifest.entries)
+                         if old.entries[k].pixel_sha256 != manifest.entries[k].pixel_sha256)
+        if changed:
+            problems.append(Problem(str(where), f"changes the pixels of {len(changed)} recorded "
+                                    f"golden(s) of the same identity: {', '.join(changed[:5])}"))
         return problems
 
     def _check_tree(self, set_dir: Path, declared: dict[str, GoldenEntry]) -> list[Problem]:
@@ -271,6 +345,10 @@ def register(subparsers: Any) -> None:
                    help=ref.help)
     tol = OPTION_BY_NAME["tolerances"]
     p.add_argument("--tolerances", type=tol.type, default=None, metavar="FILE", help=tol.help)
+    p.add_argument("--base", type=Path, default=None, metavar="DIR",
+                   help="golden root the sets are merged into (e.g. the target branch's "
+                   "golden/): a set there under the same path must keep its identity and "
+                   "every golden")
     p.set_defaults(func=run)
 
 
@@ -279,7 +357,9 @@ def run(args: argparse.Namespace) -> int:
 
     tolerances = load_tolerances(args.tolerances)
     sets, problems = find_sets(list(args.paths))
-    validator = Validator(args.reference_dir, args.reference_class, tolerances)
+    if args.base is not None and not args.base.is_dir():
+        raise ConformanceInputError("--base", f"{args.base} is not a folder of golden sets")
+    validator = Validator(args.reference_dir, args.reference_class, tolerances, args.base)
     for set_dir in sets:
         print(f"checking {set_dir} ...", file=sys.stderr, flush=True)
         problems += validator.validate_set(set_dir)

@@ -16,6 +16,7 @@ from conformance import PACKAGE_DIR
 from conformance.cases import load_cases
 from conformance.golden import GoldenStore
 from conformance.hardware import detect_class
+from conformance.identity import Identity
 
 SMALL_CASES = """
 schema_version = 1
@@ -120,7 +121,9 @@ def test_threads_other_count_is_close_tier(run):
     r = run("--threads", "2", "--model", "tiny-sd", "--precision", "fp32")
     own = by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]
     assert own["tier"] == "close"
-    assert "threads 2 != 1" in own["message"]
+    # the measured identity says why: the thread-split reductions and the declared count
+    assert "fp32 reduction probes differ" in own["message"], own["message"]
+    assert "threads 2 here, 1 in the golden's" in own["message"]
     assert results_of(r)["fingerprint"]["threads"] == 2
     torch.set_num_threads(1)
 
@@ -285,7 +288,10 @@ def test_reference_class_is_compared_at_perceptual_tier(run, tmp_path):
     for f in src.iterdir():
         text = f.read_bytes()
         if f.name == "manifest.json":
-            text = text.replace(OWN.encode(), other.encode())
+            data = json.loads(text.replace(OWN.encode(), other.encode()))
+            data["identity"].pop("digest")  # the class is part of it: computed anew
+            data["identity"] = Identity.from_dict(data["identity"]).to_dict()
+            text = json.dumps(data).encode()
         (dst / f.name).write_bytes(text)
     r = run("--model", "tiny-flux", "--reference-class", other)
     r.assert_outcomes(passed=3)
@@ -337,7 +343,8 @@ def test_cases_file_errors(run, tmp_path):
 def test_results_file_schema(run):
     r = run("--record")
     doc = results_of(r)
-    assert doc["schema_version"] == 1
+    assert doc["schema_version"] == 2
+    assert doc["identity"]["class"] == OWN and len(doc["identity"]["digest"]) == 12
     assert doc["hardware_class"] == OWN and doc["fingerprint"]["hardware_class"] == OWN
     assert doc["stats"]["model_loads"] == 3  # tiny-sd fp32, tiny-sd bf16, tiny-flux fp32
     required = {"id", "model", "case", "resolution", "precision", "hardware_class", "status",
@@ -448,3 +455,116 @@ def test_real_model_cases_skip_with_how_to_get_weights(run, monkeypatch, tmp_pat
     for var, repo in (("CONFORMANCE_SD15", "stable-diffusion-v1-5/stable-diffusion-v1-5"),
                       ("CONFORMANCE_FLUX", "black-forest-labs/FLUX.1-schnell")):
         assert var in out and repo in out
+
+
+# measured identity and crashes ----------------------------------------------------------
+def test_generation_crash_is_an_error_outcome_and_an_error_cell(run, monkeypatch, tmp_path):
+    """An exception inside a generation is an ERROR outcome with its type, message, device
+    and precision (in the results and the matrix), never a bare traceback or a lost item."""
+    from conformance.generate import Runner
+
+    real = Runner.generate
+
+    def crashing(self, item, variant=None):
+        if item.precision == "bf16":
+            raise RuntimeError("pack_vnni2 is only supported when avx512 is supported")
+        return real(self, item, variant) if variant else real(self, item)
+
+    monkeypatch.setattr(Runner, "generate", crashing)
+    r = run("--model", "tiny-sd", "--record")
+    assert "Traceback" not in r.stdout.str()
+    r.stdout.fnmatch_lines(["*tiny-sd/dot/32x32/bf16: generation raised RuntimeError: "
+                            "pack_vnni2 is only supported when avx512 is supported "
+                            "(device cpu, precision bf16)*"])
+    outcomes = [o for o in results_of(r)["outcomes"] if o["precision"] == "bf16"
+                and o["status"] != "skipped"]  # no reference golden: nothing generated
+    assert {o["check"] for o in outcomes} == {"repeatable", "own-class"}
+    for o in outcomes:
+        assert o["status"] == "error"
+        assert o["error"] == {"type": "RuntimeError", "message": "pack_vnni2 is only supported "
+                              "when avx512 is supported", "device": "cpu", "precision": "bf16"}
+    from conformance.cli import main
+
+    md = tmp_path / "m.md"
+    assert main(["matrix", str(r.results_path), "--markdown", str(md)]) == 0
+    assert "RuntimeError" in md.read_text()
+
+
+def test_foreign_identity_in_the_own_set_downgrades_to_close(run):
+    """A golden set of this class recorded by a configuration whose probes differ is held to
+    the close tier, with the probes and features named, not failed at the exact tier."""
+    run("--record", "--model", "tiny-sd", "--precision", "fp32")
+    from conformance.probes import precision_digests
+
+    mpath = next(iter((run("--collect-only").golden / "tiny-sd").glob("*/manifest.json")))
+    data = json.loads(mpath.read_text())
+    ident = data["identity"]
+    ident["probes"]["sdpa-16h-64q-64kv-d4/fp32"] = "0" * 16
+    ident["features"]["flags"] = [*ident["features"]["flags"], "amx_bf16"]
+    ident["precision_digests"] = precision_digests(ident["probes"], ident["stack"],
+                                                   tuple(ident["precision_digests"]))
+    ident.pop("digest")
+    data["identity"] = Identity.from_dict(ident).to_dict()
+    mpath.write_text(json.dumps(data))
+    r = run("--model", "tiny-sd", "--precision", "fp32")
+    own = by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]
+    assert own["status"] == "passed" and own["tier"] == "close", own
+    assert "fp32 SDPA probes differ (1 of" in own["message"]
+    assert "the golden's CPU has amx_bf16, this one has none" in own["message"]
+    # and recording into that set refuses: it is another configuration's
+    r = run("--record", "--force", "--model", "tiny-sd", "--precision", "fp32")
+    own = by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]
+    assert own["status"] == "error" and "holds the goldens of" in own["message"]
+
+
+# the plugin in other projects' runs -----------------------------------------------------
+FOREIGN_TEST = """
+import sys
+
+
+def test_nothing_of_the_suite_happened():
+    assert "torch" not in sys.modules
+    assert "diffusers" not in sys.modules
+"""
+
+
+def test_plugin_is_inert_in_a_foreign_run(tmp_path):
+    """A pytest run of another project, with the plugin installed, imports no torch, reads
+    none of the suite's files and changes no setting (a fresh interpreter, so nothing this
+    test run imported counts)."""
+    import subprocess
+    import sys
+
+    (tmp_path / "test_foreign.py").write_text(FOREIGN_TEST)
+    (tmp_path / "conftest.py").write_text("")
+    trace = tmp_path / "opened.txt"
+    code = (
+        "import builtins, io, os, sys\n"
+        f"log = open({str(trace)!r}, 'w')\n"
+        "real = io.open\n"
+        "def spy(file, *a, **k):\n"
+        "    log.write(str(file) + '\\n'); log.flush()\n"
+        "    return real(file, *a, **k)\n"
+        "builtins.open = io.open = spy\n"
+        "import pytest\n"
+        "sys.exit(pytest.main(['-q', '-p', 'no:cacheprovider', 'test_foreign.py']))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "1 passed" in proc.stdout
+    opened = trace.read_text()
+    for name in ("cases.toml", "tolerances.toml", "deviations.toml", "manifest.json"):
+        assert name not in opened, f"the plugin read {name} in a foreign run"
+
+
+def test_plugin_leaves_torch_settings_alone_in_a_foreign_run(pytester):
+    pytester.makepyfile(test_settings="""
+        import torch
+
+        def test_defaults():
+            assert not torch.are_deterministic_algorithms_enabled()
+    """)
+    torch.use_deterministic_algorithms(False)
+    r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    r.assert_outcomes(passed=1)

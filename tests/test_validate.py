@@ -19,10 +19,12 @@ from conformance.cases import Case, Item, Resolution
 from conformance.cli import main
 from conformance.golden import MANIFEST, GoldenStore
 
-OTHER = "cpu-avx2"
-REF = "cpu-default"
+from tests.identities import identity_for
+
+OTHER = "cpu-amd-avx2"
+REF = "cpu-amd-default+bf16"
 FP = {"hardware_class": OTHER, "device": "cpu", "threads": 1, "torch": "2.13.0",
-      "diffusers": "0.42.1"}
+      "diffusers": "0.42.1", "device_name": "AMD EPYC"}
 
 
 def _item(name="dot", seed=1):
@@ -45,7 +47,7 @@ def golden(tmp_path):
     for cls, fp in ((REF, FP | {"hardware_class": REF}), (OTHER, FP)):
         for name, seed in (("dot", 1), ("ring", 2)):
             store.record(_item(name, seed), cls, _image(seed), [], fp, "2026-01-01T00:00:00Z",
-                         "conformance record")
+                         "conformance record", identity=identity_for(cls, fp))
     return root
 
 
@@ -144,10 +146,10 @@ CORPUS = [
      "not a plain lower-case .png name", MANIFEST),
     ("manifest class differs from the folder",
      lambda r: manifest_edit(r, lambda d, e: d.update(hardware_class="cpu-avx512")),
-     "hardware_class is 'cpu-avx512' but the directory is 'cpu-avx2'", MANIFEST),
+     "hardware_class is 'cpu-avx512' but the directory is 'cpu-amd-avx2'", MANIFEST),
     ("fingerprint class differs",
      lambda r: manifest_edit(r, lambda d, e: e["fingerprint"].update(hardware_class="cuda-sm89")),
-     "fingerprint class 'cuda-sm89' is not the set's 'cpu-avx2'", MANIFEST),
+     "fingerprint class 'cuda-sm89' is not the set's 'cpu-amd-avx2'", MANIFEST),
     ("fingerprint incomplete",
      lambda r: manifest_edit(r, lambda d, e: e["fingerprint"].pop("torch")),
      "fingerprint lacks torch", MANIFEST),
@@ -199,11 +201,27 @@ CORPUS = [
      "is a folder; a golden set holds only", "more"),
     ("diverges from the reference class",
      lambda r: GoldenStore(r).record(_item("dot", 1), OTHER, 255 - _image(1), [], FP, "t", "c",
-                                     force=True),
-     "differs from the cpu-default golden beyond the perceptual tier", "dot-16x8-fp32.png"),
+                                     force=True, identity=identity_for(OTHER, FP)),
+     "differs from the cpu-amd-default+bf16 golden beyond the perceptual tier", "dot-16x8-fp32.png"),
+    ("set names no identity",
+     lambda r: manifest_edit(r, lambda d, e: d.update(identity=None)),
+     "names no identity", MANIFEST),
+    ("identity edited after recording",
+     lambda r: manifest_edit(r, lambda d, e: d["identity"]["features"].update(vendor="intel")),
+     "does not match its contents", MANIFEST),
+    ("entry recorded under another configuration",
+     lambda r: manifest_edit(r, lambda d, e: e["fingerprint"].update(threads=2)),
+     "was recorded under another configuration than the set's identity (threads differ)",
+     MANIFEST),
+    ("entry from another CPU model",
+     lambda r: manifest_edit(r, lambda d, e: e["fingerprint"].update(device_name="Intel Xeon")),
+     "(device_name differ)", MANIFEST),
+    ("schema 1 set", lambda r: manifest_edit(r, lambda d, e: (d.update(schema_version=1),
+                                                               d.pop("identity"))),
+     "convert the set with: conformance migrate", MANIFEST),
     ("parameters differ from the reference",
      lambda r: manifest_edit(r, lambda d, e: e["params"].update(prompt="a blue square")),
-     "generation parameters differ from the cpu-default golden", "dot-16x8-fp32.png"),
+     "generation parameters differ from the cpu-amd-default+bf16 golden", "dot-16x8-fp32.png"),
 ]
 
 
@@ -259,3 +277,63 @@ def test_command_line_process_has_no_traceback(golden):
                           timeout=120)
     assert proc.returncode == 1
     assert "not valid JSON" in proc.stdout and "Traceback" not in proc.stderr
+
+
+def _renamed_identity(root, cls, fp, **features):
+    """Rewrite a set's identity as if another machine (with the same class name) made it."""
+    path = set_dir(root, cls) / MANIFEST
+    data = json.loads(path.read_text())
+    ident = identity_for(cls, fp, digests={"fp32": "b" * 12})
+    data["identity"] = ident.to_dict()
+    path.write_text(json.dumps(data))
+
+
+def test_identity_whose_features_imply_another_class(golden, capsys):
+    path = set_dir(golden) / MANIFEST
+    data = json.loads(path.read_text())
+    ident = identity_for(OTHER, FP).to_dict()
+    ident["features"]["flags"] = ["amx_bf16"]
+    ident.pop("digest")
+    data["identity"] = ident
+    path.write_text(json.dumps(data))
+    code, out, _ = validate(capsys, golden, "--reference-dir", golden)
+    assert code == 1
+    assert "the identity's CPU features imply class 'cpu-amd-avx2+amx', not the folder's " \
+           "'cpu-amd-avx2'" in out
+
+
+def test_contribution_that_would_replace_another_machines_set(golden, capsys, tmp_path):
+    """Same path, another identity: both named; dropped and changed goldens reported."""
+    base = tmp_path / "base"
+    shutil.copytree(golden, base)
+    _renamed_identity(golden, OTHER, FP)
+    before = snapshot(base)
+    code, out, _ = validate(capsys, set_dir(golden), "--reference-dir", golden, "--base", base)
+    assert code == 1
+    line = next(x for x in out.splitlines() if "would replace the goldens of" in x)
+    assert "no probe digests" in line and "probes " in line, line
+    assert snapshot(base) == before
+
+
+def test_contribution_may_add_but_not_drop_or_change(golden, capsys, tmp_path):
+    base = tmp_path / "base"
+    shutil.copytree(golden, base)
+    # same identity, one more golden: fine
+    GoldenStore(golden).record(_item("star", 3), OTHER, _image(3), [], FP, "t", "c",
+                               identity=identity_for(OTHER, FP))
+    code, out, _ = validate(capsys, set_dir(golden), "--reference-dir", golden, "--base", base)
+    assert code == 0, out
+    # drop one and change another
+    def drop_and_change(d, e):
+        d["entries"].pop("tiny-sd/ring/16x8/fp32")
+        e.update(pixel_sha256="c" * 64)
+    manifest_edit(golden, drop_and_change)
+    code, out, _ = validate(capsys, set_dir(golden), "--reference-dir", golden, "--base", base)
+    assert code == 1
+    assert "drops 1 recorded golden(s) of the base set: tiny-sd/ring/16x8/fp32" in out
+    assert "changes the pixels of 1 recorded golden(s) of the same identity" in out
+
+
+def test_base_must_be_a_folder(golden, capsys, tmp_path):
+    code, _out, err = validate(capsys, golden, "--base", tmp_path / "nope")
+    assert code == 2 and "--base" in err

@@ -4,8 +4,8 @@ An :class:`Outcome` is a plain, serializable record of one conformance check. A 
 holds every outcome of one run (xdist workers merged by the controller) with the machine's
 hardware class and fingerprint::
 
-    {"schema_version": 1, "hardware_class": "cpu-avx512", "label": "cpu-avx512",
-     "fingerprint": {...},
+    {"schema_version": 2, "hardware_class": "cpu-amd-avx512+bf16",
+     "label": "cpu-amd-avx512+bf16", "identity": {...}, "fingerprint": {...},
      "started_at": "...", "finished_at": "...", "stats": {...}, "outcomes": [...]}
 """
 
@@ -21,7 +21,9 @@ from typing import Any
 
 from conformance.errors import ConformanceInputError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+#: Results files this version reads (1: before the measured identity).
+READABLE_VERSIONS = (1, 2)
 
 
 class Status(enum.Enum):
@@ -65,6 +67,11 @@ class Outcome:
     generate_seconds: float | None = None
     peak_memory_mb: float | None = None
     variant: str | None = None
+    #: SHA-256 of the generated image's pixels (groups bit-identical matrix columns).
+    pixel_sha256: str | None = None
+    #: For an ERROR outcome raised inside a generation: ``type``, ``message``, ``device``,
+    #: ``precision``.
+    error: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,6 +89,7 @@ def results_document(
     finished_at: str,
     stats: dict[str, Any],
     label: str | None = None,
+    identity: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The results document; ``label`` names the run's matrix column (default: the class,
     with the thread count when it is not 1)."""
@@ -93,6 +101,7 @@ def results_document(
         "schema_version": SCHEMA_VERSION,
         "hardware_class": hardware_class,
         "label": label,
+        "identity": identity,
         "fingerprint": fingerprint,
         "started_at": started_at,
         "finished_at": finished_at,
@@ -110,9 +119,10 @@ def read_results(path: Path) -> tuple[dict[str, Any], list[Outcome]]:
         raise ConformanceInputError(path, f"cannot read results file: {exc}") from None
     except json.JSONDecodeError as exc:
         raise ConformanceInputError(path, f"not valid JSON: {exc}") from None
-    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION:
+    if not isinstance(data, dict) or data.get("schema_version") not in READABLE_VERSIONS:
         raise ConformanceInputError(
-            path, f"not a results file of schema_version {SCHEMA_VERSION}"
+            path, "not a results file of schema_version "
+            + " or ".join(str(v) for v in READABLE_VERSIONS)
         )
     try:
         outcomes = [Outcome.from_dict(o) for o in data["outcomes"]]

@@ -1,0 +1,253 @@
+"""A machine's identity: readable class, dispatch features and the measured probe digests.
+
+Two identities are the *same* when their probe digests are equal (or, for golden sets
+recorded before the probe battery existed, when class, features and software stack are
+equal). The own-class check is exact for a precision only where the golden's digest for
+that precision equals this machine's; otherwise :func:`explain` says which probes differ and
+which features explain them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from conformance import probes as _probes
+
+#: Software stack recorded in an identity (folded into every precision digest).
+STACK_KEYS = _probes.STACK_KEYS
+_FEATURE_KEYS = ("vendor", "flags", "aten_level", "env", "sm", "model_name")
+
+
+@dataclass(frozen=True)
+class Identity:
+    hardware_class: str
+    features: dict[str, Any]
+    stack: dict[str, Any]
+    probes: dict[str, str] | None = None
+    precision_digests: dict[str, str] | None = None
+    battery_version: int | None = None
+    probe_seconds: float | None = None
+    migrated_from: dict[str, Any] | None = field(default=None, compare=False)
+
+    @property
+    def measured(self) -> bool:
+        return bool(self.precision_digests)
+
+    @property
+    def digest(self) -> str:
+        """12 hex naming this identity (a matrix column, a golden set's owner)."""
+        if self.measured:
+            body: Any = [self.hardware_class, self.battery_version,
+                         sorted((self.precision_digests or {}).items())]
+        else:
+            body = [self.hardware_class, _dispatch(self.features), _stack(self.stack)]
+        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()
+                              ).hexdigest()[:12]
+
+    def describe(self) -> str:
+        f = self.features
+        name = f.get("model_name") or f.get("vendor") or "?"
+        flags = ", ".join(f.get("flags") or []) if self.hardware_class.startswith("cpu-") else (
+            f"sm {f.get('sm')}")
+        probes = f"probes {self.digest}" if self.measured else "no probe digests"
+        return f"{self.hardware_class} ({name}; {flags or 'no flags'}; {probes})"
+
+    def same_as(self, other: Identity) -> bool:
+        """Whether both name one machine configuration (one golden set, one column)."""
+        if self.measured != other.measured:
+            return False  # a measured set and an unmeasured one cannot be shown to agree
+        if self.measured:
+            return (self.battery_version == other.battery_version
+                    and self.precision_digests == other.precision_digests)
+        return (self.hardware_class == other.hardware_class
+                and _dispatch(self.features) == _dispatch(other.features)
+                and _stack(self.stack) == _stack(other.stack))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "class": self.hardware_class,
+            "digest": self.digest,
+            "features": self.features,
+            "stack": self.stack,
+            "battery_version": self.battery_version,
+            "probe_seconds": self.probe_seconds,
+            "precision_digests": self.precision_digests,
+            "probes": self.probes,
+            **({"migrated_from": self.migrated_from} if self.migrated_from else {}),
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Identity:
+        """Parse an identity record; raises ``ValueError`` naming the bad key."""
+        if not isinstance(data, dict):
+            raise ValueError("identity must be an object")
+        allowed = {"class", "digest", "features", "stack", "battery_version", "probe_seconds",
+                   "precision_digests", "probes", "migrated_from"}
+        unknown = sorted(set(data) - allowed)
+        if unknown:
+            raise ValueError(f"identity has unknown keys: {', '.join(unknown)}")
+        for key, kind in (("class", str), ("features", dict), ("stack", dict)):
+            if not isinstance(data.get(key), kind):
+                raise ValueError(f"identity key {key!r} is missing or not {kind.__name__}")
+        for key in ("precision_digests", "probes"):
+            value = data.get(key)
+            if value is not None and not (
+                isinstance(value, dict)
+                and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
+            ):
+                raise ValueError(f"identity key {key!r} must be null or an object of strings")
+        version = data.get("battery_version")
+        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
+            raise ValueError("identity key 'battery_version' must be null or an integer")
+        ident = cls(
+            hardware_class=data["class"],
+            features=data["features"],
+            stack=data["stack"],
+            probes=data.get("probes"),
+            precision_digests=data.get("precision_digests"),
+            battery_version=version,
+            probe_seconds=data.get("probe_seconds"),
+            migrated_from=data.get("migrated_from"),
+        )
+        if "digest" in data and data["digest"] != ident.digest:
+            raise ValueError(
+                f"identity digest {data['digest']!r} does not match its contents "
+                f"({ident.digest}): edited after recording?"
+            )
+        return ident
+
+
+def _dispatch(features: dict[str, Any]) -> dict[str, Any]:
+    return {k: features.get(k) for k in _FEATURE_KEYS if k != "model_name"}
+
+
+def _stack(stack: dict[str, Any]) -> dict[str, Any]:
+    return {k: stack.get(k) for k in STACK_KEYS}
+
+
+def stack_of(fingerprint: dict[str, Any]) -> dict[str, Any]:
+    return {k: fingerprint.get(k) for k in STACK_KEYS}
+
+
+def measure(device: str, fingerprint: dict[str, Any]) -> Identity:
+    """Run the probe battery on ``device`` and build this process's identity."""
+    from conformance.hardware import cpu_features, cuda_features, detect_class
+    from conformance.precision import PRECISIONS
+
+    kind = device.split(":")[0]
+    features = cuda_features(device) if kind == "cuda" else cpu_features()
+    result = _probes.run_battery(device)
+    stack = stack_of(fingerprint)
+    return Identity(
+        hardware_class=detect_class(device).name,
+        features=features,
+        stack=stack,
+        probes=result.digests,
+        precision_digests=_probes.precision_digests(result.digests, stack, tuple(PRECISIONS)),
+        battery_version=_probes.BATTERY_VERSION,
+        probe_seconds=result.seconds,
+    )
+
+
+@dataclass(frozen=True)
+class Match:
+    """Whether a golden of identity ``theirs`` can be held to the exact tier here."""
+
+    exact: bool
+    reason: str  # empty when exact and measured
+
+
+def compare(mine: Identity, theirs: Identity | None, precision: str,
+            fingerprint_diffs: list[str] | None = None) -> Match:
+    """The tier decision's input for one precision (see module docstring)."""
+    if theirs is None:
+        diffs = fingerprint_diffs or []
+        if diffs:
+            return Match(False, "; ".join(diffs))
+        return Match(True, "the golden set has no identity; fingerprint keys agree")
+    a = (mine.precision_digests or {}).get(precision)
+    b = (theirs.precision_digests or {}).get(precision)
+    if a is not None and b is not None and mine.battery_version == theirs.battery_version:
+        if a == b:
+            return Match(True, "")
+        return Match(False, explain(mine, theirs, precision))
+    if mine.hardware_class == theirs.hardware_class and _stack(mine.stack) == _stack(
+        theirs.stack
+    ) and _dispatch(mine.features) == _dispatch(theirs.features):
+        return Match(True, "the golden set predates the probe battery; class, CPU features "
+                     "and software stack agree")
+    return Match(False, explain(mine, theirs, precision))
+
+
+def explain(mine: Identity, theirs: Identity, precision: str | None = None) -> str:
+    """Why two identities may give different bits: the probes and the features that differ."""
+    parts: list[str] = []
+    if mine.probes and theirs.probes and mine.battery_version == theirs.battery_version:
+        differing = _probes.differing_probes(mine.probes, theirs.probes, precision)
+        if differing:
+            parts.append(f"{_probes.summarize_probes(differing)} probes differ "
+                         f"({len(differing)} of {len(mine.probes)})")
+    elif not theirs.measured:
+        parts.append("the golden set has no probe digests (recorded before the battery)")
+    elif mine.battery_version != theirs.battery_version:
+        parts.append(f"probe battery v{mine.battery_version} != v{theirs.battery_version}")
+    parts += feature_differences(mine.features, theirs.features)
+    for key in STACK_KEYS:
+        if mine.stack.get(key) != theirs.stack.get(key):
+            parts.append(f"{key} {mine.stack.get(key)!r} here, {theirs.stack.get(key)!r} "
+                         "in the golden's")
+    if not parts and mine.hardware_class != theirs.hardware_class:
+        parts.append(f"class {mine.hardware_class} != {theirs.hardware_class}")
+    return "; ".join(parts) or "identities differ"
+
+
+def feature_differences(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:
+    out = []
+    if mine.get("vendor") != theirs.get("vendor"):
+        out.append(f"vendor {mine.get('vendor')} here, {theirs.get('vendor')} in the golden's")
+    a, b = set(mine.get("flags") or ()), set(theirs.get("flags") or ())
+    if a - b:
+        out.append(f"this CPU has {', '.join(sorted(a - b))}, the golden's has none")
+    if b - a:
+        out.append(f"the golden's CPU has {', '.join(sorted(b - a))}, this one has none")
+    if mine.get("aten_level") != theirs.get("aten_level"):
+        out.append(f"ATen level {mine.get('aten_level')} here, {theirs.get('aten_level')} "
+                   "in the golden's")
+    env_a, env_b = mine.get("env") or {}, theirs.get("env") or {}
+    for key in sorted(set(env_a) | set(env_b)):
+        if key != "ATEN_CPU_CAPABILITY" and env_a.get(key) != env_b.get(key):
+            out.append(f"{key}={env_a.get(key)} here, {env_b.get(key)} in the golden's")
+    for key in ("sm", "model_name") if mine.get("sm") or theirs.get("sm") else ():
+        if mine.get(key) != theirs.get(key):
+            out.append(f"{key} {mine.get(key)} here, {theirs.get(key)} in the golden's")
+    return out
+
+
+def format_identity(ident: Identity) -> list[str]:
+    """Lines for the report header and ``conformance fingerprint``."""
+    f = ident.features
+    lines = [f"conformance: identity {ident.hardware_class} [{ident.digest}]"]
+    if ident.hardware_class.startswith("cpu-"):
+        lines.append(
+            f"conformance: cpu {f.get('model_name')} ({f.get('vendor')}, family "
+            f"{f.get('family')} model {f.get('model')}), ATen {f.get('aten_level')}, "
+            f"flags {' '.join(f.get('flags') or []) or '-'}"
+            + (f", env {' '.join(f'{k}={v}' for k, v in f['env'].items())}"
+               if f.get("env") else "")
+        )
+    else:
+        lines.append(
+            f"conformance: gpu {f.get('model_name')} sm {f.get('sm')} x{f.get('sm_count')} "
+            f"{f.get('memory_gib')} GiB, driver {f.get('driver')}, cuda {f.get('cuda')}, "
+            f"cudnn {f.get('cudnn')}, tf32 {f.get('tf32_matmul')}, sdpa "
+            + ",".join(k for k, v in (f.get("sdpa_backends") or {}).items() if v)
+        )
+    if ident.measured:
+        digests = " ".join(f"{k}={v[:6]}" for k, v in (ident.precision_digests or {}).items()
+                           if k in ("fp32", "bf16", "fp16", "fp8-e4m3", "gguf-q8_0"))
+        lines.append(f"conformance: probes {len(ident.probes or {})} in "
+                     f"{ident.probe_seconds:.2f} s; {digests}")
+    return lines
