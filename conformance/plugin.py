@@ -186,6 +186,7 @@ class ConformancePlugin:
         self.worker_stats: list[dict[str, Any]] = []
         self.started = time.perf_counter()
         self.results_path: Path | None = None
+        self._shared_dir: str | None = None
 
     @property
     def is_worker(self) -> bool:
@@ -204,12 +205,16 @@ class ConformancePlugin:
             configure_torch(self.settings.threads, deterministic=True, device=device)
             settings = replace(self.settings, device=device)
             fp = fingerprint(device, self.settings.threads)
+            from conformance.gencache import WORKER_KEY, SharedGenerations
+
+            shared_dir = getattr(self.config, "workerinput", {}).get(WORKER_KEY)
             self._session = ConformanceSession(
                 settings,
                 detect_class(device),
                 fp,
                 Runner(device),
                 identity=measure(device, fp),
+                shared=SharedGenerations(shared_dir) if shared_dir else None,
             )
         return self._session
 
@@ -225,6 +230,17 @@ class ConformancePlugin:
         return parts
 
     # -- hooks -------------------------------------------------------------------------
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_configure_node(self, node: Any) -> None:
+        """xdist controller: every worker gets the run's shared generation folder."""
+        from conformance.gencache import WORKER_KEY
+
+        if self._shared_dir is None:
+            import tempfile
+
+            self._shared_dir = tempfile.mkdtemp(prefix="conformance-generations-")
+        node.workerinput[WORKER_KEY] = self._shared_dir
+
     def pytest_report_header(self, config: pytest.Config) -> list[str] | None:
         if not self.engaged() or self.is_worker:
             return None
@@ -331,12 +347,22 @@ class ConformancePlugin:
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
-        raw = getattr(node, "workeroutput", {}).get("conformance_stats")
+        output = getattr(node, "workeroutput", {})
+        raw = output.get("conformance_stats")
         if raw:
             self.worker_stats.append(json.loads(raw))
+        # deviations are applied where collection happens: on the workers
+        self.used_deviations.update(output.get("conformance_deviations", ()))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        if self._shared_dir is not None:
+            import shutil
+
+            shutil.rmtree(self._shared_dir, ignore_errors=True)
+            self._shared_dir = None
         if self.is_worker:
+            self.config.workeroutput["conformance_deviations"] = sorted(  # type: ignore[attr-defined]
+                self.used_deviations)
             if self._session is not None:
                 self.config.workeroutput["conformance_stats"] = json.dumps(  # type: ignore[attr-defined]
                     self._session.stats()
@@ -369,7 +395,7 @@ class ConformancePlugin:
         tr.write_line(
             f"model loads: {st['model_loads']} ({st['load_seconds']:.1f} s), generations: "
             f"{st['generations']} ({st['generate_seconds']:.1f} s in pipeline calls), "
-            f"processes: {st['processes']}"
+            f"reused from another process: {st['reused']}, processes: {st['processes']}"
         )
         if self.results_path:
             tr.write_line(f"results: {self.results_path}")

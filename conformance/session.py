@@ -18,6 +18,7 @@ import numpy as np
 
 from conformance.cases import CaseSet, Item, Resolution, load_cases
 from conformance.errors import ConformanceInputError
+from conformance.gencache import SharedGenerations
 from conformance.generate import Generation, ModelUnavailable, Runner
 from conformance.golden import GoldenEntry, GoldenStore, encode_png
 from conformance.hardware import PINNED_KEYS, HardwareClass, command_line, now_utc
@@ -95,11 +96,13 @@ class ConformanceSession:
         fingerprint: dict[str, Any],
         runner: Runner | None = None,
         identity: Identity | None = None,
+        shared: SharedGenerations | None = None,
     ) -> None:
         self.settings = settings
         self.hardware_class = hardware_class
         self.fingerprint = fingerprint
         self.identity = identity
+        self.shared = shared
         self.cases: CaseSet = load_cases(settings.cases_path)
         self.tolerances: Tolerances = load_tolerances(settings.tolerances_path)
         self.store = GoldenStore(settings.golden_dir)
@@ -147,7 +150,13 @@ class ConformanceSession:
             raise self._failures[item.id]
         if item.id not in self._generations:
             try:
-                self._generations[item.id] = self._generate(item)
+                if self.shared is None:
+                    self._generations[item.id] = self._generate(item)
+                else:  # made once per run, whichever process needs it first
+                    owner = self.identity.digest if self.identity else self.settings.device
+                    gen, _ = self.shared.get_or_make(f"{owner}|{item.id}",
+                                                     lambda: self._generate(item))
+                    self._generations[item.id] = gen  # type: ignore[assignment]
             except GenerationFailed as exc:
                 self._failures[item.id] = exc
                 raise
@@ -565,6 +574,7 @@ class ConformanceSession:
             "load_seconds": round(st.load_seconds, 3),
             "generations": st.generations,
             "generate_seconds": round(st.generate_seconds, 3),
+            "reused": self.shared.reused if self.shared is not None else 0,
             "loaded": list(st.loaded),
             "denoiser_bytes": dict(st.denoiser_bytes),
         }
@@ -588,10 +598,10 @@ class ConformanceSession:
 def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum per-process runner stats (xdist workers)."""
     out: dict[str, Any] = {"model_loads": 0, "load_seconds": 0.0, "generations": 0,
-                           "generate_seconds": 0.0, "loaded": [], "denoiser_bytes": {},
-                           "processes": len(parts)}
+                           "generate_seconds": 0.0, "reused": 0, "loaded": [],
+                           "denoiser_bytes": {}, "processes": len(parts)}
     for p in parts:
-        for k in ("model_loads", "load_seconds", "generations", "generate_seconds"):
+        for k in ("model_loads", "load_seconds", "generations", "generate_seconds", "reused"):
             out[k] += p.get(k, 0)
         out["loaded"] += p.get("loaded", [])
         out["denoiser_bytes"].update(p.get("denoiser_bytes", {}))

@@ -7,6 +7,7 @@ with a small case file (32x32, 2 steps) so each run takes about a second.
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -568,3 +569,21 @@ def test_plugin_leaves_torch_settings_alone_in_a_foreign_run(pytester):
     torch.use_deterministic_algorithms(False)
     r = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     r.assert_outcomes(passed=1)
+
+
+def test_two_workers_make_the_generations_of_one(run, tmp_path):
+    """-n 2 makes exactly the generations -n 0 makes (the fidelity item's fp32 reference is
+    read from the other worker's generation, not made again) and gives the same bits."""
+    modules = ("test_golden.py", "test_repeatability.py", "test_fidelity.py")
+    serial = run("--model", "tiny-sd", "--record", modules=modules)
+    one = results_of(serial)
+    shutil.rmtree(serial.golden)
+    parallel = run("--model", "tiny-sd", "--record", "-n", "2", "--dist", "loadgroup",
+                   modules=modules)
+    two = results_of(parallel)
+    assert two["stats"]["processes"] == 2
+    assert two["stats"]["generations"] == one["stats"]["generations"]
+    assert two["stats"]["reused"] >= 1
+    sha = {(o["id"], o["check"]): o["pixel_sha256"] for o in one["outcomes"]}
+    assert {(o["id"], o["check"]): o["pixel_sha256"] for o in two["outcomes"]} == sha
+    parallel.stdout.fnmatch_lines(["*reused from another process: *, processes: 2*"])
