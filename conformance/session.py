@@ -54,10 +54,19 @@ class Settings:
     deviations_path: Path | None = None
 
     def command_flags(self) -> list[str]:
-        """Flags that reproduce this session's generation settings."""
+        """Flags that reproduce what this session generated and what it compared with:
+        every setting that differs from its default."""
         flags = ["--device", self.device, "--threads", str(self.threads)]
-        if self.cases_path:
-            flags += ["--cases", str(self.cases_path)]
+        default = Settings()
+        for flag, value, default_value in (
+            ("--cases", self.cases_path, default.cases_path),
+            ("--golden-dir", self.golden_dir, default.golden_dir),
+            ("--tolerances", self.tolerances_path, default.tolerances_path),
+            ("--deviations", self.deviations_path, default.deviations_path),
+            ("--reference-class", self.reference_class, default.reference_class),
+        ):
+            if value is not None and value != default_value:
+                flags += [flag, str(value)]
         return flags
 
 
@@ -520,6 +529,7 @@ class ConformanceSession:
         if variant:
             out = out / variant
         out.mkdir(parents=True, exist_ok=True)
+        base = self.artifacts_dir.parent
         paths = {}
         for name, image in (
             ("actual", actual),
@@ -528,7 +538,8 @@ class ConformanceSession:
         ):
             path = out / f"{name}.png"
             path.write_bytes(encode_png(image))
-            paths[name] = str(path)
+            # relative to the results file's folder: results and images move together
+            paths[name] = path.relative_to(base).as_posix()
         return paths
 
     def _explain(
@@ -555,8 +566,10 @@ class ConformanceSession:
             + (f"{step} of {n_steps}" if step is not None else "none (latents equal at every step)")
         )
         if artifacts:
+            base = self.artifacts_dir.parent
             lines.append(
-                "  images: " + ", ".join(f"{k}={v}" for k, v in artifacts.items())
+                "  images: " + ", ".join(f"{k}={_display_path(base / v)}"
+                                         for k, v in artifacts.items())
             )
         lines.append(
             f"  case: model={case.model} seed={case.seed} steps={case.steps} "
@@ -593,6 +606,14 @@ class ConformanceSession:
         tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         tmp.replace(path)
         return path
+
+
+def _display_path(path: Path) -> str:
+    """``path`` relative to the working directory when it is below it (for messages)."""
+    try:
+        return path.resolve().relative_to(Path.cwd().resolve()).as_posix()
+    except ValueError:
+        return str(path)
 
 
 def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:

@@ -243,12 +243,15 @@ def test_failure_shows_metrics_artifacts_step_and_reproduce(run, tmp_path):
     ])
     own = by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]
     assert own["status"] == "failed" and own["tier"] == "exact"
+    # every option that changes what is compared is in the reproducing command
+    assert f"--golden-dir {tmp_path / 'golden'}" in own["reproduce"]
+    assert f"--cases {tmp_path / 'cases.toml'}" in own["reproduce"]
     for path in own["artifacts"].values():
-        assert path.endswith(".png")
+        assert path.endswith(".png") and path.startswith("artifacts/")  # results-relative
         assert (r.results_path.parent / "artifacts").exists()
     from PIL import Image
 
-    assert Image.open(own["artifacts"]["diff"]).size == (32, 32)
+    assert Image.open(r.results_path.parent / own["artifacts"]["diff"]).size == (32, 32)
 
 
 def test_stale_golden_is_an_error_not_a_skip(run, tmp_path):
