@@ -64,6 +64,20 @@ def record(out: Path, cfg: tuple[str, str | None, int], extra: list[str]) -> flo
     return seconds
 
 
+def probe(out: Path, cfg: tuple[str, str | None, int]) -> None:
+    """This configuration's identity with the current battery (``conformance fingerprint``),
+    kept beside its golden set: the images do not depend on the battery, the digests do."""
+    aten, onednn, threads = cfg
+    env = dict(os.environ, ATEN_CPU_CAPABILITY=aten)
+    env.pop("ONEDNN_MAX_CPU_ISA", None)
+    if onednn:
+        env["ONEDNN_MAX_CPU_ISA"] = onednn
+    proc = subprocess.run(["conformance", "fingerprint", "--threads", str(threads)], env=env,
+                          capture_output=True, text=True, check=True)
+    (out / _name(cfg) / "identity.json").write_text(
+        json.dumps(json.loads(proc.stdout)["identity"], indent=1) + "\n")
+
+
 def _sets(root: Path) -> dict[str, dict]:
     """{column name: {"identity": ..., "images": {item id: pixel sha}}} for every set."""
     out: dict[str, dict] = {}
@@ -73,6 +87,9 @@ def _sets(root: Path) -> dict[str, dict]:
         col = out.setdefault(root.parent.name if root.name == "golden" else root.name,
                              {"identity": {}, "probes": {}, "images": {}})
         col["identity"][data["model"]] = ident
+        fresh = root.parent / "identity.json"
+        if fresh.is_file():  # measured again with the current battery
+            ident = json.loads(fresh.read_text())
         col["probes"] = ident.get("probes") or col["probes"]
         col["digests"] = ident.get("precision_digests")
         for key, entry in data["entries"].items():
@@ -136,18 +153,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--extra", type=Path, action="append", default=[],
                    help="another golden root to compare (images; probes where it has them)")
     p.add_argument("--analyse-only", action="store_true")
+    p.add_argument("--probe-only", action="store_true",
+                   help="measure every configuration's identity again (current battery), "
+                   "keep the recorded images, then analyse")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
     configs = [_config(c) for c in args.configs.split(";") if c.strip()]
     args.out.mkdir(parents=True, exist_ok=True)
     extra = [a for a in args.pytest_args if a != "--"]
-    if not args.analyse_only:
+    if args.probe_only:
+        for cfg in configs:
+            probe(args.out, cfg)
+    elif not args.analyse_only:
         start = time.perf_counter()
         single = [c for c in configs if c[2] == 1]
         with ThreadPoolExecutor(max(1, args.jobs)) as pool:
             list(pool.map(lambda c: record(args.out, c, extra), single))
         for cfg in (c for c in configs if c[2] != 1):
             record(args.out, cfg, extra)
+        for cfg in configs:
+            probe(args.out, cfg)
         print(f"recorded {len(configs)} configurations in {time.perf_counter() - start:.0f} s")
     roots = [args.out / _name(c) / "golden" for c in configs] + list(args.extra)
     result = analyse([r for r in roots if r.is_dir()])

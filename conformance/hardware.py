@@ -299,7 +299,23 @@ def command_line() -> str:
         program = "conformance"
     elif sys.argv[0].endswith(os.path.join("pytest", "__main__.py")):
         program = "pytest"
-    return " ".join([program, *sys.argv[1:]])
+    return " ".join([program, *(_relative(a) for a in sys.argv[1:])])
+
+
+def _relative(arg: str) -> str:
+    """An absolute path below the working directory, as a relative one (``--opt=PATH``
+    too): provenance should not carry the recording user's home folder."""
+    prefix, sep, value = arg.partition("=") if arg.startswith("--") else ("", "", arg)
+    if not os.path.isabs(value):
+        return arg
+    cwd = os.getcwd()
+    try:
+        if os.path.commonpath([cwd, value]) != cwd:
+            return arg
+    except ValueError:
+        return arg
+    rel = os.path.relpath(value, cwd)
+    return f"{prefix}{sep}{rel}" if sep else rel
 
 
 def format_fingerprint(fp: dict[str, Any]) -> list[str]:

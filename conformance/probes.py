@@ -176,6 +176,10 @@ BATTERY: tuple[Probe, ...] = (
     Probe("linear-77x64x64", _ALL, _linear((77, 64), 64), "GEMM"),
     Probe("linear-256x64x256", _ALL, _linear((256, 64), 256), "GEMM"),
     Probe("linear-1024x32x32", _ALL, _linear((1024, 32), 32), "GEMM"),
+    # tiny-flux's single-block output projection (attention + MLP concatenated: K = 1280):
+    # oneDNN takes its AVX512-BF16 kernels only from such a K on
+    Probe("linear-48x1280x256", _ALL, _linear((48, 1280), 256), "GEMM"),
+    Probe("linear-48x512x256", _ALL, _linear((48, 512), 256), "GEMM"),
     Probe("bmm-16x64x4x77", _ALL, _bmm(16, 64, 4, 77), "GEMM"),
     Probe("conv3x3-32x64-16", _ALL, _conv(32, 64, 16, 3), "conv"),
     Probe("conv3x3-4x32-8", _ALL, _conv(4, 32, 8, 3), "conv"),
@@ -234,12 +238,12 @@ class ProbeResult:
 def run_battery(device: str = "cpu", seed: int = 20261202) -> ProbeResult:
     """Run every probe in every dtype it takes on ``device``; an operator the device cannot
     run in a dtype is recorded as ``error: <Type>`` (that, too, separates machines)."""
+    import diffusers.quantizers.gguf.utils  # noqa: F401
     import torch
 
     # What the GGUF probes import (diffusers, gguf-py, the quantizer) is loaded before the
     # clock starts: a conformance run has imported it anyway.
     import conformance.quant.ggml  # noqa: F401
-    import diffusers.quantizers.gguf.utils  # noqa: F401
 
     start = time.perf_counter()
     digests: dict[str, str] = {}
@@ -250,7 +254,7 @@ def run_battery(device: str = "cpu", seed: int = 20261202) -> ProbeResult:
                 key = probe_key(probe, dtype)
                 try:
                     digests[key] = _digest(probe.run(make, getattr(torch, dtype), device))
-                except Exception as exc:  # noqa: BLE001 - the failure is the measurement
+                except Exception as exc:
                     digests[key] = f"error: {type(exc).__name__}"
     return ProbeResult(digests, round(time.perf_counter() - start, 4))
 

@@ -30,7 +30,6 @@ from conformance.report.results import Check, Outcome, Status, results_document
 from conformance.tolerances import Tier, Tolerances, load_tolerances
 from conformance.trace import first_divergent_step, step_deltas
 
-
 #: The golden set every machine is compared with at the perceptual tier: the embedded
 #: models recorded on an AMD EPYC with ATen's portable (non-vectorised) kernels.
 REFERENCE_CLASS = "cpu-amd-default+bf16"
@@ -178,7 +177,7 @@ class ConformanceSession:
                 item)
         except (ModelUnavailable, ConformanceInputError):
             raise
-        except Exception as exc:  # noqa: BLE001 - reported as an ERROR outcome
+        except Exception as exc:
             raise GenerationFailed(item, self.settings.device, exc) from exc
 
     # -- the check ---------------------------------------------------------------------

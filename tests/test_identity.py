@@ -384,3 +384,13 @@ def test_schema_1_sets_are_refused_by_the_store_with_the_fix(tmp_path):
     old = _legacy_root(tmp_path)
     with pytest.raises(Exception, match="conformance migrate"):
         GoldenStore(old).manifest("tiny-sd", "cpu-avx512")
+
+
+def test_command_line_records_paths_below_the_working_directory_relative(monkeypatch, tmp_path):
+    from conformance.hardware import command_line
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["/x/bin/conformance", "record", "--out",
+                                      str(tmp_path / "g"), f"--results={tmp_path}/r.json",
+                                      "/etc/elsewhere", "-k", "own"])
+    assert command_line() == "conformance record --out g --results=r.json /etc/elsewhere -k own"

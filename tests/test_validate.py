@@ -18,7 +18,6 @@ from PIL import Image
 from conformance.cases import Case, Item, Resolution
 from conformance.cli import main
 from conformance.golden import MANIFEST, GoldenStore
-
 from tests.identities import identity_for
 
 OTHER = "cpu-amd-avx2"
@@ -202,7 +201,8 @@ CORPUS = [
     ("diverges from the reference class",
      lambda r: GoldenStore(r).record(_item("dot", 1), OTHER, 255 - _image(1), [], FP, "t", "c",
                                      force=True, identity=identity_for(OTHER, FP)),
-     "differs from the cpu-amd-default+bf16 golden beyond the perceptual tier", "dot-16x8-fp32.png"),
+     "differs from the cpu-amd-default+bf16 golden beyond the perceptual tier",
+     "dot-16x8-fp32.png"),
     ("set names no identity",
      lambda r: manifest_edit(r, lambda d, e: d.update(identity=None)),
      "names no identity", MANIFEST),
