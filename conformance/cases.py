@@ -26,7 +26,6 @@ the key.
 from __future__ import annotations
 
 import re
-import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,19 +35,27 @@ from conformance import PACKAGE_DIR
 from conformance.errors import CaseFileError, type_name
 from conformance.models import MODELS, Family
 from conformance.precision import PRECISIONS
+from conformance.safeio import (
+    CASES_LIMIT,
+    load_toml,
+    require_float,
+    require_int,
+    require_str,
+    show,
+)
 from conformance.schedulers import SCHEDULERS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 SCHEMA_VERSION = 1
 DEFAULT_CASES = PACKAGE_DIR / "cases.toml"
 
-_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-_RESOLUTION = re.compile(r"^(\d{1,5})x(\d{1,5})$")
+_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # used with fullmatch: no trailing newline
+_RESOLUTION = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")  # ASCII digits only
 _MAX_SEED = 2**63 - 1
+#: caps on the shape of a case file (generous: the shipped ones have a dozen cases)
+MAX_CASES = 4096
+MAX_RESOLUTIONS = 64
+MAX_PROMPT = 2048
+MAX_STEPS = 1000
 
 
 @dataclass(frozen=True, order=True)
@@ -60,9 +67,12 @@ class Resolution:
 
     @classmethod
     def parse(cls, text: str) -> Resolution:
-        match = _RESOLUTION.match(text.strip())
+        match = _RESOLUTION.fullmatch(text.strip(" ")) if isinstance(text, str) else None
         if not match or int(match[1]) == 0 or int(match[2]) == 0:
-            raise ValueError(f"{text!r} is not a resolution; write WIDTHxHEIGHT, e.g. 64x64")
+            raise ValueError(
+                f"{show(text)} is not a resolution; write WIDTHxHEIGHT with sides of 1 to "
+                "99999 pixels in digits 0-9, e.g. 64x64"
+            )
         return cls(int(match[1]), int(match[2]))
 
     def __str__(self) -> str:
@@ -144,17 +154,80 @@ class CaseSet:
                     out.append(Item(case, res, prec))
         return out
 
+    def filter_problem(
+        self,
+        models: Sequence[str] | None = None,
+        precisions: Sequence[str] | None = None,
+        resolutions: Sequence[Resolution] | None = None,
+    ) -> str | None:
+        """Why the filters select no item (naming the flag, the value and what the case
+        file offers), or ``None`` when they select at least one."""
+        if self.items(models, precisions, resolutions):
+            return None
+        cases = [c for c in self.cases if models is None or c.model in models]
+        if not cases:
+            used = sorted({c.model for c in self.cases})
+            return (
+                f"--model {','.join(models or ())}: no case in {self.path} uses "
+                f"{'it' if len(models or ()) == 1 else 'them'}; the cases use "
+                f"{', '.join(used)}"
+            )
+        selected = sorted({c.model for c in cases})
+        if resolutions is not None:
+            listed = {r for c in cases for r in c.resolutions}
+            for res in resolutions:
+                if res in listed:
+                    continue
+                problems = [
+                    MODELS[m].check_resolution(res.width, res.height) for m in selected
+                ]
+                if all(problems):
+                    why = "; ".join(p for p in problems if p)
+                    return f"--resolution {res}: no selected model can take it ({why})"
+            if not listed & set(resolutions):
+                offered = ", ".join(str(r) for r in sorted(listed))
+                return (
+                    f"--resolution {','.join(str(r) for r in resolutions)}: no case of "
+                    f"{', '.join(selected)} in {self.path} lists it; they list {offered}"
+                )
+        if precisions is not None:
+            listed_prec = {p for c in cases for p in c.precisions}
+            if not listed_prec & set(precisions):
+                return (
+                    f"--precision {','.join(precisions)}: no case of {', '.join(selected)} "
+                    f"in {self.path} lists it; they list "
+                    f"{', '.join(p for p in PRECISIONS if p in listed_prec)}"
+                )
+        return (
+            f"no conformance items in {self.path} match the filters together (--model "
+            f"{','.join(models) if models else 'any'}, --precision "
+            f"{','.join(precisions) if precisions else 'any'}, --resolution "
+            f"{','.join(str(r) for r in resolutions) if resolutions else 'any'}): no case "
+            "lists that precision at that resolution"
+        )
 
-_CASE_KEYS = {
-    "model": str,
-    "prompt": str,
-    "negative_prompt": str,
-    "seed": int,
-    "steps": int,
-    "scheduler": str,
-    "guidance_scale": float,
-    "resolutions": list,
-    "precisions": list,
+
+_CASE_KEYS = (
+    "model",
+    "prompt",
+    "negative_prompt",
+    "seed",
+    "steps",
+    "scheduler",
+    "guidance_scale",
+    "resolutions",
+    "precisions",
+)
+_KEY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "model": (str, "a string"),
+    "prompt": (str, "a string"),
+    "negative_prompt": (str, "a string"),
+    "scheduler": (str, "a string"),
+    "seed": (int, "an integer"),
+    "steps": (int, "an integer"),
+    "guidance_scale": ((int, float), "a number"),
+    "resolutions": (list, "an array of strings"),
+    "precisions": (list, "an array of strings"),
 }
 _REQUIRED = ("model", "prompt", "seed", "steps", "scheduler", "guidance_scale")
 _TOP_KEYS = ("schema_version", "axes", "cases")
@@ -164,16 +237,7 @@ _AXES_KEYS = ("resolutions", "precisions")
 def load_cases(path: str | Path | None = None) -> CaseSet:
     """Read and validate a case file (the packaged default when ``path`` is None)."""
     path = Path(path) if path is not None else DEFAULT_CASES
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise CaseFileError(path, f"cannot read case file: {exc.strerror or exc}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise CaseFileError(path, "is not UTF-8 text") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise CaseFileError(path, f"invalid TOML: {exc}") from None
+    data = load_toml(path, "case file", CASES_LIMIT, error=CaseFileError)
     return parse_cases(data, path)
 
 
@@ -182,12 +246,12 @@ def parse_cases(data: dict[str, Any], path: Path) -> CaseSet:
     for key in data:
         if key not in _TOP_KEYS:
             raise CaseFileError(
-                path, f"unknown top-level key {key!r}; accepted: {', '.join(_TOP_KEYS)}"
+                path, f"unknown top-level key {show(key)}; accepted: {', '.join(_TOP_KEYS)}"
             )
     version = data.get("schema_version")
-    if version != SCHEMA_VERSION:
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise CaseFileError(
-            path, f"schema_version is {version!r}; this version reads schema_version = 1"
+            path, f"schema_version is {show(version)}; this version reads schema_version = 1"
         )
     axes = data.get("axes", {})
     if not isinstance(axes, dict):
@@ -195,13 +259,17 @@ def parse_cases(data: dict[str, Any], path: Path) -> CaseSet:
     for key in axes:
         if key not in _AXES_KEYS:
             raise CaseFileError(
-                path, f"[axes]: unknown key {key!r}; accepted: {', '.join(_AXES_KEYS)}"
+                path, f"[axes]: unknown key {show(key)}; accepted: {', '.join(_AXES_KEYS)}"
             )
     default_res = _resolutions(axes.get("resolutions", []), path, "[axes]")
     default_prec = _precisions(axes.get("precisions", ["fp32"]), path, "[axes]")
     cases_table = data.get("cases")
     if not isinstance(cases_table, dict) or not cases_table:
         raise CaseFileError(path, "no cases: add at least one [cases.NAME] table")
+    if len(cases_table) > MAX_CASES:
+        raise CaseFileError(
+            path, f"{len(cases_table)} cases; a case file holds at most {MAX_CASES}"
+        )
     cases = tuple(
         _parse_case(name, body, path, default_res, default_prec)
         for name, body in cases_table.items()
@@ -216,8 +284,8 @@ def _parse_case(
     default_res: tuple[Resolution, ...],
     default_prec: tuple[str, ...],
 ) -> Case:
-    where = f"case {name!r}"
-    if not _NAME.match(name):
+    where = f"case {show(name)}"
+    if not _NAME.fullmatch(name):
         raise CaseFileError(
             path,
             f"{where}: the name must be lower-case letters, digits and '-', "
@@ -226,59 +294,63 @@ def _parse_case(
     if not isinstance(body, dict):
         raise CaseFileError(path, f"{where} must be a table, not {type_name(body)}")
     for key, value in body.items():
-        expected = _CASE_KEYS.get(key)
-        if expected is None:
+        if key not in _CASE_KEYS:
             raise CaseFileError(
-                path, f"{where}: unknown key {key!r}; accepted: {', '.join(_CASE_KEYS)}"
+                path, f"{where}: unknown key {show(key)}; accepted: {', '.join(_CASE_KEYS)}"
             )
-        ok = isinstance(value, expected) and not isinstance(value, bool)
-        if expected is float:
-            ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not ok:
+        expected, what = _KEY_TYPES[key]
+        if isinstance(value, bool) or not isinstance(value, expected):
             raise CaseFileError(
-                path,
-                f"{where}: key {key!r} must be {type_name(expected())}, "
-                f"not {type_name(value)} ({value!r})",
+                path, f"{where}: key {key!r} must be {what}, not {type_name(value)} "
+                f"({show(value)})"
             )
     for key in _REQUIRED:
         if key not in body:
             raise CaseFileError(path, f"{where}: missing required key {key!r}")
 
-    model = MODELS.get(body["model"])
+    def key(name: str) -> str:
+        return f"{where}: key {name!r}"
+
+    def text(name: str, default: str | None = None, allow_empty: bool = True) -> str:
+        value = body.get(name, default)
+        return require_str(value, path, what=key(name), max_len=MAX_PROMPT,
+                           allow_empty=allow_empty, error=CaseFileError)
+
+    model_name = text("model")
+    model = MODELS.get(model_name)
     if model is None:
         raise CaseFileError(
             path,
-            f"{where}: key 'model': unknown model {body['model']!r}; "
+            f"{key('model')}: unknown model {show(model_name)}; "
             f"known: {', '.join(sorted(MODELS))}",
         )
-    scheduler = SCHEDULERS.get(body["scheduler"])
+    scheduler_name = text("scheduler")
+    scheduler = SCHEDULERS.get(scheduler_name)
     if scheduler is None:
         raise CaseFileError(
             path,
-            f"{where}: key 'scheduler': unknown scheduler {body['scheduler']!r}; "
+            f"{key('scheduler')}: unknown scheduler {show(scheduler_name)}; "
             f"accepted: {', '.join(SCHEDULERS)}",
         )
     if model.family not in scheduler.families:
         fits = [s.name for s in SCHEDULERS.values() if model.family in s.families]
         raise CaseFileError(
             path,
-            f"{where}: key 'scheduler': {scheduler.name!r} does not fit {model.name} "
+            f"{key('scheduler')}: {scheduler.name!r} does not fit {model.name} "
             f"({model.family.value} family); accepted: {', '.join(fits)}",
         )
-    seed, steps, guidance = body["seed"], body["steps"], float(body["guidance_scale"])
-    if not 0 <= seed <= _MAX_SEED:
-        raise CaseFileError(path, f"{where}: key 'seed': {seed} is outside 0..2**63-1")
-    if not 1 <= steps <= 1000:
-        raise CaseFileError(path, f"{where}: key 'steps': {steps} is outside 1..1000")
-    if not 0.0 <= guidance <= 100.0:
-        raise CaseFileError(
-            path, f"{where}: key 'guidance_scale': {guidance} is outside 0..100"
-        )
-    negative = body.get("negative_prompt", "")
+    prompt = text("prompt", allow_empty=False)
+    seed = require_int(body["seed"], path, what=key("seed"), lo=0, hi=_MAX_SEED,
+                       error=CaseFileError)
+    steps = require_int(body["steps"], path, what=key("steps"), lo=1, hi=MAX_STEPS,
+                        error=CaseFileError)
+    guidance = require_float(body["guidance_scale"], path, what=key("guidance_scale"),
+                             lo=0.0, hi=100.0, error=CaseFileError)
+    negative = text("negative_prompt", "")
     if negative and model.family is Family.FLUX:
         raise CaseFileError(
             path,
-            f"{where}: key 'negative_prompt': {model.name} ({model.family.value} family) "
+            f"{key('negative_prompt')}: {model.name} ({model.family.value} family) "
             "uses distilled guidance and takes no negative prompt; remove the key",
         )
     resolutions = _resolutions(body.get("resolutions", default_res), path, where)
@@ -289,12 +361,12 @@ def _parse_case(
     for res in resolutions:
         problem = model.check_resolution(res.width, res.height)
         if problem:
-            raise CaseFileError(path, f"{where}: key 'resolutions': {res}: {problem}")
+            raise CaseFileError(path, f"{key('resolutions')}: {res}: {problem}")
     precisions = _precisions(body.get("precisions", default_prec), path, where)
     return Case(
         name=name,
         model=model.name,
-        prompt=body["prompt"],
+        prompt=prompt,
         negative_prompt=negative,
         seed=seed,
         steps=steps,
@@ -306,7 +378,7 @@ def _parse_case(
 
 
 def _resolutions(values: Any, path: Path, where: str) -> tuple[Resolution, ...]:
-    values = _string_list(values, path, where, "resolutions")
+    values = _string_list(values, path, where, "resolutions", MAX_RESOLUTIONS)
     out = []
     for text in values:
         try:
@@ -317,12 +389,12 @@ def _resolutions(values: Any, path: Path, where: str) -> tuple[Resolution, ...]:
 
 
 def _precisions(values: Any, path: Path, where: str) -> tuple[str, ...]:
-    values = _string_list(values, path, where, "precisions")
+    values = _string_list(values, path, where, "precisions", len(PRECISIONS))
     for name in values:
         if name not in PRECISIONS:
             raise CaseFileError(
                 path,
-                f"{where}: key 'precisions': unknown precision {name!r}; "
+                f"{where}: key 'precisions': unknown precision {show(name)}; "
                 f"accepted: {', '.join(PRECISIONS)}",
             )
     if not values:
@@ -330,18 +402,22 @@ def _precisions(values: Any, path: Path, where: str) -> tuple[str, ...]:
     return _unique(values, path, where, "precisions")
 
 
-def _string_list(values: Any, path: Path, where: str, key: str) -> list[str]:
+def _string_list(values: Any, path: Path, where: str, key: str, most: int) -> list[str]:
     if isinstance(values, tuple):  # already-parsed defaults
         return [str(v) for v in values]
     if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
         raise CaseFileError(path, f"{where}: key {key!r} must be an array of strings")
+    if len(values) > most:
+        raise CaseFileError(
+            path, f"{where}: key {key!r} lists {len(values)} values; at most {most}"
+        )
     return values
 
 
 def _unique(values: Iterable[Any], path: Path, where: str, key: str) -> tuple[Any, ...]:
-    seen: list[Any] = []
+    seen: dict[Any, None] = {}
     for value in values:
         if value in seen:
             raise CaseFileError(path, f"{where}: key {key!r} lists {value} twice")
-        seen.append(value)
+        seen[value] = None
     return tuple(seen)

@@ -60,6 +60,9 @@ def _cases(args: argparse.Namespace) -> int:
     from conformance.cases import load_cases
 
     case_set = load_cases(args.cases)
+    problem = case_set.filter_problem(args.model, args.precision, args.resolution)
+    if problem:
+        raise ConformanceInputError(case_set.path, problem)
     items = case_set.items(args.model, args.precision, args.resolution)
     for item in items:
         print(item.id)

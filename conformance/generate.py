@@ -163,7 +163,7 @@ class Runner:
         self._scheduler_configs: dict[tuple[str, str], Any] = {}
 
     def model_path(self, spec: ModelSpec) -> Path:
-        return spec.path(self.fixtures_dir)
+        return spec.verified_path(self.fixtures_dir)  # shipped checksums, once per process
 
     def pipeline(self, model: str, precision: str) -> Any:
         """The pipeline for (model, precision), loaded on first use."""
@@ -200,7 +200,7 @@ class Runner:
         self.stats.denoiser_bytes[f"{spec.name}/{precision_name}"] = size
         pipe = DiffusionPipeline.from_pretrained(
             str(path), **{_DTYPE_KWARG: precision.torch_dtype()}, local_files_only=True,
-            **overrides,
+            use_safetensors=True, **overrides,
         )
         if precision.kind is Kind.FP8_STORAGE:
             getattr(pipe, spec.family.denoiser).enable_layerwise_casting(

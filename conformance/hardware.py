@@ -30,7 +30,7 @@ _CLASS = re.compile(
     r"|cuda-sm\d+|rocm-[a-z0-9_]+|mps|xpu)"
 )
 _MAX_CLASS = 80
-_DEVICE = re.compile(r"^(cpu|cuda(:\d+)?|mps|xpu(:\d+)?)$")
+_DEVICE = re.compile(r"(cpu|cuda(:[0-9]{1,3})?|mps|xpu(:[0-9]{1,3})?)")
 
 DEVICE_FORMS = "cpu, cuda, cuda:N, mps, xpu, xpu:N"
 
@@ -63,7 +63,7 @@ class HardwareClass:
 def parse_device(text: str) -> str:
     """Validate the *form* of a device string (availability is checked separately)."""
     value = text.strip().lower()
-    if not _DEVICE.match(value):
+    if not _DEVICE.fullmatch(value):
         raise ValueError(f"{text!r} is not a device; accepted: {DEVICE_FORMS}")
     return value
 

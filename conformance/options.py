@@ -2,7 +2,9 @@
 
 Each option's ``type`` function rejects bad values at parse time with a message that names
 the value and what is accepted (argparse prefixes the flag). :func:`resolve` applies
-command line > ini file > default in one place.
+command line > ini file > default in one place. :func:`check_results_target` and
+:func:`check_record_target` check, before any work, that what a run will write can be
+written.
 """
 
 from __future__ import annotations
@@ -16,12 +18,36 @@ from typing import Any
 
 from conformance import PROJECT_ROOT
 from conformance.cases import Resolution
+from conformance.errors import ConformanceInputError
 from conformance.hardware import HardwareClass, parse_device
 from conformance.models import MODELS
 from conformance.precision import PRECISIONS
+from conformance.safeio import regular_file_problem, require_int, require_str, show
+
+MAX_THREADS = 1024
+#: the longest value any option takes (a comma list of every model, a long path)
+MAX_VALUE = 4096
+MAX_LIST = 64
+
+
+class _Refused(ConformanceInputError):
+    """A bad option value; turned into ``argparse.ArgumentTypeError`` below."""
+
+
+def _text(text: Any, what: str) -> str:
+    """One line of printable text (no control characters, at most MAX_VALUE long)."""
+    try:
+        return require_str(text, "value", what=what, max_len=MAX_VALUE, error=_Refused)
+    except _Refused as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def _device(text: str) -> str:
+    _text(text, "the device")
+    if not text.isascii():
+        raise argparse.ArgumentTypeError(
+            f"{show(text)} is not a device; write it in ASCII, e.g. cpu, cuda:0"
+        )
     try:
         return parse_device(text)
     except ValueError as exc:
@@ -30,23 +56,36 @@ def _device(text: str) -> str:
 
 def _threads(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1 or value > 1024:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a thread count; use an integer >= 1")
-    return value
+        return require_int(text, "value", what="the thread count", lo=1, hi=MAX_THREADS,
+                           error=_Refused)
+    except _Refused:
+        raise argparse.ArgumentTypeError(
+            f"{show(text)} is not a thread count; use an integer 1..{MAX_THREADS} in digits 0-9"
+        ) from None
+
+
+def _split(text: str, what: str) -> list[str]:
+    values = [v.strip(" ") for v in _text(text, f"the {what} list").split(",")]
+    values = [v for v in values if v]
+    if len(values) > MAX_LIST:
+        raise argparse.ArgumentTypeError(
+            f"{len(values)} {what} values; at most {MAX_LIST}"
+        )
+    for v in values:
+        if values.count(v) > 1:
+            raise argparse.ArgumentTypeError(f"{what} list names {show(v)} twice")
+    return values
 
 
 def _choice_list(choices: dict[str, Any], what: str) -> Callable[[str], tuple[str, ...]]:
     def parse(text: str) -> tuple[str, ...]:
-        values = tuple(v.strip() for v in text.split(",") if v.strip())
+        values = tuple(_split(text, what))
         if not values:
             raise argparse.ArgumentTypeError(f"empty {what} list; accepted: {', '.join(choices)}")
         for v in values:
             if v not in choices:
                 raise argparse.ArgumentTypeError(
-                    f"unknown {what} {v!r}; accepted: {', '.join(choices)}"
+                    f"unknown {what} {show(v)}; accepted: {', '.join(choices)}"
                 )
         return values
 
@@ -54,26 +93,55 @@ def _choice_list(choices: dict[str, Any], what: str) -> Callable[[str], tuple[st
 
 
 def _resolutions(text: str) -> tuple[Resolution, ...]:
-    values = [v.strip() for v in text.split(",") if v.strip()]
+    values = _split(text, "resolution")
     if not values:
         raise argparse.ArgumentTypeError("empty resolution list; write e.g. 64x64,96x96")
     try:
-        return tuple(Resolution.parse(v) for v in values)
+        parsed = tuple(Resolution.parse(v) for v in values)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+    if len(set(parsed)) != len(parsed):
+        raise argparse.ArgumentTypeError("the resolution list names one resolution twice")
+    return parsed
 
 
 def _hardware_class(text: str) -> str:
+    _text(text, "the hardware class")
     try:
-        return HardwareClass(text.strip()).name
+        return HardwareClass(text.strip(" ")).name
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _path(text: str, what: str) -> Path:
+    if not isinstance(text, str) or not text.strip(" "):
+        raise argparse.ArgumentTypeError(f"empty {what} path")
+    if "\x00" in text:
+        raise argparse.ArgumentTypeError(f"{show(text)}: the path contains a NUL character")
+    return Path(_text(text, f"the {what} path"))
+
+
 def _existing_file(text: str) -> Path:
-    path = Path(text)
-    if not path.is_file():
-        raise argparse.ArgumentTypeError(f"{text!r} is not an existing file")
+    path = _path(text, "file")
+    problem = regular_file_problem(path)
+    if problem:
+        raise argparse.ArgumentTypeError(f"{show(text)} is not an existing file ({problem})")
+    return path
+
+
+def _directory(text: str) -> Path:
+    path = _path(text, "directory")
+    if path.exists() and not path.is_dir():
+        raise argparse.ArgumentTypeError(f"{show(text)} exists and is not a directory")
+    return path
+
+
+def _results_file(text: str) -> Path:
+    path = _path(text, "results")
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(
+            f"{show(text)} is a directory; give a file path, e.g. {path / 'results.json'}"
+        )
     return path
 
 
@@ -103,7 +171,7 @@ OPTIONS: tuple[Option, ...] = (
            _choice_list(PRECISIONS, "precision"), metavar="LIST"),
     Option("resolution", "only these resolutions (comma list of WxH, e.g. 64x64)",
            _resolutions, metavar="LIST"),
-    Option("golden-dir", "golden store root (default: the project's golden/)", Path,
+    Option("golden-dir", "golden store root (default: the project's golden/)", _directory,
            PROJECT_ROOT / "golden", metavar="DIR", ini=True),
     Option("cases", "case file (TOML; default: the packaged conformance/cases.toml)",
            _existing_file, None, metavar="FILE", ini=True),
@@ -112,15 +180,15 @@ OPTIONS: tuple[Option, ...] = (
     Option("deviations", "known-deviations file (TOML; default: conformance/deviations.toml)",
            _existing_file, None, metavar="FILE", ini=True),
     Option("reference-class", "hardware class every other class is compared with at the "
-           "perceptual tier (default: cpu-default)", _hardware_class, "cpu-default",
-           metavar="CLASS", ini=True),
+           "perceptual tier (default: cpu-amd-default+bf16)", _hardware_class,
+           "cpu-amd-default+bf16", metavar="CLASS", ini=True),
     Option("record", "record missing goldens for this machine's hardware class (existing "
            "ones are checked, not replaced)", flag=True),
     Option("force", "with --record: replace existing goldens", flag=True),
     Option("save-images", "write actual / golden / diff images for every item, not only "
            "failures (for the matrix report)", flag=True),
     Option("results", "results JSON to write (default: conformance-results/results.json); "
-           "failure images go to an artifacts/ folder beside it", Path,
+           "failure images go to an artifacts/ folder beside it", _results_file,
            Path("conformance-results") / "results.json", metavar="PATH", ini=True),
 )
 
@@ -158,3 +226,56 @@ def resolve(name: str, cli_value: Any, ini_value: str | None) -> Any:
                 )
                 raise ValueError(f"{where}: {exc}") from None
     return opt.default
+
+
+def _creatable_dir(folder: Path) -> str | None:
+    """Why ``folder`` cannot be used or created to write files in, or ``None``."""
+    probe = folder
+    while True:
+        try:
+            if probe.exists() or probe.is_symlink():
+                break
+        except (OSError, ValueError) as exc:
+            return f"cannot inspect {probe} ({exc})"
+        if probe.parent == probe:
+            break
+        probe = probe.parent
+    if not probe.is_dir():
+        what = "a file" if probe.is_file() else "not a directory"
+        return f"cannot create {folder}: {probe} is {what}"
+    if not os.access(probe, os.W_OK | os.X_OK):
+        return f"cannot write in {probe}: permission denied"
+    return None
+
+
+def check_results_target(path: str | os.PathLike[str]) -> str | None:
+    """Why the results JSON cannot be written at ``path`` (with ``artifacts/`` beside it),
+    or ``None``. Call it before the run starts: nothing is created."""
+    target = Path(path)
+    flag = f"--results {target}"
+    if target.is_dir():
+        return f"{flag}: is a directory; give a file path, e.g. {target / 'results.json'}"
+    if target.exists() or target.is_symlink():
+        problem = regular_file_problem(target)
+        if problem:
+            return f"{flag}: {problem}; give the path of a regular file to write"
+        if not os.access(target, os.W_OK):
+            return f"{flag}: the file is not writable"
+    problem = _creatable_dir(target.parent)
+    if problem:
+        return f"{flag}: {problem}"
+    artifacts = target.parent / "artifacts"
+    if artifacts.exists() and not artifacts.is_dir():
+        return f"{flag}: {artifacts} (where failure images go) exists and is not a directory"
+    return None
+
+
+def check_record_target(golden_dir: str | os.PathLike[str]) -> str | None:
+    """Why goldens cannot be recorded under ``golden_dir``, or ``None`` (nothing is
+    created)."""
+    root = Path(golden_dir)
+    flag = f"--golden-dir {root}"
+    if root.exists() and not root.is_dir():
+        return f"{flag}: exists and is not a directory"
+    problem = _creatable_dir(root)
+    return f"{flag}: {problem}" if problem else None

@@ -84,6 +84,16 @@ def _activate(config: pytest.Config) -> ConformancePlugin:
     try:
         settings = _settings(config)
         cases = load_cases(settings.cases_path)
+        from conformance.options import check_record_target, check_results_target
+
+        problems = [
+            cases.filter_problem(settings.models, settings.precisions, settings.resolutions),
+            check_results_target(settings.results_path),
+            check_record_target(settings.golden_dir) if settings.record else None,
+        ]
+        problems = [p for p in problems if p]
+        if problems:  # found before any generation, not after the last one
+            raise pytest.UsageError("; ".join(problems))
         load_tolerances(settings.tolerances_path)  # reject a bad file before collection
         deviations = load_deviations(settings.deviations_path)
     except (ValueError, ConformanceInputError) as exc:

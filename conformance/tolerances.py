@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import enum
 import math
-import sys
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -29,11 +28,7 @@ from conformance import PACKAGE_DIR
 from conformance.errors import ToleranceFileError, type_name
 from conformance.metrics import Metrics
 from conformance.precision import PRECISIONS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from conformance.safeio import SETTINGS_LIMIT, key_label, load_toml, show
 
 DEFAULT_TOLERANCES = PACKAGE_DIR / "tolerances.toml"
 SCHEMA_VERSION = 1
@@ -119,14 +114,7 @@ class Tolerances:
 
 def load_tolerances(path: str | Path | None = None) -> Tolerances:
     path = Path(path) if path is not None else DEFAULT_TOLERANCES
-    try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ToleranceFileError(path, f"cannot read tolerance file: {exc}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise ToleranceFileError(path, f"invalid TOML: {exc}") from None
+    data = load_toml(path, "tolerance file", SETTINGS_LIMIT, error=ToleranceFileError)
     return parse_tolerances(data, path)
 
 
@@ -139,12 +127,13 @@ def parse_tolerances(data: dict[str, Any], path: Path) -> Tolerances:
             )
         if key not in accepted:
             raise ToleranceFileError(
-                path, f"unknown top-level key {key!r}; accepted: {', '.join(accepted)}"
+                path, f"unknown top-level key {show(key)}; accepted: {', '.join(accepted)}"
             )
-    if data.get("schema_version") != SCHEMA_VERSION:
+    version = data.get("schema_version")
+    if type(version) is not int or version != SCHEMA_VERSION:
         raise ToleranceFileError(
             path,
-            f"schema_version is {data.get('schema_version')!r}; this version reads "
+            f"schema_version is {show(version)}; this version reads "
             f"schema_version = {SCHEMA_VERSION}",
         )
     tiers: dict[Tier, dict[str, Bounds]] = {}
@@ -158,11 +147,11 @@ def parse_tolerances(data: dict[str, Any], path: Path) -> Tolerances:
             raise ToleranceFileError(path, f"[{tier.value}] needs a [{tier.value}.default] table")
         tiers[tier] = {}
         for precision, body in table.items():
-            where = f"[{tier.value}.{precision}]"
+            where = f"[{tier.value}.{key_label(precision)}]"
             if precision != "default" and precision not in PRECISIONS:
                 raise ToleranceFileError(
                     path,
-                    f"{where}: unknown precision {precision!r}; accepted: default, "
+                    f"{where}: unknown precision {show(precision)}; accepted: default, "
                     f"{', '.join(PRECISIONS)}",
                 )
             if not isinstance(body, dict):
@@ -180,7 +169,7 @@ def _parse_ladder(table: Any, path: Path) -> tuple[str, ...]:
     for name in order:
         if name not in PRECISIONS:
             raise ToleranceFileError(
-                path, f"[ladder] order: unknown precision {name!r}; accepted: "
+                path, f"[ladder] order: unknown precision {show(name)}; accepted: "
                 f"{', '.join(PRECISIONS)}"
             )
     if len(set(order)) != len(order):
@@ -194,14 +183,14 @@ def _parse_bounds(body: dict[str, Any], path: Path, where: str) -> Bounds:
         expected = _BOUND_TYPES.get(key)
         if expected is None:
             raise ToleranceFileError(
-                path, f"{where}: unknown key {key!r}; accepted: {', '.join(_BOUND_TYPES)}"
+                path, f"{where}: unknown key {show(key)}; accepted: {', '.join(_BOUND_TYPES)}"
             )
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not numeric or (expected is int and not isinstance(value, int)):
             raise ToleranceFileError(
                 path,
                 f"{where}: key {key!r} must be {'an integer' if expected is int else 'a number'}"
-                f", not {type_name(value)} ({value!r})",
+                f", not {type_name(value)} ({show(value)})",
             )
         lo, hi = _RANGES[key]
         if not lo <= value <= hi or (isinstance(value, float) and math.isnan(value)):

@@ -89,7 +89,7 @@ class MissingPhotoError(FileNotFoundError):
 
 def vae_dir(model: str, fixtures_dir: Path | None = None) -> Path:
     """The VAE directory of registered model ``model`` (``<fixtures>/<model>/vae``)."""
-    return get_model(model).path(fixtures_dir) / "vae"
+    return get_model(model).verified_path(fixtures_dir) / "vae"
 
 
 def precision_dtype(precision: str) -> torch.dtype:
@@ -114,7 +114,7 @@ def load_vae(path: str | Path, dtype: torch.dtype | str) -> AutoencoderKL:
         raise MissingVaeError(path)
     torch_dtype = precision_dtype(dtype) if isinstance(dtype, str) else dtype
     vae = AutoencoderKL.from_pretrained(
-        path, **{dtype_keyword(): torch_dtype}, local_files_only=True
+        path, **{dtype_keyword(): torch_dtype}, local_files_only=True, use_safetensors=True
     )
     vae.eval()
     vae.requires_grad_(False)

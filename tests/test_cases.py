@@ -69,12 +69,12 @@ def test_case_overrides_axes(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (("seed = 1", 'seed = "1"'), r"case 'one': key 'seed' must be integer, not string"),
-        (("seed = 1", "seed = true"), r"key 'seed' must be integer, not boolean"),
+        (("seed = 1", 'seed = "1"'), r"case 'one': key 'seed' must be an integer, not string"),
+        (("seed = 1", "seed = true"), r"key 'seed' must be an integer, not boolean"),
         (("seed = 1", "seed = -1"), r"key 'seed': -1 is outside"),
         (("steps = 4", "steps = 0"), r"key 'steps': 0 is outside 1..1000"),
         (("guidance_scale = 4", "guidance_scale = -1.0"), r"'guidance_scale': -1.0 is outside"),
-        (("guidance_scale = 4", 'guidance_scale = "x"'), r"'guidance_scale' must be float"),
+        (("guidance_scale = 4", 'guidance_scale = "x"'), r"'guidance_scale' must be a number"),
         (("seed = 1", "seed = 1\ncfg = 3"), r"case 'one': unknown key 'cfg'; accepted: model"),
         (("seed = 1\n", ""), r"case 'one': missing required key 'seed'"),
         (('"euler"', '"heun"'), r"key 'scheduler': unknown scheduler 'heun'; accepted: euler"),

@@ -32,8 +32,59 @@ def write(tmp_path, text):
 
 
 def test_default_file_is_valid():
-    (only,) = load_deviations(DEFAULT_DEVIATIONS)
-    assert only.checks == ("fidelity",) and only.action == "xfail"
+    e5m2, amx = load_deviations(DEFAULT_DEVIATIONS)
+    assert e5m2.checks == ("fidelity",) and e5m2.action == "xfail"
+    assert amx.cpu_flags == ("amx_bf16",) and amx.cpu_isa == ("default", "avx2")
+    assert len(amx.checks) == 5 and amx.action == "xfail"
+    assert "pack_vnni2 is only supported when avx512 is supported" in amx.reason
+
+
+@pytest.mark.parametrize(
+    ("hardware_class", "item_id", "features", "matched"),
+    [
+        ("cpu-intel-default+amx", "tiny-sd/a/64x64/bf16",
+         {"flags": ["avx2", "amx_bf16"], "aten_level": "default"}, True),
+        ("cpu-intel-avx2+amx", "tiny-flux/b/32x32/bf16",
+         {"flags": ["amx_bf16"], "aten_level": "AVX2"}, True),
+        ("cpu-intel-avx512+amx", "tiny-sd/a/64x64/bf16",
+         {"flags": ["amx_bf16"], "aten_level": "avx512"}, False),
+        ("cpu-intel-avx2", "tiny-sd/a/64x64/bf16",
+         {"flags": ["avx2"], "aten_level": "avx2"}, False),
+        ("cpu-intel-avx2+amx", "tiny-sd/a/64x64/fp32",
+         {"flags": ["amx_bf16"], "aten_level": "avx2"}, False),
+        ("cuda-sm89", "tiny-sd/a/64x64/bf16",
+         {"flags": ["amx_bf16"], "aten_level": "avx2"}, False),
+        ("cpu-intel-avx2+amx", "tiny-sd/a/64x64/bf16", None, False),
+    ],
+)
+def test_default_amx_entry_matches_by_cpu_feature(hardware_class, item_id, features, matched):
+    devs = load_deviations(DEFAULT_DEVIATIONS)
+    for check in ("repeatable", "own-class", "reference", "invariance", "fidelity"):
+        dev = match(devs, hardware_class, item_id, check, features=features)
+        if matched:
+            assert dev is not None and dev.cpu_flags == ("amx_bf16",), check
+        else:
+            assert dev is None or not dev.cpu_flags, check
+
+
+def test_cpu_feature_keys(tmp_path):
+    text = GOOD + 'cpu_flags = ["avx512_bf16", "avx512f"]\ncpu_isa = ["Z VECTOR", "avx512"]\n'
+    devs = load_deviations(write(tmp_path, text))
+    flux = devs[1]
+    assert flux.cpu_flags == ("avx512_bf16", "avx512f")
+    item = "tiny-flux/b/64x64/fp32"
+    both = {"flags": ["avx512f", "avx512_bf16"], "aten_level": "AVX512"}
+    assert match(devs, "cpu-x", item, "repeatable", both) is flux
+    assert match(devs, "cpu-x", item, "repeatable", {**both, "aten_level": "zvector"}) is flux
+    assert match(devs, "cpu-x", item, "repeatable", {**both, "flags": ["avx512f"]}) is None
+    assert match(devs, "cpu-x", item, "repeatable", {**both, "aten_level": "avx2"}) is None
+    assert match(devs, "cpu-x", item, "repeatable", {"flags": "avx512f avx512_bf16",
+                                                     "aten_level": "avx512"}) is None
+    assert match(devs, "cpu-x", item, "repeatable") is None
+    # entries without CPU keys match with or without features
+    assert match(devs, "cuda-sm75", "tiny-sd/a/96x96/fp16", "reference", both).index == 1
+    assert "cpu_flags=['avx512_bf16', 'avx512f'], cpu_isa=['Z VECTOR', 'avx512']" in (
+        flux.describe())
 
 
 def test_matching(tmp_path):
@@ -58,6 +109,18 @@ def test_matching(tmp_path):
         (('reason = "attention split on small cards"', ""), "missing required key 'reason'"),
         (('action = "xfail"', 'action = "xfail"\nwhy = 1'), "unknown key 'why'"),
         (("schema_version = 1", "schema_version = 1\nextra = 2"), "unknown top-level key"),
+        (("schema_version = 1", "schema_version = true"), "schema_version is True"),
+        (("schema_version = 1", "schema_version = 1.0"), "schema_version is 1.0"),
+        (('action = "xfail"', 'action = "xfail"\ncpu_flags = ["amx"]'),
+         "key 'cpu_flags': 'amx' is not a CPU flag the suite reads; accepted: avx, avx2"),
+        (('action = "xfail"', 'action = "xfail"\ncpu_flags = []'),
+         "key 'cpu_flags' must be a non-empty array of strings"),
+        (('action = "xfail"', 'action = "xfail"\ncpu_flags = "amx_bf16"'),
+         "key 'cpu_flags' must be a non-empty array of strings"),
+        (('action = "xfail"', 'action = "xfail"\ncpu_isa = ["avx1024"]'),
+         "key 'cpu_isa': 'avx1024' is not an ATen CPU level; accepted: default, no avx, avx2"),
+        (('action = "xfail"', 'action = "xfail"\ncpu_isa = [2]'),
+         "key 'cpu_isa' must be a non-empty array of strings"),
     ],
 )
 def test_errors(tmp_path, edit, message):

@@ -1,7 +1,10 @@
-"""The conformance matrix: cell logic, merging, ordering, renderers, the command, a browser."""
+"""The conformance matrix: cell logic, identity columns, bit-identical groups, error cells,
+golden-set columns, merging, ordering, renderers, the command, a browser."""
 
 from __future__ import annotations
 
+import hashlib
+import inspect
 import io
 import json
 import math
@@ -18,18 +21,31 @@ from PIL import Image
 from conformance.errors import ConformanceInputError
 from conformance.report import command
 from conformance.report.matrix import (
+    GOLDEN,
+    RUN,
     CellState,
+    Column,
     ItemKey,
     Matrix,
     StepDelta,
+    bit_groups,
     build_matrix,
+    disambiguate,
     image_paths,
     item_key,
+    legacy_key,
+    load_golden,
     load_run,
     matrix_from_dict,
     precision_key,
 )
-from conformance.report.render import cell_text, md_escape, render_json, render_markdown
+from conformance.report.render import (
+    cell_text,
+    group_names,
+    md_escape,
+    render_json,
+    render_markdown,
+)
 from conformance.report.render_html import render_html, step_plot_svg
 
 REF = "cpu-default"
@@ -151,12 +167,19 @@ def test_diverged_shows_first_step(tmp_path):
     assert cell.step_deltas[3] == StepDelta(3, False, 0.01, 0.02)
 
 
-def test_error_without_metrics_is_diverged(tmp_path):
+def test_error_without_a_record_is_an_error_cell(tmp_path):
     err = outcome(status="error", metrics=None, message="golden is stale", step_deltas=None)
     cell = only_cell(matrix_of(tmp_path, ("cpu-avx2", [err])), "cpu-avx2")
-    assert cell.state is CellState.DIVERGED
-    assert cell_text(cell) == "x error"
-    assert cell.message == "golden is stale"
+    assert cell.state is CellState.ERROR
+    assert cell_text(cell) == "! error"
+    assert cell.message == "golden is stale" and cell.error.message == "golden is stale"
+    assert cell.error.type is None
+
+
+def test_failed_without_metrics_is_diverged(tmp_path):
+    failed = outcome(status="failed", metrics=None, step_deltas=None)
+    cell = only_cell(matrix_of(tmp_path, ("cpu-avx2", [failed])), "cpu-avx2")
+    assert cell.state is CellState.DIVERGED and cell_text(cell) == "x failed"
 
 
 def test_missing_golden_says_why(tmp_path):
@@ -271,7 +294,7 @@ def test_labels_make_columns(tmp_path):
     t2 = results(tmp_path / "t2.json", REF, [
         outcome(check="own-class", cls=REF, tier="close"),
         outcome(check="reference", cls=REF, status="skipped", metrics=None),
-    ], label="cpu-default t2")
+    ], label="cpu-default t2", fingerprint={"torch": "2.13.0", "device_name": "CPU", "threads": 2})
     avx = results(tmp_path / "avx.json", "cpu-avx2", [outcome()])
     m = build_matrix([load_run(avx), load_run(t2), load_run(t1)])
     assert m.labels == ("cpu-default", "cpu-default t2", "cpu-avx2")
@@ -285,7 +308,7 @@ def test_reference_class_override_is_noted(tmp_path):
     m = build_matrix([run], reference_class="cpu-avx512")
     assert m.reference_class == "cpu-avx512"
     assert any("asked for as the reference class" in n for n in m.notes)
-    assert any("no results file of the reference class" in n for n in m.notes)
+    assert any("no results file or golden set of the reference class" in n for n in m.notes)
 
 
 def test_row_order():
@@ -404,7 +427,10 @@ def test_markdown_table_shape(tmp_path):
 
 
 def test_markdown_escape():
-    assert md_escape("a|b\n<c> & *d* [e](f) `g`") == r"a\|b \<c\> &amp; \*d\* \[e\](f) \`g\`"
+    # the newline is shown as text (\n, its backslash escaped), not collapsed
+    assert md_escape("a|b\n<c> & *d* [e](f) `g`") == (
+        r"a\|b\\n\<c\> &amp; \*d\* \[e\](f) \`g\`"
+    )
 
 
 def test_markdown_of_an_empty_matrix():
@@ -415,7 +441,7 @@ def test_json_round_trip(tmp_path):
     m = sample_matrix(tmp_path)
     data = json.loads(render_json(m))
     assert data["columns"][1]["counts"] == {
-        "identical": 0, "within": 1, "diverged": 1, "missing": 1
+        "identical": 0, "within": 1, "diverged": 1, "error": 0, "missing": 1
     }
     assert data["rows"][0]["cells"]["cpu-avx2"]["state"] in {s.value for s in CellState}
     assert matrix_from_dict(data) == m
@@ -478,7 +504,7 @@ def test_images_outside_the_results_folders_are_not_read(tmp_path):
     got = command.read_images(names, [inside], limit=1000)
     assert got[str(inside / "a.png")].startswith(b"\x89PNG")
     assert got[str(outside / "a.png")] == got[str(link)] == (
-        "not embedded: outside the results files' folders"
+        "not embedded: outside the results files' folders and golden roots"
     )
     assert got[str(inside / "big.png")].startswith("not embedded: larger than")
     assert str(inside / "absent.png") not in got
@@ -539,7 +565,7 @@ def test_writes_every_output(tmp_path, capsys):
                           str(outs / "m.json"), "--markdown", "-"], capsys)
     assert code == 0 and err == ""
     assert out.startswith("## Conformance matrix")
-    assert json.loads((outs / "m.json").read_text())["schema_version"] == 1
+    assert json.loads((outs / "m.json").read_text())["schema_version"] == 2
     assert (outs / "m.html").read_text().count("data:image/png;base64,") == 2
 
 
@@ -559,7 +585,7 @@ def _good(**over: Any) -> dict[str, Any]:
 
 BAD_FILES: list[tuple[str, Any, str]] = [
     ("not-json", "{not json", "not valid JSON"),
-    ("not-utf8", b"\xff\xfe\x00", "cannot read results file"),
+    ("not-utf8", b"\xff\xfe\x00", "results file is not UTF-8 text"),
     ("schema", {"schema_version": 99, "outcomes": []}, "not a results file of schema_version 1"),
     ("list", [1, 2], "not a results file of schema_version 1"),
     ("no-class", {"schema_version": 1, "outcomes": []}, "hardware_class must be"),
@@ -576,6 +602,23 @@ BAD_FILES: list[tuple[str, Any, str]] = [
                      "outcomes": []}, "fingerprint must be an object"),
     ("started", {"schema_version": 1, "hardware_class": "x", "started_at": 5,
                  "outcomes": []}, "started_at must be a string"),
+    ("identity-type", {"schema_version": 2, "hardware_class": "x", "identity": [1],
+                       "outcomes": []}, "identity must be an object or null"),
+    ("identity-digest", {"schema_version": 2, "hardware_class": "x",
+                         "identity": {"digest": "NOT-HEX"}, "outcomes": []},
+     "identity.digest must be a string of lower-case hex digits"),
+    ("identity-no-digest", {"schema_version": 2, "hardware_class": "x",
+                            "identity": {"class": "x"}, "outcomes": []},
+     "identity.digest must be a string of lower-case hex digits"),
+    ("identity-class", {"schema_version": 2, "hardware_class": "x",
+                        "identity": {"digest": "abcdef123456", "class": 3}, "outcomes": []},
+     "identity.class must be a string"),
+    ("identity-features", {"schema_version": 2, "hardware_class": "x",
+                           "identity": {"digest": "abcdef123456", "features": [1]},
+                           "outcomes": []}, "identity.features must be an object or null"),
+    ("identity-digests", {"schema_version": 2, "hardware_class": "x",
+                          "identity": {"digest": "abcdef123456", "precision_digests": "x"},
+                          "outcomes": []}, "identity.precision_digests must be an object or null"),
 ]
 BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"status": "great"}, "status 'great' is not one of"),
@@ -595,12 +638,17 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"artifacts": None}, "artifacts must map names to path strings"),
     ({"step_deltas": {"0": 1}}, "step_deltas must be a list or null"),
     ({"step_deltas": [{"step": 0, "equal": 1, "mean_delta": 0, "std_delta": 0}]},
-     "step_deltas[0] must be"),
+     "step_deltas[0].equal must be true or false"),
     ({"by_class": []}, "by_class must be an object"),
     ({"by_class": {"cpu-x": None}}, "by_class['cpu-x'] must be an object"),
     ({"by_class": {"cpu-x": {"error": 3}}}, "by_class['cpu-x'].error must be a string"),
     ({"by_class": {"cpu-x": metrics() | {"first_divergent_step": "3"}}},
      "by_class['cpu-x'].first_divergent_step must be an integer or null"),
+    ({"pixel_sha256": "NOT HEX"}, "pixel_sha256 must be a string of lower-case hex digits"),
+    ({"pixel_sha256": 5}, "pixel_sha256 must be a string of lower-case hex digits or null"),
+    ({"error": "boom"}, "error must be an object or null"),
+    ({"error": {"type": 3}}, "error.type must be a string or null"),
+    ({"error": {"type": "E", "message": ["a"]}}, "error.message must be a string or null"),
 ]
 
 
@@ -636,9 +684,9 @@ def test_missing_results_file(tmp_path, capsys):
     _assert_one_line_error(code, err, path, "cannot read results file")
 
 
-def test_directory_as_results_file(tmp_path, capsys):
+def test_folder_without_golden_sets(tmp_path, capsys):
     code, _, err = run([str(tmp_path), "--json", "-"], capsys)
-    _assert_one_line_error(code, err, tmp_path, "cannot read results file")
+    _assert_one_line_error(code, err, tmp_path, "is a folder but holds no golden sets")
 
 
 def test_second_file_is_named(tmp_path, capsys):
@@ -727,3 +775,567 @@ def test_html_in_a_real_browser(tmp_path):
     blue = (opened[..., 2] > 240) & (opened[..., 0] < 15) & (opened[..., 1] < 15)
     # the actual (red) and golden (blue) 64x64 images, shown 200 px wide
     assert red.sum() > 150 * 150 and blue.sum() > 150 * 150
+
+
+# -- identity columns --------------------------------------------------------------------------
+def identity(digest: str, cls: str = "cpu-amd-avx512+bf16",
+             model_name: str = "AMD EPYC") -> dict[str, Any]:
+    return {
+        "class": cls, "digest": digest, "battery_version": 1,
+        "precision_digests": {"fp32": digest, "bf16": digest[::-1]},
+        "probes": {"linear-64x256x256/fp32": "0" * 16},
+        "features": {"vendor": "amd", "model_name": model_name, "flags": ["avx2", "avx512f"],
+                     "aten_level": "avx512", "onednn_max_cpu_isa": None},
+    }
+
+
+def results2(path: Path, cls: str, outcomes: list[dict[str, Any]], digest: str,
+             model_name: str = "AMD EPYC", **top: Any) -> Path:
+    """A schema-2 results file with a measured identity."""
+    return results(path, cls, outcomes, schema_version=2,
+                   identity=identity(digest, cls, model_name), **top)
+
+
+def test_one_identity_is_one_column_whatever_the_labels(tmp_path):
+    cls = "cpu-amd-avx512+bf16"
+    early = results2(tmp_path / "a.json", cls, [outcome(cls=cls, metrics=metrics(ssim=0.91))],
+                     "aaaaaaaaaaaa", label="nightly", started_at="2026-01-01T00:00:00Z")
+    late = results2(tmp_path / "b.json", cls, [outcome(cls=cls, metrics=metrics(ssim=0.95))],
+                    "aaaaaaaaaaaa", started_at="2026-01-02T00:00:00Z")
+    m = build_matrix([load_run(late), load_run(early)])
+    assert m.labels == (cls,)
+    col = m.columns[0]
+    assert col.key == "id:aaaaaaaaaaaa" and col.kind == RUN
+    assert dict(col.identity)["digest"] == "aaaaaaaaaaaa"
+    assert dict(col.identity)["model_name"] == "AMD EPYC"
+    assert dict(col.identity)["flags"] == "avx2 avx512f"
+    assert dict(col.identity)["digest fp32"] == "aaaaaaaaaaaa"
+    assert m.cells[0][0].metrics.ssim == 0.95
+    notes = " ".join(m.notes)
+    assert "merged 2 results files of one identity" in notes
+    assert "carry different labels (nightly, cpu-amd-avx512+bf16)" in notes
+
+
+def test_different_identities_never_share_a_column(tmp_path):
+    amd = results2(tmp_path / "amd.json", "cpu-avx512", [outcome(cls="cpu-avx512")],
+                   "111111aaaaaa", label="cpu-avx512")
+    intel = results2(tmp_path / "intel.json", "cpu-avx512",
+                     [outcome(cls="cpu-avx512", metrics=metrics(ssim=0.93))], "222222bbbbbb",
+                     model_name="Intel(R) Xeon(R) Processor", label="cpu-avx512")
+    m = build_matrix([load_run(intel), load_run(amd)])
+    assert m.labels == ("cpu-avx512 · AMD EPYC", "cpu-avx512 · Intel(R) Xeon(R) Processor")
+    assert [c.sources for c in m.columns] == [(str(amd),), (str(intel),)]
+    assert m.cells[0][1].metrics.ssim == 0.93 and m.cells[0][1].column == m.labels[1]
+    assert any("2 columns would be labelled cpu-avx512" in n for n in m.notes)
+
+
+def test_same_machine_model_is_told_apart_by_the_digest(tmp_path):
+    runs = [
+        load_run(results2(tmp_path / f"{d}.json", "cpu-avx512", [outcome(cls="cpu-avx512")], d))
+        for d in ("3f9a1c000000", "77aa00000000")
+    ]
+    assert build_matrix(runs).labels == ("cpu-avx512@3f9a1c", "cpu-avx512@77aa00")
+    runs = [
+        load_run(results2(tmp_path / f"{d}.json", "cpu-avx512", [outcome(cls="cpu-avx512")], d))
+        for d in ("abcdef000001", "abcdef000002")
+    ]
+    # six digits are not enough: as many as it takes
+    assert build_matrix(runs).labels == ("cpu-avx512@abcdef000001", "cpu-avx512@abcdef000002")
+
+
+def test_schema_1_identity_comes_from_the_fingerprint(tmp_path):
+    fp = {"torch": "2.13.0", "device_name": "AMD EPYC", "threads": 1}
+    a = results(tmp_path / "a.json", "cpu-avx512", [outcome(cls="cpu-avx512")], fingerprint=fp)
+    b = results(tmp_path / "b.json", "cpu-avx512", [outcome(cls="cpu-avx512")],
+                fingerprint=fp | {"device_name": "Intel Xeon"})
+    c = results(tmp_path / "c.json", "cpu-avx512", [outcome(cls="cpu-avx512")],
+                fingerprint=fp | {"torch": "2.14.0"})
+    d = results(tmp_path / "d.json", "cpu-avx512", [outcome(cls="cpu-avx512")],
+                fingerprint=fp | {"python": "3.12"})  # not a key that changes bits
+    m = build_matrix([load_run(p) for p in (a, b, c, d)])
+    assert len(m.columns) == 3
+    assert all(col.key.startswith("fp:") and col.identity == () for col in m.columns)
+    merged = next(col for col in m.columns if len(col.sources) == 2)
+    assert merged.sources == (str(a), str(d))
+    assert load_run(a).key == legacy_key("cpu-avx512", {"threads": "1"} | fp)
+    # the same machine under two torch versions: one device name, so the digest tells them
+    assert sum("@" in label for label in m.labels) == 2
+    assert any("Intel Xeon" in label for label in m.labels)
+
+
+def test_every_input_is_accounted_for_in_the_notes(tmp_path):
+    a = results(tmp_path / "a.json", "cpu-avx2", [outcome()])
+    b = results(tmp_path / "b.json", "cpu-avx2", [outcome("tiny-sd/x/64x64/fp32")])
+    empty = results(tmp_path / "empty.json", "cpu-avx512", [],
+                    fingerprint={"device_name": "other"})
+    m = build_matrix([load_run(p) for p in (a, b, empty)])
+    assert m.labels == ("cpu-avx2", "cpu-avx512")
+    assert f"column cpu-avx2: results files {a}, {b}" in m.notes
+    assert f"column cpu-avx512: results file {empty}" in m.notes
+    assert all(c.state is CellState.MISSING for c in (row[1] for row in m.cells))
+
+
+def test_disambiguated_labels_stay_unique():
+    cols = [
+        Column("x", "cpu-a", ("1",), key="id:abcdef111111"),
+        Column("x", "cpu-a", ("2",), key="id:abcdef222222"),
+        Column("x@abcdef11", "cpu-a", ("3",), key="id:999999999999"),
+        Column("y", "cpu-a", ("4",), key="fp:123456789abc", kind=GOLDEN),
+        Column("y", "cpu-a", ("5",), key="id:123456789abc"),
+    ]
+    notes: list[str] = []
+    labels = disambiguate(cols, notes)
+    assert labels == ["x@abcdef11", "x@abcdef22", "x@abcdef11 #2", "y (golden)", "y"]
+    assert len(notes) == 1 and "2 columns would be labelled x" in notes[0]
+
+
+# -- bit-identical groups ----------------------------------------------------------------------
+def sha(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def grouped_matrix(tmp_path: Path) -> Matrix:
+    a, b, c = "tiny-sd/a/64x64/fp32", "tiny-sd/b/64x64/fp32", "tiny-sd/c/64x64/fp32"
+    ref = [outcome(i, check="own-class", cls=REF, metrics=metrics(identical=True),
+                   pixel_sha256=sha(i)) for i in (a, b)]
+    ref += [outcome(i, check="reference", cls=REF, status="skipped", metrics=None)
+            for i in (a, b)]
+    avx2 = [outcome(a, pixel_sha256=sha("other")), outcome(b, pixel_sha256=sha(b))]
+    avx512 = [outcome(i, cls="cpu-avx512", metrics=metrics(identical=True),
+                      pixel_sha256=sha(i)) for i in (a, b)]
+    cuda = [outcome(c, cls="cuda-sm89", pixel_sha256=sha(c))]
+    plain = [outcome(a, cls="cpu-zen")]  # no digests: schema 1
+    return matrix_of(tmp_path, (REF, ref), ("cpu-avx2", avx2), ("cpu-avx512", avx512),
+                     ("cuda-sm89", cuda), ("cpu-zen", plain))
+
+
+def test_bit_identical_columns_are_one_group_and_adjacent(tmp_path):
+    m = grouped_matrix(tmp_path)
+    assert m.labels == (REF, "cpu-avx512", "cpu-avx2", "cpu-zen", "cuda-sm89")
+    assert m.groups == ((0, 1), (2,), (3,), (4,))
+    assert m.group_of(1) == (0, 1) and m.shared_groups() == [(0, 1)]
+    assert group_names(m) == {0: "A", 1: "A"}
+    assert m.cells[0][0].pixel_sha256 == sha("tiny-sd/a/64x64/fp32")
+    assert "same bits: cpu-default, cpu-avx512 (equal pixels on every item they share, " \
+        "2 items)" in m.notes
+
+
+def test_groups_in_markdown_html_and_json(tmp_path):
+    m = grouped_matrix(tmp_path)
+    md = render_markdown(m)
+    header = next(ln for ln in md.splitlines() if ln.startswith("| item |"))
+    assert r"cpu-default (reference) \[A\] | cpu-avx512 \[A\] | cpu-avx2 |" in header
+    assert "Same bits (equal pixels on every item the columns share):" in md
+    assert "- **A**: cpu-default, cpu-avx512" in md
+    assert any(ln.startswith("- **cpu-avx512**") and ln.endswith("same bits as cpu-default")
+               for ln in md.splitlines())
+    page = render_html(m, {})
+    assert '<tr class="groups">' in page
+    assert re.search(r'<th colspan="2" class="grp" title="[^"]*cpu-default, cpu-avx512">'
+                     r"A: same bits</th>", page)
+    assert "same bits as cpu-avx512" in page
+    data = json.loads(render_json(m))
+    assert data["groups"] == [[0, 1], [2], [3], [4]]
+    assert data["columns"][0]["key"].startswith("fp:") and data["columns"][0]["kind"] == "run"
+    assert matrix_from_dict(data) == m
+
+
+def test_no_group_row_without_shared_bits(tmp_path):
+    m = sample_matrix(tmp_path)
+    assert m.shared_groups() == [] and len(m.groups) == len(m.columns)
+    assert 'class="groups"' not in render_html(m, {})
+    assert "Same bits" not in render_markdown(m)
+
+
+def test_bit_groups_are_consistent_within():
+    i, j, k = (ItemKey("m", n, "64x64", "fp32") for n in "ijk")
+    assert bit_groups([{i: "1", j: "1"}, {i: "1", k: "2"}, {j: "1", k: "3"}]) == [[0, 1], [2]]
+    assert bit_groups([{}, {}, {i: "1"}, {j: "1"}]) == [[0], [1], [2], [3]]  # nothing shared
+    assert bit_groups([{i: "1"}, {i: "2"}, {i: "1"}]) == [[0, 2], [1]]
+
+
+def test_matrix_from_dict_reads_schema_1_and_refuses_others(tmp_path):
+    m = sample_matrix(tmp_path)
+    data = json.loads(render_json(m))
+    old = dict(data, schema_version=1)
+    del old["groups"]
+    old["columns"] = [{k: v for k, v in c.items() if k not in ("key", "kind", "identity")}
+                      for c in data["columns"]]
+    for row in old["rows"]:
+        for cell in row["cells"].values():
+            del cell["pixel_sha256"], cell["error"]
+    back = matrix_from_dict(old)
+    assert back.groups == tuple((j,) for j in range(len(m.columns)))
+    assert back.cells[0][1].state == m.cells[0][1].state
+    with pytest.raises(ValueError, match="schema_version 1 or 2"):
+        matrix_from_dict(dict(data, schema_version=3))
+
+
+# -- error cells -------------------------------------------------------------------------------
+def test_error_cell_shows_type_and_message_escaped(tmp_path):
+    err = outcome(
+        "tiny-sd/red-circle/64x64/bf16", status="error", metrics=None, step_deltas=None,
+        message="the generation raised",
+        error={"type": "Runtime<Error>|x", "message": HOSTILE, "device": "cpu",
+               "precision": "bf16"},
+    )
+    m = matrix_of(tmp_path, ("cpu-avx2", [outcome(), err]))
+    cell = m.cells[1][0]
+    assert cell.state is CellState.ERROR
+    assert (cell.error.type, cell.error.device, cell.error.precision) == (
+        "Runtime<Error>|x", "cpu", "bf16")
+    assert cell_text(cell) == "! Runtime<Error>|x"
+    assert m.totals()[CellState.ERROR] == 1 and m.counts(0)[CellState.ERROR] == 1
+
+    md = render_markdown(m)
+    assert r"| tiny-sd/red-circle/64x64/bf16 | ! Runtime\<Error\>\|x |" in md
+    assert "Error cells (1)" in md and "1 within, 1 error" in md
+    assert r"\<script\>alert(1)\</script\>" in md and "<script>" not in md
+    assert "(device cpu, precision bf16)" in md
+
+    page = render_html(m, {})
+    assert "<script" not in page.lower()
+    assert 'class="s-error"' in page and "! Runtime&lt;Error&gt;|x" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "<h3>Error</h3>" in page and "<th>device</th><td>cpu</td>" in page
+    assert "1 error" in page
+
+    data = json.loads(render_json(m))
+    assert data["rows"][1]["cells"]["cpu-avx2"]["error"]["type"] == "Runtime<Error>|x"
+    assert data["columns"][0]["counts"]["error"] == 1
+    assert matrix_from_dict(data) == m
+
+
+def test_long_error_types_are_shortened_in_the_table(tmp_path):
+    err = outcome(status="error", metrics=None, error={"type": "E" * 100, "message": "m"})
+    cell = only_cell(matrix_of(tmp_path, ("cpu-avx2", [err])), "cpu-avx2")
+    assert cell_text(cell) == "! " + "E" * 37 + "..."
+
+
+def test_error_on_the_reference_column_own_class(tmp_path):
+    outs = [
+        outcome(check="reference", cls=REF, status="skipped", metrics=None, golden_class=REF),
+        outcome(check="own-class", cls=REF, status="error", metrics=None,
+                error={"type": "OutOfMemoryError", "message": "no memory"}),
+    ]
+    cell = only_cell(matrix_of(tmp_path, (REF, outs)), REF)
+    assert cell.state is CellState.ERROR and cell.check == "own-class"
+    assert cell.error.message == "no memory"
+
+
+# -- golden-set columns ------------------------------------------------------------------------
+def picture(seed: int = 0, size: int = 16) -> np.ndarray:
+    """A smooth image (SSIM stays near 1 under a few changed pixels)."""
+    y, x = np.mgrid[0:size, 0:size]
+    blob = np.clip(255 - np.hypot(x - 5 - seed * 4, y - 8) * 30, 0, 255)
+    return np.stack([blob, x * 8, y * 8 + seed * 50], axis=2).astype(np.uint8)
+
+
+def nudged(image: np.ndarray) -> np.ndarray:
+    out = image.copy()
+    out[0, 0, 0] ^= 1
+    out[5, 7, 1] ^= 1
+    return out
+
+
+def noise(seed: int = 1, size: int = 16) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (size, size, 3), dtype=np.uint8)
+
+
+def golden_identity(cls: str, device: str, salt: str) -> Any:
+    from conformance.identity import Identity
+
+    return Identity(
+        hardware_class=cls,
+        features={"vendor": "amd", "model_name": device, "flags": ["avx2"],
+                  "aten_level": "avx2", "env": {}},
+        stack={"torch": "2.13.0"},
+        probes={"linear-64x256x256/fp32": sha(salt)[:16]},
+        precision_digests={"fp32": sha(salt)[:12]},
+        battery_version=1,
+    )
+
+
+def record_set(root: Path, cls: str, images: dict[str, np.ndarray], model: str = "tiny-sd",
+               device: str = "AMD EPYC", salt: str = "", diverge_at: int | None = None) -> Path:
+    """A golden set of ``images`` (case name -> image, fp32, 16x16) as the suite records it."""
+    from conformance.cases import Case, Item, Resolution
+    from conformance.golden import GoldenStore
+    from conformance.trace import StepTrace
+
+    store = GoldenStore(root)
+    extra: dict[str, Any] = {}
+    if "identity" in inspect.signature(store.record).parameters:
+        extra["identity"] = golden_identity(cls, device, salt or f"{cls}/{device}")
+    for name, img in images.items():
+        case = Case(name, model, f"prompt {name}", "", 1, 3, "euler", 4.0,
+                    (Resolution(16, 16),), ("fp32",))
+        off = [diverge_at is not None and s >= diverge_at for s in range(3)]
+        trace = [
+            StepTrace(s, 1.0, sha(f"{name}/{s}/{off[s]}")[:16], 0.1 * s + 0.05 * off[s],
+                      1.0, -1.0, 1.0)
+            for s in range(3)
+        ]
+        fingerprint = {"device_name": device, "threads": 1, "torch": "2.13.0",
+                       "cpu_isa": cls, "salt": salt}
+        store.record(Item(case, Resolution(16, 16), "fp32"), cls, img, trace, fingerprint,
+                     "2026-01-01T00:00:00Z", f"conformance run --record [{name}]", **extra)
+    return store.set_dir(model, cls) / "manifest.json"
+
+
+def golden_root(tmp_path: Path) -> Path:
+    root = tmp_path / "golden"
+    a, b = picture(0), picture(1)
+    record_set(root, "cpu-amd-default", {"a": a, "b": b})
+    record_set(root, "cpu-amd-avx2", {"a": a, "b": nudged(b)})
+    record_set(root, "cpu-amd-avx512", {"a": a, "b": noise()}, diverge_at=1)
+    record_set(root, "cpu-amd-avx512+bf16", {"a": a, "b": b})
+    (root / "README.md").write_text("not a set")
+    return root
+
+
+def golden_matrix(*roots: Path, **kwargs: Any) -> Matrix:
+    return build_matrix([], golden=load_golden(roots, **kwargs))
+
+
+def test_golden_root_makes_one_column_per_set(tmp_path):
+    m = golden_matrix(golden_root(tmp_path))
+    ref = "cpu-amd-default"
+    assert m.reference_class == ref
+    assert m.labels == (ref, "cpu-amd-avx512+bf16", "cpu-amd-avx2", "cpu-amd-avx512")
+    assert m.groups == ((0, 1), (2,), (3,))
+    assert all(c.kind == GOLDEN and c.key.startswith("golden:") for c in m.columns)
+    assert [i.case for i in m.items] == ["a", "b"]
+    states = [[c.state for c in row] for row in m.cells]
+    assert states == [
+        [CellState.IDENTICAL] * 4,
+        [CellState.IDENTICAL, CellState.IDENTICAL, CellState.WITHIN, CellState.DIVERGED],
+    ]
+    within, diverged = m.cells[1][2], m.cells[1][3]
+    assert within.metrics.ssim > 0.99 and within.metrics.max_abs == 1
+    assert within.tier == "perceptual" and within.golden_class == ref
+    assert "within the perceptual bounds" in within.message
+    assert diverged.metrics.ssim < 0.5 and "SSIM: observed=" in diverged.message
+    assert diverged.first_divergent_step == 1 and not diverged.step_deltas[1].equal
+    assert diverged.status == "failed" and diverged.check == "golden-set"
+    assert diverged.artifacts.golden.endswith("cpu-amd-default/b-16x16-fp32.png")
+    assert diverged.artifacts.actual.endswith("cpu-amd-avx512/b-16x16-fp32.png")
+    assert diverged.source.endswith("tiny-sd/cpu-amd-avx512/manifest.json")
+    assert diverged.reproduce == "conformance run --record [b]"
+    assert any("the reference is cpu-amd-default (the only class named ...-default...)" in n
+               for n in m.notes)
+    for col in m.columns:
+        assert f"column {col.label}: golden set {col.sources[0]}" in m.notes
+    assert matrix_from_dict(json.loads(render_json(m))) == m
+
+
+@pytest.mark.parametrize(
+    ("classes", "kwargs", "reference", "why"),
+    [
+        (("cpu-amd-avx2", "cpu-amd-avx512"), {}, "cpu-amd-avx2", "no class is named"),
+        (("cpu-intel-default", "cpu-amd-default"), {}, "cpu-amd-default",
+         "as 2 classes are named ...-default..."),
+        (("cpu-amd-default", "cpu-amd-avx2"), {"reference_class": "cpu-amd-avx2"},
+         "cpu-amd-avx2", "as asked"),
+        (("cpu-amd-default", "cpu-amd-avx2"), {"preferred_reference": "cpu-amd-avx2"},
+         "cpu-amd-avx2", "the class the results files compared with"),
+        (("cpu-amd-default", "cpu-amd-avx2"), {"preferred_reference": "cuda-sm89"},
+         "cpu-amd-default", "the only class named"),
+    ],
+)
+def test_golden_reference_choice(tmp_path, classes, kwargs, reference, why):
+    root = tmp_path / "golden"
+    for cls in classes:
+        record_set(root, cls, {"a": picture(0)})
+    m = golden_matrix(root, **kwargs)
+    assert m.reference_class == reference and m.columns[0].hardware_class == reference
+    note = next(n for n in m.notes if n.startswith("golden sets: the reference is"))
+    assert f"the reference is {reference} (" in note and why in note
+
+
+def test_golden_reference_class_without_a_set(tmp_path):
+    m = golden_matrix(golden_root(tmp_path), reference_class="cuda-sm89")
+    assert m.reference_class == "cuda-sm89"
+    assert all(c.state is CellState.MISSING for row in m.cells for c in row)
+    assert "no golden set of the reference class cuda-sm89 to compare with" in m.cells[0][0].reason
+    assert any("no golden set of the reference class cuda-sm89 (as asked)" in n for n in m.notes)
+
+
+def test_golden_items_missing_on_either_side(tmp_path):
+    root = tmp_path / "golden"
+    record_set(root, "cpu-amd-default", {"a": picture(0), "b": picture(1)})
+    record_set(root, "cpu-amd-avx2", {"a": picture(0), "c": picture(2)})
+    m = golden_matrix(root)
+    by_case = {item.case: row for item, row in zip(m.items, m.cells, strict=True)}
+    assert by_case["b"][1].reason == "no golden for it in the cpu-amd-avx2 set"
+    assert by_case["c"][1].reason == "no golden for it in the reference set (cpu-amd-default)"
+    assert by_case["c"][0].reason == "no golden for it in the cpu-amd-default set"
+    assert by_case["c"][1].pixel_sha256  # still known: it can group columns
+
+
+def test_golden_sets_of_two_identities_are_two_columns(tmp_path):
+    first, second = tmp_path / "g1", tmp_path / "g2"
+    record_set(first, "cpu-amd-default", {"a": picture(0)})
+    record_set(first, "cpu-amd-avx2", {"a": picture(0)}, model="tiny-flux")
+    record_set(first, "cpu-amd-avx2", {"a": picture(0)})
+    record_set(second, "cpu-amd-avx2", {"a": nudged(picture(0))}, device="AMD Ryzen")
+    m = golden_matrix(first, second)
+    assert m.labels == ("cpu-amd-default", "cpu-amd-avx2 · AMD EPYC", "cpu-amd-avx2 · AMD Ryzen")
+    # one identity over two models: one column, two manifests
+    assert len(m.columns[1].sources) == 2
+    assert [c.state for c in m.cells[-1]] == [
+        CellState.IDENTICAL, CellState.IDENTICAL, CellState.WITHIN
+    ]
+
+
+def test_golden_roots_of_one_identity_merge_later_wins(tmp_path):
+    first, second = tmp_path / "g1", tmp_path / "g2"
+    record_set(first, "cpu-amd-default", {"a": picture(0)})
+    record_set(first, "cpu-amd-avx2", {"a": noise()}, salt="same")
+    later = record_set(second, "cpu-amd-avx2", {"a": picture(0)}, salt="same")
+    m = golden_matrix(first, second, first)
+    assert len(m.columns) == 2 and m.cells[0][1].state is CellState.IDENTICAL
+    assert m.cells[0][1].source == str(later)
+    assert any(f"{later}: 1 golden of the same identity came from an earlier golden root" in n
+               for n in m.notes)
+    assert any("the same golden root as" in n for n in m.notes)
+
+
+def test_golden_image_that_does_not_match_its_manifest_is_an_error_cell(tmp_path):
+    root = golden_root(tmp_path)
+    png_path = root / "tiny-sd" / "cpu-amd-avx2" / "b-16x16-fp32.png"
+    png_path.write_bytes(png((1, 2, 3), 16))
+    m = golden_matrix(root)
+    cell = m.cells[1][m.labels.index("cpu-amd-avx2")]
+    assert cell.state is CellState.ERROR and cell.error.type == "ManifestError"
+    assert str(png_path) in cell.error.message and "does not match the manifest" in cell.message
+    assert "! ManifestError" in render_markdown(m)
+    # the reference image is checked too: every comparison with it is an error
+    ref_png = root / "tiny-sd" / "cpu-amd-default" / "b-16x16-fp32.png"
+    ref_png.write_bytes(png((1, 2, 3), 16))
+    m = golden_matrix(root)
+    assert [c.state for c in m.cells[1][2:]] == [CellState.ERROR, CellState.ERROR]
+    assert str(ref_png) in m.cells[1][3].error.message
+
+
+def test_golden_tolerances_decide_within(tmp_path, capsys):
+    root = golden_root(tmp_path)
+    strict = tmp_path / "strict.toml"
+    strict.write_text(
+        "schema_version = 1\n[close.default]\nmae_max = 0.5\n"
+        "[perceptual.default]\nmax_abs_max = 0\n[fidelity.default]\nmae_max = 16.0\n"
+    )
+    out = tmp_path / "m.json"
+    code, _, err = run([str(root), "--json", str(out), "--tolerances", str(strict)], capsys)
+    assert code == 0, err
+    data = json.loads(out.read_text())
+    assert data["rows"][1]["cells"]["cpu-amd-avx2"]["state"] == "diverged"
+    bad = tmp_path / "bad.toml"
+    bad.write_text("schema_version = 1\n")
+    code, _, err = run([str(root), "--json", "-", "--tolerances", str(bad)], capsys)
+    _assert_one_line_error(code, err, bad, "missing table [close]")
+
+
+def test_bad_manifest_in_a_golden_root_is_one_line(tmp_path, capsys):
+    root = golden_root(tmp_path)
+    manifest = root / "tiny-sd" / "cpu-amd-avx2" / "manifest.json"
+    manifest.write_text("{")
+    code, _, err = run([str(root), "--markdown", "-"], capsys)
+    _assert_one_line_error(code, err, manifest, "not valid JSON")
+
+
+@pytest.mark.parametrize(
+    ("where", "text"),
+    [
+        ("tiny-sd/cpu-amd-default", "it is one golden set: give the golden root"),
+        ("tiny-sd", "it holds the golden sets of one model: give the folder above it"),
+    ],
+)
+def test_golden_folder_below_the_root_says_where_the_root_is(tmp_path, capsys, where, text):
+    root = golden_root(tmp_path)
+    code, _, err = run([str(root / where), "--markdown", "-"], capsys)
+    _assert_one_line_error(code, err, root / where, text)
+
+
+def test_results_and_golden_roots_in_one_call(tmp_path, capsys):
+    root = golden_root(tmp_path)
+    entries = json.loads((root / "tiny-sd" / "cpu-amd-avx2" / "manifest.json").read_text())
+    shas = {e["case"]: e["pixel_sha256"] for e in entries["entries"].values()}
+    outs = [
+        outcome(f"tiny-sd/{case}/16x16/fp32", cls="cpu-amd-avx2", pixel_sha256=shas[case],
+                golden_class="cpu-amd-avx512")
+        for case in "ab"
+    ]
+    res = results(tmp_path / "run" / "results.json", "cpu-amd-avx2", outs)
+    out = tmp_path / "out"
+    code, md, err = run([str(res), str(root), "--markdown", "-", "--html", str(out / "m.html"),
+                         "--json", str(out / "m.json")], capsys)
+    assert code == 0, err
+    m = matrix_from_dict(json.loads((out / "m.json").read_text()))
+    # the runs compared with cpu-amd-avx512: the golden sets do too
+    assert m.reference_class == "cpu-amd-avx512"
+    assert m.labels[:2] == ("cpu-amd-avx512", "cpu-amd-avx2")
+    run_col, golden_col = m.labels.index("cpu-amd-avx2"), m.labels.index("cpu-amd-avx2 (golden)")
+    assert m.columns[run_col].kind == RUN and m.columns[golden_col].kind == GOLDEN
+    assert m.group_of(run_col) == (run_col, golden_col)  # the run made the set's bits
+    assert f"column cpu-amd-avx2: results file {res}" in m.notes
+    assert any(n.startswith("column cpu-amd-avx2 (golden): golden set ") for n in m.notes)
+    assert "the class the results files compared with" in md
+    page = (out / "m.html").read_text()
+    assert page.count("data:image/png;base64,") >= 2  # golden PNGs lie in the root: embedded
+    assert "this set&#x27;s golden" in page and "reference golden" in page
+    assert "<th>manifest</th>" in page
+
+
+def test_group_row_copes_with_columns_that_are_not_adjacent(tmp_path):
+    from dataclasses import replace
+
+    m = grouped_matrix(tmp_path)
+    scattered = replace(m, groups=((0, 2), (1,), (3,), (4,)))
+    row = re.search(r'<tr class="groups">(.*?)</tr>', render_html(scattered, {}))[1]
+    assert row.count('colspan="1" class="grp"') == 2 and row.count("<th></th>") == 3
+
+
+def test_several_reference_sets_of_other_identities_are_noted(tmp_path):
+    first, second = tmp_path / "g1", tmp_path / "g2"
+    record_set(first, "cpu-amd-default", {"a": picture(0)})
+    record_set(second, "cpu-amd-default", {"a": nudged(picture(0))}, device="AMD Ryzen")
+    m = golden_matrix(first, second)
+    assert m.labels == ("cpu-amd-default · AMD EPYC", "cpu-amd-default · AMD Ryzen")
+    assert [c.state for c in m.cells[0]] == [CellState.IDENTICAL, CellState.WITHIN]
+    assert any("2 sets of the reference class cpu-amd-default have different identities" in n
+               for n in m.notes)
+
+
+def test_runs_and_golden_sets_with_other_references_are_noted(tmp_path):
+    root = golden_root(tmp_path)
+    run_ = load_run(results(tmp_path / "r.json", "cpu-amd-avx2",
+                            [outcome("tiny-sd/a/16x16/fp32", golden_class="cuda-sm89")]))
+    golden = load_golden([root], preferred_reference="cuda-sm89")
+    assert golden.reference_class == "cpu-amd-default"
+    m = build_matrix([run_], golden=golden)
+    assert m.reference_class == "cuda-sm89"
+    assert "the golden sets are compared with cpu-amd-default, the runs with cuda-sm89" in m.notes
+
+
+def test_unreadable_golden_folders_are_one_line(tmp_path, capsys, monkeypatch):
+    from conformance.golden import GoldenStore
+
+    root = golden_root(tmp_path)
+
+    def refuse(self, model):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(GoldenStore, "classes", refuse)
+    code, _, err = run([str(root), "--markdown", "-"], capsys)
+    _assert_one_line_error(code, err, root / "tiny-sd", "cannot read: Permission denied")
+    original = Path.iterdir
+
+    def no_listing(self):
+        if self == root:
+            raise PermissionError(13, "Permission denied")
+        return original(self)
+
+    monkeypatch.setattr(Path, "iterdir", no_listing)
+    code, _, err = run([str(root), "--markdown", "-"], capsys)
+    _assert_one_line_error(code, err, root, "cannot read the golden root: Permission denied")

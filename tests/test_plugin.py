@@ -163,8 +163,8 @@ def test_filters_select_items(run, flag, value, ids):
 
 def test_filters_matching_nothing_is_an_error(run):
     r = run("--resolution", "64x64")
-    assert r.ret != pytest.ExitCode.OK
-    r.stdout.fnmatch_lines(["*no conformance items in * match the filters*"])
+    assert r.ret == pytest.ExitCode.USAGE_ERROR  # before collection, not after the run
+    r.stderr.fnmatch_lines(["*--resolution 64x64*"])
 
 
 # --record / --golden-dir / --force ------------------------------------------------------
@@ -590,3 +590,15 @@ def test_two_workers_make_the_generations_of_one(run, tmp_path):
     sha = {(o["id"], o["check"]): o["pixel_sha256"] for o in one["outcomes"]}
     assert {(o["id"], o["check"]): o["pixel_sha256"] for o in two["outcomes"]} == sha
     parallel.stdout.fnmatch_lines(["*reused from another process: *, processes: 2*"])
+
+
+def test_unusable_results_and_record_targets_fail_before_any_generation(run, tmp_path):
+    (tmp_path / "adir").mkdir()
+    r = run("--results", str(tmp_path / "adir"))
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(["*argument --results: * is a directory; give a file path*"])
+    (tmp_path / "afile").write_text("x")
+    r = run("--record", "--golden-dir", str(tmp_path / "afile"))
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    assert "argument --golden-dir" in r.stderr.str() and "is not a directory" in r.stderr.str()
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing written

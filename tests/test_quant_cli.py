@@ -246,7 +246,7 @@ def test_shard_index_with_missing_file(tmp_path: Path, capsys: pytest.CaptureFix
     index = {"weight_map": {"x.weight": "diffusion_pytorch_model-00001-of-00002.safetensors"}}
     (model / f"{WEIGHTS}.index.json").write_text(json.dumps(index))
     rc = quantize(model, tmp_path / "o.gguf")
-    assert_error(capsys, rc, "shard files missing", "00001-of-00002")
+    assert_error(capsys, rc, "shard file", "00001-of-00002", "is missing")
 
 
 def test_unknown_type_lists_accepted(

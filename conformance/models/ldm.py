@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.errors import ConformanceInputError
-from conformance.models import read_json_object
+from conformance.models import load_config, read_json_object, shard_files
 
 __all__ = [
     "CLIP_PREFIX",
@@ -280,10 +280,7 @@ def read_component(directory: Path) -> dict[str, Tensor]:
 
     indexes = sorted(directory.glob("*.safetensors.index.json"))
     if indexes:
-        weight_map = read_json_object(indexes[0]).get("weight_map")
-        if not isinstance(weight_map, dict):
-            raise ConformanceInputError(indexes[0], "no weight_map in the shard index")
-        files = sorted({directory / str(name) for name in weight_map.values()})
+        files = shard_files(indexes[0])
     else:
         found = sorted(directory.glob("*.safetensors"))
         # "model.fp16.safetensors" is a variant: used only when it is all there is
@@ -294,7 +291,9 @@ def read_component(directory: Path) -> dict[str, Tensor]:
                                         "main weights; keep one")
         files = files or found
     if not files:
-        pickled = sorted(f.name for f in directory.glob("*") if f.suffix in PICKLE_SUFFIXES)
+        pickled = sorted(
+            f.name for f in directory.glob("*") if f.suffix.lower() in PICKLE_SUFFIXES
+        )
         if pickled:
             raise ConformanceInputError(
                 directory / pickled[0],
@@ -309,6 +308,11 @@ def read_component(directory: Path) -> dict[str, Tensor]:
             part = load_file(str(file))
         except Exception as exc:  # safetensors raises its own error types
             raise ConformanceInputError(file, f"not a readable .safetensors file ({exc})") from None
+        twice = sorted(set(part) & set(state))
+        if twice:
+            raise ConformanceInputError(
+                file, f"tensor {twice[0]!r} is also in another shard of {directory}"
+            )
         state.update(part)
     return state
 
@@ -350,7 +354,7 @@ def to_ldm_state_dict(src: str | Path) -> dict[str, Tensor]:
         config_path = folder / "config.json"
         if not config_path.is_file():
             raise ConformanceInputError(folder, "no config.json in the component folder")
-        config = read_json_object(config_path)
+        config = load_config(config_path)
         state = read_component(folder)
         try:
             out.update(converters[name](state, config))

@@ -55,7 +55,8 @@ def load(model: str, fixtures: Path = FIXTURES_DIR, dtype: torch.dtype = torch.f
         # diffusers >= 0.36 prefers ``dtype=``; older releases only know ``torch_dtype``
         warnings.simplefilter("ignore", FutureWarning)
         pipe = DiffusionPipeline.from_pretrained(
-            str(fixtures / model), local_files_only=True, torch_dtype=dtype
+            str(fixtures / model), local_files_only=True, torch_dtype=dtype,
+            use_safetensors=True,
         )
     pipe.set_progress_bar_config(disable=True)
     return pipe

@@ -25,15 +25,23 @@ diffusers' ``from_single_file`` retries with downloads switched on.
 from __future__ import annotations
 
 import enum
-import json
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conformance.errors import ConformanceInputError
-from conformance.models import Family, ModelUnavailable, dtype_keyword, read_json_object
+from conformance.models import (
+    Family,
+    ModelUnavailable,
+    dtype_keyword,
+    load_config,
+    read_json_object,
+    shard_files,
+)
+from conformance.safeio import show
 
 if TYPE_CHECKING:
     import torch
@@ -219,18 +227,47 @@ def _weight_files(folder: Path) -> tuple[list[Path], list[Path]]:
     return safe, pickled
 
 
-def _check_pipeline_dir(root: Path, origin: str) -> str | None:
-    """Refuse components whose weights are only pickles; return the variant to load.
+_COMPONENT = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+#: the config files of a component folder, checked against the size bounds before loading
+_CONFIG_FILES = ("config.json", "scheduler_config.json")
 
-    The variant is ``"fp16"`` when some component has only ``*.fp16.safetensors``
-    weights (a common partial download), else ``None``.
+
+def _blobs_dir(root: Path) -> Path | None:
+    """The blob store of a Hugging Face cache snapshot ``<repo>/snapshots/<rev>``."""
+    if root.parent.name == "snapshots":
+        return root.parent.parent / "blobs"
+    return None
+
+
+def _check_pipeline_dir(root: Path, origin: str) -> str | None:
+    """Check a pipeline folder before anything is loaded from it; return the variant.
+
+    Refuses component names that are not identifiers (``model_index.json`` keys become
+    folder names), components whose weights are only pickles, configs whose sizes are out
+    of bounds (:func:`conformance.models.check_config`) and shard indexes naming files
+    outside the component folder. The variant is ``"fp16"`` when some component has only
+    ``*.fp16.safetensors`` weights (a common partial download), else ``None``.
     """
-    index = read_json_object(root / "model_index.json")
+    index_path = root / "model_index.json"
+    index = read_json_object(index_path, "pipeline index")
+    blobs = _blobs_dir(root)
     variant = None
     for name in sorted(index):
-        folder = root / name
-        if name.startswith("_") or not folder.is_dir():
+        if name.startswith("_"):
             continue
+        if not _COMPONENT.fullmatch(name):
+            raise ConformanceInputError(
+                index_path, f"component {show(name)} is not a component name (letters, digits "
+                "and '_'); model_index.json keys name folders of the pipeline"
+            )
+        folder = root / name
+        if not folder.is_dir():
+            continue
+        for config in _CONFIG_FILES:
+            if (folder / config).is_file():
+                load_config(folder / config)
+        for shard_index in sorted(folder.glob("*.safetensors.index.json")):
+            shard_files(shard_index, blobs=blobs)
         safe, pickled = _weight_files(folder)
         if pickled and not safe:
             raise _refuse_pickle(pickled[0], origin)
@@ -263,6 +300,7 @@ def _single_file_config(model: RealModel, environ: Mapping[str, str], cache: Pat
                 f"{config}: no model_index.json; expected a local diffusers directory of "
                 f"{model.repo_id} (configs, tokenizer and scheduler files suffice)",
             )
+        _check_pipeline_dir(config, f"${model.config_env}")
         return config
     snapshot = _cached_snapshot(model.repo_id, cache)
     if snapshot is None:
@@ -273,6 +311,7 @@ def _single_file_config(model: RealModel, environ: Mapping[str, str], cache: Pat
             f"the cache {cache} on a machine with network access: hf download "
             f"{model.repo_id} --include {CONFIG_PATTERNS}",
         )
+    _check_pipeline_dir(snapshot, f"the Hugging Face cache of {model.repo_id}")
     return snapshot
 
 
@@ -363,13 +402,14 @@ def _load_gguf_denoiser(resolved: Resolved, gguf: Path, compute_dtype: torch.dty
 
     config_dir = resolved.denoiser_config
     config_path = config_dir / "config.json"
-    try:
-        class_name = json.loads(config_path.read_text(encoding="utf-8"))["_class_name"]
-    except (OSError, KeyError, TypeError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+    class_name = load_config(config_path).get("_class_name")
+    if not isinstance(class_name, str) or not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}",
+                                                            class_name):
         raise ConformanceInputError(
-            config_path, f"cannot read the {resolved.model.family.denoiser} class ({exc})"
-        ) from None
-    cls = getattr(diffusers, str(class_name), None)
+            config_path, f"key '_class_name' is {show(class_name)}; expected the "
+            f"{resolved.model.family.denoiser}'s diffusers class name"
+        )
+    cls = getattr(diffusers, class_name, None)
     if not isinstance(cls, type):
         raise ConformanceInputError(config_path, f"_class_name {class_name!r} is not in diffusers")
     try:
@@ -409,6 +449,7 @@ def load(
         kwargs[dtype_keyword()] = dtype
     pipeline_dir = resolved.config if resolved.layout is Layout.SINGLE_FILE else resolved.path
     assert pipeline_dir is not None
+    _check_pipeline_dir(pipeline_dir, str(pipeline_dir))  # configs and shards, before building
     if "safety_checker" in read_json_object(pipeline_dir / "model_index.json"):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
     if gguf is not None:

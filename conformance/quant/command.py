@@ -14,11 +14,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from conformance.errors import ConformanceInputError
+from conformance.models import load_config, shard_files
+from conformance.safeio import regular_file_problem, require_str, show
 
 from .loading import supports_single_file
 from .recipes import RECIPE_NAMES, Recipe, get_recipe
@@ -78,27 +83,21 @@ def register(subparsers: Any) -> None:
 
 
 def _load_config(path: Path) -> dict[str, Any]:
+    """config.json, read safely and checked against the model size bounds."""
     try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CommandError(f"{path}: cannot read config.json ({exc})") from None
-    if not isinstance(config, dict):
-        raise CommandError(f"{path}: config.json must hold a JSON object")
-    return config
+        return load_config(path)
+    except ConformanceInputError as exc:
+        message = exc.message.removeprefix("model config: ").removeprefix("model config ")
+        raise CommandError(f"{exc.where}: cannot read config.json: {message}") from None
 
 
 def _directory_weights(root: Path) -> list[Path]:
     index = root / _INDEX
     if index.is_file():
         try:
-            weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-            files = sorted({root / name for name in weight_map.values()})
-        except (OSError, KeyError, TypeError, json.JSONDecodeError) as exc:
-            raise CommandError(f"{index}: cannot read the shard index ({exc})") from None
-        missing = [f.name for f in files if not f.is_file()]
-        if missing:
-            raise CommandError(f"{index}: shard files missing: {', '.join(missing)}")
-        return files
+            return shard_files(index)
+        except ConformanceInputError as exc:
+            raise CommandError(str(exc)) from None
     if (root / _MAIN_WEIGHTS).is_file():
         return [root / _MAIN_WEIGHTS]
     found = sorted(root.glob("*.safetensors"))
@@ -135,6 +134,10 @@ def resolve_source(src: str) -> Source:
     Raises :class:`CommandError` for a missing path, a directory without
     ``config.json``, pickled weights or an unsupported file type.
     """
+    try:
+        require_str(src, "SRC", what="the path", allow_empty=False)
+    except ConformanceInputError as exc:
+        raise CommandError(f"SRC {show(src)}: {exc.message}") from None
     path = Path(src)
     if not path.exists():
         raise CommandError(f"SRC {src}: no such file or directory; expected {_ACCEPTED_SRC}")
@@ -158,6 +161,9 @@ def resolve_source(src: str) -> Source:
             raise CommandError(
                 f"SRC {src}: unsupported file type {suffix!r}; expected {_ACCEPTED_SRC}"
             )
+        problem = regular_file_problem(path)
+        if problem:
+            raise CommandError(f"SRC {src}: {problem}; expected {_ACCEPTED_SRC}")
         sibling = path.parent / "config.json"
         config = _load_config(sibling) if sibling.is_file() else None
         source = Source(path, [path], sibling if config else None, config)
@@ -220,15 +226,26 @@ def _source_keys(source: Source) -> set[str]:
 
 
 def _resolve_output(out: str, force: bool) -> Path:
+    """Check ``--out`` before any work: a writable ``.gguf`` path in an existing folder."""
+    try:
+        require_str(out, "--out", what="the path", allow_empty=False)
+    except ConformanceInputError as exc:
+        raise CommandError(f"--out {show(out)}: {exc.message}") from None
     path = Path(out)
     if path.suffix.lower() != ".gguf":
         raise CommandError(f"--out {out}: must end with .gguf (diffusers detects GGUF by suffix)")
     if path.is_dir():
         raise CommandError(f"--out {out}: is a directory; expected a FILE.gguf path")
-    if path.exists() and not force:
-        raise CommandError(f"--out {out}: already exists; pass --force to overwrite")
+    if path.exists():
+        problem = regular_file_problem(path)
+        if problem:
+            raise CommandError(f"--out {out}: {problem}; expected a FILE.gguf path")
+        if not force:
+            raise CommandError(f"--out {out}: already exists; pass --force to overwrite")
     if not path.parent.is_dir():
         raise CommandError(f"--out {out}: directory {path.parent} does not exist")
+    if not os.access(path.parent, os.W_OK | os.X_OK):
+        raise CommandError(f"--out {out}: directory {path.parent} is not writable")
     return path
 
 
@@ -262,8 +279,8 @@ def run_quantize(args: argparse.Namespace) -> int:
             raise CommandError(
                 f"--type {args.qtype}: unknown type; accepted: {', '.join(RECIPE_NAMES)}"
             ) from None
-        source = resolve_source(args.src)
         out = _resolve_output(args.out, args.force)
+        source = resolve_source(args.src)
         _instantiate_linear_names(source)
         notes: list[str] = []
         if source.linear_names is None:
@@ -304,6 +321,8 @@ def run_quantize(args: argparse.Namespace) -> int:
         except OSError as exc:
             print(f"error: --out {args.out}: cannot write ({exc})", file=sys.stderr)
             return 1
+        except ValueError as exc:  # the written file did not read back: nothing was kept
+            raise CommandError(f"--out {args.out}: {exc}") from None
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

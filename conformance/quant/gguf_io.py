@@ -132,7 +132,9 @@ def quantize_state_dict(
 
     ``tensors`` is a mapping or an iterable of ``(name, tensor)`` pairs (a
     generator keeps only one source tensor in memory at a time). Raises
-    ``ValueError`` naming the tensor if it holds NaN or inf values.
+    ``ValueError`` naming the tensor if it holds NaN or inf values, or if it cannot
+    round-trip through a GGUF file (no elements, or a 0-d scalar, which GGUF stores as
+    shape ``(1,)``).
     """
     rec = get_recipe(recipe) if isinstance(recipe, str) else recipe
     linear = None if linear_names is None else frozenset(linear_names)
@@ -140,6 +142,7 @@ def quantize_state_dict(
     out: list[QuantizedTensor] = []
     for name, tensor in items:
         arr = to_numpy(tensor)
+        _check_storable(name, arr)
         is_float = bool(np.issubdtype(arr.dtype, np.floating))
         max_abs = None
         if is_float and arr.size:
@@ -154,6 +157,20 @@ def quantize_state_dict(
             on_tensor(qt)
         out.append(qt)
     return out
+
+
+def _check_storable(name: str, arr: np.ndarray) -> None:
+    """Refuse a tensor a GGUF file cannot give back as it was, naming it."""
+    if arr.ndim == 0:
+        raise ValueError(
+            f"tensor {name!r} is a 0-d scalar; GGUF stores it as shape (1,), so it would not "
+            "load back with its shape"
+        )
+    if arr.size == 0:
+        raise ValueError(
+            f"tensor {name!r} has shape {tuple(arr.shape)} and no elements; a GGUF file with "
+            "it cannot be read back"
+        )
 
 
 def _add_metadata(writer: gguf.GGUFWriter, key: str, value: Any) -> None:
@@ -195,22 +212,51 @@ def write_gguf(
             writer.add_file_type(int(file_type))
         for key, value in (metadata or {}).items():
             _add_metadata(writer, key, value)
+        written: list[tuple[str, QT, tuple[int, ...]]] = []
         for t in tensors:
+            if not t.shape or 0 in t.shape:
+                _check_storable(t.name, np.empty(t.shape, np.float32))
             if t.qtype in (QT.F32, QT.F16) or t.qtype in _INT_TYPES.values():
                 writer.add_tensor(t.name, t.data)
             else:
                 writer.add_tensor(t.name, t.data, raw_dtype=t.qtype)
+            written.append((t.name, t.qtype, tuple(t.shape)))
         writer.write_header_to_file()
         writer.write_kv_data_to_file()
         writer.write_tensors_to_file()
         writer.close()
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
+        _verify_written(tmp, written, target)
         os.replace(tmp, target)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return target
+
+
+def _verify_written(
+    tmp: Path, written: list[tuple[str, QT, tuple[int, ...]]], target: Path
+) -> None:
+    """Read the header of the file just written and compare it with what was meant."""
+    try:
+        reader = gguf.GGUFReader(str(tmp))
+        found = [
+            (t.name, QT(t.tensor_type), tuple(int(s) for s in reversed(t.shape.tolist())))
+            for t in reader.tensors
+        ]
+    except Exception as exc:  # gguf-py raises many types for a file it cannot parse
+        raise ValueError(f"the GGUF file written for {target} does not read back ({exc})") \
+            from None
+    if found != written:
+        bad = next(
+            (w for w, f in zip(written, found, strict=False) if w != f),
+            written[len(found)] if len(written) > len(found) else found[len(written)],
+        )
+        raise ValueError(
+            f"tensor {bad[0]!r} does not read back from the GGUF file as written "
+            f"({bad[1].name} {bad[2]}); nothing was written to {target}"
+        )
 
 
 def save_state_dict_gguf(

@@ -9,6 +9,7 @@ from typing import Any
 
 from conformance.precision import PRECISIONS
 from conformance.report.results import Check, Outcome
+from conformance.report.safe_text import md_inline
 
 
 def fidelity_rows(
@@ -19,15 +20,16 @@ def fidelity_rows(
     for o in outcomes:
         if o.check == Check.FIDELITY.value and o.metrics:
             groups.setdefault((o.model, o.precision), []).append(o.metrics)
-    order = list(PRECISIONS)
+    order = {name: n for n, name in enumerate(PRECISIONS)}
     rows = []
-    for (model, prec), ms in sorted(groups.items(), key=lambda kv: (kv[0][0],
-                                                                     order.index(kv[0][1]))):
+    for (model, prec), ms in sorted(
+        groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], len(order)), kv[0][1])
+    ):
         finite = [m["psnr"] for m in ms if m["psnr"] is not None]
         rows.append({
             "model": model,
             "precision": prec,
-            "bits_per_weight": PRECISIONS[prec].bits_per_weight,
+            "bits_per_weight": PRECISIONS[prec].bits_per_weight if prec in PRECISIONS else None,
             "denoiser_bytes": denoiser_bytes.get(f"{model}/{prec}"),
             "items": len(ms),
             "mae": sum(m["mae"] for m in ms) / len(ms),
@@ -39,7 +41,8 @@ def fidelity_rows(
 
 
 def fidelity_markdown(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table of :func:`fidelity_rows` (empty string when there are none)."""
+    """A Markdown table of :func:`fidelity_rows` (empty string when there are none); the
+    model and format names are escaped (:func:`~conformance.report.safe_text.md_inline`)."""
     if not rows:
         return ""
     lines = [
@@ -49,8 +52,9 @@ def fidelity_markdown(rows: list[dict[str, Any]]) -> str:
     for r in rows:
         size = f"{r['denoiser_bytes'] / 2**20:.2f} MiB" if r["denoiser_bytes"] else "?"
         psnr = "inf" if math.isinf(r["psnr"]) else f"{r['psnr']:.2f}"
+        bits = "?" if r["bits_per_weight"] is None else f"{r['bits_per_weight']:g}"
         lines.append(
-            f"| {r['model']} | {r['precision']} | {r['bits_per_weight']:g} | {size} "
+            f"| {md_inline(r['model'])} | {md_inline(r['precision'])} | {bits} | {size} "
             f"| {r['items']} | {r['mae']:.3f} | {psnr} | {r['ssim']:.4f} "
             f"| {r['phash_distance']:.2f} |"
         )

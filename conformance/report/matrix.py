@@ -1,27 +1,48 @@
-"""The conformance matrix: items x hardware classes, built from many results files.
+"""The conformance matrix: items x machine configurations, from results files and golden sets.
 
-Each results file is one run on one machine (its ``hardware_class``, and a ``label`` naming
-its column: the class, with the thread count when it is not 1; the class when the file has
-no label). The matrix has a row per item (model x case x resolution x precision) and a column
-per label; results files with the same label are merged. A cell is that column's comparison
-against the reference image:
+Each results file is one run on one machine: its ``hardware_class``, a ``label`` (the class,
+with the thread count when it is not 1) and, from schema 2 on, the measured ``identity``
+whose ``digest`` names the configuration. The matrix has a row per item (model x case x
+resolution x precision) and a column per *identity*: results files of one identity merge into
+one column (a later run's outcome of an item and check replaces an earlier one's, with a
+note); files of different identities never share a column, even under one label, and the
+labels are told apart (``cpu-avx512 · Intel(R) Xeon(R)`` or ``cpu-avx512@3f9a1c``). A
+schema-1 file (no identity) gets a key derived from its class and the fingerprint keys that
+change bits. The notes say which column every input went to.
+
+A cell is that column's comparison against the reference image:
 
 * the ``reference`` outcome when it has metrics;
 * the ``own-class`` outcome in the reference class's own columns (there the reference check
   is skipped because the machine *is* the reference class, and the own-class golden is the
-  reference image).
+  reference image);
+* state ``error`` when that outcome is an error (the exception's type and message are kept).
 
 The other checks of the item on that column (repeatable, invariance variants) are kept with
 the cell as context.
 
-:func:`load_run` reads and validates one results file (the only I/O here);
-:func:`build_matrix` is a pure function from runs to a :class:`Matrix`; the renderers in
-:mod:`conformance.report.render` are pure functions from a matrix to text.
+Golden roots (``<root>/<model>/<class>/manifest.json``) give columns too, one per (class,
+identity) set: :func:`load_golden` compares every set's images with the reference set's
+(identical when the pixel SHA-256 agree, else the metrics of the two PNGs judged against the
+perceptual tolerance, as the reference check of a run is).
+
+Columns whose images are bit-identical on every item they share form one *group*
+(:attr:`Matrix.groups`); the columns of a group are adjacent.
+
+:func:`load_run` and :func:`load_golden` read and validate their input (the only I/O here):
+input of any shape, at any depth, is either read or refused with a
+:class:`~conformance.errors.ConformanceInputError` naming the file and the key, never another
+exception;
+:func:`build_matrix` is a pure function from runs and golden columns to a :class:`Matrix`; the
+renderers in :mod:`conformance.report.render` are pure functions from a matrix to text.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import enum
+import hashlib
+import json
 import math
 import os
 import re
@@ -29,19 +50,50 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
-from conformance.errors import ConformanceInputError
-from conformance.report.results import Check, Outcome, Status, read_results
+from conformance.errors import ConformanceInputError, ManifestError
+from conformance.report.results import READABLE_VERSIONS, Check, Outcome, Status
+from conformance.report.safe_text import bounded
+from conformance.safeio import (
+    IMAGE_LIMIT,
+    JSON_MAX_DEPTH,
+    JSON_MAX_INT_DIGITS,
+    MANIFEST_LIMIT,
+    RESULTS_LIMIT,
+    key_label,
+    read_text,
+    regular_file_problem,
+    show,
+)
 
-MATRIX_SCHEMA_VERSION = 1
+if TYPE_CHECKING:  # pragma: no cover
+    from conformance.tolerances import Tolerances
+
+MATRIX_SCHEMA_VERSION = 2
+#: Matrix documents :func:`matrix_from_dict` reads (1: before identities, groups, errors).
+MATRIX_READABLE_VERSIONS = (1, 2)
+
+#: Fingerprint keys that make the identity key of a results file or golden set without a
+#: measured identity (schema 1), with its hardware class.
+LEGACY_IDENTITY_KEYS = (
+    "device_name", "threads", "torch", "diffusers", "transformers", "cpu_isa",
+    "aten_cpu_capability_env",
+)
+#: Column kinds: a run's results, or a golden set.
+RUN, GOLDEN = "run", "golden"
+#: ``check`` of the cells of a golden-set column.
+GOLDEN_CHECK = "golden-set"
 
 #: Precisions in the order rows show them; ``gguf-*`` follow (most bits first), then others.
 PRECISION_ORDER = ("fp32", "bf16", "fp16", "fp8-e4m3", "fp8-e5m2")
 
 _METRIC_NUMBERS = ("mae", "max_abs", "psnr", "ssim", "phash_distance", "dhash_distance")
-_RESOLUTION = re.compile(r"^(\d+)x(\d+)$")
-_DIGITS = re.compile(r"(\d+)")
+_RESOLUTION = re.compile(r"([0-9]{1,9})x([0-9]{1,9})")
+_DIGITS = re.compile(r"([0-9]+)")
+_HEX = re.compile(r"[0-9a-f]{6,64}")
+#: Integers a results file's number fields may hold (larger ones are not measurements).
+_INT_RANGE = 2**63
 
 
 class CellState(enum.Enum):
@@ -50,6 +102,7 @@ class CellState(enum.Enum):
     IDENTICAL = "identical"
     WITHIN = "within"
     DIVERGED = "diverged"
+    ERROR = "error"
     MISSING = "missing"
 
 
@@ -127,8 +180,22 @@ class CheckResult:
 
 
 @dataclass(frozen=True, slots=True)
+class CellError:
+    """What a generation raised (an outcome's ``error``); None where it was not recorded."""
+
+    type: str | None = None
+    message: str | None = None
+    device: str | None = None
+    precision: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Cell:
-    """One item on one column (``column`` is its label, ``hardware_class`` its class)."""
+    """One item on one column (``column`` is its label, ``hardware_class`` its class).
+
+    ``pixel_sha256`` is the digest of the column's image of the item (groups bit-identical
+    columns); ``error`` what a generation raised, for an ``error`` cell.
+    """
 
     item: ItemKey
     column: str
@@ -151,11 +218,20 @@ class Cell:
     reproduce: str = ""
     source: str = ""
     checks: tuple[CheckResult, ...] = ()
+    pixel_sha256: str | None = None
+    error: CellError | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class Column:
-    """One column (a label) and the results files merged into it (oldest first)."""
+    """One column: one identity, and the results files (oldest first) or golden manifests
+    merged into it.
+
+    ``key`` is the identity key (``id:<digest>`` for a measured identity, ``fp:<hex>`` derived
+    from the fingerprint for schema-1 input; ``golden:`` in front for golden sets); ``kind``
+    is :data:`RUN` or :data:`GOLDEN`; ``identity`` the identity record in short (class,
+    digest, CPU/GPU model, flags, precision digests), as text pairs.
+    """
 
     label: str
     hardware_class: str
@@ -163,11 +239,26 @@ class Column:
     fingerprint: tuple[tuple[str, str], ...] = ()
     started_at: str | None = None
     finished_at: str | None = None
+    key: str = ""
+    kind: str = RUN
+    identity: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def short_key(self) -> str:
+        """Six hex digits of the identity key (``@3f9a1c`` in disambiguated labels)."""
+        return self.key.rsplit(":", 1)[-1][:6]
+
+    @property
+    def device(self) -> str | None:
+        """The CPU / GPU model name, from the identity or the fingerprint."""
+        return dict(self.identity).get("model_name") or dict(self.fingerprint).get(
+            "device_name"
+        )
 
 
 @dataclass(frozen=True, slots=True)
 class Run:
-    """One validated results file."""
+    """One validated results file (``key``: its identity key, see :class:`Column`)."""
 
     path: str
     hardware_class: str
@@ -176,6 +267,32 @@ class Run:
     fingerprint: tuple[tuple[str, str], ...] = ()
     started_at: str | None = None
     finished_at: str | None = None
+    key: str = ""
+    identity: tuple[tuple[str, str], ...] = ()
+
+    @property
+    def identity_key(self) -> str:
+        """``key``, or the one derived from class and fingerprint when it was not given."""
+        return self.key or legacy_key(self.hardware_class, dict(self.fingerprint))
+
+
+@dataclass(frozen=True, slots=True)
+class GoldenColumn:
+    """One golden-set column before it joins a matrix: the column and its cells by item
+    (the cells' ``column`` is set to the column's final label by :func:`build_matrix`)."""
+
+    column: Column
+    cells: Mapping[ItemKey, Cell]
+
+
+@dataclass(frozen=True, slots=True)
+class GoldenSets:
+    """What :func:`load_golden` read: the golden columns, the reference class (the class of
+    the reference set) and notes."""
+
+    reference_class: str | None
+    columns: tuple[GoldenColumn, ...] = ()
+    notes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,10 +304,25 @@ class Matrix:
     columns: tuple[Column, ...]
     cells: tuple[tuple[Cell, ...], ...]
     notes: tuple[str, ...] = ()
+    #: Columns with bit-identical images on every item they share, as column indices: every
+    #: column is in exactly one group (alone in its own when it shares no bits), the
+    #: columns of a group are adjacent, groups in column order.
+    groups: tuple[tuple[int, ...], ...] = ()
 
     @property
     def labels(self) -> tuple[str, ...]:
         return tuple(c.label for c in self.columns)
+
+    def group_of(self, column: int) -> tuple[int, ...]:
+        """The group holding ``column`` (just ``(column,)`` when there are no groups)."""
+        for group in self.groups:
+            if column in group:
+                return group
+        return (column,)
+
+    def shared_groups(self) -> list[tuple[int, ...]]:
+        """The groups of more than one column, in column order."""
+        return [g for g in self.groups if len(g) > 1]
 
     def counts(self, column: int) -> dict[CellState, int]:
         """Cells of each state in one column (every state present, zeros included)."""
@@ -205,13 +337,17 @@ class Matrix:
 
 # -- ordering --------------------------------------------------------------------------------
 def natural_key(text: str) -> tuple[Any, ...]:
-    """Sort key that orders digit runs by value (``cpu-avx2`` before ``cpu-avx512``)."""
-    return tuple(int(p) if p.isdigit() else p for p in _DIGITS.split(text))
+    """Sort key that orders digit runs by value (``cpu-avx2`` before ``cpu-avx512``), of any
+    length (compared as text of the same length, not converted to a number)."""
+    parts = _DIGITS.split(text)
+    return tuple(
+        (len(p.lstrip("0")), p.lstrip("0"), p) if n % 2 else p for n, p in enumerate(parts)
+    )
 
 
 def resolution_key(text: str) -> tuple[Any, ...]:
     """Pixel count, then width; text that is not ``WxH`` sorts last by name."""
-    match = _RESOLUTION.match(text)
+    match = _RESOLUTION.fullmatch(text)
     if not match:
         return (1, 0, 0, text)
     width, height = int(match[1]), int(match[2])
@@ -224,7 +360,8 @@ def precision_key(name: str) -> tuple[Any, ...]:
         return (0, PRECISION_ORDER.index(name), 0, name)
     if name.startswith("gguf-"):
         bits = _DIGITS.search(name.removeprefix("gguf-"))
-        return (1, 0, -int(bits[1]) if bits else 0, name)
+        value = (int(bits[1]) if len(bits[1]) < 10 else 10**9) if bits else 0
+        return (1, 0, -value, name)
     return (2, 0, 0, name)
 
 
@@ -240,84 +377,146 @@ def column_key(label: str, hardware_class: str, reference_class: str | None) -> 
 
 # -- loading and validation ------------------------------------------------------------------
 def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)
+    """A float (NaN and infinities included: they are shown as such), or an int of at most
+    64 bits."""
+    if type(value) is float:
+        return True
+    return type(value) is int and -_INT_RANGE <= value < _INT_RANGE
 
 
 def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return type(value) is int and -_INT_RANGE <= value < _INT_RANGE
+
+
+def _json_kind(value: Any) -> str:
+    """The JSON name of a parsed value's type, for messages."""
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    return _JSON_KINDS.get(type(value), type(value).__name__)
+
+
+_JSON_KINDS = {dict: "an object", list: "a list", str: "a string", type(None): "null"}
+
+
+def _got(value: Any) -> str:
+    """``not a string ('high')``: what a field held instead, shortened."""
+    if isinstance(value, (dict, list)):
+        return f"not {_json_kind(value)}"
+    if _is_number(value) or isinstance(value, bool) or value is None:
+        return f"not {_json_kind(value)} ({show(value, 30)})"
+    if isinstance(value, int):  # an integer outside 64 bits
+        return f"not {show(value, 30)} (outside the 64-bit range)"
+    return f"not {_json_kind(value)} ({show(value, 40)})"
 
 
 def _check_metrics(value: Any, where: str, allow_error: bool = False) -> str | None:
     if value is None:
         return None
     if not isinstance(value, dict):
-        return f"{where} must be an object or null"
+        return f"{where} must be an object or null, {_got(value)}"
     if allow_error and "error" in value:
-        return None if isinstance(value["error"], str) else f"{where}.error must be a string"
+        if isinstance(value["error"], str):
+            return None
+        return f"{where}.error must be a string, {_got(value['error'])}"
     if not isinstance(value.get("identical"), bool):
-        return f"{where}.identical must be true or false"
+        return f"{where}.identical must be true or false, {_got(value.get('identical'))}"
     for key in _METRIC_NUMBERS:
         if value.get(key) is not None and not _is_number(value[key]):
-            return f"{where}.{key} must be a number or null"
+            return f"{where}.{key} must be a number or null, {_got(value[key])}"
     fds = value.get("first_divergent_step")
     if fds is not None and not _is_int(fds):
-        return f"{where}.first_divergent_step must be an integer or null"
+        return f"{where}.first_divergent_step must be an integer or null, {_got(fds)}"
     return None
 
 
+def _step_delta_problem(index: int, delta: Any) -> str:
+    """Which field of ``step_deltas[index]`` is wrong, and how."""
+    where = f"step_deltas[{index}]"
+    if type(delta) is not dict:
+        return (
+            f"{where} must be {{step: integer, equal: boolean, mean_delta: number, "
+            f"std_delta: number}}, {_got(delta)}"
+        )
+    for key, ok, what in (
+        ("step", _is_int, "an integer"),
+        ("equal", lambda v: type(v) is bool, "true or false"),
+        ("mean_delta", _is_number, "a number"),
+        ("std_delta", _is_number, "a number"),
+    ):
+        if key not in delta:
+            return f"{where}.{key} is missing"
+        if not ok(delta[key]):
+            return f"{where}.{key} must be {what}, {_got(delta[key])}"
+    return f"{where} is malformed"  # pragma: no cover - the fast check agrees with these
+
+
 def _outcome_problem(o: Outcome) -> str | None:
-    """What is wrong with one outcome's fields, or None."""
+    """What is wrong with one outcome's fields, or None (the field's key is named)."""
     for name in ("id", "model", "case", "resolution", "precision", "status", "check"):
-        if not isinstance(getattr(o, name), str) or not getattr(o, name):
-            return f"{name} must be a non-empty string"
+        value = getattr(o, name)
+        if not isinstance(value, str) or not value:
+            return f"{name} must be a non-empty string, {_got(value)}"
     if o.check not in _CHECKS:
-        return f"check {o.check!r} is not one of {', '.join(sorted(_CHECKS))}"
+        return f"check {show(o.check)} is not one of {', '.join(sorted(_CHECKS))}"
     if o.status not in _STATUSES:
-        return f"status {o.status!r} is not one of {', '.join(sorted(_STATUSES))}"
+        return f"status {show(o.status)} is not one of {', '.join(sorted(_STATUSES))}"
     for name in ("tier", "golden_class", "variant"):
-        if getattr(o, name) is not None and not isinstance(getattr(o, name), str):
-            return f"{name} must be a string or null"
+        value = getattr(o, name)
+        if value is not None and not isinstance(value, str):
+            return f"{name} must be a string or null, {_got(value)}"
     for name in ("message", "reproduce"):
         if not isinstance(getattr(o, name), str):
-            return f"{name} must be a string"
+            return f"{name} must be a string, {_got(getattr(o, name))}"
     if not _is_number(o.seconds):
-        return "seconds must be a number"
+        return f"seconds must be a number, {_got(o.seconds)}"
     for name in ("generate_seconds", "peak_memory_mb"):
-        if getattr(o, name) is not None and not _is_number(getattr(o, name)):
-            return f"{name} must be a number or null"
+        value = getattr(o, name)
+        if value is not None and not _is_number(value):
+            return f"{name} must be a number or null, {_got(value)}"
     if o.first_divergent_step is not None and not _is_int(o.first_divergent_step):
-        return "first_divergent_step must be an integer or null"
+        return f"first_divergent_step must be an integer or null, {_got(o.first_divergent_step)}"
     problem = _check_metrics(o.metrics, "metrics")
     if problem:
         return problem
-    if not isinstance(o.artifacts, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in o.artifacts.items()
-    ):
-        return "artifacts must map names to path strings"
+    if not isinstance(o.artifacts, dict):
+        return f"artifacts must map names to path strings, {_got(o.artifacts)}"
+    for key, value in o.artifacts.items():
+        if not isinstance(value, str):
+            return f"artifacts must map names to path strings: artifacts.{key_label(key)} is " \
+                + _got(value).removeprefix("not ")
     if o.step_deltas is not None:
         if not isinstance(o.step_deltas, list):
-            return "step_deltas must be a list or null"
+            return f"step_deltas must be a list or null, {_got(o.step_deltas)}"
         for i, d in enumerate(o.step_deltas):
             # exact types (JSON gives no subclasses): fast, and bool is not a number here
             if (
                 type(d) is not dict
                 or type(d.get("step")) is not int
+                or not -_INT_RANGE <= d["step"] < _INT_RANGE
                 or type(d.get("equal")) is not bool
                 or type(d.get("mean_delta")) not in _NUMBER_TYPES
                 or type(d.get("std_delta")) not in _NUMBER_TYPES
             ):
-                return (
-                    f"step_deltas[{i}] must be {{step: integer, equal: boolean, "
-                    "mean_delta: number, std_delta: number}"
-                )
+                return _step_delta_problem(i, d)
     if not isinstance(o.by_class, dict):
-        return "by_class must be an object"
+        return f"by_class must be an object, {_got(o.by_class)}"
     for cls, value in o.by_class.items():
-        if value is None:
-            return f"by_class[{cls!r}] must be an object"
-        problem = _check_metrics(value, f"by_class[{cls!r}]", allow_error=True)
+        if not isinstance(value, dict):
+            return f"by_class[{show(cls)}] must be an object, {_got(value)}"
+        problem = _check_metrics(value, f"by_class[{show(cls)}]", allow_error=True)
         if problem:
             return problem
+    sha = o.pixel_sha256
+    if sha is not None and (type(sha) is not str or not _HEX.fullmatch(sha)):
+        return f"pixel_sha256 must be a string of lower-case hex digits or null, {_got(sha)}"
+    if o.error is not None:
+        if not isinstance(o.error, dict):
+            return f"error must be an object or null, {_got(o.error)}"
+        for key, value in o.error.items():
+            if value is not None and not isinstance(value, str):
+                return f"error.{key_label(key)} must be a string or null, {_got(value)}"
     return None
 
 
@@ -352,35 +551,326 @@ def resolve_artifact(results_dir: str, value: str) -> str:
     return direct
 
 
+def _text_value(value: Any) -> str:
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={_text_value(v)}" for k, v in value.items())
+    if isinstance(value, (list, tuple)):
+        return " ".join(_text_value(v) for v in value)
+    return _text(value)
+
+
+def legacy_key(hardware_class: str, fingerprint: Mapping[str, Any]) -> str:
+    """The identity key of input without a measured identity: ``fp:`` and 12 hex digits of
+    the class and the fingerprint's :data:`LEGACY_IDENTITY_KEYS` (values as text, so that a
+    results file's and a golden entry's fingerprints of one machine agree)."""
+    values = [
+        None if fingerprint.get(k) is None else _text(fingerprint[k])
+        for k in LEGACY_IDENTITY_KEYS
+    ]
+    body = json.dumps([hardware_class, values], separators=(",", ":"))
+    return "fp:" + hashlib.sha256(body.encode()).hexdigest()[:12]
+
+
+def identity_summary(identity: Mapping[str, Any] | None) -> tuple[tuple[str, str], ...]:
+    """An identity record in short, as text pairs: class, digest, battery version, the
+    features (not the probe digests: there are dozens), one ``digest <precision>`` per
+    precision digest."""
+    if not identity:
+        return ()
+    out: list[tuple[str, str]] = []
+    for key in ("class", "digest", "battery_version"):
+        if identity.get(key) is not None:
+            out.append((key, _text(identity[key])))
+    features = identity.get("features")
+    if isinstance(features, Mapping):
+        for key, value in features.items():
+            if value not in (None, "", [], {}):
+                out.append((str(key), _text_value(value)))
+    digests = identity.get("precision_digests")
+    if isinstance(digests, Mapping):
+        out += [(f"digest {k}", _text(v)) for k, v in digests.items()]
+    return tuple(out)
+
+
+def _identity_problem(identity: Any) -> str | None:
+    """What is wrong with a results file's ``identity`` (None or an object), or None."""
+    if identity is None:
+        return None
+    if not isinstance(identity, dict):
+        return f"identity must be an object or null, {_got(identity)}"
+    digest = identity.get("digest")
+    if not isinstance(digest, str) or not _HEX.fullmatch(digest):
+        return f"identity.digest must be a string of lower-case hex digits, {_got(digest)}"
+    if identity.get("class") is not None and not isinstance(identity["class"], str):
+        return f"identity.class must be a string, {_got(identity['class'])}"
+    for key in ("features", "precision_digests", "probes"):
+        if identity.get(key) is not None and not isinstance(identity[key], dict):
+            return f"identity.{key} must be an object or null, {_got(identity[key])}"
+    return None
+
+
+# -- reading results files ---------------------------------------------------------------------
+#: Outcome fields (a results file's outcome objects have these keys, the first ones always).
+_OUTCOME_FIELDS = tuple(f.name for f in dataclasses.fields(Outcome))
+_OUTCOME_REQUIRED = tuple(
+    f.name
+    for f in dataclasses.fields(Outcome)
+    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+)
+_OUTCOME_FIELD_SET = frozenset(_OUTCOME_FIELDS)
+
+
+class _Problem:
+    """What a JSON hook found wrong, kept in the tree where it was found (so that the
+    message can name the key) instead of raised."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+
+class _Duplicated(dict):  # type: ignore[type-arg]
+    """An object with a key given twice (the key in ``duplicate``)."""
+
+    duplicate: str = ""
+
+
+def _json_hooks() -> tuple[dict[str, Any], list[bool]]:
+    """``json.loads`` hooks that keep what they refuse as :class:`_Problem` /
+    :class:`_Duplicated` in the tree, and a list that is not empty when they did."""
+    found: list[bool] = []
+
+    def parse_int(text: str) -> int | _Problem:
+        if len(text) > JSON_MAX_INT_DIGITS and len(text.lstrip("-")) > JSON_MAX_INT_DIGITS:
+            found.append(True)
+            return _Problem(
+                f"an integer of {len(text.lstrip('-'))} digits; at most "
+                f"{JSON_MAX_INT_DIGITS} digits are read"
+            )
+        return int(text)
+
+    def parse_float(text: str) -> float | _Problem:
+        if len(text) > 400:
+            found.append(True)
+            return _Problem(
+                f"a number written with {len(text)} characters; at most 400 are read"
+            )
+        return float(text)  # NaN, Infinity and overflow are kept: shown as nan / inf / null
+
+    def object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(pairs)
+        if len(out) == len(pairs):
+            return out
+        found.append(True)
+        seen: set[str] = set()
+        dup = _Duplicated(out)
+        for key, _ in pairs:
+            if key in seen:
+                dup.duplicate = key
+                break
+            seen.add(key)
+        return dup
+
+    hooks = {"object_pairs_hook": object_pairs, "parse_int": parse_int,
+             "parse_float": parse_float}
+    return hooks, found
+
+
+def _key_path(parent: str, key: Any) -> str:
+    if isinstance(key, int):
+        return f"{parent}[{key}]"
+    return f"{parent}.{key_label(key)}" if parent else key_label(key)
+
+
+def _find_problem(value: Any) -> tuple[str, str] | None:
+    """(key, text) of the first :class:`_Problem` or duplicated key in a parsed tree."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, key = stack.pop()
+        if isinstance(node, _Problem):
+            return key or "the top level", node.text
+        if isinstance(node, dict):
+            if isinstance(node, _Duplicated):
+                return (_key_path(key, node.duplicate),
+                        "appears twice in one object; write each key once")
+            stack.extend((v, _key_path(key, k)) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((v, _key_path(key, i)) for i, v in reversed(list(enumerate(node))))
+    return None
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
+
+
+def _deep_key(text: str, depth: int) -> str:
+    """The key at which ``text`` (JSON) nests deeper than ``depth`` levels (a rough scan, for
+    the message when the parser gave up)."""
+    path: list[Any] = []  # per open container: the current key or index
+    last_string = None
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in "[{":
+            if len(path) >= depth:
+                return _short_key("".join(
+                    f"[{p}]" if isinstance(p, int) else f".{key_label(p)}" for p in path
+                ).lstrip(".")) or "the top level"
+            path.append(0 if token == "[" else "?")
+        elif token in "]}":
+            if path:
+                path.pop()
+        elif token == ",":
+            if path and isinstance(path[-1], int):
+                path[-1] += 1
+        elif token == ":":
+            if path and last_string is not None:
+                try:
+                    path[-1] = json.loads(last_string)
+                except ValueError:
+                    path[-1] = "?"
+        else:
+            last_string = token
+    return "the top level"
+
+
+def read_results_file(path: str | Path) -> tuple[dict[str, Any], list[Outcome]]:
+    """Read a results file: a regular file of at most
+    :data:`~conformance.safeio.RESULTS_LIMIT` bytes of UTF-8 JSON (read by
+    :func:`conformance.safeio.read_text`), an object of a readable ``schema_version`` whose
+    ``outcomes`` is a list of outcome objects.
+
+    As :mod:`conformance.safeio`'s JSON: no key twice in one object, integers of at most
+    :data:`~conformance.safeio.JSON_MAX_INT_DIGITS` digits, numbers of at most 400
+    characters, no nesting so deep that the parser gives up (the message names the key
+    where the nesting passes :data:`~conformance.safeio.JSON_MAX_DEPTH` levels; the free-form
+    parts, fingerprint and identity, are held to that depth by :func:`load_run`). Unlike
+    it, ``NaN`` and ``Infinity`` are read, as runs write them for a latent trace that went
+    non-finite (the matrix shows them as ``nan`` / ``inf``, and its JSON as null); a field
+    that must be an integer or a string refuses them. Every problem is a
+    :class:`~conformance.errors.ConformanceInputError` naming the file and the key, whatever
+    the shape of the JSON.
+    """
+    text = read_text(path, "results file", RESULTS_LIMIT)
+    hooks, flagged = _json_hooks()
+    try:
+        data = json.loads(text, **hooks)
+    except RecursionError:
+        raise ConformanceInputError(
+            path, f"key {_deep_key(text, JSON_MAX_DEPTH)}: nested too deeply; results files "
+            f"nest at most {JSON_MAX_DEPTH} levels"
+        ) from None
+    except json.JSONDecodeError as exc:
+        raise ConformanceInputError(
+            path, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except (ValueError, OverflowError) as exc:
+        raise ConformanceInputError(path, f"not valid JSON: {show(str(exc), 80)}") from None
+    found = _find_problem(data) if flagged else None
+    if found is not None:
+        raise ConformanceInputError(path, f"key {found[0]}: {found[1]}")
+    version = data.get("schema_version") if isinstance(data, dict) else None
+    if type(version) is not int or version not in READABLE_VERSIONS:
+        raise ConformanceInputError(
+            path, "not a results file of schema_version "
+            + " or ".join(str(v) for v in READABLE_VERSIONS)
+            + (f" (schema_version: {show(version, 40)})" if isinstance(data, dict) else
+               f" (the top level is {_json_kind(data)}, not an object)")
+        )
+    if "outcomes" not in data:
+        raise ConformanceInputError(
+            path, "malformed outcomes: key 'outcomes' is missing; it must be a list of outcome "
+            "objects"
+        )
+    raw = data["outcomes"]
+    if not isinstance(raw, list):
+        raise ConformanceInputError(
+            path, f"malformed outcomes: key 'outcomes' must be a list of outcome objects, "
+            f"{_got(raw)}"
+        )
+    outcomes = []
+    for index, o in enumerate(raw):
+        if type(o) is not dict:
+            raise ConformanceInputError(
+                path, f"malformed outcomes: outcome {index} (outcomes[{index}]) must be an "
+                f"object, {_got(o)}"
+            )
+        unknown = o.keys() - _OUTCOME_FIELD_SET
+        missing = [k for k in _OUTCOME_REQUIRED if k not in o]
+        if unknown or missing:
+            label = show(o["id"]) if isinstance(o.get("id"), str) else "?"
+            what = (
+                f"unknown key {key_label(min(unknown))} (an outcome has "
+                f"{', '.join(_OUTCOME_FIELDS)})"
+                if unknown
+                else f"key {missing[0]} is missing"
+            )
+            raise ConformanceInputError(
+                path, f"malformed outcomes: outcome {index} ({label}): {what}"
+            )
+        outcomes.append(Outcome(**o))
+    return data, outcomes
+
+
+def _short_key(key: str, limit: int = 60) -> str:
+    """A key path of a deep nesting, cut (``outcomes[0].metrics[0][0]...``)."""
+    return key if len(key) <= limit else key[: limit - 3] + "..."
+
+
+def _too_deep(value: Any, key: str, limit: int = JSON_MAX_DEPTH) -> str | None:
+    """The key of the first list or object in ``value`` (at ``key``) that is nested deeper
+    than ``limit`` levels below it (cut by :func:`_short_key`), or None."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, key)]
+    while stack:
+        node, depth, where = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth >= limit:
+                return _short_key(where)
+            items = node.items() if isinstance(node, dict) else enumerate(node)
+            stack.extend((v, depth + 1, _key_path(where, k)) for k, v in items)
+    return None
+
+
 def load_run(path: str | Path) -> Run:
-    """Read and validate one results file; bad input raises ConformanceInputError."""
+    """Read and validate one results file (:func:`read_results_file`); bad input raises
+    ConformanceInputError naming the file and the key."""
     path = Path(path)
-    data, outcomes = read_results(path)
+    data, outcomes = read_results_file(path)
     cls = data.get("hardware_class")
     if not isinstance(cls, str) or not cls:
-        raise ConformanceInputError(path, "hardware_class must be a non-empty string")
+        raise ConformanceInputError(
+            path, f"hardware_class must be a non-empty string, {_got(cls)}"
+        )
     label = data.get("label", cls)
     if label is None:
         label = cls
     if not isinstance(label, str) or not label:
-        raise ConformanceInputError(path, "label must be a non-empty string")
-    if not isinstance(data.get("outcomes"), list):
-        raise ConformanceInputError(path, "outcomes must be a list")
+        raise ConformanceInputError(path, f"label must be a non-empty string, {_got(label)}")
     fingerprint = data.get("fingerprint") or {}
     if not isinstance(fingerprint, dict):
-        raise ConformanceInputError(path, "fingerprint must be an object")
+        raise ConformanceInputError(path, f"fingerprint must be an object, {_got(fingerprint)}")
     stamps = {k: data.get(k) for k in ("started_at", "finished_at")}
     for key, value in stamps.items():
         if value is not None and not isinstance(value, str):
-            raise ConformanceInputError(path, f"{key} must be a string")
+            raise ConformanceInputError(path, f"{key} must be a string, {_got(value)}")
+    identity = data.get("identity")
+    for key, value in (("fingerprint", fingerprint), ("identity", identity)):
+        deep = _too_deep(value, key, JSON_MAX_DEPTH - 2)
+        if deep is not None:
+            raise ConformanceInputError(
+                path, f"key {deep}: nested too deeply; results files nest at most "
+                f"{JSON_MAX_DEPTH} levels"
+            )
+    problem = _identity_problem(identity)
+    if problem:
+        raise ConformanceInputError(path, problem)
     results_dir = str(path.parent)
     checked = []
     for index, outcome in enumerate(outcomes):
         problem = _outcome_problem(outcome)
         if problem:
-            label = outcome.id if isinstance(outcome.id, str) else "?"
+            name = show(outcome.id) if isinstance(outcome.id, str) else "?"
             raise ConformanceInputError(
-                path, f"malformed outcomes: outcome {index} ({label!r}): {problem}"
+                path, f"malformed outcomes: outcome {index} ({name}): {problem}"
             )
         if outcome.artifacts:
             outcome = replace(
@@ -398,6 +888,8 @@ def load_run(path: str | Path) -> Run:
         fingerprint=tuple((str(k), _text(v)) for k, v in fingerprint.items()),
         started_at=stamps["started_at"],
         finished_at=stamps["finished_at"],
+        key=f"id:{identity['digest']}" if identity else legacy_key(cls, fingerprint),
+        identity=identity_summary(identity),
     )
 
 
@@ -449,7 +941,9 @@ def _artifacts(data: Mapping[str, str]) -> Artifacts:
 
 
 def _state(outcome: Outcome) -> CellState:
-    if outcome.status in (Status.FAILED.value, Status.ERROR.value):
+    if outcome.status == Status.ERROR.value:
+        return CellState.ERROR
+    if outcome.status == Status.FAILED.value:
         return CellState.DIVERGED
     if outcome.status == Status.PASSED.value:
         identical = bool(outcome.metrics and outcome.metrics.get("identical"))
@@ -462,6 +956,19 @@ def _missing_reason(outcome: Outcome) -> str:
         text = "the golden was recorded in this run, so nothing was compared"
         return f"{text} ({outcome.message})" if outcome.message else text
     return outcome.message or f"{outcome.check} check {outcome.status}"
+
+
+def _cell_error(outcome: Outcome) -> CellError:
+    """The error of an ``error`` outcome (its message when the generation left no record)."""
+    data = outcome.error or {}
+    if not data:
+        return CellError(message=outcome.message or None)
+    return CellError(
+        type=data.get("type"),
+        message=data.get("message"),
+        device=data.get("device"),
+        precision=data.get("precision"),
+    )
 
 
 #: One merged outcome and the results file it came from.
@@ -478,6 +985,12 @@ def _choose(
     own = found.get(Check.OWN_CLASS.value)
     if ref is not None and ref[0].metrics is not None:
         return ref
+    if ref is None or ref[0].status in (Status.SKIPPED.value, Status.RECORDED.value):
+        # nothing compared with the reference: a crash elsewhere is what the cell shows
+        for check in (Check.OWN_CLASS, Check.REPEATABLE, Check.FIDELITY, Check.INVARIANCE):
+            sourced = found.get(check.value)
+            if sourced is not None and sourced[0].status == Status.ERROR.value:
+                return sourced
     is_reference = hardware_class == reference_class or (
         ref is not None
         and ref[0].status == Status.SKIPPED.value
@@ -486,6 +999,18 @@ def _choose(
     if is_reference and own is not None:
         return own
     return ref
+
+
+def _image_digest(found: Mapping[str, Sourced], chosen: Sourced | None) -> str | None:
+    """The pixel SHA-256 of the column's image of the item: the shown outcome's, else the
+    own-class or reference check's (both checks compare the same generated image)."""
+    if chosen is not None and chosen[0].pixel_sha256:
+        return chosen[0].pixel_sha256
+    for check in (Check.OWN_CLASS.value, Check.REFERENCE.value):
+        sourced = found.get(check)
+        if sourced is not None and sourced[0].pixel_sha256:
+            return sourced[0].pixel_sha256
+    return None
 
 
 def make_cell(
@@ -500,6 +1025,7 @@ def make_cell(
     checks = tuple(CheckResult(o.check, o.status, o.tier, o.variant) for o, _ in ordered)
     found = {o.check: (o, src) for o, src in ordered if o.variant is None}
     chosen = _choose(found, hardware_class, reference_class)
+    digest = _image_digest(found, chosen)
     if chosen is None:
         if outcomes:
             reason = (
@@ -511,7 +1037,7 @@ def make_cell(
             reason, source = f"not run on {column}", ""
         return Cell(
             item, column, hardware_class, CellState.MISSING, reason=reason, source=source,
-            checks=checks,
+            checks=checks, pixel_sha256=digest,
         )
     outcome, source = chosen
     state = _state(outcome)
@@ -541,6 +1067,8 @@ def make_cell(
         reproduce=outcome.reproduce,
         source=source,
         checks=checks,
+        pixel_sha256=digest,
+        error=_cell_error(outcome) if state is CellState.ERROR else None,
     )
 
 
@@ -567,7 +1095,12 @@ def _reference_class(runs: Sequence[Run], notes: list[str]) -> str | None:
     return ranked[0]
 
 
-def _merge(runs: Sequence[Run], notes: list[str]) -> dict[OutcomeKey, Sourced]:
+def runs_reference_class(runs: Sequence[Run]) -> str | None:
+    """The class the runs' reference checks compared with (the most named), or None."""
+    return _reference_class(runs, [])
+
+
+def _merge(runs: Sequence[Run], label: str, notes: list[str]) -> dict[OutcomeKey, Sourced]:
     """Outcomes of one column's runs (oldest first) by key; a later run's outcome wins."""
     merged: dict[OutcomeKey, Sourced] = {}
     replaced: Counter[str] = Counter()
@@ -589,7 +1122,7 @@ def _merge(runs: Sequence[Run], notes: list[str]) -> dict[OutcomeKey, Sourced]:
             )
     if len(runs) > 1:
         order = ", then ".join(r.path for r in runs)
-        text = f"{runs[0].label}: merged {len(runs)} results files ({order})"
+        text = f"{label}: merged {len(runs)} results files of one identity ({order})"
         changes = [f"{replaced[r.path]} from {r.path}" for r in runs if replaced[r.path]]
         if changes:
             text += "; the later run's outcome replaced the earlier one's: " + ", ".join(
@@ -601,18 +1134,116 @@ def _merge(runs: Sequence[Run], notes: list[str]) -> dict[OutcomeKey, Sourced]:
         classes = sorted({r.hardware_class for r in runs}, key=natural_key)
         if len(classes) > 1:
             notes.append(
-                f"{runs[0].label}: the merged files come from different hardware classes "
+                f"{label}: the merged files come from different hardware classes "
                 f"({', '.join(classes)}); the column shows {runs[-1].hardware_class}"
+            )
+        labels = list(dict.fromkeys(r.label for r in runs))
+        if len(labels) > 1:
+            notes.append(
+                f"{label}: the merged files carry different labels ({', '.join(labels)}); "
+                f"the column shows {runs[-1].label}"
             )
     return merged
 
 
-def build_matrix(runs: Iterable[Run], reference_class: str | None = None) -> Matrix:
-    """The matrix of ``runs`` (command-line order); pure.
+def _clashes(labels: Sequence[str]) -> list[list[int]]:
+    where: dict[str, list[int]] = {}
+    for j, label in enumerate(labels):
+        where.setdefault(label, []).append(j)
+    return [idx for idx in where.values() if len(idx) > 1]
 
-    Runs with the same label are merged in start-time order (command-line order for ties):
-    for an outcome present in both, the later run's wins, and a note says so.
-    ``reference_class`` overrides the class named by the runs' reference outcomes.
+
+def disambiguate(columns: Sequence[Column], notes: list[str] | None = None) -> list[str]:
+    """Labels for ``columns``, unique: columns of different identities that would share a
+    label are told apart, golden sets from runs by ``(golden)``, then by the CPU / GPU model
+    (``label · AMD EPYC``) where the models differ, and by the identity key where they do
+    not (``label@3f9a1c``, ``label · AMD EPYC@3f9a1c``; more digits when six are not
+    enough)."""
+    labels = [c.label for c in columns]
+    for idx in _clashes(labels):
+        if len({columns[j].kind for j in idx}) > 1:
+            for j in idx:
+                if columns[j].kind == GOLDEN:
+                    labels[j] = f"{labels[j]} (golden)"
+    for idx in _clashes(labels):
+        base = labels[idx[0]]
+        by_device: dict[str | None, list[int]] = {}
+        for j in idx:
+            by_device.setdefault(columns[j].device, []).append(j)
+        several = len([d for d in by_device if d]) > 1
+        for device, same in by_device.items():
+            named = f"{base} · {device}" if device and several else base
+            if device and len(same) == 1 and several:
+                labels[same[0]] = named
+                continue
+            hexes = [columns[j].key.rsplit(":", 1)[-1] for j in same]
+            width = 6
+            while width < max(map(len, hexes)) and len({h[:width] for h in hexes}) < len(same):
+                width += 2
+            for j, h in zip(same, hexes, strict=True):
+                labels[j] = f"{named}@{h[:width]}"
+        if notes is not None:
+            notes.append(
+                f"{len(idx)} columns would be labelled {base}, but their identities differ "
+                f"({', '.join(columns[j].key for j in idx)}); labelled "
+                + ", ".join(labels[j] for j in idx)
+            )
+    while True:  # a disambiguated label that is another column's label: number them
+        clashing = _clashes(labels)
+        if not clashing:
+            return labels
+        for idx in clashing:
+            for n, j in enumerate(idx[1:], 2):
+                labels[j] = f"{labels[j]} #{n}"
+
+
+def bit_groups(digests: Sequence[Mapping[ItemKey, str]]) -> list[list[int]]:
+    """Columns (by their items' pixel digests) with equal bits on every item they share.
+
+    Greedy, in column order: a column joins the first group that it shares at least one item
+    with and whose every column agrees with it on every shared item; else it starts its own.
+    A column without digests is alone in its group.
+    """
+    groups: list[list[int]] = []
+    for j, mine in enumerate(digests):
+        home = None
+        if mine:
+            for group in groups:
+                shared, agree = False, True
+                for m in group:
+                    other = digests[m]
+                    small, big = (mine, other) if len(mine) <= len(other) else (other, mine)
+                    for item, sha in small.items():
+                        theirs = big.get(item)
+                        if theirs is None:
+                            continue
+                        if theirs != sha:
+                            agree = False
+                            break
+                        shared = True
+                    if not agree:
+                        break
+                if agree and shared:
+                    home = group
+                    break
+        if home is None:
+            groups.append([j])
+        else:
+            home.append(j)
+    return groups
+
+
+def build_matrix(
+    runs: Iterable[Run],
+    reference_class: str | None = None,
+    golden: GoldenSets | None = None,
+) -> Matrix:
+    """The matrix of ``runs`` (command-line order) and ``golden`` columns; pure.
+
+    Runs of one identity are merged in start-time order (command-line order for ties): for
+    an outcome present in both, the later run's wins, and a note says so. Runs of different
+    identities are different columns (labels disambiguated). ``reference_class`` overrides
+    the class named by the runs' reference outcomes (then the golden sets' reference class).
     """
     runs = list(runs)
     notes: list[str] = []
@@ -624,59 +1255,531 @@ def build_matrix(runs: Iterable[Run], reference_class: str | None = None) -> Mat
             f"the runs compared against {found_reference}, but {reference_class} was asked "
             "for as the reference class"
         )
-    by_label: dict[str, list[tuple[int, Run]]] = {}
+    golden_columns = list(golden.columns) if golden is not None else []
+    if golden is not None:
+        notes.extend(golden.notes)
+        if reference_class is None:
+            reference_class = golden.reference_class
+        elif golden.reference_class is not None and golden.reference_class != reference_class:
+            notes.append(
+                f"the golden sets are compared with {golden.reference_class}, the runs with "
+                f"{reference_class}"
+            )
+
+    by_key: dict[str, list[tuple[int, Run]]] = {}
     for index, run in enumerate(runs):
-        by_label.setdefault(run.label, []).append((index, run))
-    groups = [
+        by_key.setdefault(run.identity_key, []).append((index, run))
+    run_groups = [
         [run for _, run in sorted(group, key=lambda p: (p[1].started_at or "", p[0]))]
-        for group in by_label.values()
+        for group in by_key.values()
     ]
-    groups.sort(key=lambda g: column_key(g[-1].label, g[-1].hardware_class, reference_class))
+    drafts = [
+        Column(
+            label=group[-1].label,
+            hardware_class=group[-1].hardware_class,
+            sources=tuple(r.path for r in group),
+            fingerprint=group[-1].fingerprint,
+            started_at=group[0].started_at,
+            finished_at=group[-1].finished_at,
+            key=group[-1].identity_key,
+            kind=RUN,
+            identity=group[-1].identity,
+        )
+        for group in run_groups
+    ] + [g.column for g in golden_columns]
+    payloads: list[list[Run] | GoldenColumn] = [*run_groups, *golden_columns]
+    labels = disambiguate(drafts, notes)
+    columns = [replace(c, label=label) for c, label in zip(drafts, labels, strict=True)]
+    order = sorted(
+        range(len(columns)),
+        key=lambda j: (
+            column_key(columns[j].label, columns[j].hardware_class, reference_class),
+            columns[j].kind != RUN,
+        ),
+    )
     if (
         reference_class is not None
-        and runs
-        and all(g[-1].hardware_class != reference_class for g in groups)
+        and columns
+        and all(c.hardware_class != reference_class for c in columns)
     ):
         notes.append(
-            f"no results file of the reference class {reference_class}; "
+            f"no results file or golden set of the reference class {reference_class}; "
             "its own column is absent"
         )
 
-    columns: list[Column] = []
-    tables: list[dict[ItemKey, list[Sourced]]] = []
+    tables: list[dict[ItemKey, list[Sourced]] | Mapping[ItemKey, Cell]] = []
     items: set[ItemKey] = set()
-    for group in groups:
-        last = group[-1]
+    for j in order:
+        payload = payloads[j]
+        if isinstance(payload, GoldenColumn):
+            tables.append(payload.cells)
+            items.update(payload.cells)
+            continue
         table: dict[ItemKey, list[Sourced]] = {}
-        for (item, _, _), value in _merge(group, notes).items():
+        for (item, _, _), value in _merge(payload, columns[j].label, notes).items():
             table.setdefault(item, []).append(value)
         tables.append(table)
         items.update(table)
-        columns.append(
-            Column(
-                label=last.label,
-                hardware_class=last.hardware_class,
-                sources=tuple(r.path for r in group),
-                fingerprint=last.fingerprint,
-                started_at=group[0].started_at,
-                finished_at=last.finished_at,
-            )
-        )
+    columns = [columns[j] for j in order]
     rows = sorted(items, key=item_key)
-    cells = tuple(
-        tuple(
-            make_cell(item, col.label, col.hardware_class, table.get(item, ()), reference_class)
-            for col, table in zip(columns, tables, strict=True)
-        )
-        for item in rows
-    )
+    by_column: list[list[Cell]] = []
+    for col, table in zip(columns, tables, strict=True):
+        cells: list[Cell]
+        if col.kind == GOLDEN:
+            cells = []
+            for item in rows:
+                cell = table.get(item)
+                cells.append(
+                    Cell(
+                        item, col.label, col.hardware_class, CellState.MISSING,
+                        check=GOLDEN_CHECK, reason=f"no golden for it in the {col.label} set",
+                    )
+                    if cell is None
+                    else replace(cell, column=col.label)
+                )
+        else:
+            cells = [
+                make_cell(item, col.label, col.hardware_class, table.get(item, ()),
+                          reference_class)
+                for item in rows
+            ]
+        by_column.append(cells)
+
+    digests = [
+        {c.item: c.pixel_sha256 for c in cells if c.pixel_sha256} for cells in by_column
+    ]
+    groups = bit_groups(digests)
+    for group in groups:
+        if len(group) > 1:
+            shared = sum(
+                1
+                for item in rows
+                if sum(1 for j in group if item in digests[j]) > 1
+            )
+            notes.append(
+                "same bits: " + ", ".join(columns[j].label for j in group)
+                + f" (equal pixels on every item they share, {_plural(shared)})"
+            )
+    final = [j for group in groups for j in group]
+    columns = [columns[j] for j in final]
+    by_column = [by_column[j] for j in final]
+    position = {j: n for n, j in enumerate(final)}
+    new_groups = tuple(tuple(position[j] for j in group) for group in groups)
+
+    for col in columns:  # every input, and the column it went to
+        what = "results file" if col.kind == RUN else "golden set"
+        what = what if len(col.sources) == 1 else f"{what}s"
+        notes.append(f"column {col.label}: {what} {', '.join(col.sources)}")
     return Matrix(
         reference_class=reference_class,
         items=tuple(rows),
         columns=tuple(columns),
-        cells=cells,
+        cells=tuple(zip(*by_column, strict=True)),
         notes=tuple(notes),
+        groups=new_groups,
     )
+
+
+def _plural(n: int, word: str = "item") -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+# -- golden sets -----------------------------------------------------------------------------
+_IDENTICAL_METRICS = CellMetrics(
+    identical=True, mae=0.0, max_abs=0, psnr=None, ssim=1.0, phash_distance=0, dhash_distance=0
+)
+_GOLDEN_STATUS = {
+    CellState.IDENTICAL: Status.PASSED.value,
+    CellState.WITHIN: Status.PASSED.value,
+    CellState.DIVERGED: Status.FAILED.value,
+    CellState.ERROR: Status.ERROR.value,
+    CellState.MISSING: Status.SKIPPED.value,
+}
+
+
+def identity_record(identity: Any) -> dict[str, Any] | None:
+    """A manifest's ``identity`` as a plain record: a dict as is, an object by its
+    ``to_dict()``; None when the set has none."""
+    if identity is None:
+        return None
+    if isinstance(identity, Mapping):
+        return dict(identity)
+    to_dict = getattr(identity, "to_dict", None)
+    return dict(to_dict()) if callable(to_dict) else None
+
+
+@dataclass
+class _GoldenSet:
+    """One manifest of a golden root."""
+
+    root: Path
+    store: Any  # conformance.golden.GoldenStore
+    model: str
+    hardware_class: str
+    manifest: Any  # conformance.golden.Manifest
+    path: str
+    key: str
+    identity: dict[str, Any] | None
+    fingerprint: dict[str, Any]
+
+
+@dataclass
+class _GoldenDraft:
+    """The sets of one (class, identity) column and their entries by item (last root wins)."""
+
+    hardware_class: str
+    key: str
+    sets: list[_GoldenSet]
+    entries: dict[ItemKey, tuple[Any, _GoldenSet]]
+
+
+#: What parsing a malformed manifest of an unexpected shape can raise (beyond
+#: ManifestError), turned into a one-line error naming the manifest.
+_MALFORMED = (
+    RecursionError, ValueError, TypeError, KeyError, IndexError, AttributeError,
+    OverflowError, UnicodeError,
+)
+
+
+def _read_golden_set(
+    root: Path, store: Any, model: str, cls: str, path: str
+) -> _GoldenSet | None:
+    """One golden set's manifest, read and summed up; None when it went away meanwhile."""
+    problem = regular_file_problem(path)
+    if problem == "no such file":  # pragma: no cover - removed while reading
+        return None
+    if problem is not None:
+        raise ManifestError(path, f"cannot read the golden manifest: {problem}")
+    try:
+        size = os.path.getsize(path)
+    except OSError as exc:
+        raise ManifestError(path, f"cannot read: {exc.strerror or exc}") from None
+    if size > MANIFEST_LIMIT:
+        raise ManifestError(
+            path, f"the manifest is {size} bytes; manifests are read up to {MANIFEST_LIMIT}"
+        )
+    try:
+        manifest = store.manifest(model, cls)
+        if manifest is None:  # pragma: no cover - removed while reading
+            return None
+        identity = identity_record(getattr(manifest, "identity", None))
+        entries = [manifest.entries[k] for k in sorted(manifest.entries)]
+        keys = Counter(legacy_key(cls, e.fingerprint) for e in entries)
+        fingerprint: dict[str, Any] = {}
+        if entries:
+            common = keys.most_common(1)[0][0]
+            fingerprint = next(
+                e.fingerprint for e in entries if legacy_key(cls, e.fingerprint) == common
+            )
+        deep = _too_deep(fingerprint, "fingerprint") or _too_deep(identity, "identity")
+        if deep is not None:
+            raise ManifestError(
+                path, f"key {deep}: nested too deeply; at most {JSON_MAX_DEPTH} levels"
+            )
+        identity_summary(identity)  # raises here, not later, on a malformed one
+    except _MALFORMED as exc:
+        raise ManifestError(path, f"malformed golden manifest: {_manifest_problem(exc, path)}") \
+            from None
+    digest = identity.get("digest") if identity else None
+    if isinstance(digest, str) and digest:
+        key = f"golden:id:{digest}"
+    else:
+        key = "golden:" + legacy_key(cls, fingerprint)
+    return _GoldenSet(root, store, model, cls, manifest, path, key, identity, fingerprint)
+
+
+def _exception_text(exc: BaseException) -> str:
+    """``KeyError: 'step'`` of an exception, shortened."""
+    if isinstance(exc, RecursionError):
+        return f"nested too deeply (more than {JSON_MAX_DEPTH} levels)"
+    return f"{type(exc).__name__}: {bounded(str(exc), 160)}"
+
+
+_HUGE_INT_KEY = re.compile(r'"((?:[^"\\]|\\.){0,200})"\s*:\s*-?[0-9]{4000}')
+
+
+def _manifest_problem(exc: BaseException, path: str) -> str:
+    """What a manifest's parser raised, with the key where the text shows it (the manifest
+    is at most :data:`~conformance.safeio.MANIFEST_LIMIT` bytes: it is read again)."""
+    if not isinstance(exc, (RecursionError, ValueError)):
+        return _exception_text(exc)
+    try:
+        with open(path, encoding="utf-8", errors="replace") as fh:
+            text = fh.read(MANIFEST_LIMIT + 1)
+    except OSError:
+        return _exception_text(exc)
+    if isinstance(exc, RecursionError):
+        return (
+            f"key {_deep_key(text, JSON_MAX_DEPTH)}: nested too deeply; at most "
+            f"{JSON_MAX_DEPTH} levels are read"
+        )
+    match = _HUGE_INT_KEY.search(text) if "integer string conversion" in str(exc) else None
+    if match is not None:
+        return f"key {key_label(match[1])}: an integer of thousands of digits"
+    return _exception_text(exc)
+
+
+def _load_golden_image(store: Any, entry: Any, cls: str) -> Any:
+    """A golden's pixels (``store.load_image``), after checking that its file is a regular
+    file within :data:`~conformance.safeio.IMAGE_LIMIT` (a FIFO would block the read)."""
+    path = store.set_dir(entry.model, cls) / entry.file
+    problem = regular_file_problem(path)
+    if problem is None:
+        try:
+            if os.path.getsize(path) > IMAGE_LIMIT:
+                problem = f"it is larger than {IMAGE_LIMIT} bytes"
+        except OSError as exc:
+            problem = exc.strerror or str(exc)
+    if problem is not None and problem != "no such file":  # that one: load_image says so
+        raise ManifestError(path, f"listed in the manifest as {show(entry.id)} but {problem}")
+    try:
+        return store.load_image(entry, cls)
+    except _MALFORMED as exc:
+        raise ManifestError(path, f"cannot decode the golden image: {_exception_text(exc)}") \
+            from None
+
+
+def _read_golden_root(root: Path) -> list[_GoldenSet]:
+    """Every golden set under ``root``; a bad manifest raises (ManifestError names it)."""
+    from conformance.golden import MANIFEST, GoldenStore
+
+    store = GoldenStore(root)
+    try:
+        folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as exc:
+        raise ConformanceInputError(
+            root, f"cannot read the golden root: {exc.strerror or exc}"
+        ) from None
+    found: list[_GoldenSet] = []
+    for folder in folders:
+        try:
+            classes = store.classes(folder.name)
+        except OSError as exc:
+            raise ConformanceInputError(folder, f"cannot read: {exc.strerror or exc}") from None
+        for cls in classes:
+            path = str(store.set_dir(folder.name, cls) / MANIFEST)
+            gset = _read_golden_set(root, store, folder.name, cls, path)
+            if gset is not None:
+                found.append(gset)
+    if not found:
+        hint = ""
+        if (root / MANIFEST).is_file():
+            hint = "; it is one golden set: give the golden root, two folders up"
+        elif any((p / MANIFEST).is_file() for p in folders):
+            hint = "; it holds the golden sets of one model: give the folder above it"
+        raise ConformanceInputError(
+            root,
+            f"is a folder but holds no golden sets (<model>/<class>/{MANIFEST}){hint}",
+        )
+    return found
+
+
+def _golden_reference(
+    drafts: Sequence[_GoldenDraft],
+    reference_class: str | None,
+    preferred: str | None,
+    notes: list[str],
+) -> tuple[str | None, _GoldenDraft | None]:
+    classes = sorted({d.hardware_class for d in drafts}, key=natural_key)
+    if not classes:
+        return reference_class, None
+    if reference_class is not None:
+        chosen, why = reference_class, "as asked"
+    elif preferred is not None and preferred in classes:
+        chosen, why = preferred, "the class the results files compared with"
+    else:
+        defaults = [c for c in classes if "-default" in c]
+        if len(defaults) == 1:
+            chosen, why = defaults[0], "the only class named ...-default..."
+        else:
+            chosen = classes[0]
+            why = "the first class in natural order, " + (
+                f"as {len(defaults)} classes are named ...-default..."
+                if defaults
+                else "as no class is named ...-default..."
+            )
+    candidates = [d for d in drafts if d.hardware_class == chosen]
+    if not candidates:
+        notes.append(
+            f"golden sets: no golden set of the reference class {chosen} ({why}); "
+            "the golden sets are not compared"
+        )
+        return chosen, None
+    reference = candidates[0]
+    notes.append(
+        f"golden sets: the reference is {chosen} ({why}), from "
+        + ", ".join(s.path for s in reference.sets)
+    )
+    if len(candidates) > 1:
+        notes.append(
+            f"golden sets: {len(candidates)} sets of the reference class {chosen} have "
+            f"different identities ({', '.join(d.key for d in candidates)}); the reference "
+            f"is {reference.key}"
+        )
+    return chosen, reference
+
+
+def load_golden(
+    roots: Iterable[str | Path],
+    reference_class: str | None = None,
+    tolerances: Tolerances | None = None,
+    preferred_reference: str | None = None,
+) -> GoldenSets:
+    """Columns from the golden sets under ``roots`` (``<root>/<model>/<class>/manifest.json``).
+
+    One column per (class, identity), with the sets of every root and model; a cell is the
+    set's golden of the item against the reference set's: identical when the pixel SHA-256
+    agree, else the metrics of the two images (the PNGs' digests checked first, as the
+    suite's checks do), within or diverged by the ``perceptual`` bounds of ``tolerances``
+    (default: the suite's file) for the item's precision, as the reference check of a run.
+    A golden image that does not match its manifest is an ``error`` cell naming the file.
+
+    The reference set: of ``reference_class`` when given, else of ``preferred_reference``
+    (the class the results files compared with) when there is a set of it, else of the one
+    class named ``...-default...``, else of the first class in natural order; the notes say
+    which. A bad manifest raises :class:`~conformance.errors.ConformanceInputError` naming it.
+    """
+    from conformance.metrics import compare
+    from conformance.tolerances import Tier, load_tolerances
+    from conformance.trace import first_divergent_step, step_deltas
+
+    if tolerances is None:
+        tolerances = load_tolerances()
+    notes: list[str] = []
+    sets: list[_GoldenSet] = []
+    seen: dict[str, Path] = {}
+    for root in map(Path, roots):
+        real = os.path.realpath(root)
+        if real in seen:
+            notes.append(f"{root}: the same golden root as {seen[real]}; read once")
+            continue
+        seen[real] = root
+        sets += _read_golden_root(root)
+
+    drafts: dict[tuple[str, str], _GoldenDraft] = {}
+    for gset in sets:
+        draft = drafts.setdefault(
+            (gset.hardware_class, gset.key), _GoldenDraft(gset.hardware_class, gset.key, [], {})
+        )
+        draft.sets.append(gset)
+        replaced = 0
+        for entry in gset.manifest.entries.values():
+            item = ItemKey(entry.model, entry.case, entry.resolution, entry.precision)
+            replaced += item in draft.entries
+            draft.entries[item] = (entry, gset)
+        if replaced:
+            notes.append(
+                f"{gset.path}: {_plural(replaced, 'golden')} of the same identity came "
+                "from an earlier golden root too; this one's were used"
+            )
+    ref_class, reference = _golden_reference(
+        list(drafts.values()), reference_class, preferred_reference, notes
+    )
+
+    expected: dict[ItemKey, Any] = {}
+
+    def reference_image(item: ItemKey) -> Any:
+        if item not in expected:
+            entry, gset = reference.entries[item]  # type: ignore[union-attr]
+            try:
+                expected[item] = _load_golden_image(gset.store, entry, gset.hardware_class)
+            except ManifestError as exc:
+                expected[item] = exc
+        if isinstance(expected[item], Exception):
+            raise expected[item]
+        return expected[item]
+
+    columns: list[GoldenColumn] = []
+    for draft in drafts.values():
+        cls = draft.hardware_class
+        cells: dict[ItemKey, Cell] = {}
+        for item, (entry, gset) in draft.entries.items():
+            png = str(gset.store.set_dir(entry.model, cls) / entry.file)
+            base: dict[str, Any] = {
+                "item": item, "column": cls, "hardware_class": cls, "check": GOLDEN_CHECK,
+                "golden_class": ref_class, "source": gset.path, "reproduce": entry.command,
+                "pixel_sha256": entry.pixel_sha256, "artifacts": Artifacts(actual=png),
+            }
+            ref = reference.entries.get(item) if reference is not None else None
+            if reference is None:
+                state, fields = CellState.MISSING, {
+                    "reason": f"no golden set of the reference class {ref_class} to compare with"
+                }
+            elif draft is reference:
+                state, fields = CellState.IDENTICAL, {
+                    "metrics": _IDENTICAL_METRICS, "message": "the reference golden set",
+                    "artifacts": Artifacts(actual=png, golden=png), "golden_class": cls,
+                }
+            elif ref is None:
+                state, fields = CellState.MISSING, {
+                    "reason": f"no golden for it in the reference set ({ref_class})"
+                }
+            else:
+                ref_entry, ref_set = ref
+                ref_png = str(ref_set.store.set_dir(ref_entry.model, ref_class) / ref_entry.file)
+                mine, theirs = entry.steps(), ref_entry.steps()
+                fields = {
+                    "tier": "perceptual",
+                    "artifacts": Artifacts(actual=png, golden=ref_png),
+                    "first_divergent_step": first_divergent_step(mine, theirs),
+                    "step_deltas": _steps(step_deltas(mine, theirs)),
+                }
+                if entry.pixel_sha256 == ref_entry.pixel_sha256:
+                    state = CellState.IDENTICAL
+                    fields |= {"metrics": _IDENTICAL_METRICS,
+                               "message": f"the same pixels as the {ref_class} golden"}
+                else:
+                    try:
+                        observed = _load_golden_image(gset.store, entry, cls)
+                        m = compare(observed, reference_image(item))
+                    except ManifestError as exc:
+                        state = CellState.ERROR
+                        fields |= {
+                            "message": str(exc),
+                            "error": CellError(type=type(exc).__name__, message=str(exc),
+                                               precision=item.precision),
+                        }
+                    else:
+                        problems = tolerances.bounds(Tier.PERCEPTUAL, item.precision).violations(
+                            m
+                        )
+                        state = CellState.DIVERGED if problems else CellState.WITHIN
+                        fields["metrics"] = _metrics(m.to_dict())
+                        fields["message"] = (
+                            f"differs from the {ref_class} golden beyond the perceptual "
+                            "bounds: " + "; ".join(problems)
+                            if problems
+                            else f"within the perceptual bounds of the {ref_class} golden"
+                        )
+            status = _GOLDEN_STATUS[state]
+            tier = fields.get("tier")
+            cells[item] = Cell(
+                **(base | fields),
+                state=state,
+                status=status,
+                checks=(CheckResult(GOLDEN_CHECK, status, tier),),
+            )
+        stamps = sorted(e.recorded_at for e, _ in draft.entries.values())
+        identity = next((s.identity for s in draft.sets if s.identity), None)
+        columns.append(
+            GoldenColumn(
+                Column(
+                    label=cls,
+                    hardware_class=cls,
+                    sources=tuple(s.path for s in draft.sets),
+                    fingerprint=tuple(
+                        (str(k), _text(v)) for k, v in draft.sets[-1].fingerprint.items()
+                    ),
+                    started_at=stamps[0] if stamps else None,
+                    finished_at=stamps[-1] if stamps else None,
+                    key=draft.key,
+                    kind=GOLDEN,
+                    identity=identity_summary(identity),
+                ),
+                cells,
+            )
+        )
+    return GoldenSets(reference_class=ref_class, columns=tuple(columns), notes=tuple(notes))
 
 
 def image_paths(matrix: Matrix) -> list[str]:
@@ -760,6 +1863,15 @@ def cell_to_dict(cell: Cell) -> dict[str, Any]:
             {"check": c.check, "variant": c.variant, "status": c.status, "tier": c.tier}
             for c in cell.checks
         ],
+        "pixel_sha256": cell.pixel_sha256,
+        "error": None
+        if cell.error is None
+        else {
+            "type": cell.error.type,
+            "message": cell.error.message,
+            "device": cell.error.device,
+            "precision": cell.error.precision,
+        },
     }
 
 
@@ -776,10 +1888,14 @@ def matrix_to_dict(matrix: Matrix) -> dict[str, Any]:
                 "fingerprint": dict(c.fingerprint),
                 "started_at": c.started_at,
                 "finished_at": c.finished_at,
+                "key": c.key,
+                "kind": c.kind,
+                "identity": dict(c.identity),
                 "counts": {s.value: n for s, n in matrix.counts(j).items()},
             }
             for j, c in enumerate(matrix.columns)
         ],
+        "groups": [list(g) for g in matrix.groups],
         "rows": [
             {
                 "id": item.id,
@@ -827,13 +1943,18 @@ def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
         checks=tuple(
             CheckResult(c["check"], c["status"], c["tier"], c["variant"]) for c in d["checks"]
         ),
+        pixel_sha256=d.get("pixel_sha256"),
+        error=None if d.get("error") is None else CellError(**d["error"]),
     )
 
 
 def matrix_from_dict(data: Mapping[str, Any]) -> Matrix:
     """Read back :func:`matrix_to_dict`'s output (KeyError/ValueError on other shapes)."""
-    if data.get("schema_version") != MATRIX_SCHEMA_VERSION:
-        raise ValueError(f"not a matrix of schema_version {MATRIX_SCHEMA_VERSION}")
+    if data.get("schema_version") not in MATRIX_READABLE_VERSIONS:
+        raise ValueError(
+            "not a matrix of schema_version "
+            + " or ".join(str(v) for v in MATRIX_READABLE_VERSIONS)
+        )
     columns = tuple(
         Column(
             label=c["label"],
@@ -842,6 +1963,9 @@ def matrix_from_dict(data: Mapping[str, Any]) -> Matrix:
             fingerprint=tuple(c["fingerprint"].items()),
             started_at=c["started_at"],
             finished_at=c["finished_at"],
+            key=c.get("key", ""),
+            kind=c.get("kind", RUN),
+            identity=tuple(c.get("identity", {}).items()),
         )
         for c in data["columns"]
     )
@@ -856,10 +1980,14 @@ def matrix_from_dict(data: Mapping[str, Any]) -> Matrix:
                 for c in columns
             )
         )
+    groups = data.get("groups")
+    if groups is None:  # schema 1: no groups, every column alone
+        groups = [[j] for j in range(len(columns))]
     return Matrix(
         reference_class=data["reference_class"],
         items=tuple(items),
         columns=columns,
         cells=tuple(cells),
         notes=tuple(data["notes"]),
+        groups=tuple(tuple(int(j) for j in g) for g in groups),
     )

@@ -1,24 +1,38 @@
 """Text renderers of a :class:`~conformance.report.matrix.Matrix`: Markdown and JSON.
 
 Both are pure functions from a matrix to a string. The Markdown fits a GitHub job summary:
-one compact table (items x hardware classes) whose cells read
+one compact table (items x columns, one column per machine configuration) whose cells read
 
 * ``=`` identical to the reference image,
 * ``~ 0.998/2`` within tolerance (SSIM / pHash distance),
 * ``x 0.712/18 @s3`` diverged (SSIM / pHash distance, first divergent step),
+* ``! RuntimeError`` error: the check raised (type in the cell, message listed below),
 * ``-`` missing (the reasons are listed under the table),
 
-then a summary line per class, the diverged and missing cells, and notes. The HTML renderer
-is :mod:`conformance.report.render_html`.
+with bit-identical columns marked ``[A]``, ``[B]``... in the header; then the groups of
+bit-identical columns, a summary line per column, the diverged, error and missing cells, and
+notes. Every string from an input (labels, classes, item ids, messages, exception text,
+file names, the title) goes through :func:`md_escape`: control characters and terminal
+escape sequences shown as text, one line, no Markdown markup, link or HTML, so that it stays
+in its cell and cannot forge a line of the report. The JSON is ASCII (every other character
+escaped). The HTML renderer is :mod:`conformance.report.render_html`.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
 
-from conformance.report.matrix import Cell, CellMetrics, CellState, Matrix, matrix_to_dict
+from conformance.report.matrix import (
+    GOLDEN,
+    Cell,
+    CellMetrics,
+    CellState,
+    Column,
+    Matrix,
+    matrix_to_dict,
+)
+from conformance.report.safe_text import md_inline
 
 #: How many diverged / missing cells the Markdown lists before "... and N more".
 MARKDOWN_LIST_LIMIT = 50
@@ -28,17 +42,20 @@ MARKS = {
     CellState.IDENTICAL: "=",
     CellState.WITHIN: "~",
     CellState.DIVERGED: "x",
+    CellState.ERROR: "!",
     CellState.MISSING: "-",
 }
 
+#: (mark, meaning) per cell state, in CellState order.
 LEGEND = (
     ("=", "identical to the reference image"),
     ("~ S/P", "within tolerance: SSIM S, pHash distance P"),
-    ("x S/P @sN", "diverged (failed or error): SSIM S, pHash distance P, first divergent step N"),
+    ("x S/P @sN", "diverged (failed): SSIM S, pHash distance P, first divergent step N"),
+    ("! T", "error: the check raised an exception of type T (messages below)"),
     ("-", "missing: not run, no golden to compare with, or skipped (reasons below)"),
 )
-
-_MD_SPECIAL = re.compile(r"([\\`*_\[\]<>|~])")
+#: Longest exception type name a table cell shows.
+ERROR_TYPE_LIMIT = 40
 
 
 # -- shared formatting -----------------------------------------------------------------------
@@ -71,9 +88,38 @@ def fmt_psnr(metrics: CellMetrics) -> str:
     return f"{fmt_number(metrics.psnr)} dB"
 
 
+def error_type(cell: Cell) -> str:
+    """The exception type of an error cell (``error`` when it was not recorded)."""
+    return (cell.error.type if cell.error is not None else None) or "error"
+
+
+def error_message(cell: Cell) -> str:
+    """The exception message of an error cell (else the outcome's message)."""
+    return (cell.error.message if cell.error is not None else None) or cell.message
+
+
+def error_text(cell: Cell) -> str:
+    """``Type: message (device cpu, precision bf16)`` of an error cell, on one line."""
+    text = error_type(cell)
+    message = first_line(error_message(cell))
+    if message:
+        text += f": {message}"
+    where = []
+    if cell.error is not None:
+        where = [f"{k} {v}" for k, v in (("device", cell.error.device),
+                                          ("precision", cell.error.precision)) if v]
+    return text + (f" ({', '.join(where)})" if where else "")
+
+
 def cell_text(cell: Cell) -> str:
-    """The short text of a cell (see the module docstring)."""
+    """The short text of a cell (see the module docstring); an error cell's holds text from
+    the results file (escape it)."""
     mark = MARKS[cell.state]
+    if cell.state is CellState.ERROR:
+        kind = error_type(cell)
+        if len(kind) > ERROR_TYPE_LIMIT:
+            kind = kind[: ERROR_TYPE_LIMIT - 3] + "..."
+        return f"{mark} {kind}"
     if cell.state in (CellState.IDENTICAL, CellState.MISSING):
         return mark
     m = cell.metrics
@@ -84,7 +130,7 @@ def cell_text(cell: Cell) -> str:
         if cell.first_divergent_step is not None:
             text += f" @s{cell.first_divergent_step}"
         if m is None:
-            text += " error" if cell.status == "error" else " failed"
+            text += " failed"
     return text
 
 
@@ -93,6 +139,8 @@ def cell_title(cell: Cell) -> str:
     what = f"{cell.item.id} on {cell.column}: {cell.state.value}"
     if cell.state is CellState.MISSING:
         return f"{what}: {first_line(cell.reason)}"
+    if cell.state is CellState.ERROR:
+        return f"{what}: {error_text(cell)}"
     parts = []
     if cell.metrics is not None:
         m = cell.metrics
@@ -119,6 +167,36 @@ def class_label(matrix: Matrix, column: int) -> str:
     return f"{col.label} (reference)" if col.hardware_class == matrix.reference_class else col.label
 
 
+def group_names(matrix: Matrix) -> dict[int, str]:
+    """``A``, ``B``, ... for the columns of each group of bit-identical columns (columns
+    alone in their group have none)."""
+    names: dict[int, str] = {}
+    for n, group in enumerate(matrix.shared_groups()):
+        name = ""
+        n += 1
+        while n:
+            n, rest = divmod(n - 1, 26)
+            name = chr(ord("A") + rest) + name
+        names.update(dict.fromkeys(group, name))
+    return names
+
+
+def same_bits(matrix: Matrix, column: int) -> list[str]:
+    """Labels of the other columns with the same bits as ``column``."""
+    return [matrix.columns[j].label for j in matrix.group_of(column) if j != column]
+
+
+def identity_text(column: Column) -> str:
+    """``identity 3f9a1c2b4d5e``, or where the column's key came from."""
+    digest = dict(column.identity).get("digest")
+    what = "golden set, " if column.kind == GOLDEN else ""
+    if digest:
+        return f"{what}identity {digest}"
+    if not column.key:
+        return what.removesuffix(", ")
+    return f"{what}no measured identity (key {column.key.rsplit(':', 1)[-1]} from the fingerprint)"
+
+
 def plural(n: int, word: str) -> str:
     """``1 item``, ``2 items``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
@@ -139,10 +217,11 @@ def counts_text(counts: dict[CellState, int]) -> str:
 
 
 # -- Markdown --------------------------------------------------------------------------------
-def md_escape(text: str) -> str:
-    """Text from a results file made inert in Markdown (one line, no markup, no HTML)."""
-    text = " ".join(str(text).split()).replace("&", "&amp;")
-    return _MD_SPECIAL.sub(r"\\\1", text)
+def md_escape(text: object) -> str:
+    """Text from an input made inert in Markdown: one line, control characters and
+    escape sequences shown as text, no markup, no link, no HTML (see
+    :func:`conformance.report.safe_text.md_inline`)."""
+    return md_inline(text)
 
 
 def _md_list(title: str, lines: list[str]) -> list[str]:
@@ -155,6 +234,12 @@ def _md_list(title: str, lines: list[str]) -> list[str]:
         out.append(f"- ... and {len(lines) - len(shown)} more (see the JSON or HTML matrix)")
     out += ["", "</details>"]
     return out
+
+
+def md_cell(cell: Cell) -> str:
+    """A cell's table text in Markdown (an error cell's exception type escaped)."""
+    text = cell_text(cell)
+    return md_escape(text) if cell.state is CellState.ERROR else text
 
 
 def render_markdown(matrix: Matrix, title: str = "Conformance matrix") -> str:
@@ -171,26 +256,44 @@ def render_markdown(matrix: Matrix, title: str = "Conformance matrix") -> str:
         f"{counts_text(matrix.totals())}."
     )
     out.append("")
+    groups = group_names(matrix)
     if not matrix.items:
         out.append("No outcomes in the results files.")
     else:
-        header = ["item"] + [md_escape(class_label(matrix, j)) for j in range(n_classes)]
+        header = ["item"] + [
+            md_escape(class_label(matrix, j))
+            + (f" {md_escape('[' + groups[j] + ']')}" if j in groups else "")
+            for j in range(n_classes)
+        ]
         out.append("| " + " | ".join(header) + " |")
         out.append("|---" + "|:-:" * n_classes + "|")
         for item, row in zip(matrix.items, matrix.cells, strict=True):
-            texts = [cell_text(cell) for cell in row]
+            texts = [md_cell(cell) for cell in row]
             out.append(f"| {md_escape(item.id)} | " + " | ".join(texts) + " |")
     out += ["", "Legend: " + "; ".join(f"`{mark}` {text}" for mark, text in LEGEND) + "."]
+    shared = matrix.shared_groups()
+    if shared:
+        out += ["", "Same bits (equal pixels on every item the columns share):", ""]
+        out += [
+            f"- **{groups[g[0]]}**: " + ", ".join(md_escape(matrix.columns[j].label) for j in g)
+            for g in shared
+        ]
 
     out += ["", "Per column:", ""]
     for j, column in enumerate(matrix.columns):
         files = ", ".join(md_escape(s) for s in column.sources)
-        env = md_escape(environment(dict(column.fingerprint)))
+        env = md_escape(
+            "; ".join(t for t in (environment(dict(column.fingerprint)), identity_text(column))
+                      if t)
+        )
         line = f"- **{md_escape(class_label(matrix, j))}**: {counts_text(matrix.counts(j))}"
         line += f" (from {files}" + (f"; {env}" if env else "") + ")"
+        others = same_bits(matrix, j)
+        if others:
+            line += "; same bits as " + ", ".join(md_escape(o) for o in others)
         out.append(line)
 
-    diverged, missing = [], []
+    diverged, errors, missing = [], [], []
     for row in matrix.cells:
         for cell in row:
             if cell.state is CellState.DIVERGED:
@@ -199,9 +302,12 @@ def render_markdown(matrix: Matrix, title: str = "Conformance matrix") -> str:
                 diverged.append(
                     f"{md_escape(cell_title(cell))}" + (f": {md_escape(detail)}" if detail else "")
                 )
+            elif cell.state is CellState.ERROR:
+                errors.append(md_escape(cell_title(cell)))
             elif cell.state is CellState.MISSING:
                 missing.append(md_escape(cell_title(cell)))
     out += _md_list("Diverged cells", diverged)
+    out += _md_list("Error cells", errors)
     out += _md_list("Missing cells", missing)
     if matrix.notes:
         out += ["", "Notes:", ""] + [f"- {md_escape(note)}" for note in matrix.notes]

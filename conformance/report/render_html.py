@@ -2,10 +2,18 @@
 
 A pure function from a matrix and the bytes of its images to one self-contained page: CSS
 inline, images embedded as ``data:`` URIs, a Content-Security-Policy that forbids any
-request, no script. Cells are colour-coded links; following one shows that cell's detail
-panel (CSS ``:target``) with golden | actual | diff images, an inline-SVG plot of the
-per-step latent divergence, the metrics against every golden class, timings and the
-command that reproduces it. Every string taken from a results file is escaped.
+request (``default-src 'none'``; images from ``data:`` only, styles inline only, no base URL,
+no form target), no script. Each distinct image is embedded once however many cells show it
+(content-addressed: one CSS rule per image, whose class every figure of it names, see
+:class:`PageImages`), and at most a budget of bytes of them: the page says how many were
+left out, and so does each figure that lacks its image. Cells are colour-coded links;
+following one shows that cell's detail panel (CSS ``:target``) with golden | actual | diff
+images, an inline-SVG plot of the per-step latent divergence, the metrics against every
+golden class, the exception of an error cell, timings and the command that reproduces it.
+Columns with bit-identical images share a header above their labels ("same bits"). Every
+string taken from a results file or a golden manifest is shown with its control characters,
+escape sequences and bidirectional overrides as text
+(:func:`~conformance.report.safe_text.visible`), then HTML-escaped.
 
 The page and panel layouts are templates shipped as package data
 (``conformance/report/templates/``).
@@ -14,7 +22,9 @@ The page and panel layouts are templates shipped as package data
 from __future__ import annotations
 
 import base64
+import hashlib
 import math
+import struct
 from collections.abc import Mapping, Sequence
 from functools import cache
 from html import escape
@@ -22,6 +32,7 @@ from importlib import resources
 from string import Template
 
 from conformance.report.matrix import (
+    GOLDEN_CHECK,
     Cell,
     CellMetrics,
     CellState,
@@ -36,24 +47,34 @@ from conformance.report.render import (
     class_label,
     counts_text,
     environment,
+    error_message,
+    error_type,
     fmt_number,
     fmt_psnr,
     fmt_ssim,
+    group_names,
+    identity_text,
     plural,
+    same_bits,
 )
+from conformance.report.safe_text import visible
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+#: Bytes of embedded images (base64) a page holds at most by default (``--html-budget``).
+DEFAULT_IMAGE_BUDGET = 64 * 10**6
 
 _STATE_TEXT = {
     CellState.IDENTICAL: "identical",
     CellState.WITHIN: "within tolerance",
     CellState.DIVERGED: "diverged",
+    CellState.ERROR: "error",
     CellState.MISSING: "missing",
 }
 _BAR_COLOURS = {
     CellState.IDENTICAL: "#52b788",
     CellState.WITHIN: "#c5d86d",
     CellState.DIVERGED: "#e5484d",
+    CellState.ERROR: "#f76707",
     CellState.MISSING: "#c4c9d0",
 }
 
@@ -66,8 +87,15 @@ def template(name: str) -> Template:
 
 
 def esc(value: object) -> str:
-    """Escape text (from a results file) for HTML element content and attribute values."""
-    return escape(str(value), quote=True)
+    """Text from an input, on one line (:func:`~conformance.report.safe_text.visible`),
+    escaped for HTML element content and attribute values."""
+    return escape(visible(value), quote=True)
+
+
+def esc_block(value: object) -> str:
+    """Multi-line text from an input (newlines kept, other controls shown as text), escaped
+    for HTML element content (a ``<pre>``)."""
+    return escape(visible(value, newlines=True), quote=True)
 
 
 # -- pieces ----------------------------------------------------------------------------------
@@ -76,36 +104,179 @@ def data_uri(data: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(data).decode("ascii")
 
 
-def image_figure(name: str, path: str | None, images: Mapping[str, bytes | str]) -> str:
-    """One image with its caption, or a note saying why it is not there."""
-    found = images.get(path) if path else None
-    if not path:
-        body = '<div class="noimg">not saved</div>'
-    elif found is None:
-        body = f'<div class="noimg">image not found:<br>{esc(path)}</div>'
-    elif isinstance(found, str):
-        body = f'<div class="noimg">{esc(found)}:<br>{esc(path)}</div>'
-    elif not found.startswith(PNG_SIGNATURE):
-        body = f'<div class="noimg">not a PNG file:<br>{esc(path)}</div>'
-    else:
-        body = f'<img src="{data_uri(found)}" alt="{esc(name)}" title="{esc(path)}">'
+def png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's header, or None when ``data`` is not a PNG."""
+    if len(data) < 24 or not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height = struct.unpack(">II", data[16:24])
+    return (width, height) if width and height else None
+
+
+def embedded_size(nbytes: int) -> int:
+    """Bytes of the page that embedding an image of ``nbytes`` bytes takes (base64)."""
+    return 4 * ((nbytes + 2) // 3)
+
+
+class LeftOut(str):
+    """A note in place of an image: left out because the page's image budget was spent.
+
+    :func:`conformance.report.command.read_images` gives these for the images it did not
+    read; the renderer counts them in its summary with the ones it leaves out itself.
+    """
+
+
+class PageImages:
+    """The images of one page, content-addressed and within a byte budget.
+
+    Each distinct image (by the SHA-256 of its PNG bytes) is embedded once, as a ``data:``
+    URI in one CSS rule of the page's ``<style>``; every figure showing it names that rule's
+    class. Images are taken in page order while their embedding (base64) fits in
+    ``budget`` bytes (None: no limit); an image that does not fit is left out, each figure
+    of it says so, and :meth:`summary` counts them.
+    """
+
+    def __init__(self, images: Mapping[str, bytes | str], budget: int | None = None) -> None:
+        self.images = images
+        self.budget = budget
+        self.used = 0
+        self._rules: list[str] = []
+        self._by_digest: dict[str, str | None] = {}  # digest -> class name, None: left out
+        self._by_path: dict[str, tuple[str, str | None]] = {}  # path -> (kind, class / note)
+        self._left_out: set[str] = set()  # paths
+        self._left_out_refs = 0
+
+    @property
+    def left_out(self) -> int:
+        """Distinct image files left out for the budget."""
+        return len(self._left_out)
+
+    def _resolve(self, path: str) -> tuple[str, str | None]:
+        found = self.images.get(path)
+        if found is None:
+            return "absent", None
+        if isinstance(found, LeftOut):
+            return "budget", str(found)
+        if isinstance(found, str):
+            return "note", found
+        size = png_size(found)
+        if size is None:
+            return "not-png", None
+        digest = hashlib.sha256(found).hexdigest()
+        if digest in self._by_digest:
+            name = self._by_digest[digest]
+            return ("image", name) if name is not None else ("budget", None)
+        cost = embedded_size(len(found))
+        if self.budget is not None and self.used + cost > self.budget:
+            self._by_digest[digest] = None
+            return "budget", None
+        self.used += cost
+        name = f"im{len(self._rules)}"
+        self._by_digest[digest] = name
+        width, height = size
+        self._rules.append(
+            f'.{name}{{background-image:url("{data_uri(found)}"),{_CHECKERS};'
+            f"aspect-ratio:{width}/{height}}}"
+        )
+        return "image", name
+
+    def figure(self, name: str, path: str | None) -> str:
+        """One image with its caption, or a note saying why it is not there."""
+        if not path:
+            return _figure('<div class="noimg">not saved</div>', name)
+        if path not in self._by_path:
+            self._by_path[path] = self._resolve(path)
+        kind, value = self._by_path[path]
+        if kind == "image":
+            body = (
+                f'<div class="img {value}" role="img" aria-label="{esc(name)}" '
+                f'title="{esc(path)}"></div>'
+            )
+        elif kind == "budget":
+            self._left_out.add(path)
+            self._left_out_refs += 1
+            body = (
+                f'<div class="noimg budget">{esc(value or budget_note(self.budget))}:'
+                f"<br>{esc(path)}</div>"
+            )
+        elif kind == "note":
+            body = f'<div class="noimg">{esc(value)}:<br>{esc(path)}</div>'
+        elif kind == "not-png":
+            body = f'<div class="noimg">not a PNG file:<br>{esc(path)}</div>'
+        else:
+            body = f'<div class="noimg">image not found:<br>{esc(path)}</div>'
+        return _figure(body, name)
+
+    def style(self) -> str:
+        """The CSS rules of the embedded images, one per distinct image."""
+        return "\n".join(self._rules)
+
+    def summary(self) -> str:
+        """``N images left out: budget M MB ...`` (HTML), or "" when none was."""
+        if not self._left_out:
+            return ""
+        budget = megabytes(self.budget) if self.budget is not None else "none"
+        return (
+            f'<p class="warn"><strong>{plural(len(self._left_out), "image")} left out: '
+            f"budget {budget}</strong> ({plural(self._left_out_refs, 'reference')}; "
+            f"{megabytes(self.used)} of images embedded, each distinct image once). "
+            "Their cells' panels say which; <code>--html-budget</code> sets the budget.</p>"
+        )
+
+
+def budget_note(budget: int | None) -> str:
+    """The note of a figure whose image was left out for the budget."""
+    return f"left out: past the page's image budget of {megabytes(budget or 0)}"
+
+
+def megabytes(nbytes: int | float) -> str:
+    """``64 MB`` (10^6 bytes)."""
+    return f"{fmt_number(nbytes / 1e6, 3)} MB"
+
+
+_CHECKERS = "repeating-conic-gradient(#eee 0 25%,#fff 0 50%)"
+
+
+def _figure(body: str, name: str) -> str:
     return f"<figure>{body}<figcaption>{esc(name)}</figcaption></figure>"
 
 
-def image_row(cell: Cell, images: Mapping[str, bytes | str]) -> str:
-    """golden | actual | diff, or a note when the run saved no images for the cell."""
+def cell_images(cell: Cell) -> tuple[tuple[str, str | None], ...]:
+    """(caption, path) of the figures a cell's panel shows, in order."""
     a = cell.artifacts
+    if cell.check == GOLDEN_CHECK:  # golden sets: the two PNGs, no diff image
+        return tuple(
+            (name, path)
+            for name, path in (("reference golden", a.golden), ("this set's golden", a.actual))
+            if path
+        )
     if not (a.actual or a.golden or a.diff):
+        return ()
+    return (("golden", a.golden), ("actual", a.actual), ("diff", a.diff))
+
+
+def page_image_paths(matrix: Matrix) -> list[str]:
+    """Every image path the page shows, in the order it first shows them (the order the
+    image budget is spent in), without repeats."""
+    seen: dict[str, None] = {}
+    for row in matrix.cells:
+        for cell in row:
+            for _, path in cell_images(cell):
+                if path:
+                    seen.setdefault(path)
+    return list(seen)
+
+
+def image_row(cell: Cell, images: PageImages) -> str:
+    """golden | actual | diff, or a note when the run saved no images for the cell."""
+    figures = cell_images(cell)
+    if not figures and cell.check != GOLDEN_CHECK:
         if cell.state is CellState.MISSING:
             return ""
         return (
             '<p class="muted">No images were saved for this cell (failures always save '
             "them; run with <code>--save-images</code> to keep them for every item).</p>"
         )
-    return "".join(
-        image_figure(name, path, images)
-        for name, path in (("golden", a.golden), ("actual", a.actual), ("diff", a.diff))
-    )
+    return "".join(images.figure(name, path) for name, path in figures)
 
 
 def step_plot_svg(
@@ -230,6 +401,20 @@ def _seconds(value: float | None) -> str:
     return "-" if value is None else f"{fmt_number(value, 3)} s"
 
 
+def error_block(cell: Cell) -> str:
+    """The exception of an error cell: type, message, device and precision."""
+    if cell.state is not CellState.ERROR:
+        return ""
+    rows = [("type", esc(error_type(cell)))]
+    if cell.error is not None:
+        rows += [(k, esc(v)) for k, v in (("device", cell.error.device),
+                                           ("precision", cell.error.precision)) if v]
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    message = error_message(cell)
+    text = f"<pre>{esc_block(message)}</pre>" if message else '<p class="muted">No message.</p>'
+    return f'<h3>Error</h3><table class="kv">{body}</table>{text}'
+
+
 def run_table(cell: Cell) -> str:
     """Checks, timings, memory, source file and the reproduction command."""
     checks = ", ".join(
@@ -243,27 +428,45 @@ def run_table(cell: Cell) -> str:
             "peak memory",
             "-" if cell.peak_memory_mb is None else f"{fmt_number(cell.peak_memory_mb)} MB",
         ),
-        ("results file", f"<code>{esc(cell.source or '-')}</code>"),
+        (
+            "manifest" if cell.check == GOLDEN_CHECK else "results file",
+            f"<code>{esc(cell.source or '-')}</code>",
+        ),
     ]
+    if cell.pixel_sha256:
+        rows.append(("pixel SHA-256", f"<code>{esc(cell.pixel_sha256)}</code>"))
     if cell.reproduce:
-        rows.append(("reproduce", f"<code>{esc(cell.reproduce)}</code>"))
+        name = "recorded by" if cell.check == GOLDEN_CHECK else "reproduce"
+        rows.append((name, f"<code>{esc(cell.reproduce)}</code>"))
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="kv">{body}</table>'
 
 
-def panel(cell: Cell, panel_id: str, images: Mapping[str, bytes | str]) -> str:
+def panel(cell: Cell, panel_id: str, images: PageImages) -> str:
     """The detail panel of one cell."""
     if cell.state is CellState.MISSING:
         what = "Missing: " + cell.reason
         message = ""
     else:
-        what = f"{cell.check} check on {cell.hardware_class}"
-        if cell.golden_class:
-            what += f" against the {cell.golden_class} golden"
+        if cell.check == GOLDEN_CHECK:
+            what = f"the {cell.hardware_class} golden set"
+            if cell.golden_class:
+                what += f" against the reference golden set ({cell.golden_class})"
+        else:
+            what = f"{cell.check} check on {cell.hardware_class}"
+            if cell.golden_class:
+                what += f" against the {cell.golden_class} golden"
         if cell.tier:
             what += f" at the {cell.tier} tier"
         what += f": {cell.status}"
-        message = f"<h3>Message</h3><pre>{esc(cell.message)}</pre>" if cell.message else ""
+        message = (
+            f"<h3>Message</h3><pre>{esc_block(cell.message)}</pre>" if cell.message else ""
+        )
+        if cell.state is CellState.ERROR and cell.error is not None and (
+            cell.error.message == cell.message or not cell.error.message
+        ):
+            message = ""  # the error block shows it
+        message = error_block(cell) + message
     return template("panel.html").substitute(
         panel_id=panel_id,
         label=esc(f"{cell.item.id} on {cell.column}"),
@@ -293,6 +496,9 @@ def _summary_row(matrix: Matrix, j: int) -> str:
     )
     env = environment(dict(column.fingerprint), threads=True)
     role = "reference" if column.hardware_class == matrix.reference_class else ""
+    others = same_bits(matrix, j)
+    if others:
+        role = "; ".join(r for r in (role, "same bits as " + ", ".join(others)) if r)
     cls = (
         ""
         if column.label == column.hardware_class
@@ -303,32 +509,64 @@ def _summary_row(matrix: Matrix, j: int) -> str:
     return (
         f"<tr><th>{esc(column.label)}{cls}</th>"
         f'<td><div class="bar">{bar}</div><span class="muted">{esc(role)}</span></td>'
-        f"{nums}<td>{files}</td><td>{esc(env)}</td></tr>"
+        f"{nums}<td>{files}</td><td>{esc(env)}</td><td>{esc(identity_text(column))}</td></tr>"
     )
 
 
 def _legend() -> str:
-    states = (CellState.IDENTICAL, CellState.WITHIN, CellState.DIVERGED, CellState.MISSING)
     return "".join(
         f'<span><span class="key s-{state.value}">{esc(mark)}</span>{esc(text)}</span>'
-        for state, (mark, text) in zip(states, LEGEND, strict=True)
+        for state, (mark, text) in zip(CellState, LEGEND, strict=True)
     )
+
+
+def _group_row(matrix: Matrix) -> str:
+    """A header row over the label row: one "same bits" cell spanning each group of
+    bit-identical columns (empty when no columns share bits)."""
+    if not matrix.shared_groups():
+        return ""
+    names = group_names(matrix)
+    cells = ['<th colspan="3" class="gl">bit-identical columns</th>']
+    j = 0
+    while j < len(matrix.columns):
+        group = matrix.group_of(j)
+        if len(group) == 1:
+            cells.append("<th></th>")
+            j += 1
+            continue
+        # build_matrix keeps a group's columns adjacent; one cell each if they are not
+        span = len(group) if group == tuple(range(j, j + len(group))) else 1
+        title = "equal pixels on every item they share: " + ", ".join(
+            matrix.columns[k].label for k in group
+        )
+        cells.append(
+            f'<th colspan="{span}" class="grp" title="{esc(title)}">'
+            f"{esc(names[j])}: same bits</th>"
+        )
+        j += span
+    return f'<tr class="groups">{"".join(cells)}</tr>'
 
 
 # -- the page --------------------------------------------------------------------------------
 def render_html(
-    matrix: Matrix, images: Mapping[str, bytes | str], title: str = "Conformance matrix"
+    matrix: Matrix,
+    images: Mapping[str, bytes | str],
+    title: str = "Conformance matrix",
+    budget: int | None = DEFAULT_IMAGE_BUDGET,
 ) -> str:
     """The matrix as one self-contained HTML page.
 
     ``images`` maps artifact paths (as the matrix names them) to PNG bytes, or to a note
-    saying why the image is not embedded; a path missing from it is shown as "image not
-    found", never as a broken image.
+    saying why the image is not embedded (a :class:`LeftOut` note: for the budget); a path
+    missing from it is shown as "image not found", never as a broken image. Each distinct
+    image is embedded once, and at most ``budget`` bytes of them (None: no limit; see
+    :class:`PageImages`); the page says how many were left out.
     """
+    page_images = PageImages(images, budget)
     n_classes = len(matrix.columns)
     header = "".join(
-        f'<th class="{"ref" if c.hardware_class == matrix.reference_class else ""}">'
-        f"{esc(class_label(matrix, j))}</th>"
+        f'<th class="{"ref" if c.hardware_class == matrix.reference_class else ""}" '
+        f'title="{esc(identity_text(c))}">{esc(class_label(matrix, j))}</th>'
         for j, c in enumerate(matrix.columns)
     )
     body: list[str] = []
@@ -345,7 +583,7 @@ def render_html(
                 f'<td class="s-{cell.state.value}"><a href="#{pid}" '
                 f'title="{esc(cell_title(cell))}">{esc(cell_text(cell))}</a></td>'
             )
-            panels.append(panel(cell, pid, images))
+            panels.append(panel(cell, pid, page_images))
         body.append(
             f'<tr><th class="item"><span class="case">{esc(item.case)}</span></th>'
             f'<th class="item">{esc(item.resolution)}</th>'
@@ -377,8 +615,11 @@ def render_html(
         meta=esc(meta),
         summary_rows="\n".join(_summary_row(matrix, j) for j in range(n_classes)),
         legend=_legend(),
+        group_row=_group_row(matrix),
         header_cells=header,
         body_rows="\n".join(body),
         notes=notes,
         panels="\n".join(panels),
+        image_styles=page_images.style(),
+        image_summary=page_images.summary(),
     )

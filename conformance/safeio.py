@@ -1,0 +1,610 @@
+"""Reading files the suite does not control, with caps on size, shape and types.
+
+Every settings file, model config, shard index, checksum list, manifest or results file
+the suite reads from disk goes through this module. Its guarantees:
+
+* only regular files are read: a FIFO, a device, a directory or a socket is refused after
+  an ``os.stat`` and again after an ``O_NONBLOCK`` open, so nothing ever blocks on a pipe;
+* a file larger than the cap its caller names (one of the ``*_LIMIT`` constants below)
+  is refused before it is read, and reading stops one byte past the cap if it grows;
+* text is strict UTF-8;
+* JSON: no duplicate keys, no ``NaN`` / ``Infinity`` (nor floats that overflow to them),
+  integers of at most :data:`JSON_MAX_INT_DIGITS` digits, nesting at most
+  :data:`JSON_MAX_DEPTH` deep, no lone surrogates in strings;
+* TOML: at most :data:`TOML_MAX_DOTTED_PARTS` parts per dotted key (checked before
+  parsing: tomllib needs memory quadratic in that count, so 200 KB of one dotted key takes
+  gigabytes), and after parsing at most :data:`TOML_MAX_KEYS` keys and array items in all,
+  :data:`TOML_MAX_DEPTH` levels and integers within TOML's 64-bit range.
+
+Every refusal is a :class:`~conformance.errors.ConformanceInputError` (or the subclass the
+caller passes as ``error``) whose message names the file, the key where there is one, and
+what is accepted. The ``require_*`` helpers check single parsed values the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+import stat
+import sys
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+from conformance.errors import ConformanceInputError, type_name
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "CASES_LIMIT",
+    "CHECKSUMS_LIMIT",
+    "CONFIG_LIMIT",
+    "IMAGE_LIMIT",
+    "JSON_MAX_DEPTH",
+    "JSON_MAX_INT_DIGITS",
+    "MANIFEST_LIMIT",
+    "RESULTS_LIMIT",
+    "SETTINGS_LIMIT",
+    "SHARD_INDEX_LIMIT",
+    "TOML_MAX_DEPTH",
+    "TOML_MAX_DOTTED_PARTS",
+    "TOML_MAX_KEYS",
+    "is_within",
+    "key_label",
+    "load_json",
+    "load_json_object",
+    "load_toml",
+    "loads_json",
+    "loads_toml",
+    "read_bytes",
+    "read_text",
+    "regular_file_problem",
+    "require_float",
+    "require_int",
+    "require_name",
+    "require_str",
+    "show",
+]
+
+KiB = 1024
+MiB = 1024 * KiB
+
+# -- size caps, in bytes, per kind of file ---------------------------------------------------
+#: tolerance and deviations files (the shipped ones are under 4 KiB)
+SETTINGS_LIMIT = 64 * KiB
+#: case files: room for about a thousand cases (the shipped ones are under 3 KiB)
+CASES_LIMIT = 256 * KiB
+#: a model's config.json, model_index.json or scheduler_config.json (real ones: < 10 KiB)
+CONFIG_LIMIT = 1 * MiB
+#: a *.safetensors.index.json shard index (FLUX.1's transformer: about 120 KiB)
+SHARD_INDEX_LIMIT = 16 * MiB
+#: fixtures/checksums.json
+CHECKSUMS_LIMIT = 1 * MiB
+#: a golden set's manifest
+MANIFEST_LIMIT = 16 * MiB
+#: a results JSON of a run
+RESULTS_LIMIT = 256 * MiB
+#: a golden or actual image (a 2048x2048 RGB PNG is at most 12 MiB)
+IMAGE_LIMIT = 64 * MiB
+
+# -- shape caps ---------------------------------------------------------------------------------
+JSON_MAX_DEPTH = 64
+#: Python parses integers in time quadratic in their length; nothing real has more digits
+JSON_MAX_INT_DIGITS = 30
+TOML_MAX_DEPTH = 16
+TOML_MAX_KEYS = 50_000
+TOML_MAX_DOTTED_PARTS = 64
+_INT64 = (-(2**63), 2**63 - 1)
+
+_FILE_TYPES = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISSOCK, "a socket"),
+)
+
+
+def show(value: Any, limit: int = 60) -> str:
+    """``repr(value)`` cut to at most ``limit`` characters: safe to print, one line."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"<an integer of about {int(value.bit_length() * 0.30103) + 1} digits>"
+    try:
+        text = repr(value)
+    except Exception:  # a repr that fails says nothing useful either
+        return f"<{type(value).__name__}>"
+    if len(text) > limit:
+        suffix = f"...({len(text)} chars)"
+        text = text[: max(limit - len(suffix), 8)] + suffix
+    return text
+
+
+def _human(size: int) -> str:
+    for unit, scale in (("GiB", 1024 * MiB), ("MiB", MiB), ("KiB", KiB)):
+        if size >= scale:
+            return f"{size / scale:.1f}".removesuffix(".0") + f" {unit}"
+    return f"{size} bytes"
+
+
+def _not_regular(mode: int) -> str | None:
+    if stat.S_ISREG(mode):
+        return None
+    for test, name in _FILE_TYPES:
+        if test(mode):
+            return name
+    return "not a regular file"
+
+
+def read_bytes(
+    path: str | os.PathLike[str],
+    kind: str,
+    limit: int,
+    *,
+    error: type[ConformanceInputError] = ConformanceInputError,
+) -> bytes:
+    """The bytes of the regular file ``path`` (a ``kind``: "case file", "config.json" ...).
+
+    Refuses anything that is not a regular file, and a file over ``limit`` bytes.
+    """
+    try:
+        name = os.fspath(path)
+    except TypeError:
+        raise error(str(path), f"{kind}: not a file path ({type_name(path)})") from None
+    if isinstance(name, bytes):  # pragma: no cover - the suite passes text paths
+        name = os.fsdecode(name)
+    if not name:
+        raise error("''", f"{kind}: empty path")
+    if "\x00" in name:
+        raise error(show(name), f"{kind}: the path contains a NUL character")
+    try:
+        st = os.stat(name)
+    except FileNotFoundError:
+        raise error(path, f"cannot read {kind}: no such file") from None
+    except (OSError, ValueError) as exc:
+        raise error(path, f"cannot read {kind}: {_os_reason(exc)}") from None
+    _check_stat(st, path, kind, limit, error)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
+    flags |= getattr(os, "O_BINARY", 0)
+    try:
+        fd = os.open(name, flags)
+    except OSError as exc:
+        raise error(path, f"cannot read {kind}: {_os_reason(exc)}") from None
+    try:
+        _check_stat(os.fstat(fd), path, kind, limit, error)  # replaced since the stat
+        chunks: list[bytes] = []
+        size = 0
+        while size <= limit:
+            chunk = os.read(fd, min(1 * MiB, limit + 1 - size))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise error(path, f"cannot read {kind}: {_os_reason(exc)}") from None
+    finally:
+        os.close(fd)
+    if size > limit:
+        raise error(path, f"{kind} grew past {_human(limit)} while read; the limit is "
+                    f"{_human(limit)}")
+    return b"".join(chunks)
+
+
+def _os_reason(exc: BaseException) -> str:
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _check_stat(
+    st: os.stat_result, path: Any, kind: str, limit: int, error: type[ConformanceInputError]
+) -> None:
+    what = _not_regular(st.st_mode)
+    if what is not None:
+        raise error(path, f"cannot read {kind}: it is {what}; expected a regular file")
+    if st.st_size > limit:
+        raise error(
+            path, f"{kind} is {_human(st.st_size)}; files of this kind are read up to "
+            f"{_human(limit)}"
+        )
+
+
+def read_text(
+    path: str | os.PathLike[str],
+    kind: str,
+    limit: int,
+    *,
+    error: type[ConformanceInputError] = ConformanceInputError,
+) -> str:
+    """The text of ``path``: :func:`read_bytes`, then strict UTF-8 (no byte-order mark)."""
+    return _decode(read_bytes(path, kind, limit, error=error), path, kind, error)
+
+
+def _decode(
+    raw: bytes, where: Any, kind: str, error: type[ConformanceInputError]
+) -> str:
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise error(
+            where, f"{kind} is not UTF-8 text (byte {exc.start}, line {line}); save it as UTF-8"
+        ) from None
+    if text.startswith("\ufeff"):
+        raise error(where, f"{kind} starts with a byte-order mark; save it as UTF-8 without one")
+    return text
+
+
+# -- JSON ------------------------------------------------------------------------------------
+
+
+class _Refused(Exception):
+    """Raised by the JSON hooks; turned into the caller's error with the file name."""
+
+
+def _json_int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > JSON_MAX_INT_DIGITS:
+        raise _Refused(
+            f"an integer of {digits} digits; at most {JSON_MAX_INT_DIGITS} digits are read"
+        )
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    if len(text) > 400:
+        raise _Refused(f"a number written with {len(text)} characters; at most 400 are read")
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"the number {show(text, 40)} is out of range for a float")
+    return value
+
+
+def _json_constant(text: str) -> Any:
+    raise _Refused(f"{text} is not JSON; write a finite number or null")
+
+
+def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Refused(f"key {show(key)} appears twice in one object")
+        out[key] = value
+    return out
+
+
+def loads_json(
+    data: bytes | str,
+    where: Any,
+    *,
+    kind: str = "JSON file",
+    max_depth: int = JSON_MAX_DEPTH,
+    error: type[ConformanceInputError] = ConformanceInputError,
+) -> Any:
+    """Parse JSON ``data`` (read from ``where``) with this module's rules."""
+    text = _decode(data, where, kind, error) if isinstance(data, bytes) else data
+    try:
+        value = json.loads(
+            text,
+            object_pairs_hook=_json_object,
+            parse_int=_json_int,
+            parse_float=_json_float,
+            parse_constant=_json_constant,
+        )
+    except _Refused as exc:
+        raise error(where, f"{kind}: {exc}") from None
+    except RecursionError:
+        raise error(where, f"{kind}: nested too deeply; at most {max_depth} levels") from None
+    except json.JSONDecodeError as exc:
+        raise error(
+            where, f"{kind}: invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+        ) from None
+    except (ValueError, OverflowError) as exc:
+        raise error(where, f"{kind}: invalid JSON ({show(str(exc), 80)})") from None
+    _check_tree(value, where, kind, max_depth, None, error)
+    return value
+
+
+def load_json(
+    path: str | os.PathLike[str],
+    kind: str,
+    limit: int,
+    *,
+    max_depth: int = JSON_MAX_DEPTH,
+    error: type[ConformanceInputError] = ConformanceInputError,
+) -> Any:
+    """Read and parse the JSON file ``path`` (see :func:`loads_json`)."""
+    raw = read_bytes(path, kind, limit, error=error)
+    return loads_json(raw, path, kind=kind, max_depth=max_depth, error=error)
+
+
+def load_json_object(
+    path: str | os.PathLike[str],
+    kind: str,
+    limit: int,
+    *,
+    error: type[ConformanceInputError] = ConformanceInputError,
+) -> dict[str, Any]:
+    """:func:`load_json` for a file that must hold one JSON object."""
+    value = load_json(path, kind, limit, error=error)
+    if not isinstance(value, dict):
+        raise error(path, f"{kind} must hold a JSON object, not {_json_type(value)}")
+    return value
+
+
+def _json_type(value: Any) -> str:
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
+def key_label(key: Any) -> str:
+    """A TOML/JSON key for messages: bare when it is a bare key, else quoted and cut."""
+    if isinstance(key, str) and re.fullmatch(r"[A-Za-z0-9_-]{1,64}", key):
+        return key
+    return show(key)
+
+
+def _key_path(parent: str, key: Any) -> str:
+    part = key_label(key)
+    return f"{parent}.{part}" if parent else part
+
+
+def _check_tree(
+    value: Any,
+    where: Any,
+    kind: str,
+    max_depth: int,
+    max_items: int | None,
+    error: type[ConformanceInputError],
+    int_range: tuple[int, int] | None = None,
+) -> None:
+    """Depth, item count, integer range and lone surrogates over a parsed tree."""
+    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
+    items = 0
+    while stack:
+        node, depth, key = stack.pop()
+        if isinstance(node, (dict, list)):
+            if depth >= max_depth:
+                raise error(
+                    where, f"{kind}: nested deeper than {max_depth} levels (at "
+                    f"{key or 'the top level'})"
+                )
+            items += len(node)
+            if max_items is not None and items > max_items:
+                raise error(where, f"{kind}: more than {max_items} keys and array items")
+            if isinstance(node, dict):
+                for k, v in node.items():
+                    _check_string(k, where, kind, key, error)
+                    stack.append((v, depth + 1, _key_path(key, k)))
+            else:
+                stack.extend((v, depth + 1, f"{key}[{i}]") for i, v in enumerate(node))
+        elif isinstance(node, str):
+            _check_string(node, where, kind, key, error)
+        elif int_range and isinstance(node, int) and not isinstance(node, bool):
+            if not int_range[0] <= node <= int_range[1]:
+                raise error(
+                    where, f"{kind}: key {key!r}: {show(node, 40)} is outside the 64-bit "
+                    "integer range TOML allows"
+                )
+
+
+def _check_string(
+    text: str, where: Any, kind: str, key: str, error: type[ConformanceInputError]
+) -> None:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise error(
+            where, f"{kind}: {f'key {key!r}: ' if key else ''}a string holds a lone "
+            "surrogate (\\ud800-\\udfff), which is not text"
+        ) from None
+
+
+# -- TOML ------------------------------------------------------------------------------------
+
+_KEY_PART = r"""(?:[A-Za-z0-9_-]++|"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+')"""
+#: ``TOML_MAX_DOTTED_PARTS + 1`` key parts joined by dots, starting at a part boundary
+_DOTTED_RUN = re.compile(
+    rf"(?<![A-Za-z0-9_-])(?:{_KEY_PART}[ \t]*+\.[ \t]*+){{{TOML_MAX_DOTTED_PARTS}}}{_KEY_PART}"
+)
+
+
+def loads_toml(
+    text: str,
+    where: Any,
+    *,
+    kind: str = "TOML file",
+    max_keys: int = TOML_MAX_KEYS,
+    max_depth: int = TOML_MAX_DEPTH,
+    error: type[ConformanceInputError] = ConformanceInputError,
+) -> dict[str, Any]:
+    """Parse TOML ``text`` (read from ``where``) with this module's caps."""
+    run = _DOTTED_RUN.search(text)
+    if run is not None:
+        line = text.count("\n", 0, run.start()) + 1
+        raise error(
+            where, f"{kind}: line {line}: a dotted key of more than {TOML_MAX_DOTTED_PARTS} "
+            f"parts; at most {TOML_MAX_DOTTED_PARTS} are read"
+        )
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise error(where, f"invalid TOML: {exc}") from None
+    except RecursionError:
+        raise error(where, f"invalid TOML: nested too deeply; at most {max_depth} levels") \
+            from None
+    except (ValueError, OverflowError) as exc:  # e.g. an integer of thousands of digits
+        reason = show(str(exc), 100)
+        run = re.search(r"[0-9][0-9_]{4000}", text)
+        if "integer string conversion" in str(exc) and run is not None:
+            line_start = text.rfind("\n", 0, run.start()) + 1
+            line = text.count("\n", 0, run.start()) + 1
+            key = text[line_start:run.start()].split("=", 1)[0].strip(" \t[{,")
+            at = f"line {line}" + (f", key {show(key, 40)}" if key else "")
+            reason = f"{at}: an integer with thousands of digits; TOML integers are 64-bit"
+        raise error(where, f"invalid TOML: {reason}") from None
+    _check_tree(data, where, kind, max_depth, max_keys, error, int_range=_INT64)
+    return data
+
+
+def load_toml(
+    path: str | os.PathLike[str],
+    kind: str,
+    limit: int,
+    *,
+    max_keys: int = TOML_MAX_KEYS,
+    max_depth: int = TOML_MAX_DEPTH,
+    error: type[ConformanceInputError] = ConformanceInputError,
+) -> dict[str, Any]:
+    """Read and parse the TOML file ``path`` (see :func:`loads_toml`)."""
+    text = read_text(path, kind, limit, error=error)
+    return loads_toml(text, path, kind=kind, max_keys=max_keys, max_depth=max_depth,
+                      error=error)
+
+
+# -- single values ---------------------------------------------------------------------------
+
+_ASCII_INT = re.compile(rf"[+-]?[0-9]{{1,{JSON_MAX_INT_DIGITS}}}")
+#: Unicode format characters that reorder or hide text (trojan-source bidi controls)
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def require_int(
+    value: Any,
+    where: Any,
+    *,
+    what: str = "the value",
+    lo: int | None = None,
+    hi: int | None = None,
+    error: type[ConformanceInputError] = ConformanceInputError,
+) -> int:
+    """``value`` as an int within ``lo..hi``.
+
+    Accepts an ``int`` (a ``bool`` is not one) or text of ASCII digits with an optional sign
+    (no spaces inside, no ``_``, no other scripts' digits, at most 30 digits).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise error(where, f"{what} must be an integer, not {type_name(value)} ({show(value)})")
+    if isinstance(value, str):
+        text = value.strip(" \t")
+        if not _ASCII_INT.fullmatch(text):
+            raise error(
+                where, f"{what} must be an integer written with the digits 0-9, not "
+                f"{show(value)}"
+            )
+        value = int(text)
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        raise error(where, f"{what}: {show(value, 30)} is outside {_range(lo, hi)}")
+    return int(value)
+
+
+def _range(lo: Any, hi: Any) -> str:
+    if lo is not None and hi is not None:
+        return f"{lo}..{hi}"
+    return f">= {lo}" if lo is not None else f"<= {hi}"
+
+
+def require_float(
+    value: Any,
+    where: Any,
+    *,
+    what: str = "the value",
+    lo: float | None = None,
+    hi: float | None = None,
+    error: type[ConformanceInputError] = ConformanceInputError,
+) -> float:
+    """``value`` (an int or float, not a bool, finite) as a float within ``lo..hi``."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise error(where, f"{what} must be a number, not {type_name(value)} ({show(value)})")
+    try:
+        number = float(value)
+    except OverflowError:
+        raise error(where, f"{what}: {show(value, 30)} is outside {_range(lo, hi)}") from None
+    if not math.isfinite(number) or (lo is not None and number < lo) or (
+        hi is not None and number > hi
+    ):
+        raise error(where, f"{what}: {number} is outside {_range(lo, hi)}")
+    return number
+
+
+def _bad_char(text: str) -> str | None:
+    for ch in text:
+        cat = unicodedata.category(ch)
+        if cat in ("Cc", "Zl", "Zp", "Cs") or ch in _BIDI:
+            return ch
+    return None
+
+
+def require_str(
+    value: Any,
+    where: Any,
+    *,
+    what: str = "the value",
+    max_len: int = 4096,
+    allow_empty: bool = True,
+    error: type[ConformanceInputError] = ConformanceInputError,
+) -> str:
+    """``value`` as one line of printable text.
+
+    Refuses non-strings, control characters (newlines, tabs, ESC and so terminal escape
+    sequences, DEL, C1 controls), line and paragraph separators, bidirectional overrides,
+    lone surrogates, more than ``max_len`` characters and, unless ``allow_empty``, text that
+    is empty or only spaces.
+    """
+    if not isinstance(value, str):
+        raise error(where, f"{what} must be a string, not {type_name(value)} ({show(value)})")
+    if len(value) > max_len:
+        raise error(where, f"{what} has {len(value)} characters; at most {max_len}")
+    bad = _bad_char(value)
+    if bad is not None:
+        raise error(
+            where, f"{what}: {show(value)} holds the control character U+{ord(bad):04X}; "
+            "write one line of printable text"
+        )
+    if not allow_empty and not value.strip():
+        raise error(where, f"{what} must not be empty")
+    return value
+
+
+def require_name(
+    value: Any,
+    where: Any,
+    pattern: re.Pattern[str],
+    accepted: str,
+    *,
+    what: str = "the name",
+    error: type[ConformanceInputError] = ConformanceInputError,
+) -> str:
+    """``value`` if the whole string matches ``pattern`` (``fullmatch``: a trailing newline
+    does not slip through as it does with ``re.match('^...$')``); ``accepted`` says what
+    does."""
+    if not isinstance(value, str):
+        raise error(where, f"{what} must be a string, not {type_name(value)} ({show(value)})")
+    if not pattern.fullmatch(value):
+        raise error(where, f"{what} {show(value)} is not accepted: {accepted}")
+    return value
+
+
+def regular_file_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why ``path`` is not an existing regular file (without opening it), or ``None``."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return "no such file"
+    except (OSError, ValueError) as exc:
+        return _os_reason(exc)
+    what = _not_regular(st.st_mode)
+    return None if what is None else f"it is {what}, not a regular file"
+
+
+def is_within(path: Path, root: Path) -> bool:
+    """Whether ``path``, with symbolic links resolved, lies inside ``root`` (resolved)."""
+    try:
+        resolved = path.resolve(strict=False)
+        base = root.resolve(strict=False)
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return resolved == base or base in resolved.parents
