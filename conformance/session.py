@@ -411,13 +411,13 @@ class ConformanceSession:
         metrics = compare(gen.image, expected)
         step = first_divergent_step(gen.trace, entry.steps())
         observed_sha = pixel_sha256(gen.image)
-        if tier is Tier.EXACT:
-            problems = (
-                []
-                if observed_sha == entry.pixel_sha256
-                else [f"pixel_sha256: observed={observed_sha[:16]}..., "
-                      f"expected={entry.pixel_sha256[:16]}..."]
-            )
+        if tier is Tier.EXACT:  # one meaning everywhere: the pixels and every step's latents
+            problems = []
+            if observed_sha != entry.pixel_sha256:
+                problems.append(f"pixel_sha256: observed={observed_sha[:16]}..., "
+                                f"expected={entry.pixel_sha256[:16]}...")
+            if step is not None and entry.trace:
+                problems.append(f"latents differ from step {step} on")
         else:
             problems = self.tolerances.bounds(tier, item.precision).violations(metrics)
         fields: dict[str, Any] = {
