@@ -35,6 +35,7 @@ EXTENSIONS = (
     "conformance.cpu_matrix",
     "conformance.validate",
     "conformance.migrate",
+    "conformance.blocks",
     "conformance.models.ldm",
 )
 

@@ -1,0 +1,1554 @@
+"""Which module makes two runs part: per-module probes of a diffusers pipeline.
+
+Two runs of the same item that give different image bits (two machines, two thread
+counts, two attention backends) usually part in one kernel of one module, and every module
+after it only carries the difference on. :class:`ModuleProbe` registers forward hooks on
+every submodule of the denoiser (UNet or Flux transformer), of the VAE and of the text
+encoders, and for the chosen denoising steps keeps, per module call in execution order, a
+small record of its output and of its first tensor input:
+
+* ``digest``: 16 hex digits of the SHA-256 of the tensor's exact bytes (dtype and shape
+  included), so equal digests mean equal bits;
+* ``mean``, ``std``, ``absmax``: computed in float64 on the CPU;
+* ``proj``: a fixed random projection (by default 8 values): dot products, in float64 on
+  the CPU, with Gaussian vectors that every machine generates from the same seed. Two
+  machines' projections of one module's output estimate how far apart the two outputs are
+  (``|proj_a - proj_b| / |proj_a|`` estimates ``|a - b| / |a|``) without storing tensors.
+
+The records are plain JSON (:meth:`ProbeRecords.to_dict` / :meth:`ProbeRecords.from_dict`,
+validated), so runs that never meet can be compared: :func:`localize` names the first
+module whose own computation gives different bits, and ranks modules by error growth
+(relative output error over relative input error), which tells a cause (the error appears
+or grows there) from a module that only amplifies what it was given.
+
+:class:`InputCapture` and :func:`replay` check the verdict on another machine: the input
+of one module (at most :data:`MAX_CAPTURE_BYTES`, stored as safetensors, never pickled) is
+run through the same module there, and the output digest is compared with the one recorded
+where the input was captured.
+
+Hooks exist only inside a ``with ModuleProbe(...)`` block: without one nothing is
+registered and generation costs nothing extra.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import itertools
+import json
+import math
+import re
+import time
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+from conformance.errors import ConformanceInputError, type_name
+from conformance.safeio import RESULTS_LIMIT, loads_json, read_bytes, show
+
+#: Bump when the record layout or the projection changes.
+SCHEMA_VERSION = 1
+FILE_KIND = "conformance-module-probes"
+#: values per random projection
+PROJECTION_DIM = 8
+PROJECTION_SEED = 20261203
+#: the projection basis: a Gaussian block of this many rows, reused per chunk of the
+#: flattened tensor with a random sign per chunk and column (exactly uncorrelated entries)
+PROJECTION_CHUNK = 65536
+PROJECTION_SIGNS = 4096
+#: the largest input a capture holds, all tensors together
+MAX_CAPTURE_BYTES = 4 * 2**20
+#: a probe file (SDXL: about 1.5 MiB per probed step)
+PROBE_FILE_LIMIT = RESULTS_LIMIT
+MAX_NAME = 1024
+MAX_DIMS = 16
+
+#: which pipeline components a probe hooks: text encoders, the denoiser, the VAE
+COMPONENTS = ("text", "denoiser", "vae")
+DENOISERS = ("unet", "transformer")
+#: where a component's calls are recorded
+_SECTION_OF_ROLE = {"text": "text", "vae": "decode"}
+
+_HEX16 = re.compile(r"[0-9a-f]{16}")
+_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*(?:#[1-9][0-9]{0,8})?")
+_CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
+_DTYPE = re.compile(r"torch\.[a-z0-9_]{1,40}|[a-z0-9_]{1,40}")
+_SECTION = re.compile(r"text|decode|step(0|[1-9][0-9]{0,5})")
+_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
+
+
+class ProbeFileError(ConformanceInputError):
+    """A probe file or capture that cannot be used."""
+
+
+class ProbeComplete(Exception):
+    """Raised by a probe with ``stop_after_steps`` once its last step is recorded."""
+
+
+# -- tensors ----------------------------------------------------------------------------------
+
+
+def tensor_digest(tensor: Any) -> str:
+    """16 hex digits of SHA-256 over dtype, shape and the exact bytes (any device)."""
+    import torch
+
+    t = tensor.detach().to("cpu").contiguous()
+    h = hashlib.sha256(f"{t.dtype}{tuple(t.shape)}".encode())
+    if t.numel():
+        h.update(t.reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()[:16]
+
+
+def _combined(digests: Sequence[str]) -> str | None:
+    if not digests:
+        return None
+    if len(digests) == 1:
+        return digests[0]
+    return hashlib.sha256("|".join(digests).encode()).hexdigest()[:16]
+
+
+def tensors_in(obj: Any, _depth: int = 0) -> Iterator[Any]:
+    """The tensors of a module's input or output, in order: a tensor, tuples / lists,
+    mappings (``ModelOutput``) and dataclasses, a few levels deep."""
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        yield obj
+    elif _depth > 4 or obj is None or isinstance(obj, (str, bytes, int, float, bool)):
+        return
+    elif isinstance(obj, (list, tuple)):
+        for item in obj:
+            yield from tensors_in(item, _depth + 1)
+    elif isinstance(obj, Mapping):
+        for item in obj.values():
+            yield from tensors_in(item, _depth + 1)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        for f in dataclasses.fields(obj):
+            yield from tensors_in(getattr(obj, f.name, None), _depth + 1)
+
+
+class Projection:
+    """The fixed random projection every machine computes the same way.
+
+    Row ``i`` of the (virtual) ``numel x dim`` Gaussian matrix is
+    ``G[i % CHUNK] * S[i // CHUNK]``: ``G`` a seeded Gaussian block, ``S`` seeded random
+    signs. Entries are uncorrelated with unit variance, so ``E[(x . g)^2] = |x|^2`` for any
+    ``x``; the work is one float64 matmul per tensor.
+    """
+
+    _cache: ClassVar[dict[tuple[int, int], Projection]] = {}
+
+    def __init__(self, dim: int = PROJECTION_DIM, seed: int = PROJECTION_SEED) -> None:
+        import torch
+
+        if not 1 <= dim <= 64:
+            raise ValueError(f"projection dim {dim}; accepted: 1..64")
+        gen = torch.Generator("cpu").manual_seed(seed)
+        self.dim = dim
+        self.seed = seed
+        gauss = torch.randn(PROJECTION_CHUNK, dim, generator=gen, dtype=torch.float64,
+                            device="cpu")
+        self.signs = torch.randn(PROJECTION_SIGNS, dim, generator=gen, dtype=torch.float64,
+                                 device="cpu").sign()
+        h = hashlib.sha256(gauss.numpy().tobytes())
+        h.update(self.signs.numpy().tobytes())
+        self.basis = h.hexdigest()[:16]
+        self.gauss_t = gauss.t().contiguous()  # dim x CHUNK: matrix-vector products
+
+    @classmethod
+    def get(cls, dim: int = PROJECTION_DIM, seed: int = PROJECTION_SEED) -> Projection:
+        key = (dim, seed)
+        if key not in cls._cache:
+            cls._cache[key] = cls(dim, seed)
+        return cls._cache[key]
+
+    def spec(self) -> dict[str, Any]:
+        return {"dim": self.dim, "seed": self.seed, "chunk": PROJECTION_CHUNK,
+                "basis": self.basis}
+
+    def project(self, flat: Any) -> tuple[float, ...]:
+        """``flat``: a 1-D float64 CPU tensor."""
+        import torch
+
+        n = int(flat.numel())
+        out = torch.zeros(self.dim, dtype=torch.float64, device="cpu")
+        full, rem = divmod(n, PROJECTION_CHUNK)
+        if full:
+            blocks = flat[: full * PROJECTION_CHUNK].reshape(full, PROJECTION_CHUNK)
+            idx = torch.arange(full, device="cpu") % PROJECTION_SIGNS
+            out += ((blocks @ self.gauss_t.t()) * self.signs[idx]).sum(0)
+        if rem:
+            out += torch.mv(self.gauss_t[:, :rem], flat[full * PROJECTION_CHUNK:]) \
+                * self.signs[full % PROJECTION_SIGNS]
+        return tuple(out.tolist())
+
+
+def json_number(value: float) -> float | str:
+    """A float for JSON: non-finite values as "nan" / "inf" / "-inf"."""
+    if math.isfinite(value):
+        return value
+    return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+@dataclass(frozen=True)
+class TensorStats:
+    """What is kept of one tensor: exact-bits digest, moments and a random projection."""
+
+    digest: str
+    dtype: str
+    shape: tuple[int, ...]
+    mean: float
+    std: float
+    absmax: float
+    proj: tuple[float, ...]
+
+    @classmethod
+    def of(cls, tensor: Any, projection: Projection | None = None) -> TensorStats:
+        import torch
+
+        projection = projection or Projection.get()
+        t = tensor.detach()
+        digest = tensor_digest(t)
+        if t.is_complex():
+            t = torch.view_as_real(t)
+        flat = t.to(device="cpu", dtype=torch.float64).reshape(-1)
+        n = flat.numel()
+        if n == 0:
+            mean = std = absmax = 0.0
+            proj = (0.0,) * projection.dim
+        else:
+            mean = float(flat.mean())
+            std = float(flat.std()) if n > 1 else 0.0
+            absmax = float(flat.abs().max())
+            proj = projection.project(flat)
+        return cls(digest, str(tensor.dtype).removeprefix("torch."), tuple(tensor.shape),
+                   mean, std, absmax, proj)
+
+    @property
+    def finite(self) -> bool:
+        return all(math.isfinite(v) for v in (self.mean, self.std, self.absmax, *self.proj))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "digest": self.digest, "dtype": self.dtype, "shape": list(self.shape),
+            "mean": json_number(self.mean), "std": json_number(self.std),
+            "absmax": json_number(self.absmax),
+            "proj": [json_number(v) for v in self.proj],
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str, dim: int) -> TensorStats:
+        obj = _object(data, where, ("digest", "dtype", "shape", "mean", "std", "absmax",
+                                    "proj"))
+        digest = _hex(obj["digest"], f"{where}.digest")
+        dtype = obj["dtype"]
+        if not isinstance(dtype, str) or not _DTYPE.fullmatch(dtype):
+            raise ProbeFileError(where, f"dtype: {show(dtype)} is not a dtype name")
+        shape = obj["shape"]
+        if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(
+            type(s) is int and 0 <= s < 2**48 for s in shape
+        ):
+            raise ProbeFileError(
+                where, f"shape: {show(shape)}; accepted: an array of at most {MAX_DIMS} "
+                "non-negative integers"
+            )
+        proj = obj["proj"]
+        if not isinstance(proj, list) or len(proj) != dim:
+            raise ProbeFileError(
+                where, f"proj: {show(proj)}; accepted: an array of {dim} numbers (the "
+                "file's projection dim)"
+            )
+        return cls(
+            digest, dtype, tuple(shape), _float(obj["mean"], f"{where}.mean"),
+            _float(obj["std"], f"{where}.std"), _float(obj["absmax"], f"{where}.absmax"),
+            tuple(_float(v, f"{where}.proj[{i}]") for i, v in enumerate(proj)),
+        )
+
+
+def _object(data: Any, where: str, keys: Sequence[str],
+            optional: Sequence[str] = ()) -> dict[str, Any]:
+    if not isinstance(data, dict):
+        raise ProbeFileError(where, f"must be an object, not {type_name(data)}")
+    for key in data:
+        if key not in keys and key not in optional:
+            raise ProbeFileError(
+                where, f"unknown key {show(key)}; accepted: {', '.join((*keys, *optional))}"
+            )
+    for key in keys:
+        if key not in data:
+            raise ProbeFileError(where, f"missing key {key!r}")
+    return data
+
+
+def _hex(value: Any, where: str) -> str:
+    if not isinstance(value, str) or not _HEX16.fullmatch(value):
+        raise ProbeFileError(where, f"{show(value)} is not a digest (16 lower-case hex digits)")
+    return value
+
+
+def _float(value: Any, where: str) -> float:
+    if isinstance(value, str) and value in _NONFINITE:
+        return _NONFINITE[value]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ProbeFileError(
+            where, f"{show(value)} is not a number (or one of \"nan\", \"inf\", \"-inf\")"
+        )
+    return float(value)
+
+
+def _int(value: Any, where: str, lo: int = 0, hi: int = 2**40) -> int:
+    if type(value) is not int or not lo <= value <= hi:
+        raise ProbeFileError(where, f"{show(value)}; accepted: an integer {lo}..{hi}")
+    return value
+
+
+# -- records ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ModuleRecord:
+    """One call of one module.
+
+    ``name`` is the module's path in the pipeline (``unet.down_blocks.0.resnets.0.conv1``;
+    ``#2``, ``#3`` for later calls of the same module in the same section). ``t0`` / ``t1``
+    are the positions of the call's start and return among the section's events (so calls
+    nest: a submodule's ``t0..t1`` lies inside its caller's). ``out`` / ``inp`` describe the
+    first tensor of the output / of the arguments; ``out_all`` / ``in_all`` digest every
+    tensor of them (equal to ``out.digest`` / ``inp.digest`` when there is one).
+    """
+
+    name: str
+    cls: str
+    t0: int
+    t1: int
+    out: TensorStats | None
+    inp: TensorStats | None
+    out_all: str | None
+    in_all: str | None
+
+    @property
+    def base_name(self) -> str:
+        return self.name.split("#", 1)[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name, "class": self.cls, "t0": self.t0, "t1": self.t1,
+            "out": self.out.to_dict() if self.out else None,
+            "out_all": self.out_all,
+            "in": self.inp.to_dict() if self.inp else None,
+            "in_all": self.in_all,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str, dim: int) -> ModuleRecord:
+        obj = _object(data, where, ("name", "class", "t0", "t1", "out", "out_all", "in",
+                                    "in_all"))
+        name = obj["name"]
+        if not isinstance(name, str) or len(name) > MAX_NAME or not _NAME.fullmatch(name):
+            raise ProbeFileError(
+                where, f"name: {show(name)} is not a module path (dotted names of letters, "
+                "digits and '_', optionally #N)"
+            )
+        klass = obj["class"]
+        if not isinstance(klass, str) or not _CLASS.fullmatch(klass):
+            raise ProbeFileError(where, f"class: {show(klass)} is not a class name")
+        t0 = _int(obj["t0"], f"{where}.t0")
+        t1 = _int(obj["t1"], f"{where}.t1")
+        if t1 <= t0:
+            raise ProbeFileError(where, f"t1 ({t1}) must be after t0 ({t0})")
+        stats = {}
+        for key in ("out", "in"):
+            value = obj[key]
+            stats[key] = None if value is None else TensorStats.from_dict(
+                value, f"{where}.{key}", dim)
+        digests = {}
+        for key, part in (("out_all", "out"), ("in_all", "in")):
+            value = obj[key]
+            if value is None:
+                if stats[part] is not None:
+                    raise ProbeFileError(where, f"{key} is null but {part!r} is not")
+                digests[key] = None
+            else:
+                if stats[part] is None:
+                    raise ProbeFileError(where, f"{key} is set but {part!r} is null")
+                digests[key] = _hex(value, f"{where}.{key}")
+        return cls(name, klass, t0, t1, stats["out"], stats["in"], digests["out_all"],
+                   digests["in_all"])
+
+
+def section_step(section: str) -> int | None:
+    """``"step3"`` -> 3; ``"text"`` / ``"decode"`` -> None."""
+    return int(section[4:]) if section.startswith("step") else None
+
+
+def section_label(section: str) -> str:
+    step = section_step(section)
+    if step is not None:
+        return f"step {step}"
+    return "the text encoders" if section == "text" else "the VAE decode"
+
+
+@dataclass(frozen=True)
+class Section:
+    """The records of one phase: ``text`` (text encoders), ``stepN`` (the denoiser at
+    denoising step N) or ``decode`` (the VAE), calls in order of their return."""
+
+    name: str
+    records: tuple[ModuleRecord, ...]
+
+    @property
+    def step(self) -> int | None:
+        return section_step(self.name)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "records": [r.to_dict() for r in self.records]}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str, dim: int) -> Section:
+        obj = _object(data, where, ("name", "records"))
+        name = obj["name"]
+        if not isinstance(name, str) or not _SECTION.fullmatch(name):
+            raise ProbeFileError(
+                where, f"name: {show(name)}; accepted: text, decode, stepN"
+            )
+        records = obj["records"]
+        if not isinstance(records, list):
+            raise ProbeFileError(where, f"records must be an array, not {type_name(records)}")
+        parsed = tuple(ModuleRecord.from_dict(r, f"{where}.records[{i}]", dim)
+                       for i, r in enumerate(records))
+        _check_nesting(parsed, f"{where} ({name})")
+        return cls(name, parsed)
+
+
+def _check_nesting(records: Sequence[ModuleRecord], where: str) -> None:
+    """Unique names and event positions, calls properly nested, listed in return order."""
+    names: set[str] = set()
+    times: set[int] = set()
+    last_t1 = -1
+    for r in records:
+        if r.name in names:
+            raise ProbeFileError(where, f"module call {r.name!r} is listed twice")
+        names.add(r.name)
+        if r.t0 in times or r.t1 in times:
+            raise ProbeFileError(where, f"{r.name}: event positions {r.t0}/{r.t1} are reused")
+        times.update((r.t0, r.t1))
+        if r.t1 < last_t1:
+            raise ProbeFileError(where, f"{r.name}: records are not in the order calls returned")
+        last_t1 = r.t1
+    stack: list[ModuleRecord] = []
+    for r in sorted(records, key=lambda r: r.t0):
+        while stack and stack[-1].t1 < r.t0:
+            stack.pop()
+        if stack and r.t1 > stack[-1].t1:
+            raise ProbeFileError(
+                where, f"{r.name} ({r.t0}..{r.t1}) overlaps {stack[-1].name} "
+                f"({stack[-1].t0}..{stack[-1].t1}) without nesting in it"
+            )
+        stack.append(r)
+
+
+@dataclass(frozen=True)
+class ProbeRecords:
+    """Everything one probed run kept: its sections, the projection used and free-form
+    ``meta`` (item, model, precision, device, versions ...)."""
+
+    sections: tuple[Section, ...]
+    projection: dict[str, Any]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def section(self, name: str) -> Section | None:
+        return next((s for s in self.sections if s.name == name), None)
+
+    def records(self) -> Iterator[tuple[str, ModuleRecord]]:
+        for s in self.sections:
+            for r in s.records:
+                yield s.name, r
+
+    @property
+    def steps(self) -> tuple[int, ...]:
+        return tuple(s.step for s in self.sections if s.step is not None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "kind": FILE_KIND,
+            "projection": dict(self.projection),
+            "meta": self.meta,
+            "sections": [s.to_dict() for s in self.sections],
+        }
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    def section_bytes(self) -> dict[str, int]:
+        """Size of each section's JSON (compact), in bytes: the cost of probing it."""
+        return {s.name: len(json.dumps(s.to_dict(), allow_nan=False).encode())
+                for s in self.sections}
+
+    @classmethod
+    def from_dict(cls, data: Any, where: str = "probe records") -> ProbeRecords:
+        obj = _object(data, where, ("schema_version", "kind", "projection", "meta",
+                                    "sections"))
+        if obj["kind"] != FILE_KIND:
+            raise ProbeFileError(where, f"kind is {show(obj['kind'])}, not {FILE_KIND!r}")
+        if type(obj["schema_version"]) is not int or obj["schema_version"] != SCHEMA_VERSION:
+            raise ProbeFileError(
+                where, f"schema_version is {show(obj['schema_version'])}; this version reads "
+                f"{SCHEMA_VERSION}"
+            )
+        proj = _object(obj["projection"], f"{where}: projection",
+                       ("dim", "seed", "chunk", "basis"))
+        dim = _int(proj["dim"], f"{where}: projection.dim", 1, 64)
+        _int(proj["seed"], f"{where}: projection.seed", 0, 2**63 - 1)
+        _int(proj["chunk"], f"{where}: projection.chunk", 1, 2**40)
+        _hex(proj["basis"], f"{where}: projection.basis")
+        meta = obj["meta"]
+        if not isinstance(meta, dict):
+            raise ProbeFileError(where, f"meta must be an object, not {type_name(meta)}")
+        sections = obj["sections"]
+        if not isinstance(sections, list):
+            raise ProbeFileError(where, f"sections must be an array, not {type_name(sections)}")
+        parsed = tuple(Section.from_dict(s, f"{where}: sections[{i}]", dim)
+                       for i, s in enumerate(sections))
+        seen: set[str] = set()
+        for s in parsed:
+            if s.name in seen:
+                raise ProbeFileError(where, f"section {s.name!r} appears twice")
+            seen.add(s.name)
+        return cls(parsed, dict(proj), dict(meta))
+
+    @classmethod
+    def from_json(cls, text: str | bytes, where: str = "probe records") -> ProbeRecords:
+        data = loads_json(text, where, kind="probe file", error=ProbeFileError)
+        return cls.from_dict(data, where)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_text(self.to_json() + "\n", encoding="utf-8")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> ProbeRecords:
+        raw = read_bytes(path, "probe file", PROBE_FILE_LIMIT, error=ProbeFileError)
+        return cls.from_json(raw, str(path))
+
+
+# -- the probe --------------------------------------------------------------------------------
+
+
+def pipeline_components(pipe: Any) -> dict[str, tuple[Any, str]]:
+    """``{component name: (module, role)}`` of a pipeline (or a mapping of modules), role
+    ``"text"`` / ``"denoiser"`` / ``"vae"``."""
+    import torch
+
+    parts = pipe if isinstance(pipe, Mapping) else getattr(pipe, "components", None)
+    if parts is None:
+        raise TypeError(f"{type(pipe).__name__} is neither a pipeline nor a mapping of modules")
+    out: dict[str, tuple[Any, str]] = {}
+    for name, module in parts.items():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        if name in DENOISERS:
+            out[name] = (module, "denoiser")
+        elif name.startswith("text_encoder"):
+            out[name] = (module, "text")
+        elif name == "vae":
+            out[name] = (module, "vae")
+    return out
+
+
+@dataclass
+class _Frame:
+    section: str
+    name: str
+    cls: str
+    t0: int
+    inp: TensorStats | None
+    in_all: str | None
+    capture: dict[str, Any] | None = None
+
+
+class ModuleProbe:
+    """Records every module call of a pipeline for the chosen steps (see the module doc).
+
+    ``steps``: the denoising steps to record (a collection of step indices, default the
+    first; ``None`` for all). The step of a denoiser call is the number of denoiser calls
+    before it divided by ``calls_per_step`` (1 for SD with batched guidance and for Flux),
+    or, once :meth:`callback` has been passed as ``callback_on_step_end`` and called, the
+    step the pipeline reported. ``components``: a subset of :data:`COMPONENTS`.
+
+    ``capture``: module calls whose inputs are kept for :func:`replay`, as
+    ``"SECTION/NAME"`` (``"step0/unet.mid_block.attentions.0"``) or a bare name (its first
+    call in any section); an input over ``capture_limit`` bytes is refused (the reason is
+    in :attr:`capture_problems`). With ``stop_after_steps`` the probe raises
+    :class:`ProbeComplete` once the last requested step has been recorded, which ends the
+    generation early.
+
+    Use as a context manager: hooks are registered on entry and all removed on exit. The
+    denoiser's submodules are hooked only while a probed step runs, so unprobed steps cost
+    two hook calls on the denoiser itself.
+    """
+
+    def __init__(
+        self,
+        pipe: Any,
+        *,
+        steps: Collection[int] | None = (0,),
+        components: Collection[str] = COMPONENTS,
+        projection_dim: int = PROJECTION_DIM,
+        calls_per_step: int = 1,
+        capture: Iterable[str] = (),
+        capture_limit: int = MAX_CAPTURE_BYTES,
+        stop_after_steps: bool = False,
+    ) -> None:
+        unknown = [c for c in components if c not in COMPONENTS]
+        if unknown:
+            raise ValueError(f"unknown components {unknown}; accepted: {', '.join(COMPONENTS)}")
+        if steps is not None:
+            steps = frozenset(int(s) for s in steps)
+            if any(s < 0 for s in steps):
+                raise ValueError("steps must be non-negative")
+        if calls_per_step < 1:
+            raise ValueError("calls_per_step must be at least 1")
+        self.components = pipeline_components(pipe)
+        self.steps = steps
+        self.wanted = frozenset(components)
+        self.projection = Projection.get(projection_dim)
+        self.calls_per_step = calls_per_step
+        self.capture_keys = frozenset(capture)
+        self.capture_limit = capture_limit
+        self.stop_after_steps = stop_after_steps and steps is not None and bool(steps)
+        self.captures: dict[str, InputCapture] = {}
+        self.capture_problems: dict[str, str] = {}
+        self.seconds = 0.0  # time spent inside the hooks
+        self._handles: list[Any] = []
+        self._step_handles: list[Any] = []
+        self._denoiser_modules: list[tuple[str, Any]] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        self._sections: dict[str, list[ModuleRecord]] = {}
+        self._events: dict[str, int] = {}
+        self._calls: dict[str, dict[str, int]] = {}
+        self._stack: list[tuple[int, _Frame | None]] = []
+        self._root_calls = 0
+        self._callback_step: int | None = None
+        self._denoiser_section: str | None = None
+        self._in_denoiser = False
+        self._captured_names: set[str] = set()
+        self.captures = {}
+        self.capture_problems = {}
+        self.seconds = 0.0
+
+    # hooks ---------------------------------------------------------------------------------
+
+    def __enter__(self) -> ModuleProbe:
+        if self._handles:
+            raise RuntimeError("this probe is already active")
+        self._reset()
+        seen: set[int] = set()
+        self._denoiser_modules = []
+        for comp, (root, role) in self.components.items():
+            if role != "denoiser" and role not in self.wanted:
+                continue
+            for sub_name, module in root.named_modules():
+                if id(module) in seen:
+                    continue
+                seen.add(id(module))
+                name = f"{comp}.{sub_name}" if sub_name else comp
+                if role == "denoiser" and sub_name:
+                    # hooked only while a probed step runs (see _attach)
+                    self._denoiser_modules.append((name, module))
+                    continue
+                self._hook(self._handles, module, name, role, is_root=role == "denoiser")
+        return self
+
+    def _hook(self, handles: list[Any], module: Any, name: str, role: str,
+              is_root: bool = False) -> None:
+        handles.append(module.register_forward_pre_hook(
+            self._pre_hook(name, type(module).__name__, role, is_root), with_kwargs=True))
+        handles.append(module.register_forward_hook(
+            self._post_hook(role, is_root), with_kwargs=True))
+
+    def _attach(self) -> None:
+        """Hook the denoiser's submodules for the step that starts now."""
+        for name, module in self._denoiser_modules:
+            self._hook(self._step_handles, module, name, "denoiser")
+
+    def _detach(self) -> None:
+        for handle in self._step_handles:
+            handle.remove()
+        self._step_handles = []
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Remove every hook (also done on leaving the ``with`` block)."""
+        self._detach()
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+    @property
+    def active(self) -> bool:
+        return bool(self._handles)
+
+    def callback(self, _pipe: Any, step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict:
+        """A ``callback_on_step_end``: from its first call on, denoiser calls are assigned
+        to the step the pipeline reports instead of being counted."""
+        self._callback_step = int(step) + 1
+        return kwargs
+
+    def _wants(self, step: int) -> bool:
+        return "denoiser" in self.wanted and (self.steps is None or step in self.steps)
+
+    def _section_for(self, role: str) -> str | None:
+        if role == "denoiser":
+            return self._denoiser_section
+        return _SECTION_OF_ROLE[role]
+
+    def _event(self, section: str) -> int:
+        n = self._events.get(section, 0)
+        self._events[section] = n + 1
+        return n
+
+    def _pre_hook(self, name: str, cls: str, role: str, is_root: bool) -> Any:
+        def hook(module: Any, args: tuple, kwargs: dict) -> None:
+            start = time.perf_counter()
+            try:
+                if is_root and not self._in_denoiser:
+                    if self._callback_step is not None:
+                        step = self._callback_step
+                    else:
+                        step = self._root_calls // self.calls_per_step
+                    self._root_calls += 1
+                    self._in_denoiser = True
+                    self._denoiser_section = f"step{step}" if self._wants(step) else None
+                    if self._denoiser_section is not None:
+                        self._attach()
+                section = self._section_for(role)
+                if section is None:
+                    self._stack.append((id(module), None))
+                    return
+                self._stack.append((id(module), self._open(section, name, cls, args, kwargs)))
+            finally:
+                self.seconds += time.perf_counter() - start
+
+        return hook
+
+    def _open(self, section: str, name: str, cls: str, args: tuple, kwargs: dict) -> _Frame:
+        counts = self._calls.setdefault(section, {})
+        n = counts.get(name, 0) + 1
+        counts[name] = n
+        full = name if n == 1 else f"{name}#{n}"
+        t0 = self._event(section)
+        tensors = list(tensors_in((args, kwargs)))
+        inp = TensorStats.of(tensors[0], self.projection) if tensors else None
+        digests = [inp.digest] if len(tensors) == 1 and inp else [
+            tensor_digest(t) for t in tensors]
+        frame = _Frame(section, full, cls, t0, inp, _combined(digests))
+        key = f"{section}/{full}"
+        if key in self.capture_keys or (full in self.capture_keys
+                                        and full not in self._captured_names):
+            self._captured_names.add(full)
+            size = sum(t.numel() * t.element_size() for t in tensors)
+            if size > self.capture_limit:
+                self.capture_problems[key] = (
+                    f"its input is {size} bytes, above the {self.capture_limit}-byte bound"
+                )
+            else:
+                try:
+                    frame.capture = _structure(args, kwargs)
+                except _Unstorable as exc:
+                    self.capture_problems[key] = f"cannot store its input: {exc}"
+        return frame
+
+    def _post_hook(self, role: str, is_root: bool) -> Any:
+        def hook(module: Any, args: tuple, kwargs: dict, output: Any) -> None:
+            start = time.perf_counter()
+            try:
+                frame = None
+                while self._stack:
+                    mid, frame = self._stack.pop()
+                    if mid == id(module):
+                        break
+                    frame = None
+                if frame is not None:
+                    self._close(frame, module, output)
+            finally:
+                self.seconds += time.perf_counter() - start
+            if is_root and self._in_denoiser:
+                section = self._denoiser_section
+                self._detach()
+                self._in_denoiser = False
+                self._denoiser_section = None
+                if self.stop_after_steps and section is not None and self._done(section):
+                    raise ProbeComplete(section)
+
+        return hook
+
+    def _done(self, section: str) -> bool:
+        step = section_step(section)
+        assert self.steps is not None and step is not None
+        if self._callback_step is None and self._root_calls % self.calls_per_step:
+            return False
+        return step >= max(self.steps)
+
+    def _close(self, frame: _Frame, module: Any, output: Any) -> None:
+        tensors = list(tensors_in(output))
+        out = TensorStats.of(tensors[0], self.projection) if tensors else None
+        digests = [out.digest] if len(tensors) == 1 and out else [
+            tensor_digest(t) for t in tensors]
+        out_all = _combined(digests)
+        t1 = self._event(frame.section)
+        self._sections.setdefault(frame.section, []).append(ModuleRecord(
+            frame.name, frame.cls, frame.t0, t1, out, frame.inp, out_all, frame.in_all))
+        if frame.capture is not None and out_all is not None:
+            key = f"{frame.section}/{frame.name}"
+            self.captures[key] = InputCapture(
+                section=frame.section, name=frame.name, cls=frame.cls,
+                structure=frame.capture["structure"], tensors=frame.capture["tensors"],
+                output_digest=out_all, meta={"device": str(_device_of(module) or "cpu")},
+            )
+
+    # results -------------------------------------------------------------------------------
+
+    def result(self, meta: Mapping[str, Any] | None = None) -> ProbeRecords:
+        """The records so far (every section in order of its first call)."""
+        sections = tuple(Section(name, tuple(recs)) for name, recs in self._sections.items())
+        return ProbeRecords(sections, self.projection.spec(), dict(meta or {}))
+
+
+def _device_of(module: Any) -> Any:
+    """The device of a module's first parameter or buffer; ``None`` for a stateless one."""
+    for tensor in itertools.chain(module.parameters(), module.buffers()):
+        return tensor.device
+    return None
+
+
+# -- capture and replay -----------------------------------------------------------------------
+
+_CAPTURE_META = "conformance.capture"
+
+
+def _structure(args: tuple, kwargs: dict) -> dict[str, Any]:
+    """The call's arguments as JSON structure + CPU tensors; refuses what JSON cannot hold."""
+    tensors: dict[str, Any] = {}
+
+    def encode(value: Any, where: str, depth: int = 0) -> Any:
+        import torch
+
+        if isinstance(value, torch.Tensor):
+            key = f"t{len(tensors)}"
+            tensors[key] = value.detach().to("cpu").contiguous().clone()
+            return {"tensor": key}
+        if value is None or isinstance(value, (bool, int, str)):
+            return {"value": value}
+        if isinstance(value, float):
+            if not math.isfinite(value):
+                raise _Unstorable(f"{where} is {value}")
+            return {"value": value}
+        if depth < 3 and isinstance(value, (tuple, list)):
+            return {"tuple" if isinstance(value, tuple) else "list":
+                    [encode(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]}
+        if depth < 3 and isinstance(value, dict) and all(isinstance(k, str) for k in value):
+            return {"dict": {k: encode(v, f"{where}[{k!r}]", depth + 1)
+                             for k, v in value.items()}}
+        raise _Unstorable(f"{where} is a {type(value).__name__}")
+
+    structure = {
+        "args": [encode(v, f"argument {i}") for i, v in enumerate(args)],
+        "kwargs": {k: encode(v, f"argument {k!r}") for k, v in kwargs.items()},
+    }
+    return {"structure": structure, "tensors": tensors}
+
+
+class _Unstorable(Exception):
+    pass
+
+
+@dataclass(frozen=True)
+class InputCapture:
+    """The arguments of one module call (tensors on the CPU) and the digest of the output
+    that call gave where it was captured."""
+
+    section: str
+    name: str
+    cls: str
+    structure: dict[str, Any]
+    tensors: dict[str, Any]
+    output_digest: str
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+
+    def to_bytes(self) -> bytes:
+        """safetensors bytes; the structure and digest are in its metadata."""
+        from safetensors.torch import save
+
+        header = {"section": self.section, "name": self.name, "class": self.cls,
+                  "structure": self.structure, "output_digest": self.output_digest,
+                  "meta": self.meta, "schema_version": SCHEMA_VERSION}
+        return save(self.tensors, metadata={_CAPTURE_META: json.dumps(header)})
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "input capture",
+                   limit: int = MAX_CAPTURE_BYTES) -> InputCapture:
+        from safetensors.torch import load
+
+        if len(data) > limit + 2**20:
+            raise ProbeFileError(
+                where, f"input capture is {len(data)} bytes; at most {limit} bytes of tensors "
+                "are replayed"
+            )
+        if len(data) < 8:
+            raise ProbeFileError(where, "not a safetensors file (shorter than its header)")
+        header_len = int.from_bytes(data[:8], "little")
+        if header_len > min(len(data) - 8, 2**20):
+            raise ProbeFileError(where, "not a safetensors file (bad header length)")
+        head = loads_json(data[8: 8 + header_len], where, kind="safetensors header",
+                          error=ProbeFileError)
+        meta = head.get("__metadata__") if isinstance(head, dict) else None
+        if not isinstance(meta, dict) or not isinstance(meta.get(_CAPTURE_META), str):
+            raise ProbeFileError(where, f"safetensors file without {_CAPTURE_META!r} metadata")
+        info = loads_json(meta[_CAPTURE_META], where, kind="capture metadata",
+                          error=ProbeFileError)
+        obj = _object(info, where, ("section", "name", "class", "structure",
+                                    "output_digest", "meta", "schema_version"))
+        if obj["schema_version"] != SCHEMA_VERSION:
+            raise ProbeFileError(where, f"schema_version {show(obj['schema_version'])}; "
+                                 f"this version reads {SCHEMA_VERSION}")
+        if not isinstance(obj["section"], str) or not _SECTION.fullmatch(obj["section"]):
+            raise ProbeFileError(where, f"section {show(obj['section'])}")
+        if not isinstance(obj["name"], str) or not _NAME.fullmatch(obj["name"]):
+            raise ProbeFileError(where, f"name {show(obj['name'])} is not a module path")
+        if not isinstance(obj["class"], str) or not _CLASS.fullmatch(obj["class"]):
+            raise ProbeFileError(where, f"class {show(obj['class'])} is not a class name")
+        _hex(obj["output_digest"], f"{where}: output_digest")
+        try:
+            tensors = load(data)
+        except Exception as exc:  # safetensors raises its own error types
+            raise ProbeFileError(where, f"unreadable safetensors data ({show(str(exc), 80)})"
+                                 ) from None
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        if total > limit:
+            raise ProbeFileError(where, f"its tensors hold {total} bytes; at most {limit}")
+        structure = obj["structure"]
+        used = _check_structure(structure, where)
+        if used != set(tensors):
+            raise ProbeFileError(
+                where, f"the structure names tensors {sorted(used)}, the file holds "
+                f"{sorted(tensors)}"
+            )
+        meta_obj = obj["meta"] if isinstance(obj["meta"], dict) else {}
+        return cls(obj["section"], obj["name"], obj["class"], structure, tensors,
+                   obj["output_digest"], meta_obj)
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.write_bytes(self.to_bytes())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, limit: int = MAX_CAPTURE_BYTES) -> InputCapture:
+        raw = read_bytes(path, "input capture", limit + 2**20, error=ProbeFileError)
+        return cls.from_bytes(raw, str(path), limit)
+
+    def arguments(self, device: Any = "cpu") -> tuple[tuple, dict]:
+        """The call's ``(args, kwargs)``, tensors moved to ``device``."""
+
+        def decode(spec: dict[str, Any]) -> Any:
+            (kind, value), = spec.items()
+            if kind == "tensor":
+                return self.tensors[value].to(device)
+            if kind == "value":
+                return value
+            if kind in ("tuple", "list"):
+                items = [decode(v) for v in value]
+                return tuple(items) if kind == "tuple" else items
+            return {k: decode(v) for k, v in value.items()}
+
+        args = tuple(decode(s) for s in self.structure["args"])
+        kwargs = {k: decode(s) for k, s in self.structure["kwargs"].items()}
+        return args, kwargs
+
+
+def _check_structure(structure: Any, where: str) -> set[str]:
+    obj = _object(structure, f"{where}: structure", ("args", "kwargs"))
+    used: set[str] = set()
+
+    def walk(spec: Any, depth: int) -> None:
+        if not isinstance(spec, dict) or len(spec) != 1 or depth > 4:
+            raise ProbeFileError(where, f"structure: bad argument spec {show(spec)}")
+        (kind, value), = spec.items()
+        if kind == "tensor":
+            if not isinstance(value, str):
+                raise ProbeFileError(where, f"structure: bad tensor key {show(value)}")
+            used.add(value)
+        elif kind == "value":
+            if not (value is None or isinstance(value, (bool, int, float, str))):
+                raise ProbeFileError(where, f"structure: bad value {show(value)}")
+        elif kind in ("tuple", "list") and isinstance(value, list):
+            for v in value:
+                walk(v, depth + 1)
+        elif kind == "dict" and isinstance(value, dict):
+            for v in value.values():
+                walk(v, depth + 1)
+        else:
+            raise ProbeFileError(where, f"structure: bad argument spec {show(spec)}")
+
+    if not isinstance(obj["args"], list) or not isinstance(obj["kwargs"], dict):
+        raise ProbeFileError(where, "structure: args must be an array, kwargs an object")
+    for spec in obj["args"]:
+        walk(spec, 0)
+    for spec in obj["kwargs"].values():
+        walk(spec, 0)
+    return used
+
+
+def find_module(pipe: Any, name: str) -> Any:
+    """The module a record names (``unet.down_blocks.0.attentions.0``, ``#N`` ignored)."""
+    return _find(pipe, name)[0]
+
+
+def _find(pipe: Any, name: str) -> tuple[Any, Any]:
+    """The module a record names and the component it belongs to."""
+    comps = pipeline_components(pipe)
+    base = name.split("#", 1)[0]
+    comp, _, rest = base.partition(".")
+    if comp not in comps:
+        raise KeyError(f"{name}: the pipeline has no component {comp!r}; it has "
+                       f"{', '.join(comps)}")
+    root = comps[comp][0]
+    try:
+        return (root.get_submodule(rest) if rest else root), root
+    except AttributeError:
+        raise KeyError(f"{name}: {comp} has no submodule {rest!r}") from None
+
+
+@dataclass(frozen=True)
+class ReplayResult:
+    name: str
+    cls: str
+    reproduced: bool
+    expected: str
+    actual: str
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def replay(pipe: Any, capture: InputCapture) -> ReplayResult:
+    """Run the captured module call here, on its captured input.
+
+    Equal output digest: the module computes the same here, so where two runs part at it,
+    only its input differed. Different digest: the module itself computes differently here.
+    Run it in the context (threads, attention backend, ...) to be checked.
+    """
+    import torch
+
+    if capture.nbytes > MAX_CAPTURE_BYTES:
+        raise ProbeFileError(capture.name, f"the captured input is {capture.nbytes} bytes; at "
+                             f"most {MAX_CAPTURE_BYTES} are replayed")
+    module, root = _find(pipe, capture.name)
+    args, kwargs = capture.arguments(_device_of(module) or _device_of(root) or "cpu")
+    with torch.inference_mode():
+        output = module(*args, **kwargs)
+    actual = _combined([tensor_digest(t) for t in tensors_in(output)]) or ""
+    cls = type(module).__name__
+    if actual == capture.output_digest:
+        message = (f"{capture.name} ({cls}) reproduces the captured output here: it computes "
+                   "the same, so only its input differed")
+    else:
+        message = (f"{capture.name} ({cls}) gives a different output on the captured input: "
+                   "the module itself computes differently here")
+    return ReplayResult(capture.name, cls, actual == capture.output_digest,
+                        capture.output_digest, actual, message)
+
+
+# -- probing a conformance item ---------------------------------------------------------------
+
+
+@dataclass
+class ProbedRun:
+    records: ProbeRecords
+    #: the :class:`conformance.generate.Generation`; ``None`` when the probe stopped early
+    generation: Any
+    captures: dict[str, InputCapture]
+    capture_problems: dict[str, str]
+    seconds: float
+    hook_seconds: float
+
+
+def probe_item(
+    runner: Any,
+    item: Any,
+    *,
+    variant: str | None = None,
+    steps: Collection[int] | None = (0,),
+    components: Collection[str] = COMPONENTS,
+    capture: Iterable[str] = (),
+    stop_early: bool = False,
+    projection_dim: int = PROJECTION_DIM,
+) -> ProbedRun:
+    """``runner.generate(item, variant)`` (a :class:`conformance.generate.Runner`) with a
+    :class:`ModuleProbe` on the runner's pipeline; ``stop_early`` ends the generation after
+    the last probed step (no image, no VAE records)."""
+    import diffusers
+    import torch
+
+    pipe = runner.pipeline(item.model, item.precision)
+    probe = ModuleProbe(pipe, steps=steps, components=components,
+                        projection_dim=projection_dim, capture=capture,
+                        stop_after_steps=stop_early)
+    start = time.perf_counter()
+    generation = None
+    with probe:
+        try:
+            generation = runner.generate(item, variant)
+        except ProbeComplete:
+            pass
+    seconds = time.perf_counter() - start
+    meta = {
+        "item": item.id, "case": item.case.name, "model": item.model,
+        "precision": item.precision, "resolution": str(item.resolution),
+        "params": item.case.generation_params(), "variant": variant,
+        "device": str(runner.device), "threads": torch.get_num_threads(),
+        "torch": torch.__version__, "diffusers": diffusers.__version__,
+        "denoiser": next((n for n, (_m, r) in probe.components.items() if r == "denoiser"),
+                         None),
+    }
+    return ProbedRun(probe.result(meta), generation, dict(probe.captures),
+                     dict(probe.capture_problems), seconds, probe.seconds)
+
+
+# -- localisation -----------------------------------------------------------------------------
+
+
+def relative_error(a: TensorStats | None, b: TensorStats | None) -> float | None:
+    """``|b - a| / |a|`` estimated from the projections (0 for equal bits); ``None`` where
+    the tensors cannot be compared (missing, other shapes)."""
+    if a is None or b is None or a.shape != b.shape:
+        return None
+    if a.digest == b.digest:
+        return 0.0
+    if not (a.finite and b.finite):
+        return math.inf
+    na = math.sqrt(sum(x * x for x in a.proj))
+    nd = math.sqrt(sum((x - y) ** 2 for x, y in zip(a.proj, b.proj, strict=True)))
+    if nd > 0 and na > 0:
+        return nd / na
+    # below the projection's resolution (or an all-zero tensor): the moments, as a floor
+    scale = max(math.sqrt(a.mean**2 + a.std**2), a.absmax)
+    moved = max(abs(a.mean - b.mean), abs(a.std - b.std), abs(a.absmax - b.absmax))
+    if scale > 0:
+        return moved / scale
+    return math.inf if moved > 0 or nd > 0 else 0.0
+
+
+def cosine_similarity(a: TensorStats | None, b: TensorStats | None) -> float | None:
+    """Cosine of the two tensors, estimated from their projections (1 for equal bits)."""
+    if a is None or b is None or a.shape != b.shape:
+        return None
+    if a.digest == b.digest:
+        return 1.0
+    if not (a.finite and b.finite):
+        return None
+    na = math.sqrt(sum(x * x for x in a.proj))
+    nb = math.sqrt(sum(y * y for y in b.proj))
+    if na == 0 or nb == 0:
+        return None
+    return sum(x * y for x, y in zip(a.proj, b.proj, strict=True)) / (na * nb)
+
+
+#: growth above this: the module amplifies the difference it was given; below its inverse:
+#: it attenuates it
+GROWTH_AMPLIFIES = 2.0
+
+ROLES = {
+    "identical": "output bits equal",
+    "cause": "input identical (or identical so far), own computation differs",
+    "contains-cause": "input identical, output differs because of a submodule",
+    "amplifies": f"input differed; relative error grew more than {GROWTH_AMPLIFIES:g}x",
+    "carries": "input differed; relative error about the same",
+    "attenuates": f"input differed; relative error shrank more than {GROWTH_AMPLIFIES:g}x",
+    "absorbs": "input differed, output bits equal",
+    "not-comparable": "missing in one run, or other shapes",
+}
+
+
+@dataclass(frozen=True)
+class ModuleComparison:
+    """One module call compared between run A and run B."""
+
+    section: str
+    name: str
+    cls: str
+    role: str
+    output_equal: bool
+    input_equal: bool | None
+    out_rel: float | None
+    in_rel: float | None
+    #: out_rel / in_rel; None where the input was bit-identical (growth without bound) or
+    #: the errors cannot be estimated
+    growth: float | None
+    cosine: float | None
+
+    @property
+    def step(self) -> int | None:
+        return section_step(self.section)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = dataclasses.asdict(self)
+        for key in ("out_rel", "in_rel", "growth", "cosine"):
+            if isinstance(out[key], float):
+                out[key] = json_number(out[key])
+        out["step"] = self.step
+        return out
+
+    def describe(self) -> str:
+        def g(v: float | None) -> str:
+            return "-" if v is None else f"{v:.3g}"
+
+        if self.input_equal:
+            rel = f"out err {g(self.out_rel)}, input identical"
+        else:
+            rel = f"growth {g(self.growth)} (out err {g(self.out_rel)} / in err {g(self.in_rel)})"
+        return f"{self.role:<10} {self.name} ({self.cls}) at {section_label(self.section)}: {rel}"
+
+
+@dataclass(frozen=True)
+class Localization:
+    """Where run B first parts from run A, and which modules grow the difference."""
+
+    divergent: bool
+    #: the innermost module whose own computation first gives different bits
+    first_divergent_module: str | None
+    first_divergent_class: str | None
+    section: str | None
+    input_identical: bool | None
+    #: "leaf": inside a module without submodule calls before the difference;
+    #: "own-code": in the module's own code between its submodule calls (e.g. the
+    #: attention product of an Attention module); "outside-probes": the module's input
+    #: already differed (pipeline code or an unprobed step); "structure": the runs call
+    #: different modules
+    origin: str | None
+    #: the submodule call just before / after the difference, for "own-code"
+    after: str | None
+    before: str | None
+    #: the first record, in order of return, whose output bits differ
+    first_output_divergence: str | None
+    ranking: tuple[ModuleComparison, ...]
+    compared: int
+    divergent_count: int
+    unmatched_a: tuple[str, ...]
+    unmatched_b: tuple[str, ...]
+    message: str
+
+    @property
+    def step(self) -> int | None:
+        return section_step(self.section) if self.section else None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "divergent": self.divergent,
+            "first_divergent_module": self.first_divergent_module,
+            "first_divergent_class": self.first_divergent_class,
+            "section": self.section,
+            "step": self.step,
+            "input_identical": self.input_identical,
+            "origin": self.origin,
+            "after": self.after,
+            "before": self.before,
+            "first_output_divergence": self.first_output_divergence,
+            "ranking": [c.to_dict() for c in self.ranking],
+            "compared": self.compared,
+            "divergent_count": self.divergent_count,
+            "unmatched_a": list(self.unmatched_a),
+            "unmatched_b": list(self.unmatched_b),
+            "message": self.message,
+        }
+
+    def report(self) -> list[str]:
+        lines = [self.message]
+        if self.ranking:
+            lines.append("modules by error growth (causes first):")
+            lines += [f"  {i + 1:>2}. {c.describe()}" for i, c in enumerate(self.ranking)]
+        if self.unmatched_a or self.unmatched_b:
+            lines.append(f"unmatched: {len(self.unmatched_a)} calls only in A, "
+                         f"{len(self.unmatched_b)} only in B")
+        return lines
+
+
+def _as_sections(records: ProbeRecords | Iterable[Section]) -> tuple[Section, ...]:
+    if isinstance(records, ProbeRecords):
+        return records.sections
+    return tuple(records)
+
+
+def _tree(records: Sequence[ModuleRecord]) -> tuple[dict[str, str | None], dict[str, list]]:
+    """Parent and direct children (in call order) of every call, from the event spans."""
+    parent: dict[str, str | None] = {}
+    children: dict[str, list[ModuleRecord]] = {r.name: [] for r in records}
+    stack: list[ModuleRecord] = []
+    for r in sorted(records, key=lambda r: r.t0):
+        while stack and stack[-1].t1 < r.t0:
+            stack.pop()
+        parent[r.name] = stack[-1].name if stack else None
+        if stack:
+            children[stack[-1].name].append(r)
+        stack.append(r)
+    return parent, children
+
+
+def _relative(child: str, parent: str) -> str:
+    return child[len(parent) + 1:] if child.startswith(parent + ".") else child
+
+
+def localize(
+    a: ProbeRecords | Iterable[Section],
+    b: ProbeRecords | Iterable[Section],
+    top: int = 10,
+) -> Localization:
+    """Compare the records of run A and run B (see :class:`Localization`)."""
+    if isinstance(a, ProbeRecords) and isinstance(b, ProbeRecords) and \
+            a.projection != b.projection:
+        raise ProbeFileError(
+            "B", f"projection {b.projection} differs from A's {a.projection}: the "
+            "projections cannot be compared (equal bits still can: probe again with one "
+            "projection)"
+        )
+    sections_a = _as_sections(a)
+    sections_b = {s.name: s for s in _as_sections(b)}
+    comparisons: list[ModuleComparison] = []
+    unmatched_a: list[str] = []
+    unmatched_b: list[str] = []
+    first: tuple[str, str, ModuleRecord, ModuleRecord | None] | None = None
+    first_tree: tuple[dict[str, str | None], dict[str, list]] = ({}, {})
+    first_output: str | None = None
+    names_a = {s.name for s in sections_a}
+    for sb in sections_b.values():
+        if sb.name not in names_a:
+            unmatched_b += [f"{sb.name}/{r.name}" for r in sb.records]
+
+    for sa in sections_a:
+        sb = sections_b.get(sa.name)
+        if sb is None:  # a phase B did not probe: nothing to compare
+            unmatched_a += [f"{sa.name}/{r.name}" for r in sa.records]
+            continue
+        by_b = {r.name: r for r in sb.records}
+        names = {r.name for r in sa.records}
+        unmatched_b += [f"{sa.name}/{r.name}" for r in sb.records if r.name not in names]
+        parent, children = _tree(sa.records)
+
+        def out_eq(r: ModuleRecord, by_b: dict = by_b) -> bool:
+            other = by_b.get(r.name)
+            return other is not None and other.out_all == r.out_all
+
+        def in_eq(r: ModuleRecord, by_b: dict = by_b) -> bool:
+            other = by_b.get(r.name)
+            return other is not None and other.in_all == r.in_all
+
+        # the first event (call or return) whose tensors differ
+        if first is None:
+            events = sorted([(r.t0, 0, r) for r in sa.records] +
+                            [(r.t1, 1, r) for r in sa.records], key=lambda e: e[0])
+            for _t, kind, r in events:
+                if kind == 0 and not in_eq(r):
+                    first = (sa.name, "start", r, by_b.get(r.name))
+                    break
+                if kind == 1 and not out_eq(r):
+                    first = (sa.name, "end", r, by_b.get(r.name))
+                    break
+            if first is not None:
+                first_tree = (parent, children)
+
+        for r in sa.records:
+            rb = by_b.get(r.name)
+            if rb is None:
+                unmatched_a.append(f"{sa.name}/{r.name}")
+                comparisons.append(ModuleComparison(sa.name, r.name, r.cls, "not-comparable",
+                                                    False, None, None, None, None, None))
+                continue
+            oeq, ieq = rb.out_all == r.out_all, rb.in_all == r.in_all
+            if not oeq and first_output is None:
+                first_output = f"{sa.name}/{r.name}"
+            out_rel = 0.0 if oeq else relative_error(r.out, rb.out)
+            in_rel = 0.0 if ieq else relative_error(r.inp, rb.inp)
+            cos = 1.0 if oeq else cosine_similarity(r.out, rb.out)
+            growth = None
+            if ieq:
+                own = _own_cause(r, children[r.name], in_eq, out_eq)
+                role = "cause" if own else ("identical" if oeq else "contains-cause")
+            elif oeq:
+                role = "absorbs"
+            elif out_rel is None:
+                role = "not-comparable"
+            else:
+                if in_rel and in_rel > 0 and math.isfinite(in_rel):
+                    growth = out_rel / in_rel
+                if growth is None:
+                    role = "carries"
+                elif growth > GROWTH_AMPLIFIES:
+                    role = "amplifies"
+                elif growth < 1 / GROWTH_AMPLIFIES:
+                    role = "attenuates"
+                else:
+                    role = "carries"
+            comparisons.append(ModuleComparison(sa.name, r.name, r.cls, role, oeq, ieq,
+                                                out_rel, in_rel, growth, cos))
+
+    compared = sum(1 for c in comparisons if c.role != "not-comparable")
+    divergent_count = sum(1 for c in comparisons if not c.output_equal)
+    causes = [c for c in comparisons if c.role == "cause"]
+    growing = sorted(
+        (c for c in comparisons if c.role in ("amplifies", "carries", "attenuates")),
+        key=lambda c: -(c.growth if c.growth is not None and math.isfinite(c.growth)
+                        else 0.0),
+    )
+    ranking = tuple((causes + growing)[: max(top, 0)])
+
+    if first is None:
+        message = (f"no divergent module: the {compared} probed module calls are bit-identical"
+                   " in A and B")
+        if unmatched_a or unmatched_b:
+            message += (f" ({len(unmatched_a)} calls only in A, {len(unmatched_b)} only in B "
+                        "were not compared)")
+        return Localization(False, None, None, None, None, None, None, None, None, ranking,
+                            compared, divergent_count, tuple(unmatched_a), tuple(unmatched_b),
+                            message)
+
+    section, kind, rec, rec_b = first
+    parent, children = first_tree
+    where = section_label(section)
+    after = before = None
+    if rec_b is None:
+        origin = "structure"
+        host = parent.get(rec.name)
+        culprit = host or rec.name
+        cls = _class_of(sections_a, section, culprit)
+        message = (f"the runs call different modules: {rec.name} runs at {where} in A but "
+                   f"not in B; first divergent module: {culprit} ({cls})")
+        input_identical = host is not None
+    elif kind == "start" and parent.get(rec.name) is None:
+        origin = "outside-probes"
+        culprit, cls, input_identical = rec.name, rec.cls, False
+        message = (f"first divergent module: {culprit} ({cls}) at {where}: its input already "
+                   "differs, so the difference arose before it, outside the probed modules "
+                   "(pipeline code, the scheduler or an earlier step that was not probed)")
+    else:
+        if kind == "start":
+            culprit = parent[rec.name] or rec.name
+            before = _relative(rec.name, culprit)
+            done = [c for c in children[culprit] if c.t1 < rec.t0]
+        else:
+            culprit = rec.name
+            done = children[culprit]
+        if done:
+            after = _relative(done[-1].name, culprit)
+        origin = "own-code" if (done or before) else "leaf"
+        cls = _class_of(sections_a, section, culprit)
+        input_identical = True
+        message = (f"first divergent module: {culprit} ({cls}) at {where}, input identical: "
+                   "this module computes differently")
+        if origin == "own-code":
+            if after and before:
+                message += f" (in its own code, between its submodules {after} and {before})"
+            elif before:
+                message += f" (in its own code, before its submodule {before})"
+            else:
+                message += f" (in its own code, after its submodule {after})"
+    return Localization(True, culprit, cls, section, input_identical, origin, after, before,
+                        first_output, ranking, compared, divergent_count, tuple(unmatched_a),
+                        tuple(unmatched_b), message)
+
+
+def _class_of(sections: Sequence[Section], section: str, name: str) -> str:
+    for s in sections:
+        if s.name == section:
+            for r in s.records:
+                if r.name == name:
+                    return r.cls
+    return "?"
+
+
+def _own_cause(r: ModuleRecord, kids: Sequence[ModuleRecord], in_eq: Any, out_eq: Any) -> bool:
+    """Whether ``r`` (input identical) itself makes a difference: a submodule gets a
+    different input while every earlier submodule returned equal bits, or ``r`` returns
+    different bits although all its submodules returned equal ones."""
+    for kid in kids:
+        if not in_eq(kid):
+            return True
+        if not out_eq(kid):
+            return False
+    return not out_eq(r)
+
+
+# -- sizes ------------------------------------------------------------------------------------
+
+#: diffusers' ``UNet2DConditionModel`` config of SDXL base 1.0 (stabilityai), for sizing
+SDXL_UNET_CONFIG: dict[str, Any] = {
+    "act_fn": "silu",
+    "addition_embed_type": "text_time",
+    "addition_embed_type_num_heads": 64,
+    "addition_time_embed_dim": 256,
+    "attention_head_dim": [5, 10, 20],
+    "block_out_channels": [320, 640, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 2048,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "projection_class_embeddings_input_dim": 2816,
+    "sample_size": 128,
+    "transformer_layers_per_block": [1, 2, 10],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "use_linear_projection": True,
+}
+
+
+def module_names_on_meta(model_cls: Any, config: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """``(name, class)`` of every module of ``model_cls(**config)`` built on the meta
+    device (no weights are allocated)."""
+    import torch
+
+    with torch.device("meta"):
+        model = model_cls(**config)
+    return [(n, type(m).__name__) for n, m in model.named_modules()]
+
+
+def record_bytes(records: ProbeRecords) -> float:
+    """Mean JSON size of one record (compact), in bytes."""
+    sizes = [len(json.dumps(r.to_dict(), allow_nan=False)) + 1 for _s, r in records.records()]
+    return sum(sizes) / len(sizes) if sizes else 0.0
+
+
+def estimate_step_bytes(modules: Iterable[tuple[str, str]], prefix: str = "unet",
+                        projection_dim: int = PROJECTION_DIM,
+                        calls_per_module: float = 1.0) -> int:
+    """The JSON size of one probed step of a denoiser with these ``(name, class)``
+    modules: one record per module (times ``calls_per_module``, for modules called more
+    than once), each with a 4-D output and input and full-precision floats."""
+    stats = TensorStats("0" * 16, "float32", (2, 1280, 128, 128), -0.12345678901234567,
+                        1.2345678901234567, 12.345678901234567,
+                        (-123.45678901234567,) * projection_dim)
+    total = 0
+    for i, (name, cls) in enumerate(modules):
+        full = f"{prefix}.{name}" if name else prefix
+        rec = ModuleRecord(full, cls, 10000 + 2 * i, 10001 + 2 * i, stats, stats,
+                           "0" * 16, "0" * 16)
+        total += len(json.dumps(rec.to_dict())) + 1
+    return round(total * calls_per_module)
