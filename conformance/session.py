@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ from conformance.metrics import Metrics, compare, diff_map, pixel_sha256
 from conformance.precision import REFERENCE_PRECISION
 from conformance.report.results import Check, Outcome, Status, results_document
 from conformance.tolerances import Tier, Tolerances, load_tolerances
-from conformance.trace import first_divergent_step, step_deltas
+from conformance.trace import StepTrace, first_divergent_step, step_deltas
 
 #: The golden set every machine is compared with at the perceptual tier: the embedded
 #: models recorded on an AMD EPYC with ATen's portable (non-vectorised) kernels.
@@ -78,6 +79,24 @@ def pinned_differences(observed: dict[str, Any], expected: dict[str, Any]) -> li
     ]
 
 
+@dataclass(frozen=True)
+class Comparison:
+    """What one check compares: an observed generation against an expected image and its
+    latent trace, the tier it is held to, and why that tier (when it is not exact)."""
+
+    item: Item
+    check: Check
+    observed: Generation
+    expected_image: np.ndarray
+    expected_trace: Sequence[StepTrace]
+    tier: Tier
+    expected: str  # what the expected image is, for messages: "the cpu-... golden"
+    golden_class: str | None = None
+    why_not_exact: Sequence[str] = ()
+    variant: str | None = None
+    expected_sha: str = ""
+
+
 class GenerationFailed(Exception):
     """A generation raised: the check becomes an ERROR outcome naming the exception."""
 
@@ -124,7 +143,11 @@ class ConformanceSession:
         """One line per model: the golden classes present and how this class's were made."""
         lines = []
         for model in dict.fromkeys(i.model for i in self.items()):
-            classes = self.store.classes(model)
+            try:
+                classes = self.store.classes(model)
+            except ConformanceInputError as exc:  # the items of that model report it
+                lines.append(f"conformance: {model} goldens: unreadable: {exc}")
+                continue
             line = f"conformance: {model} goldens: {', '.join(classes) or 'none'}"
             try:
                 manifest = self.store.manifest(model, self.hardware_class.name)
@@ -230,62 +253,17 @@ class ConformanceSession:
     def _repeatable(self, item: Item) -> dict[str, Any]:
         first = self.generation(item)
         second = self._generate(item)
-        metrics = compare(second.image, first.image)
-        step = first_divergent_step(second.trace, first.trace)
-        fields: dict[str, Any] = {
-            "tier": Tier.EXACT,
-            "metrics": metrics.to_dict(),
-            "first_divergent_step": step,
-            "step_deltas": step_deltas(second.trace, first.trace),
-            "generate_seconds": round(second.seconds, 4),
-        }
-        passed = metrics.identical and step is None
-        if passed and not self.settings.save_images:
-            return fields | {"status": Status.PASSED}
-        artifacts = self._write_artifacts(item, Check.REPEATABLE, second.image, first.image)
-        if passed:
-            return fields | {"status": Status.PASSED, "artifacts": artifacts}
-        return fields | {
-            "status": Status.FAILED,
-            "artifacts": artifacts,
-            "message": self._explain(
-                item, "the second generation differs from the first in the same process",
-                metrics, step, len(first.trace), artifacts, pixel_sha256(second.image),
-                pixel_sha256(first.image),
-            ),
-        }
+        return self._judge(Comparison(
+            item, Check.REPEATABLE, second, first.image, first.trace, Tier.EXACT,
+            "the first generation in this process"))
 
     def _invariance(self, item: Item, variant: str) -> dict[str, Any]:
         """The plain generation against one with ``variant`` applied, at the close tier."""
         base = self.generation(item)
         other = self._generate(item, variant)
-        metrics = compare(other.image, base.image)
-        step = first_divergent_step(other.trace, base.trace)
-        problems = self.tolerances.bounds(Tier.CLOSE, item.precision).violations(metrics)
-        fields: dict[str, Any] = {
-            "tier": Tier.EXACT if metrics.identical and step is None else Tier.CLOSE,
-            "metrics": metrics.to_dict(),
-            "first_divergent_step": step,
-            "step_deltas": step_deltas(other.trace, base.trace),
-            "generate_seconds": round(other.seconds, 4),
-        }
-        if not problems:
-            what = (
-                "identical"
-                if metrics.identical
-                else f"within the close tier ({metrics.summary()})"
-            )
-            return fields | {"status": Status.PASSED, "message": f"{variant}: {what}"}
-        artifacts = self._write_artifacts(item, Check.INVARIANCE, other.image, base.image, variant)
-        return fields | {
-            "status": Status.FAILED,
-            "artifacts": artifacts,
-            "message": self._explain(
-                item, f"changes with {variant} beyond the close tier", metrics, step,
-                len(base.trace), artifacts, pixel_sha256(other.image), pixel_sha256(base.image),
-                problems,
-            ),
-        }
+        return self._judge(Comparison(
+            item, Check.INVARIANCE, other, base.image, base.trace, Tier.CLOSE,
+            f"the generation without {variant}", variant=variant))
 
     def reference_item(self, item: Item) -> Item:
         """The same case and resolution at the reference precision (fp32)."""
@@ -295,33 +273,9 @@ class ConformanceSession:
         """This precision against fp32 on the same device, within the fidelity bounds."""
         gen = self.generation(item)
         ref = self.generation(self.reference_item(item))
-        metrics = compare(gen.image, ref.image)
-        problems = self.tolerances.bounds(Tier.FIDELITY, item.precision).violations(metrics)
-        fields: dict[str, Any] = {
-            "tier": Tier.FIDELITY,
-            "golden_class": None,
-            "metrics": metrics.to_dict(),
-            "first_divergent_step": first_divergent_step(gen.trace, ref.trace),
-            "step_deltas": step_deltas(gen.trace, ref.trace),
-            "generate_seconds": round(gen.seconds, 4),
-        }
-        if not problems:
-            if self.settings.save_images:
-                fields["artifacts"] = self._write_artifacts(
-                    item, Check.FIDELITY, gen.image, ref.image
-                )
-            return fields | {"status": Status.PASSED,
-                             "message": f"{item.precision} vs fp32: {metrics.summary()}"}
-        artifacts = self._write_artifacts(item, Check.FIDELITY, gen.image, ref.image)
-        return fields | {
-            "status": Status.FAILED,
-            "artifacts": artifacts,
-            "message": self._explain(
-                item, f"{item.precision} is further from fp32 than the fidelity bounds",
-                metrics, fields["first_divergent_step"], len(ref.trace), artifacts,
-                pixel_sha256(gen.image), pixel_sha256(ref.image), problems,
-            ),
-        }
+        return self._judge(Comparison(
+            item, Check.FIDELITY, gen, ref.image, ref.trace, Tier.FIDELITY,
+            f"{REFERENCE_PRECISION} on this device"))
 
     def ladder_means(self, model: str) -> dict[str, dict[str, float]]:
         """Mean MAE / SSIM / pHash distance against fp32 per precision over ``model``'s items."""
@@ -369,11 +323,23 @@ class ConformanceSession:
             )
         expected = self.store.load_image(entry, golden_class)
         gen = self.generation(item)
+        if gen.image.shape != expected.shape:
+            raise ConformanceInputError(
+                self.store.set_dir(item.model, golden_class) / entry.file,
+                f"golden is {expected.shape[1]}x{expected.shape[0]} but {item.id} generated "
+                f"{gen.image.shape[1]}x{gen.image.shape[0]}",
+            )
         if own:
             diffs, tier = self._own_tier(item, golden_class, entry)
         else:
             diffs, tier = [], Tier.PERCEPTUAL
-        return self._judge(item, gen, entry, expected, golden_class, tier, diffs)
+        fields = self._judge(Comparison(
+            item, Check.OWN_CLASS if own else Check.REFERENCE, gen, expected, entry.steps(),
+            tier, f"the {golden_class} golden", golden_class=golden_class,
+            why_not_exact=diffs, expected_sha=entry.pixel_sha256))
+        if own:
+            fields["by_class"] = self._against_every_class(item, gen)
+        return fields
 
     def _own_tier(self, item: Item, golden_class: str,
                   entry: GoldenEntry) -> tuple[list[str], Tier]:
@@ -391,60 +357,57 @@ class ConformanceSession:
         return ([] if verdict.exact else [verdict.reason]), (
             Tier.EXACT if verdict.exact else Tier.CLOSE)
 
-    def _judge(
-        self,
-        item: Item,
-        gen: Generation,
-        entry: GoldenEntry,
-        expected: np.ndarray,
-        golden_class: str,
-        tier: Tier,
-        diffs: list[str],
-    ) -> dict[str, Any]:
-        check = Check.OWN_CLASS if golden_class == self.hardware_class.name else Check.REFERENCE
-        if gen.image.shape != expected.shape:
-            raise ConformanceInputError(
-                self.store.set_dir(item.model, golden_class) / entry.file,
-                f"golden is {expected.shape[1]}x{expected.shape[0]} but {item.id} generated "
-                f"{gen.image.shape[1]}x{gen.image.shape[0]}",
-            )
-        metrics = compare(gen.image, expected)
-        step = first_divergent_step(gen.trace, entry.steps())
-        observed_sha = pixel_sha256(gen.image)
-        if tier is Tier.EXACT:  # one meaning everywhere: the pixels and every step's latents
-            problems = []
-            if observed_sha != entry.pixel_sha256:
-                problems.append(f"pixel_sha256: observed={observed_sha[:16]}..., "
-                                f"expected={entry.pixel_sha256[:16]}...")
-            if step is not None and entry.trace:
-                problems.append(f"latents differ from step {step} on")
+    def _judge(self, cmp: Comparison) -> dict[str, Any]:
+        """The one verdict of every check: the tier decides what must hold (exact: pixels
+        and every step's latents; the other tiers: the tolerance file's bounds for the
+        precision), then metrics, the per-step trace, images and the message follow."""
+        item, obs = cmp.item, cmp.observed
+        metrics = compare(obs.image, cmp.expected_image)
+        step = first_divergent_step(obs.trace, cmp.expected_trace)
+        observed_sha = pixel_sha256(obs.image)
+        expected_sha = cmp.expected_sha or pixel_sha256(cmp.expected_image)
+        exact = metrics.identical and (step is None or not cmp.expected_trace)
+        if cmp.tier is Tier.EXACT:
+            problems = [] if exact else (
+                ([f"pixel_sha256: observed={observed_sha[:16]}..., "
+                  f"expected={expected_sha[:16]}..."] if not metrics.identical else [])
+                + ([f"latents differ from step {step} on"] if step is not None else []))
         else:
-            problems = self.tolerances.bounds(tier, item.precision).violations(metrics)
+            problems = self.tolerances.bounds(cmp.tier, item.precision).violations(metrics)
+        # an invariance row reads exact when the variant changed no bit; every other check
+        # reports the tier it was held to
+        tier = Tier.EXACT if exact and cmp.check is Check.INVARIANCE else cmp.tier
         fields: dict[str, Any] = {
             "tier": tier,
-            "golden_class": golden_class,
+            "golden_class": cmp.golden_class,
             "metrics": metrics.to_dict(),
             "first_divergent_step": step,
-            "step_deltas": step_deltas(gen.trace, entry.steps()),
-            "generate_seconds": round(gen.seconds, 4),
+            "step_deltas": step_deltas(obs.trace, cmp.expected_trace),
+            "generate_seconds": round(obs.seconds, 4),
         }
-        if check is Check.OWN_CLASS:
-            fields["by_class"] = self._against_every_class(item, gen)
+        note = f" ({cmp.tier.value} tier because {'; '.join(cmp.why_not_exact)})" if (
+            cmp.why_not_exact) else ""
         if not problems:
-            note = f" (close tier because {'; '.join(diffs)})" if diffs else ""
             if self.settings.save_images:
-                fields["artifacts"] = self._write_artifacts(item, check, gen.image, expected)
-            return fields | {"status": Status.PASSED, "message": f"matches {golden_class}{note}"}
-        artifacts = self._write_artifacts(item, check, gen.image, expected)
-        headline = f"differs from the {golden_class} golden at the {tier.value} tier"
-        if diffs:
-            headline += f" (not exact because {'; '.join(diffs)})"
+                fields["artifacts"] = self._write_artifacts(
+                    item, cmp.check, obs.image, cmp.expected_image, cmp.variant)
+            what = "identical to" if exact else f"within the {cmp.tier.value} tier of"
+            detail = "" if exact else f" ({metrics.summary()})"
+            prefix = f"{cmp.variant}: " if cmp.variant else ""
+            return fields | {"status": Status.PASSED,
+                             "message": f"{prefix}{what} {cmp.expected}{detail}{note}"}
+        artifacts = self._write_artifacts(item, cmp.check, obs.image, cmp.expected_image,
+                                          cmp.variant)
+        subject = f"with {cmp.variant} " if cmp.variant else ""
+        headline = f"{subject}differs from {cmp.expected} at the {cmp.tier.value} tier"
+        if cmp.why_not_exact:
+            headline += f" (not exact because {'; '.join(cmp.why_not_exact)})"
         return fields | {
             "status": Status.FAILED,
             "artifacts": artifacts,
             "message": self._explain(
-                item, headline, metrics, step, len(entry.trace), artifacts, observed_sha,
-                entry.pixel_sha256, problems,
+                item, headline, metrics, step, len(cmp.expected_trace), artifacts,
+                observed_sha, expected_sha, problems,
             ),
         }
 

@@ -1,25 +1,30 @@
 """``conformance validate``: check golden sets before trusting them.
 
 Golden sets come from contributors, so they are untrusted input. For every set
-(``<root>/<model>/<hardware-class>/``) this checks the manifest's schema, every file and
-pixel SHA-256, that every PNG decodes to its declared size and mode within the pixel limit,
-that there are no symbolic links, sub-folders, undeclared files, pickles or executables,
-that the set names the identity it was recorded on and that the folder's class is the one
-that identity implies, that every entry's fingerprint agrees with it, and that each image is
-within the perceptual tier of the reference class's golden for the same item.
+(``<root>/<model>/<hardware-class>/``) this checks the manifest's schema to the last nested
+value (read with :mod:`conformance.safeio`'s caps: size, duplicate keys, integer digits,
+nesting), every file and pixel SHA-256, that every PNG is a canonical golden PNG (8-bit RGB,
+not interlaced, one image, no text or other metadata chunks, nothing after IEND, right CRCs,
+within the pixel limit before anything is inflated: the rules :func:`conformance.golden.
+check_png` applies in the store too), that there are no symbolic links (files or folders),
+hard links, FIFOs, sub-folders, undeclared files, pickles or executables, that names are
+printable, that the set names the identity it was recorded on and that the folder's class is
+the one that identity implies, that every entry's fingerprint agrees with it, and that each
+image is within the perceptual tier of the reference class's golden for the same item.
 
 With ``--base DIR`` (the golden root a pull request merges into), a set that exists there
 under the same path must belong to the same identity and keep every golden: a contribution
 that would replace another machine's goldens, or drop or change recorded ones, is a problem
-naming both identities. Every problem is reported, with the file and the reason; the input
-is only read.
+naming both identities. Every problem is reported, with the file and the reason (control
+characters escaped); the input is only read, and nothing blocks on a FIFO.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
-import io
+import os
+import re
 import stat
 import sys
 from dataclasses import dataclass
@@ -28,11 +33,24 @@ from typing import Any
 
 from conformance import PROJECT_ROOT
 from conformance.errors import ConformanceInputError, ManifestError
-from conformance.golden import MANIFEST, MAX_PIXELS, GoldenEntry, GoldenStore, parse_manifest
+from conformance.golden import (
+    MANIFEST,
+    MANIFEST_KIND,
+    PNG_KIND,
+    PNG_LIMIT,
+    GoldenEntry,
+    GoldenStore,
+    decode_png,
+    file_kind,
+    parse_manifest,
+    plain_file_problem,
+    read_plain_file,
+)
 from conformance.hardware import HardwareClass
+from conformance.safeio import MANIFEST_LIMIT, show
 
-MAX_MANIFEST_BYTES = 16 * 2**20
-MAX_PNG_BYTES = 32 * 2**20
+MAX_MANIFEST_BYTES = MANIFEST_LIMIT
+MAX_PNG_BYTES = PNG_LIMIT
 _FINGERPRINT_KEYS = ("hardware_class", "device", "threads", "torch", "diffusers")
 _SUSPICIOUS_SUFFIXES = {
     ".pkl": "a pickle", ".pickle": "a pickle", ".pt": "a torch pickle", ".pth": "a torch pickle",
@@ -41,6 +59,16 @@ _SUSPICIOUS_SUFFIXES = {
     ".exe": "an executable", ".sh": "a shell script", ".py": "Python code",
     ".so": "a shared library", ".dll": "a shared library",
 }
+_MODEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+#: characters that would let a file name or message rewrite a terminal line
+_CONTROL = re.compile(
+    "[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"
+)
+
+
+def _escape(text: str) -> str:
+    """``text`` with control characters written as escapes (one printable line)."""
+    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
 
 
 @dataclass(frozen=True, order=True)
@@ -48,8 +76,12 @@ class Problem:
     path: str
     reason: str
 
+    def __init__(self, path: str | os.PathLike[str], reason: str) -> None:
+        object.__setattr__(self, "path", os.fspath(path))
+        object.__setattr__(self, "reason", reason)
+
     def __str__(self) -> str:
-        return f"{self.path}: {self.reason}"
+        return f"{_escape(self.path)}: {_escape(self.reason)}"
 
 
 def _content_kind(head: bytes) -> str | None:
@@ -67,39 +99,97 @@ def _content_kind(head: bytes) -> str | None:
     return None
 
 
+def _head(path: Path, size: int = 8) -> bytes:
+    """The first bytes of the regular file ``path``, read without following a link and
+    without blocking (it may have been replaced by a FIFO since it was listed)."""
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, flags | getattr(os, "O_NOCTTY", 0))
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return b""
+        return os.read(fd, size)
+    finally:
+        os.close(fd)
+
+
+def _lstat(path: Path) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except OSError:
+        return None
+
+
+def _listing(path: Path, problems: list[Problem]) -> list[Path]:
+    try:
+        return sorted(path.iterdir())
+    except OSError as exc:
+        problems.append(Problem(path, f"cannot be listed: {exc.strerror or exc}"))
+        return []
+
+
+def _has_manifest(folder: Path) -> bool:
+    """Whether ``folder`` holds an entry named manifest.json (of any kind: a link or a FIFO
+    is a set to report, not a folder to skip)."""
+    return os.path.lexists(folder / MANIFEST)
+
+
+def _may_be_folder(link: Path) -> bool:
+    """Whether the symbolic link ``link`` leads to a folder or nowhere (a link to a file
+    beside the sets is not a set; only its target's kind is looked at, nothing is opened)."""
+    return link.is_dir() or not link.exists()
+
+
+def _linked_folder(path: Path) -> Problem:
+    return Problem(path, "is a symbolic link; golden set folders are plain folders (the "
+                         "store refuses linked ones)")
+
+
 def find_sets(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
     """Golden set folders under each path (a set, a model folder or a golden root)."""
     sets: list[Path] = []
     problems: list[Problem] = []
     for path in paths:
         if path.is_symlink():
-            problems.append(Problem(str(path), "is a symbolic link; golden sets are plain folders"))
+            problems.append(Problem(path, "is a symbolic link; golden sets are plain folders"))
             continue
         if not path.exists():
-            problems.append(Problem(str(path), "does not exist"))
+            problems.append(Problem(path, "does not exist"))
             continue
         if not path.is_dir():
-            problems.append(Problem(str(path), "is not a folder; give a golden set, a model "
-                                               "folder or a golden root"))
+            problems.append(Problem(path, "is not a folder; give a golden set, a model "
+                                          "folder or a golden root"))
             continue
-        found = _sets_below(path)
-        if not found:
-            problems.append(Problem(str(path), f"holds no golden set (no {MANIFEST} at depth 0-2)"))
+        below: list[Problem] = []
+        found = _sets_below(path, below)
+        problems += below
+        if not found and not below:
+            problems.append(Problem(path, f"holds no golden set (no {MANIFEST} at depth 0-2)"))
         sets.extend(found)
     return sorted(dict.fromkeys(sets)), problems
 
 
-def _sets_below(path: Path) -> list[Path]:
-    if (path / MANIFEST).exists() or (path / MANIFEST).is_symlink():
+def _sets_below(path: Path, problems: list[Problem]) -> list[Path]:
+    """The sets at depth 0-2 below ``path``; a linked folder on the way is a problem (the
+    store would refuse it), never skipped in silence."""
+    if _has_manifest(path):
         return [path]
     out = []
-    for child in sorted(path.iterdir()):
-        if child.is_dir() and not child.is_symlink():
-            if (child / MANIFEST).exists():
-                out.append(child)
-            else:
-                out.extend(g for g in sorted(child.iterdir())
-                           if g.is_dir() and not g.is_symlink() and (g / MANIFEST).exists())
+    for child in _listing(path, problems):
+        if child.is_symlink():
+            if _may_be_folder(child):
+                problems.append(_linked_folder(child))
+            continue
+        if not child.is_dir():
+            continue
+        if _has_manifest(child):
+            out.append(child)
+            continue
+        for grandchild in _listing(child, problems):
+            if grandchild.is_symlink():
+                if _may_be_folder(grandchild):
+                    problems.append(_linked_folder(grandchild))
+            elif grandchild.is_dir() and _has_manifest(grandchild):
+                out.append(grandchild)
     return out
 
 
@@ -119,35 +209,40 @@ class Validator:
         try:
             return self._validate_set(set_dir)
         except Exception as exc:  # never a traceback for bad input
-            return [Problem(str(set_dir), f"cannot be validated: {type(exc).__name__}: {exc}")]
+            return [Problem(set_dir, f"cannot be validated: {type(exc).__name__}: "
+                                     f"{show(str(exc), 300)}")]
 
     def _validate_set(self, set_dir: Path) -> list[Problem]:
         problems: list[Problem] = []
         model, cls = set_dir.parent.name, set_dir.name
+        if not _MODEL.fullmatch(model):
+            problems.append(Problem(set_dir.parent, f"folder name: {show(model)} is not a "
+                                    "model name (lower-case letters, digits, '.', '_', '-')"))
         try:
             HardwareClass(cls)
-        except ValueError as exc:
-            problems.append(Problem(str(set_dir), f"folder name: {exc}"))
+        except ValueError:
+            problems.append(Problem(set_dir, f"folder name: {show(cls)} is not a hardware "
+                                    "class; expected cpu-<vendor>-<level>[+ext...], "
+                                    "cuda-sm<NN>, rocm-<arch>, mps or xpu"))
         manifest_path = set_dir / MANIFEST
-        if manifest_path.is_symlink() or not manifest_path.is_file():
-            return [*problems, Problem(str(manifest_path), "is not a regular file")]
-        if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
-            return [*problems, Problem(str(manifest_path),
-                                       f"is larger than {MAX_MANIFEST_BYTES} bytes")]
+        manifest = None
         try:
-            text = manifest_path.read_bytes().decode("utf-8")
-            manifest = parse_manifest(text, manifest_path, model, cls)
-        except UnicodeDecodeError:
-            return [*problems, Problem(str(manifest_path), "is not UTF-8 text")]
+            data = read_plain_file(manifest_path, MANIFEST_KIND, MANIFEST_LIMIT)
+            if data is None:
+                problems.append(Problem(manifest_path, "does not exist"))
+            else:
+                manifest = parse_manifest(data, manifest_path, model, cls)
         except ManifestError as exc:
-            return [*problems, Problem(exc.where, exc.message)]
+            problems.append(Problem(exc.where, exc.message))
 
-        problems += self._check_identity(manifest_path, cls, manifest)
-        problems += self._check_base(manifest_path, model, cls, manifest)
-        declared = {e.file: e for e in manifest.entries.values()}
+        if manifest is not None:
+            problems += self._check_identity(manifest_path, cls, manifest)
+            problems += self._check_base(manifest_path, model, cls, manifest)
+        declared = None if manifest is None else {e.file: e for e in manifest.entries.values()}
         problems += self._check_tree(set_dir, declared)
-        for entry in manifest.entries.values():
-            problems += self._check_entry(set_dir, cls, entry)
+        if manifest is not None:
+            for entry in manifest.entries.values():
+                problems += self._check_entry(set_dir, cls, entry)
         return problems
 
     def _check_identity(self, where: Path, cls: str, manifest: Any) -> list[Problem]:
@@ -214,90 +309,95 @@ class Validator:
                                     f"golden(s) of the same identity: {', '.join(changed[:5])}"))
         return problems
 
-    def _check_tree(self, set_dir: Path, declared: dict[str, GoldenEntry]) -> list[Problem]:
-        problems = []
-        for child in sorted(set_dir.iterdir()):
-            st = child.lstat()
-            where = str(child)
+    def _check_tree(self, set_dir: Path,
+                    declared: dict[str, GoldenEntry] | None) -> list[Problem]:
+        """Every entry of the set folder. The manifest and the declared PNGs are read (and
+        their kind reported) elsewhere; ``declared`` is ``None`` when the manifest is
+        unreadable, and then no file is called undeclared."""
+        problems: list[Problem] = []
+        for child in _listing(set_dir, problems):
+            where = child
+            st = _lstat(child)
+            if st is None:
+                continue  # removed while listed
+            name = child.name
+            if _CONTROL.search(name):
+                problems.append(Problem(where, f"the file name {show(name)} holds a control "
+                                               "character"))
+            read_elsewhere = name == MANIFEST or (declared is not None and name in declared)
             if stat.S_ISLNK(st.st_mode):
-                problems.append(Problem(where, "is a symbolic link; golden files must be "
-                                               "regular files"))
+                if not read_elsewhere:
+                    problems.append(Problem(where, "is a symbolic link; golden files must be "
+                                                   "regular files"))
                 continue
             if stat.S_ISDIR(st.st_mode):
-                problems.append(Problem(where, "is a folder; a golden set holds only "
-                                               f"{MANIFEST} and its PNGs"))
+                if not read_elsewhere:
+                    problems.append(Problem(where, "is a folder; a golden set holds only "
+                                                   f"{MANIFEST} and its PNGs"))
                 continue
             if not stat.S_ISREG(st.st_mode):
-                problems.append(Problem(where, "is not a regular file"))
+                if not read_elsewhere:
+                    problems.append(Problem(where, f"is not a regular file: it is "
+                                                   f"{file_kind(st.st_mode)}"))
                 continue
+            if st.st_nlink > 1 and not read_elsewhere:
+                problems.append(Problem(where, plain_file_problem(child, st) or "hard link"))
             if st.st_mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
                 problems.append(Problem(where, "has an executable permission bit"))
-            with open(child, "rb") as fh:
-                kind = _content_kind(fh.read(8))
+            try:
+                kind = _content_kind(_head(child))
+            except OSError as exc:
+                problems.append(Problem(where, f"cannot be read: {exc.strerror or exc}"))
+                continue
             suffix_kind = _SUSPICIOUS_SUFFIXES.get(child.suffix.lower())
             if kind or suffix_kind:
                 problems.append(Problem(where, f"is {kind or suffix_kind}; golden sets hold "
                                                "only PNG images and a JSON manifest"))
                 continue
-            if child.name != MANIFEST and child.name not in declared:
+            if declared is not None and not read_elsewhere:
                 problems.append(Problem(where, f"is not declared in {MANIFEST}"))
         return problems
 
     def _check_entry(self, set_dir: Path, cls: str, entry: GoldenEntry) -> list[Problem]:
-        from PIL import Image
-
         path = set_dir / entry.file
-        where = str(path)
         problems = []
         fp = entry.fingerprint
+        manifest = set_dir / MANIFEST
         missing = [k for k in _FINGERPRINT_KEYS if k not in fp]
         if missing:
-            problems.append(Problem(str(set_dir / MANIFEST), f"entry {entry.id!r}: fingerprint "
+            problems.append(Problem(manifest, f"entry {show(entry.id)}: fingerprint "
                                     f"lacks {', '.join(missing)}"))
         if fp.get("hardware_class", cls) != cls:
-            problems.append(Problem(str(set_dir / MANIFEST), f"entry {entry.id!r}: fingerprint "
-                                    f"class {fp.get('hardware_class')!r} is not the set's {cls!r}"))
+            problems.append(Problem(manifest, f"entry {show(entry.id)}: fingerprint class "
+                                    f"{show(fp.get('hardware_class'))} is not the set's "
+                                    f"{show(cls)}"))
         if entry.params.get("model") != entry.model:
-            problems.append(Problem(str(set_dir / MANIFEST), f"entry {entry.id!r}: params "
-                                    f"model {entry.params.get('model')!r} is not {entry.model!r}"))
-        if path.is_symlink() or not path.is_file():
-            return [*problems, Problem(where, f"declared as {entry.id!r} but missing or not a "
-                                              "regular file")]
-        size = path.stat().st_size
-        if size > MAX_PNG_BYTES:
-            return [*problems, Problem(where, f"is {size} bytes, over {MAX_PNG_BYTES}")]
-        data = path.read_bytes()
+            problems.append(Problem(manifest, f"entry {show(entry.id)}: params model "
+                                    f"{show(entry.params.get('model'))} is not "
+                                    f"{show(entry.model)}"))
+        try:
+            data = read_plain_file(path, PNG_KIND, PNG_LIMIT)
+        except ManifestError as exc:
+            return [*problems, Problem(exc.where, exc.message)]
+        if data is None:
+            return [*problems, Problem(path, f"declared as {show(entry.id)} but missing")]
         digest = hashlib.sha256(data).hexdigest()
         if digest != entry.file_sha256:
-            problems.append(Problem(where, f"file SHA-256 {digest[:16]}... does not match the "
-                                           f"manifest's {entry.file_sha256[:16]}..."))
+            problems.append(Problem(path, f"file SHA-256 {digest[:16]}... does not match the "
+                                          f"manifest's {entry.file_sha256[:16]}..."))
         try:
-            with Image.open(io.BytesIO(data)) as img:
-                w, h = img.size
-                if w * h > MAX_PIXELS:
-                    return [*problems, Problem(where, f"is {w}x{h} pixels, over the limit of "
-                                                      f"{MAX_PIXELS} (decompression bomb?)")]
-                if img.format != "PNG":
-                    return [*problems, Problem(where, f"is {img.format}, not PNG")]
-                if (w, h) != (entry.width, entry.height):
-                    return [*problems, Problem(where, f"is {w}x{h}, the manifest says "
-                                                      f"{entry.width}x{entry.height}")]
-                if img.mode != "RGB":
-                    return [*problems, Problem(where, f"has mode {img.mode}, expected RGB")]
-                img.load()
-                import numpy as np
-
-                pixels = np.asarray(img, dtype=np.uint8).copy()
-        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
-            return [*problems, Problem(where, f"does not decode as PNG: {exc}")]
+            pixels = decode_png(data, path, entry.width, entry.height,
+                                damaged="does not decode as PNG")
+        except ManifestError as exc:
+            return [*problems, Problem(exc.where, exc.message)]
         from conformance.metrics import pixel_sha256
 
         if pixel_sha256(pixels) != entry.pixel_sha256:
-            problems.append(Problem(where, "decoded pixels do not match the manifest's "
-                                           "pixel_sha256"))
+            problems.append(Problem(path, "decoded pixels do not match the manifest's "
+                                          "pixel_sha256"))
             return problems
         self.images_checked += 1
-        problems += self._against_reference(where, cls, entry, pixels)
+        problems += self._against_reference(str(path), cls, entry, pixels)
         return problems
 
     def _against_reference(
@@ -361,7 +461,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConformanceInputError("--base", f"{args.base} is not a folder of golden sets")
     validator = Validator(args.reference_dir, args.reference_class, tolerances, args.base)
     for set_dir in sets:
-        print(f"checking {set_dir} ...", file=sys.stderr, flush=True)
+        print(f"checking {_escape(str(set_dir))} ...", file=sys.stderr, flush=True)
         problems += validator.validate_set(set_dir)
     for problem in sorted(set(problems)):
         print(problem)

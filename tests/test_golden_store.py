@@ -108,6 +108,14 @@ def test_concurrent_records_all_land(tmp_path):
     assert len(manifest["entries"]) == 6
 
 
+def _identity(**changes):
+    from conformance.identity import Identity
+
+    body = Identity(CLS, {"vendor": "amd", "flags": []}, {"torch": "2.13.0"}).to_dict()
+    body.pop("digest")
+    return body | changes
+
+
 def _tamper(tmp_path, fn):
     store = GoldenStore(tmp_path)
     record(store)
@@ -138,6 +146,25 @@ def _tamper(tmp_path, fn):
         (lambda d, e: e.update(phash="xyz"), "'phash' is not 16 lower-case hex"),
         (lambda d, e: e.update(width=17), "width/height do not match"),
         (lambda d, e: e.update(trace=[{"step": 0}]), "'trace' is malformed"),
+        # a boolean is not an integer, wherever one is required
+        (lambda d, e: e.update(height=True), "key 'height' must be int, not boolean"),
+        (lambda d, e: d.update(schema_version=True), "schema_version is True"),
+        (lambda d, e: e["trace"][0].update(step=True),
+         "step 0: key 'step' must be an integer, not boolean"),
+        (lambda d, e: d.update(identity=_identity(battery_version=True)),
+         "identity.battery_version must be an integer or null, not boolean"),
+        (lambda d, e: d.update(identity=_identity(probe_seconds=False)),
+         "identity.probe_seconds must be a number or null, not boolean"),
+        # names are matched whole: a trailing newline does not slip through
+        (lambda d, e: e.update(file="one-16x8-fp32.png\n"), r"control character U\+000A"),
+        (lambda d, e: e.update(pixel_sha256="0" * 64 + "\n"), r"control character U\+000A"),
+        (lambda d, e: e.update(phash="0" * 16 + "0"), "'phash' is not 16 lower-case hex"),
+        (lambda d, e: e.update(file="ONE.png"), "not a plain lower-case .png"),
+        (lambda d, e: e.update(case="one two"), "key 'case': 'one two' is not accepted"),
+        (lambda d, e: e.update(resolution="016x8"), "key 'resolution': '016x8' is not"),
+        (lambda d, e: e["params"].update(prompt={"nested": 1}),
+         "params.prompt must be a string, number, boolean or null"),
+        (lambda d, e: e.update(command="x" * 70_000), "key 'command' has 70000 characters"),
     ],
 )
 def test_tampered_manifest_is_rejected(tmp_path, tamper, message):
@@ -238,6 +265,67 @@ def test_wrong_size_or_mode_png(tmp_path):
         fixed = dataclasses.replace(entry, file_sha256=hashlib.sha256(png.read_bytes()).hexdigest())
         with pytest.raises(ManifestError, match=message):
             GoldenStore(tmp_path).load_image(fixed, CLS)
+
+
+def test_recording_writes_only_canonical_pngs(tmp_path, monkeypatch):
+    import conformance.golden as golden
+
+    def with_text(image):
+        data = encode(image)
+        return data[:33] + b"\x00\x00\x00\x03tEXtk\x00v" + (
+            __import__("zlib").crc32(b"tEXtk\x00v").to_bytes(4, "big")) + data[33:]
+
+    encode = golden.encode_png
+    monkeypatch.setattr(golden, "encode_png", with_text)
+    with pytest.raises(ManifestError, match=r"has a tEXt chunk \(text\)"):
+        record(GoldenStore(tmp_path))
+    assert not (tmp_path / "tiny-sd" / CLS / MANIFEST).exists()
+    assert not list(tmp_path.rglob("*.png"))
+
+
+def test_refusals_are_kept_until_a_record_reads_again(tmp_path):
+    store = GoldenStore(tmp_path)
+    record(store)
+    path = tmp_path / "tiny-sd" / CLS / MANIFEST
+    good = path.read_bytes()
+    path.write_text("{")
+    fresh = GoldenStore(tmp_path)
+    for _ in range(2):
+        with pytest.raises(ManifestError, match="not valid JSON"):
+            fresh.lookup(ITEM, CLS)
+    path.write_bytes(good)
+    with pytest.raises(ManifestError, match="not valid JSON"):  # one answer per store
+        fresh.manifest("tiny-sd", CLS)
+    record(fresh, image(1), force=True)  # re-reads the set under the lock
+    assert fresh.lookup(ITEM, CLS).pixel_sha256 == pixel_sha256(image(1))
+
+
+def test_classes_lists_every_set_a_lookup_must_refuse(tmp_path):
+    import os
+
+    record(GoldenStore(tmp_path))
+    base = tmp_path / "tiny-sd"
+    (base / "cpu-avx512").mkdir()
+    (base / "cpu-avx512" / MANIFEST).symlink_to(tmp_path / "nowhere.json")  # dangling
+    (base / "cpu-default").symlink_to(base / CLS, target_is_directory=True)
+    (base / "not a class").mkdir()
+    (base / "not a class" / MANIFEST).write_text("{}")
+    (base / "cpu-amd-avx2").mkdir()  # no manifest: no set
+    store = GoldenStore(tmp_path)
+    assert store.classes("tiny-sd") == [CLS, "cpu-avx512", "cpu-default"]
+    for cls, message in (("cpu-avx512", "symbolic link"), ("cpu-default", "symbolic link")):
+        with pytest.raises(ManifestError, match=message):
+            store.manifest("tiny-sd", cls)
+    assert store.manifest("tiny-sd", "cpu-amd-avx2") is None
+    assert store.classes("../etc") == [] and store.manifest("..", CLS) is None
+    os.chmod(base, 0)
+    try:
+        if os.access(base, os.R_OK):  # pragma: no cover - running as root
+            return
+        with pytest.raises(ManifestError, match="cannot be read"):
+            store.classes("tiny-sd")
+    finally:
+        os.chmod(base, 0o755)
 
 
 def test_first_divergent_step():
