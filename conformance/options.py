@@ -187,6 +187,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("force", "with --record: replace existing goldens", flag=True),
     Option("save-images", "write actual / golden / diff images for every item, not only "
            "failures (for the matrix report)", flag=True),
+    Option("localize", "where the bits of two runs on this machine part (repeatable, "
+           "invariance and fidelity checks), name the first divergent module: the item is "
+           "generated again with forward hooks on every module (conformance.localize)",
+           flag=True),
     Option("results", "results JSON to write (default: conformance-results/results.json); "
            "failure images go to an artifacts/ folder beside it", _results_file,
            Path("conformance-results") / "results.json", metavar="PATH", ini=True),

@@ -161,6 +161,7 @@ def _settings(config: pytest.Config) -> Settings:
         results_path=Path(get("results")),
         deviations_path=get("deviations"),
         save_images=get("save-images"),
+        localize=get("localize"),
     )
 
 

@@ -51,6 +51,7 @@ class Settings:
     force: bool = False
     results_path: Path = Path("conformance-results") / "results.json"
     save_images: bool = False
+    localize: bool = False
     deviations_path: Path | None = None
 
     def command_flags(self) -> list[str]:
@@ -95,6 +96,10 @@ class Comparison:
     why_not_exact: Sequence[str] = ()
     variant: str | None = None
     expected_sha: str = ""
+
+
+#: Checks whose two sides are both generated here, so both can be probed again.
+_LOCALIZABLE = frozenset({Check.REPEATABLE, Check.INVARIANCE, Check.FIDELITY})
 
 
 class GenerationFailed(Exception):
@@ -387,6 +392,8 @@ class ConformanceSession:
         }
         note = f" ({cmp.tier.value} tier because {'; '.join(cmp.why_not_exact)})" if (
             cmp.why_not_exact) else ""
+        if self.settings.localize and not exact and cmp.check in _LOCALIZABLE:
+            fields["localization"] = self._localize(cmp, step)
         if not problems:
             if self.settings.save_images:
                 fields["artifacts"] = self._write_artifacts(
@@ -394,10 +401,14 @@ class ConformanceSession:
             what = "identical to" if exact else f"within the {cmp.tier.value} tier of"
             detail = "" if exact else f" ({metrics.summary()})"
             prefix = f"{cmp.variant}: " if cmp.variant else ""
+            where = (f"; {fields['localization']['message']}"
+                     if fields.get("localization") else "")
             return fields | {"status": Status.PASSED,
-                             "message": f"{prefix}{what} {cmp.expected}{detail}{note}"}
+                             "message": f"{prefix}{what} {cmp.expected}{detail}{note}{where}"}
         artifacts = self._write_artifacts(item, cmp.check, obs.image, cmp.expected_image,
                                           cmp.variant)
+        if fields.get("localization"):
+            problems = [*problems, fields["localization"]["message"]]
         subject = f"with {cmp.variant} " if cmp.variant else ""
         headline = f"{subject}differs from {cmp.expected} at the {cmp.tier.value} tier"
         if cmp.why_not_exact:
@@ -410,6 +421,20 @@ class ConformanceSession:
                 observed_sha, expected_sha, problems,
             ),
         }
+
+    def _localize(self, cmp: Comparison, step: int | None) -> dict[str, Any]:
+        """Generate both sides again with module probes on the first divergent step (or,
+        when every step's latents agree, on the VAE decode) and name the module."""
+        from conformance.localize import localize, probe_item
+
+        expected = (self.reference_item(cmp.item) if cmp.check is Check.FIDELITY
+                    else cmp.item)
+        steps = (step,) if step is not None else ()
+        a = probe_item(self.runner, expected, steps=steps, stop_early=step is not None)
+        b = probe_item(self.runner, cmp.item, variant=cmp.variant, steps=steps,
+                       stop_early=step is not None)
+        found = localize(a.records, b.records, top=5)
+        return found.to_dict()
 
     def _against_every_class(self, item: Item, gen: Generation) -> dict[str, dict[str, Any]]:
         """Metrics of this generation against every golden class that has the item."""

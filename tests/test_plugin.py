@@ -602,3 +602,24 @@ def test_unusable_results_and_record_targets_fail_before_any_generation(run, tmp
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     assert "argument --golden-dir" in r.stderr.str() and "is not a directory" in r.stderr.str()
     assert not (tmp_path / "out").exists()  # nothing ran, nothing written
+
+
+def test_localize_names_the_first_divergent_module(run):
+    """--localize: an invariance variant whose latents part is generated again with module
+    probes, and the outcome names where (ground truth: SDPA's math backend changes an
+    attention module's own computation)."""
+    r = run("--model", "tiny-sd", "--precision", "fp32", "--localize",
+            "-k", "sdpa-math or nondeterministic", modules=("test_invariance.py",))
+    outcomes = {o["variant"]: o for o in results_of(r)["outcomes"]
+                if o["check"] == "invariance"}
+    sdpa = outcomes["sdpa-math"]
+    if sdpa["first_divergent_step"] is None and sdpa["metrics"]["identical"]:
+        pytest.skip("the math backend gives the same bits on this machine")
+    loc = sdpa["localization"]
+    assert loc["divergent"] and loc["first_divergent_module"], loc
+    assert "Attention" in (loc["first_divergent_class"] or ""), loc
+    assert "first divergent module" in sdpa["message"]
+    plain = outcomes.get("nondeterministic")
+    if plain is not None and plain["metrics"]["identical"] and (
+            plain["first_divergent_step"] is None):
+        assert plain["localization"] is None  # nothing parted: nothing probed

@@ -72,6 +72,9 @@ class Outcome:
     #: For an ERROR outcome raised inside a generation: ``type``, ``message``, ``device``,
     #: ``precision``.
     error: dict[str, str] | None = None
+    #: With ``--localize``: where the two runs of a same-machine check part
+    #: (:meth:`conformance.localize.Localization.to_dict`, ranking cut to five).
+    localization: dict[str, Any] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
