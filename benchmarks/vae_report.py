@@ -2,8 +2,8 @@
 
 For each VAE (``fixtures/<model>/vae``) in fp32, bf16 and fp16:
 
-* seeded latents (CPU generator) decoded and compared with the fp32 decode: MAE, max abs
-  difference, PSNR, SSIM, pHash distance;
+* seeded latents (CPU generator) decoded and compared with the fp32 decode: every
+  registered metric (MAE, max abs difference, PSNR, SSIM, pHash / dHash distance, FLIP...);
 * scikit-image photographs encoded (latent mean) and decoded at each size: PSNR / SSIM
   against the photo, and the PSNR lost against the fp32 round trip;
 * the latents quantized to 8 bits per value (per-channel min/max) and decoded: PSNR / SSIM
@@ -32,8 +32,9 @@ INTRO = """\
 
 How much the suite's tiny VAEs change when they compute in bf16 or fp16 instead of fp32,
 how well they reconstruct real photographs, and what storing their latents in 8 bits costs.
-Regenerate with `python benchmarks/vae_report.py`; the bounds of `conformance/test_vae.py`
-were set from these numbers.
+Regenerate with `python benchmarks/vae_report.py`; the bounds of `conformance/test_vae.py`,
+the `[vae.*]` tables of `conformance/tolerances.toml`, were set from these numbers. The
+decode table has a column per registered metric (`conformance.metrics.METRICS`).
 
 The photographs are scikit-image's bundled astronaut, coffee, chelsea, rocket and
 immunohistochemistry images, center-cropped and resized with LANCZOS. The tiny VAEs have

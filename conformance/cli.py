@@ -110,7 +110,19 @@ def _fingerprint(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
+#: Extensions whose modules import torch / diffusers at import time: only the chosen one is
+#: imported, so ``conformance validate``, ``matrix`` and ``--help`` stay cheap.
+HEAVY = {
+    "conformance.models.train": (
+        "train", "train a tiny pipeline on the synthetic shapes data set"),
+    "conformance.models.montage": ("montage", "draw a captioned grid of tiny-model samples"),
+    "conformance.quant.command": ("quantize", "quantize a diffusers model to a GGUF file"),
+}
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The ``conformance`` parser; ``command`` (the sub-command about to run) decides which
+    of the :data:`HEAVY` extensions is imported."""
     from conformance.options import OPTION_BY_NAME
 
     parser = argparse.ArgumentParser(
@@ -143,6 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_fingerprint)
 
     for module_name in EXTENSIONS:
+        if module_name in HEAVY and HEAVY[module_name][0] != command:
+            # listed in --help without importing torch and diffusers (never selected: the
+            # chosen command's module is imported for real)
+            name, text = HEAVY[module_name]
+            sub.add_parser(name, help=text, add_help=False)
+            continue
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -158,7 +176,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # command's own output is what matters here.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = build_parser()
+    parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     if argv and argv[0] in ("run", "record"):
         if any(a in ("-h", "--help") for a in argv[1:2]):
             print(f"usage: conformance {argv[0]} [pytest and suite options]\n")

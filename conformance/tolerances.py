@@ -13,21 +13,31 @@ Tiers:
 that mean MAE over the cases does not decrease along it (for what the measurements support).
 
 ``close`` and ``perceptual`` have bounds per precision, with ``default`` for precisions not
-listed. The numbers and how they were calibrated live in ``conformance/tolerances.toml``.
+listed. A table of bounds takes the tolerance key of any registered metric
+(:data:`conformance.metrics.METRICS`: ``mae_max``, ``ssim_min``, ``flip_max``...), and only
+those.
+
+The optional ``[vae.decode.<precision>]``, ``[vae.roundtrip.<precision>]`` and
+``[vae.latent8.<precision>]`` tables (``default`` for precisions not listed) bound the VAE
+checks of :mod:`conformance.vae`: metric bounds as above, plus the keys of
+:data:`VAE_EXTRA_KEYS`. The numbers and how they were calibrated live in
+``conformance/tolerances.toml``.
 """
 
 from __future__ import annotations
 
 import enum
 import math
-from dataclasses import dataclass, fields
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from conformance import PACKAGE_DIR
 from conformance.errors import ToleranceFileError, type_name
-from conformance.metrics import Metrics
-from conformance.precision import PRECISIONS
+from conformance.metrics import Metric, Metrics, bound_keys
+from conformance.precision import PRECISIONS, Kind
 from conformance.safeio import SETTINGS_LIMIT, key_label, load_toml, show
 
 DEFAULT_TOLERANCES = PACKAGE_DIR / "tolerances.toml"
@@ -41,61 +51,127 @@ class Tier(enum.Enum):
     FIDELITY = "fidelity"
 
 
-@dataclass(frozen=True)
 class Bounds:
-    """Limits on :class:`~conformance.metrics.Metrics`; ``None`` means unchecked."""
+    """Limits on :class:`~conformance.metrics.Metrics` by tolerance key (``mae_max=1.0``,
+    ``ssim_min=0.99``), for registered metrics only; a key not given is unchecked (reads
+    None as an attribute)."""
 
-    mae_max: float | None = None
-    max_abs_max: int | None = None
-    psnr_min: float | None = None
-    ssim_min: float | None = None
-    phash_max: int | None = None
-    dhash_max: int | None = None
+    __slots__ = ("limits",)
+    limits: Mapping[str, float]
+
+    def __init__(self, **limits: float) -> None:
+        keys = bound_keys()
+        unknown = [k for k in limits if k not in keys]
+        if unknown:
+            raise TypeError(
+                f"unknown bound {', '.join(map(repr, unknown))}; accepted: {', '.join(keys)}"
+            )
+        ordered = {k: limits[k] for k in keys if limits.get(k) is not None}
+        object.__setattr__(self, "limits", MappingProxyType(ordered))
+
+    def __getattr__(self, name: str) -> float | None:
+        if name in bound_keys():
+            return self.limits.get(name)
+        raise AttributeError(f"Bounds has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Bounds is immutable")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_bounds, (dict(self.limits),))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Bounds):
+            return NotImplemented
+        return dict(self.limits) == dict(other.limits)
+
+    def __hash__(self) -> int:
+        return hash(tuple(self.limits.items()))
+
+    def __repr__(self) -> str:
+        return f"Bounds({', '.join(f'{k}={v!r}' for k, v in self.limits.items())})"
+
+    def items(self) -> list[tuple[Metric, float]]:
+        """(metric, bound) of every bound set, in registry order."""
+        keys = bound_keys()
+        return [(keys[k], v) for k, v in self.limits.items() if k in keys]
 
     def violations(self, m: Metrics) -> list[str]:
-        """Each bound ``m`` breaks, as ``observed=..., expected ...`` text."""
+        """Each bound ``m`` breaks, as ``observed=..., expected ...`` text; a bounded metric
+        that ``m`` did not measure is one too (``not measured``)."""
         out = []
-        checks = (
-            ("MAE", m.mae, self.mae_max, "<="),
-            ("max_abs", m.max_abs, self.max_abs_max, "<="),
-            ("PSNR", m.psnr, self.psnr_min, ">="),
-            ("SSIM", m.ssim, self.ssim_min, ">="),
-            ("pHash distance", m.phash_distance, self.phash_max, "<="),
-            ("dHash distance", m.dhash_distance, self.dhash_max, "<="),
-        )
-        for name, value, bound, op in checks:
-            if bound is None:
-                continue
-            bad = (
-                (value > bound or math.isnan(value))
-                if op == "<="
-                else (value < bound or math.isnan(value))
-            )
-            if bad:
-                out.append(f"{name}: observed={value:.6g}, expected {op} {bound}")
+        for metric, bound in self.items():
+            value = m.get(metric.name)
+            if value is None:
+                out.append(f"{metric.label}: not measured, expected {metric.op} {bound}")
+            elif not metric.passes(value, bound):
+                out.append(f"{metric.label}: observed={value:.6g}, expected {metric.op} {bound}")
         return out
 
     def to_dict(self) -> dict[str, Any]:
-        values = {f.name: getattr(self, f.name) for f in fields(self)}
-        return {k: v for k, v in values.items() if v is not None}
+        return dict(self.limits)
 
 
-_BOUND_TYPES = {
-    "mae_max": float,
-    "max_abs_max": int,
-    "psnr_min": float,
-    "ssim_min": float,
-    "phash_max": int,
-    "dhash_max": int,
+def _bounds(limits: dict[str, float]) -> Bounds:
+    return Bounds(**limits)
+
+
+@dataclass(frozen=True)
+class ExtraKey:
+    """A VAE bound that is not a registered metric's: its type, range and meaning."""
+
+    kind: type
+    range: tuple[float, float]
+    op: str
+    meaning: str
+
+
+#: Keys of the VAE tables besides metric bounds, per table.
+VAE_EXTRA_KEYS: dict[str, dict[str, ExtraKey]] = {
+    "decode": {},
+    "roundtrip": {
+        "psnr_drop_max": ExtraKey(
+            float, (0.0, 200.0), "<=", "PSNR per photo lost against the fp32 round trip, dB"
+        ),
+    },
+    "latent8": {
+        "psnr_loss_max": ExtraKey(
+            float, (0.0, 200.0), "<=", "PSNR against the photo lost by 8-bit latents, dB"
+        ),
+        "compression_min": ExtraKey(
+            float, (0.0, 1e6), ">=", "raw RGB bytes per stored 8-bit latent byte"
+        ),
+    },
 }
-_RANGES = {
-    "mae_max": (0.0, 255.0),
-    "max_abs_max": (0, 255),
-    "psnr_min": (0.0, 200.0),
-    "ssim_min": (-1.0, 1.0),
-    "phash_max": (0, 64),
-    "dhash_max": (0, 64),
+#: What each VAE table's metric bounds compare.
+VAE_TABLES: dict[str, str] = {
+    "decode": "seeded latents decoded in the precision against the fp32 decode, worst image",
+    "roundtrip": "photos encoded (latent mean) and decoded against the photo, worst photo",
+    "latent8": "the 8-bit latents' round trip against the float latents', worst photo",
 }
+
+
+@dataclass(frozen=True)
+class VaeBounds:
+    """One VAE table: bounds on the registered metrics, and its extra keys."""
+
+    metrics: Bounds
+    extra: Mapping[str, float] = field(default_factory=dict)
+    where: str = ""
+
+    def extra_violation(self, key: str, value: float, what: str, unit: str = "") -> str | None:
+        """``what: observed=..., expected <= bound`` when ``value`` breaks extra key ``key``
+        (None when it holds or the table does not set the key)."""
+        bound = self.extra.get(key)
+        if bound is None:
+            return None
+        table = next(keys for keys in VAE_EXTRA_KEYS.values() if key in keys)
+        op = table[key].op
+        ok = (value <= bound) if op == "<=" else (value >= bound)
+        if ok and not math.isnan(value):
+            return None
+        suffix = f" {unit}" if unit else ""
+        return f"{what}: observed={value:.6g}{suffix}, expected {op} {bound}{suffix}"
 
 
 @dataclass(frozen=True)
@@ -103,6 +179,8 @@ class Tolerances:
     path: Path
     tiers: dict[Tier, dict[str, Bounds]]
     ladder: tuple[str, ...] = ()
+    #: ``vae[table][precision]``; empty when the file has no ``[vae]`` tables.
+    vae: dict[str, dict[str, VaeBounds]] = field(default_factory=dict)
 
     def bounds(self, tier: Tier, precision: str) -> Bounds:
         """The bounds for ``precision`` at ``tier`` (``default`` if not listed)."""
@@ -110,6 +188,21 @@ class Tolerances:
             raise ValueError("the exact tier has no bounds: it requires equal pixel hashes")
         table = self.tiers[tier]
         return table.get(precision) or table["default"]
+
+    def vae_bounds(self, table: str, precision: str) -> VaeBounds:
+        """The ``[vae.<table>.<precision>]`` bounds (``default`` if not listed).
+
+        Raises ``LookupError`` naming the file and the table when there are none."""
+        if table not in VAE_TABLES:
+            raise ValueError(f"no VAE table {table!r}; known: {', '.join(VAE_TABLES)}")
+        found = self.vae.get(table, {})
+        bounds = found.get(precision) or found.get("default")
+        if bounds is None:
+            raise LookupError(
+                f"{self.path}: no [vae.{table}.{precision}] table (nor "
+                f"[vae.{table}.default]) bounds the VAE checks"
+            )
+        return bounds
 
 
 def load_tolerances(path: str | Path | None = None) -> Tolerances:
@@ -119,7 +212,9 @@ def load_tolerances(path: str | Path | None = None) -> Tolerances:
 
 
 def parse_tolerances(data: dict[str, Any], path: Path) -> Tolerances:
-    accepted = ["schema_version", "ladder", *(t.value for t in Tier if t is not Tier.EXACT)]
+    accepted = [
+        "schema_version", "ladder", *(t.value for t in Tier if t is not Tier.EXACT), "vae"
+    ]
     for key in data:
         if key == Tier.EXACT.value:
             raise ToleranceFileError(
@@ -148,16 +243,26 @@ def parse_tolerances(data: dict[str, Any], path: Path) -> Tolerances:
         tiers[tier] = {}
         for precision, body in table.items():
             where = f"[{tier.value}.{key_label(precision)}]"
-            if precision != "default" and precision not in PRECISIONS:
-                raise ToleranceFileError(
-                    path,
-                    f"{where}: unknown precision {show(precision)}; accepted: default, "
-                    f"{', '.join(PRECISIONS)}",
-                )
+            _check_precision(precision, where, path, PRECISIONS)
             if not isinstance(body, dict):
                 raise ToleranceFileError(path, f"{where} must be a table, not {type_name(body)}")
-            tiers[tier][precision] = _parse_bounds(body, path, where)
-    return Tolerances(path, tiers, _parse_ladder(data.get("ladder", {}), path))
+            values = _parse_bounds(body, path, where, {})
+            tiers[tier][precision] = Bounds(**values)
+    return Tolerances(
+        path,
+        tiers,
+        _parse_ladder(data.get("ladder", {}), path),
+        _parse_vae(data.get("vae"), path),
+    )
+
+
+def _check_precision(precision: str, where: str, path: Path, names: Any) -> None:
+    if precision != "default" and precision not in names:
+        raise ToleranceFileError(
+            path,
+            f"{where}: unknown precision {show(precision)}; accepted: default, "
+            f"{', '.join(names)}",
+        )
 
 
 def _parse_ladder(table: Any, path: Path) -> tuple[str, ...]:
@@ -177,14 +282,54 @@ def _parse_ladder(table: Any, path: Path) -> tuple[str, ...]:
     return tuple(order)
 
 
-def _parse_bounds(body: dict[str, Any], path: Path, where: str) -> Bounds:
+def _parse_vae(data: Any, path: Path) -> dict[str, dict[str, VaeBounds]]:
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ToleranceFileError(path, f"[vae] must be a table, not {type_name(data)}")
+    dtypes = [n for n, p in PRECISIONS.items() if p.kind is Kind.DTYPE]
+    out: dict[str, dict[str, VaeBounds]] = {}
+    for name, table in data.items():
+        if name not in VAE_TABLES:
+            raise ToleranceFileError(
+                path, f"[vae]: unknown table {show(name)}; accepted: {', '.join(VAE_TABLES)}"
+            )
+        if not isinstance(table, dict):
+            raise ToleranceFileError(
+                path, f"[vae.{name}] must be a table of precisions, not {type_name(table)}"
+            )
+        out[name] = {}
+        extra = VAE_EXTRA_KEYS[name]
+        for precision, body in table.items():
+            where = f"[vae.{name}.{key_label(precision)}]"
+            _check_precision(precision, where, path, dtypes)
+            if not isinstance(body, dict):
+                raise ToleranceFileError(path, f"{where} must be a table, not {type_name(body)}")
+            values = _parse_bounds(body, path, where, extra)
+            out[name][precision] = VaeBounds(
+                Bounds(**{k: v for k, v in values.items() if k not in extra}),
+                MappingProxyType({k: v for k, v in values.items() if k in extra}),
+                f"{where} of {path}",
+            )
+    return out
+
+
+def _parse_bounds(
+    body: dict[str, Any], path: Path, where: str, extra: Mapping[str, ExtraKey]
+) -> dict[str, Any]:
+    metrics = bound_keys()
+    specs: dict[str, tuple[type, tuple[float, float]]] = {
+        key: (int if m.integer else float, m.limits) for key, m in metrics.items()
+    }
+    specs |= {key: (e.kind, e.range) for key, e in extra.items()}
     values: dict[str, Any] = {}
     for key, value in body.items():
-        expected = _BOUND_TYPES.get(key)
-        if expected is None:
+        spec = specs.get(key)
+        if spec is None:
             raise ToleranceFileError(
-                path, f"{where}: unknown key {show(key)}; accepted: {', '.join(_BOUND_TYPES)}"
+                path, f"{where}: unknown key {show(key)}; accepted: {', '.join(specs)}"
             )
+        expected, (lo, hi) = spec
         numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
         if not numeric or (expected is int and not isinstance(value, int)):
             raise ToleranceFileError(
@@ -192,12 +337,9 @@ def _parse_bounds(body: dict[str, Any], path: Path, where: str) -> Bounds:
                 f"{where}: key {key!r} must be {'an integer' if expected is int else 'a number'}"
                 f", not {type_name(value)} ({show(value)})",
             )
-        lo, hi = _RANGES[key]
         if not lo <= value <= hi or (isinstance(value, float) and math.isnan(value)):
             raise ToleranceFileError(path, f"{where}: key {key!r} = {value} is outside {lo}..{hi}")
         values[key] = expected(value)
     if not values:
-        raise ToleranceFileError(
-            path, f"{where} sets no bound; accepted: {', '.join(_BOUND_TYPES)}"
-        )
-    return Bounds(**values)
+        raise ToleranceFileError(path, f"{where} sets no bound; accepted: {', '.join(specs)}")
+    return values

@@ -5,14 +5,17 @@ This module measures it on the suite's tiny VAEs (``fixtures/<model>/vae``, diff
 ``AutoencoderKL`` directories) without pytest:
 
 * :func:`decode_check` decodes the same seeded latents (CPU ``torch.Generator``) in a given
-  precision and compares the pixels with the fp32 decode (MAE, PSNR, SSIM, pHash distance via
-  :func:`conformance.metrics.compare`);
+  precision and compares the pixels with the fp32 decode (every registered metric of
+  :func:`conformance.metrics.compare`, worst image of the batch);
 * :func:`photo_checks` encodes real photographs bundled with scikit-image
   (:func:`sample_photos`), takes the latent mean (no sampling), decodes, and compares with the
   photo; it also quantizes the latents to 8 bits per value with a per-channel min/max
   (:func:`quantize_latents_8bit`), decodes those, and accounts the bytes against raw RGB and
   PNG: the latent-space image compression idea, measured;
-* :func:`run_checks` runs the whole table and :func:`render_markdown` formats it.
+* :func:`run_checks` runs the whole table and :func:`render_markdown` formats it;
+* :func:`decode_violations`, :func:`round_trip_violations` and :func:`latent8_violations`
+  judge the checks against the ``[vae.*]`` tables of a tolerance file
+  (:meth:`conformance.tolerances.Tolerances.vae_bounds`).
 
 Latents are "pipeline latents": :func:`encode_images` applies ``shift_factor`` and
 ``scaling_factor`` (and ``latents_mean`` / ``latents_std`` when the config has them) the way
@@ -39,13 +42,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from conformance import PROJECT_ROOT
-from conformance.metrics import as_rgb_uint8, compare
+from conformance.metrics import METRICS, Metrics, as_rgb_uint8, compare, worst
 from conformance.models import dtype_keyword, get_model
 from conformance.precision import PRECISIONS, REFERENCE_PRECISION, Kind
 
 if TYPE_CHECKING:
     import torch
     from diffusers import AutoencoderKL
+
+    from conformance.tolerances import VaeBounds
 
 #: Models whose VAE the checks cover (names of :data:`conformance.models.MODELS`).
 VAE_MODELS: tuple[str, ...] = ("tiny-sd", "tiny-flux")
@@ -425,7 +430,9 @@ def compression_sizes(quantized: QuantizedLatents, images: Any) -> CompressionSi
 
 @dataclass(frozen=True)
 class DecodeCheck:
-    """Decoding the same seeded latents in ``precision`` against fp32, worst over the batch.
+    """Decoding the same seeded latents in ``precision`` against fp32: every registered metric
+    (:func:`conformance.metrics.compare`) at its worst over the batch, read as
+    ``check.metrics`` or as attributes (``check.mae``, ``check.identical``).
 
     For fp32 itself the reference is a second, independently loaded fp32 VAE, so the row
     says whether the decode is bit-repeatable.
@@ -436,26 +443,38 @@ class DecodeCheck:
     size: int
     seed: int
     count: int
-    identical: bool
-    mae: float
-    max_abs: int
-    psnr: float
-    ssim: float
-    phash_distance: int
+    metrics: Metrics
+
+    @property
+    def identical(self) -> bool:
+        return self.metrics.identical
+
+    def __getattr__(self, name: str) -> Any:
+        if name in METRICS:
+            return getattr(self.metrics, name)
+        raise AttributeError(f"DecodeCheck has no attribute {name!r}")
 
 
 @dataclass(frozen=True)
 class RoundTripCheck:
-    """Encode-decode round trips of the photos in ``precision``, against the photos."""
+    """Encode-decode round trips of the photos in ``precision``: the registered metrics of
+    each round trip against its photo."""
 
     model: str
     precision: str
     size: int
     photos: tuple[str, ...]
-    psnr: tuple[float, ...]
-    ssim: tuple[float, ...]
+    metrics: tuple[Metrics, ...]
     #: Largest per-photo PSNR lost against the fp32 round trip (0 for fp32).
     max_psnr_drop: float
+
+    @property
+    def psnr(self) -> tuple[float, ...]:
+        return tuple(m.psnr for m in self.metrics)
+
+    @property
+    def ssim(self) -> tuple[float, ...]:
+        return tuple(m.ssim for m in self.metrics)
 
     @property
     def mean_psnr(self) -> float:
@@ -483,13 +502,24 @@ class LatentQuantCheck:
     size: int
     photos: tuple[str, ...]
     #: 8-bit round trip against the float-latent round trip, per photo.
-    psnr_vs_float: tuple[float, ...]
-    ssim_vs_float: tuple[float, ...]
+    vs_float: tuple[Metrics, ...]
     #: 8-bit round trip against the photo, per photo.
-    psnr_vs_photo: tuple[float, ...]
+    vs_photo: tuple[Metrics, ...]
     #: Per photo: PSNR (vs photo) of the float-latent round trip minus that of the 8-bit one.
     psnr_loss: tuple[float, ...]
     sizes: CompressionSizes
+
+    @property
+    def psnr_vs_float(self) -> tuple[float, ...]:
+        return tuple(m.psnr for m in self.vs_float)
+
+    @property
+    def ssim_vs_float(self) -> tuple[float, ...]:
+        return tuple(m.ssim for m in self.vs_float)
+
+    @property
+    def psnr_vs_photo(self) -> tuple[float, ...]:
+        return tuple(m.psnr for m in self.vs_photo)
 
     @property
     def min_psnr_vs_float(self) -> float:
@@ -570,12 +600,7 @@ def decode_check(
         size=int(observed.shape[1]),
         seed=seed,
         count=len(metrics),
-        identical=all(m.identical for m in metrics),
-        mae=max(m.mae for m in metrics),
-        max_abs=max(m.max_abs for m in metrics),
-        psnr=min(m.psnr for m in metrics),
-        ssim=min(m.ssim for m in metrics),
-        phash_distance=max(m.phash_distance for m in metrics),
+        metrics=worst(metrics),
     )
 
 
@@ -601,16 +626,15 @@ def photo_checks(
     quantized = quantize_latents_8bit(latents)
     decoded_8bit = decode_latents(vae, dequantize_latents_8bit(quantized))
 
-    rt = [compare(d, p) for d, p in zip(decoded, batch, strict=True)]
-    q_float = [compare(q, d) for q, d in zip(decoded_8bit, decoded, strict=True)]
-    q_photo = [compare(q, p) for q, p in zip(decoded_8bit, batch, strict=True)]
-    psnr = tuple(m.psnr for m in rt)
+    rt = tuple(compare(d, p) for d, p in zip(decoded, batch, strict=True))
+    q_float = tuple(compare(q, d) for q, d in zip(decoded_8bit, decoded, strict=True))
+    q_photo = tuple(compare(q, p) for q, p in zip(decoded_8bit, batch, strict=True))
     if reference is None:
         drop = 0.0
     else:
         if reference.photos != names:
             raise ValueError(f"reference photos {reference.photos} differ from {names}")
-        drop = max(r - p for r, p in zip(reference.psnr, psnr, strict=True))
+        drop = max(r.psnr - p.psnr for r, p in zip(reference.metrics, rt, strict=True))
     size = int(batch.shape[1])
     return (
         RoundTripCheck(
@@ -618,8 +642,7 @@ def photo_checks(
             precision=precision,
             size=size,
             photos=names,
-            psnr=psnr,
-            ssim=tuple(m.ssim for m in rt),
+            metrics=rt,
             max_psnr_drop=drop,
         ),
         LatentQuantCheck(
@@ -627,13 +650,56 @@ def photo_checks(
             precision=precision,
             size=size,
             photos=names,
-            psnr_vs_float=tuple(m.psnr for m in q_float),
-            ssim_vs_float=tuple(m.ssim for m in q_float),
-            psnr_vs_photo=tuple(m.psnr for m in q_photo),
+            vs_float=q_float,
+            vs_photo=q_photo,
             psnr_loss=tuple(f.psnr - q.psnr for f, q in zip(rt, q_photo, strict=True)),
             sizes=compression_sizes(quantized, batch),
         ),
     )
+
+
+# -- bounds ----------------------------------------------------------------------------------
+
+
+def _per_photo(photos: Sequence[str], metrics: Sequence[Metrics], bounds: VaeBounds) -> list[str]:
+    return [
+        f"photo {name!r}: {problem}"
+        for name, m in zip(photos, metrics, strict=True)
+        for problem in bounds.metrics.violations(m)
+    ]
+
+
+def decode_violations(check: DecodeCheck, bounds: VaeBounds) -> list[str]:
+    """What of ``[vae.decode.<precision>]`` the worst decoded image breaks."""
+    return bounds.metrics.violations(check.metrics)
+
+
+def round_trip_violations(check: RoundTripCheck, bounds: VaeBounds) -> list[str]:
+    """What of ``[vae.roundtrip.<precision>]`` the round trips break: the metric bounds per
+    photo (against the photo), and ``psnr_drop_max`` (PSNR lost against fp32)."""
+    out = _per_photo(check.photos, check.metrics, bounds)
+    drop = bounds.extra_violation(
+        "psnr_drop_max", check.max_psnr_drop, "PSNR lost against the fp32 round trip", "dB"
+    )
+    return out + ([drop] if drop else [])
+
+
+def latent8_violations(check: LatentQuantCheck, bounds: VaeBounds) -> list[str]:
+    """What of ``[vae.latent8.<precision>]`` the 8-bit latents break: the metric bounds per
+    photo (against the float-latent round trip), ``psnr_loss_max`` (PSNR against the photo
+    lost) and ``compression_min`` (raw RGB bytes per latent byte)."""
+    out = _per_photo(check.photos, check.vs_float, bounds)
+    for problem in (
+        bounds.extra_violation(
+            "psnr_loss_max", check.max_psnr_loss, "PSNR against the photo lost", "dB"
+        ),
+        bounds.extra_violation(
+            "compression_min", check.sizes.ratio_vs_raw, "raw RGB bytes per 8-bit latent byte"
+        ),
+    ):
+        if problem:
+            out.append(problem)
+    return out
 
 
 def library_versions() -> tuple[tuple[str, str], ...]:
@@ -756,15 +822,14 @@ def render_markdown(report: VaeReport) -> str:
             "compares two independently loaded fp32 VAEs (bit-repeatability).",
             "",
         ]
+    metrics = list(METRICS.values())
     lines += [
-        "| model | precision | identical | MAE | max abs | PSNR dB | SSIM | pHash d |",
-        "|---|---|---|---:|---:|---:|---:|---:|",
+        "| model | precision | identical | " + " | ".join(m.header for m in metrics) + " |",
+        "|---|---|---|" + "---:|" * len(metrics),
     ]
     for d in report.decode:
-        lines.append(
-            f"| {d.model} | {d.precision} | {'yes' if d.identical else 'no'} | {d.mae:.4f} "
-            f"| {d.max_abs} | {_db(d.psnr)} | {d.ssim:.5f} | {d.phash_distance} |"
-        )
+        values = " | ".join(m.format(d.metrics.get(m.name)) for m in metrics)
+        lines.append(f"| {d.model} | {d.precision} | {'yes' if d.identical else 'no'} | {values} |")
     lines += [
         "",
         "## Photo round trips (encode, latent mean, decode) vs the photo",

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from conformance import __version__
+from conformance import PROJECT_ROOT, __version__
 from conformance.cli import main
 
 
@@ -199,3 +199,17 @@ def test_cpu_matrix_end_to_end(tmp_path):
     assert default in md and avx2 in md
     assert (out / "matrix.html").is_file() and (out / "matrix.json").is_file()
     assert (out / "golden" / "tiny-flux" / default / "manifest.json").is_file()
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["validate", "golden"], ["matrix", "golden",
+                                                                      "--markdown", "-"]])
+def test_cheap_commands_import_neither_torch_nor_diffusers(argv):
+    code = ("import sys\nfrom conformance.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print('torch' in sys.modules, 'diffusers' in sys.modules, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          timeout=300, cwd=PROJECT_ROOT)
+    assert proc.stderr.strip().splitlines()[-1] == "False False", proc.stderr[-2000:]
+    if argv == ["--help"]:
+        for name in ("train", "montage", "quantize", "validate", "matrix", "migrate"):
+            assert name in proc.stdout

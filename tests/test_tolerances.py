@@ -5,8 +5,9 @@ import math
 import pytest
 
 from conformance.errors import ToleranceFileError
-from conformance.metrics import Metrics
+from conformance.metrics import METRICS, Metrics, bound_keys
 from conformance.tolerances import DEFAULT_TOLERANCES, Bounds, Tier, load_tolerances
+from tests.test_metric_registry import fake_metric  # noqa: F401 (a fixture)
 
 GOOD = """schema_version = 1
 [ladder]
@@ -31,7 +32,7 @@ def write(tmp_path, text):
 
 def metrics(**kw):
     base = dict(identical=False, mae=0.5, max_abs=3, psnr=40.0, ssim=0.99,
-                phash_distance=2, dhash_distance=2)
+                phash_distance=2, dhash_distance=2, flip=0.02)
     return Metrics(**(base | kw))
 
 
@@ -58,7 +59,7 @@ def test_violations_name_metric_observed_and_bound():
     assert "SSIM: observed=0.99, expected >= 0.995" in v
     assert "pHash distance: observed=2, expected <= 1" in v
     assert "PSNR: observed=40, expected >= 50.0" in v
-    assert "max_abs: observed=3, expected <= 2" in v
+    assert "max abs: observed=3, expected <= 2" in v
     assert len(v) == 5
     assert Bounds(mae_max=1.0).violations(metrics()) == []
     assert Bounds(ssim_min=0.5).violations(metrics(ssim=math.nan))
@@ -100,3 +101,132 @@ def test_errors(tmp_path, text, message):
 def test_unreadable(tmp_path):
     with pytest.raises(ToleranceFileError, match="cannot read"):
         load_tolerances(tmp_path / "missing.toml")
+
+
+# -- keys from the metric registry -------------------------------------------------------------
+def test_bound_keys_are_the_registered_metrics():
+    assert list(bound_keys()) == [m.bound for m in METRICS.values()]
+    assert {"mae_max", "ssim_min", "flip_max"} <= set(bound_keys())
+    assert Bounds(flip_max=0.05).violations(metrics(flip=0.07)) == [
+        "FLIP: observed=0.07, expected <= 0.05"
+    ]
+    with pytest.raises(TypeError, match="unknown bound 'mae'; accepted: mae_max, "):
+        Bounds(mae=1.0)
+
+
+def test_unknown_key_lists_every_registered_bound(tmp_path):
+    path = write(tmp_path, GOOD.replace("mae_max = 1.0", "lpips_max = 0.1"))
+    with pytest.raises(ToleranceFileError) as info:
+        load_tolerances(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: [close.default]: unknown key 'lpips_max'; accepted: ")
+    assert message.endswith(", ".join(m.bound for m in METRICS.values()))
+
+
+@pytest.mark.usefixtures("fake_metric")
+def test_a_registered_metric_brings_its_bound_key(tmp_path):
+    text = GOOD.replace("mae_max = 1.0", "mae_max = 1.0\nfake_max = 0.25")
+    tol = load_tolerances(write(tmp_path, text))
+    bounds = tol.bounds(Tier.CLOSE, "fp32")
+    assert bounds.fake_max == 0.25 and bounds.to_dict() == {"mae_max": 1.0, "fake_max": 0.25}
+    assert bounds.violations(metrics()) == ["fake metric: not measured, expected <= 0.25"]
+    m = Metrics(False, {"mae": 0.1, "fake": 0.5})
+    assert bounds.violations(m) == ["fake metric: observed=0.5, expected <= 0.25"]
+    with pytest.raises(ToleranceFileError, match=r"'fake_max' = 2.0 is outside 0.0..1.0"):
+        load_tolerances(write(tmp_path, text.replace("fake_max = 0.25", "fake_max = 2.0")))
+
+
+def test_bounds_of_an_unmeasured_metric_fail_closed():
+    m = Metrics(False, {"mae": 0.1})
+    assert Bounds(mae_max=1.0, flip_max=0.1).violations(m) == [
+        "FLIP: not measured, expected <= 0.1"
+    ]
+
+
+def test_bounds_value_semantics():
+    a = Bounds(ssim_min=0.9, mae_max=1.0)
+    assert a == Bounds(mae_max=1.0, ssim_min=0.9) and hash(a) == hash(Bounds(mae_max=1.0,
+                                                                               ssim_min=0.9))
+    assert a.mae_max == 1.0 and a.psnr_min is None
+    assert repr(a) == "Bounds(mae_max=1.0, ssim_min=0.9)"
+    with pytest.raises(AttributeError):
+        a.mae_max = 2.0
+    with pytest.raises(AttributeError):
+        _ = a.not_a_key
+
+
+# -- [vae] tables ------------------------------------------------------------------------------
+VAE = """
+[vae.decode.bf16]
+mae_max = 1.5
+psnr_min = 40.0
+[vae.decode.default]
+mae_max = 0.5
+[vae.roundtrip.fp32]
+psnr_min = 9.0
+psnr_drop_max = 0.0
+[vae.latent8.fp16]
+psnr_min = 42.0
+compression_min = 10.0
+"""
+
+
+def test_vae_tables(tmp_path):
+    tol = load_tolerances(write(tmp_path, GOOD + VAE))
+    decode = tol.vae_bounds("decode", "bf16")
+    assert decode.metrics == Bounds(mae_max=1.5, psnr_min=40.0) and not decode.extra
+    assert tol.vae_bounds("decode", "fp16").metrics == Bounds(mae_max=0.5)  # default
+    rt = tol.vae_bounds("roundtrip", "fp32")
+    assert rt.metrics == Bounds(psnr_min=9.0) and dict(rt.extra) == {"psnr_drop_max": 0.0}
+    assert rt.where == f"[vae.roundtrip.fp32] of {tmp_path / 'tol.toml'}"
+    assert rt.extra_violation("psnr_drop_max", 0.01, "lost", "dB") == (
+        "lost: observed=0.01 dB, expected <= 0.0 dB"
+    )
+    assert rt.extra_violation("psnr_drop_max", 0.0, "lost") is None
+    q = tol.vae_bounds("latent8", "fp16")
+    assert q.extra_violation("compression_min", 9.5, "ratio") == (
+        "ratio: observed=9.5, expected >= 10.0"
+    )
+    with pytest.raises(LookupError, match=r"no \[vae.latent8.bf16\] table \(nor "):
+        tol.vae_bounds("latent8", "bf16")
+
+
+def test_vae_tables_are_optional(tmp_path):
+    tol = load_tolerances(write(tmp_path, GOOD))
+    assert tol.vae == {}
+    with pytest.raises(LookupError, match=r"tol\.toml: no"):
+        tol.vae_bounds("decode", "bf16")
+
+
+def test_default_file_bounds_every_vae_check():
+    tol = load_tolerances()
+    for precision in ("fp32", "bf16", "fp16"):
+        for table in ("roundtrip", "latent8"):
+            assert tol.vae_bounds(table, precision).metrics.psnr_min is not None
+    for precision in ("bf16", "fp16"):
+        assert tol.vae_bounds("decode", precision).metrics.flip_max is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("[vae.encode.bf16]\nmae_max = 1\n", r"\[vae\]: unknown table 'encode'; accepted: decode"),
+        ("[vae.decode.gguf-q8_0]\nmae_max = 1\n",
+         r"\[vae.decode.gguf-q8_0\]: unknown precision 'gguf-q8_0'; accepted: default, fp32"),
+        ("[vae.decode.bf16]\npsnr_drop_max = 1\n",
+         r"\[vae.decode.bf16\]: unknown key 'psnr_drop_max'; accepted: mae_max, "),
+        ("[vae.roundtrip.bf16]\nlpips_max = 1\n",
+         r"unknown key 'lpips_max'; accepted: .*flip_max, psnr_drop_max$"),
+        ("[vae.latent8.bf16]\ncompression_min = -1.0\n", r"'compression_min' = -1.0 is outside"),
+        ("[vae.latent8.bf16]\npsnr_loss_max = true\n", "must be a number, not boolean"),
+        ("[vae.roundtrip.fp32]\n", r"\[vae.roundtrip.fp32\] sets no bound"),
+        ("[vae]\ndecode = 3\n", r"\[vae.decode\] must be a table of precisions, not integer"),
+        ("vae = 3\n", r"\[vae\] must be a table, not integer"),
+    ],
+)
+def test_vae_errors(tmp_path, text, message):
+    body = GOOD + text if text.startswith("[") else text + GOOD
+    path = write(tmp_path, body)
+    with pytest.raises(ToleranceFileError, match=message) as info:
+        load_tolerances(path)
+    assert str(info.value).startswith(str(path))

@@ -21,7 +21,8 @@ from hypothesis.extra.numpy import arrays
 from PIL import Image
 
 from conformance import vae as V
-from conformance.metrics import pixel_sha256
+from conformance.metrics import METRICS, Metrics, pixel_sha256
+from conformance.tolerances import load_tolerances
 
 # A VAE small enough to build per test: 2 blocks = 2x downsampling, 4 latent channels.
 SMALL_VAE_CONFIG = {
@@ -304,18 +305,31 @@ def test_bytes_accounting_needs_one_image_per_latent() -> None:
 # -- checks and Markdown ---------------------------------------------------------------------
 
 
+def _m(psnr: float, ssim: float, identical: bool = False, **more: float) -> Metrics:
+    return Metrics(identical, psnr=psnr, ssim=ssim, **more)
+
+
+IDENTICAL = Metrics(True, {n: m.best for n, m in METRICS.items()})
+BF16 = Metrics(False, mae=0.64, max_abs=6, psnr=48.17, ssim=0.9995, phash_distance=2,
+               dhash_distance=1, flip=0.018)
+
+
 def _report() -> V.VaeReport:
     sizes = V.CompressionSizes(
         raw_rgb_bytes=12288, png_bytes=9000, latent_bytes=1056, latent_zlib_bytes=1000
     )
     return V.VaeReport(
         decode=(
-            V.DecodeCheck("tiny-sd", "fp32", 64, 0, 4, True, 0.0, 0, math.inf, 1.0, 0),
-            V.DecodeCheck("tiny-sd", "bf16", 64, 0, 4, False, 0.64, 6, 48.17, 0.9995, 2),
+            V.DecodeCheck("tiny-sd", "fp32", 64, 0, 4, IDENTICAL),
+            V.DecodeCheck("tiny-sd", "bf16", 64, 0, 4, BF16),
         ),
         round_trips=(
-            V.RoundTripCheck("tiny-sd", "fp32", 64, ("a", "b"), (10.0, 12.0), (0.5, 0.7), 0.0),
-            V.RoundTripCheck("tiny-sd", "bf16", 64, ("a", "b"), (9.9, 12.0), (0.5, 0.7), 0.1),
+            V.RoundTripCheck(
+                "tiny-sd", "fp32", 64, ("a", "b"), (_m(10.0, 0.5), _m(12.0, 0.7)), 0.0
+            ),
+            V.RoundTripCheck(
+                "tiny-sd", "bf16", 64, ("a", "b"), (_m(9.9, 0.5), _m(12.0, 0.7)), 0.1
+            ),
         ),
         latent_quant=(
             V.LatentQuantCheck(
@@ -323,9 +337,8 @@ def _report() -> V.VaeReport:
                 "fp32",
                 64,
                 ("a", "b"),
-                (50.0, math.inf),
-                (0.999, 1.0),
-                (10.0, 12.0),
+                (_m(50.0, 0.999), _m(math.inf, 1.0, identical=True)),
+                (_m(10.0, 0.5), _m(12.0, 0.6)),
                 (0.0, 0.01),
                 sizes,
             ),
@@ -354,6 +367,9 @@ def test_records_aggregate_per_photo_values() -> None:
     assert rt.min_ssim == 0.5 and rt.mean_ssim == pytest.approx(0.6)
     q = report.latent_quant[0]
     assert q.min_psnr_vs_float == 50.0 and q.max_psnr_loss == 0.01 and q.min_ssim_vs_float == 0.999
+    assert q.psnr_vs_photo == (10.0, 12.0)
+    d = report.decode[1]
+    assert d.mae == 0.64 and d.flip == 0.018 and not d.identical and report.decode[0].identical
 
 
 def test_markdown_has_one_table_per_check_with_a_row_per_record() -> None:
@@ -368,7 +384,10 @@ def test_markdown_has_one_table_per_check_with_a_row_per_record() -> None:
         rows = _table_rows(md, header)
         assert len(rows) == 2 + records  # header, rule, records
         assert len({row.count("|") for row in rows}) == 1  # every row has every column
-    assert "| tiny-sd | fp32 | yes | 0.0000 | 0 | identical |" in md
+    assert "| tiny-sd | fp32 | yes | 0.0000 | 0 | inf | 1.00000 | 0 | 0 | 0.0000 |" in md
+    assert "| tiny-sd | bf16 | no | 0.6400 | 6 | 48.17 | 0.99950 | 2 | 1 | 0.0180 |" in md
+    header = "| model | precision | identical | " + " | ".join(m.header for m in METRICS.values())
+    assert header + " |" in md
     assert "| 11.6 | 8.5 |" in md  # compression ratios vs raw and vs PNG
     assert "| tiny-sd | 4 | 4x | 0.28205 | - | `abababababababab` | `fixtures/tiny-sd/vae` |" in md
     assert md.rstrip().endswith("torch 2.13.0; 1 torch thread(s).")
@@ -475,3 +494,110 @@ def test_report_script_names_a_missing_vae(
     err = capsys.readouterr().err
     assert f"vae_report: no VAE at {tmp_path / 'tiny-sd' / 'vae'}" in err
     assert not (tmp_path / "vae.md").exists()
+
+
+# -- bounds from the tolerance file ----------------------------------------------------------
+
+TIERS = """schema_version = 1
+[close.default]
+mae_max = 0.5
+[perceptual.default]
+mae_max = 2.0
+[fidelity.default]
+mae_max = 16.0
+"""
+VAE_BOUNDS = """
+[vae.decode.bf16]
+mae_max = 1.5
+psnr_min = 40.0
+flip_max = 0.05
+[vae.roundtrip.default]
+psnr_min = 9.0
+psnr_drop_max = 0.25
+[vae.latent8.default]
+psnr_min = 42.0
+psnr_loss_max = 0.25
+compression_min = 10.0
+"""
+
+
+def _tolerances(tmp_path: Path, text: str):
+    path = tmp_path / "tol.toml"
+    path.write_text(text)
+    return load_tolerances(path)
+
+
+def test_checks_within_the_file_bounds(tmp_path: Path) -> None:
+    tol = _tolerances(tmp_path, TIERS + VAE_BOUNDS)
+    report = _report()
+    assert V.decode_violations(report.decode[1], tol.vae_bounds("decode", "bf16")) == []
+    assert V.round_trip_violations(report.round_trips[0], tol.vae_bounds("roundtrip", "fp32")) == []
+    assert V.latent8_violations(report.latent_quant[0], tol.vae_bounds("latent8", "fp32")) == []
+
+
+def test_a_tighter_file_bound_fails_each_check(tmp_path: Path) -> None:
+    tight = (
+        VAE_BOUNDS.replace("flip_max = 0.05", "flip_max = 0.01")
+        .replace("psnr_min = 9.0", "psnr_min = 11.0")
+        .replace("psnr_drop_max = 0.25", "psnr_drop_max = 0.05")
+        .replace("compression_min = 10.0", "compression_min = 12.0")
+        .replace("psnr_loss_max = 0.25", "psnr_loss_max = 0.005")
+    )
+    tol = _tolerances(tmp_path, TIERS + tight)
+    report = _report()
+    assert V.decode_violations(report.decode[1], tol.vae_bounds("decode", "bf16")) == [
+        "FLIP: observed=0.018, expected <= 0.01"
+    ]
+    assert V.round_trip_violations(report.round_trips[1], tol.vae_bounds("roundtrip", "bf16")) == [
+        "photo 'a': PSNR: observed=9.9, expected >= 11.0",
+        "PSNR lost against the fp32 round trip: observed=0.1 dB, expected <= 0.05 dB",
+    ]
+    assert V.latent8_violations(report.latent_quant[0], tol.vae_bounds("latent8", "fp32")) == [
+        "PSNR against the photo lost: observed=0.01 dB, expected <= 0.005 dB",
+        "raw RGB bytes per 8-bit latent byte: observed=11.6364, expected >= 12.0",
+    ]
+
+
+def test_packaged_vae_bounds_hold_for_a_real_decode(small_vae_dir: Path) -> None:
+    tol = load_tolerances()
+    reference_vae = V.load_vae(small_vae_dir, "fp32")
+    latents = V.seeded_latents(reference_vae, 16, count=2)
+    reference = V.decode_latents(reference_vae, latents)
+    again = V.decode_check(
+        V.load_vae(small_vae_dir, "fp32"), reference, latents, model="small", precision="fp32"
+    )
+    assert again.identical and again.flip == 0.0 and math.isinf(again.psnr)
+    assert set(again.metrics.values) == {n for n, m in METRICS.items() if m.default}
+    assert V.decode_violations(again, tol.vae_bounds("decode", "fp16")) == []
+
+
+TIGHT_DECODE = """
+[vae.decode.bf16]
+mae_max = 0.001
+"""
+
+
+def test_the_vae_tests_read_their_bounds_from_the_file(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    from conformance import PACKAGE_DIR
+
+    if not (V.vae_dir("tiny-sd") / "config.json").is_file():
+        pytest.skip("no tiny-sd VAE fixture")
+    module = str(PACKAGE_DIR / "test_vae.py")
+    select = ["-k", "test_decode_close_to_fp32 and tiny-sd and bf16", "-p", "no:cacheprovider"]
+    tight = tmp_path / "tight.toml"
+    tight.write_text(TIERS + TIGHT_DECODE)
+    result = pytester.runpytest(module, "--tolerances", str(tight), *select)
+    result.assert_outcomes(failed=1)
+    result.stdout.fnmatch_lines([
+        f"*decode vs fp32 (worst image) beyond [[]vae.decode.bf16[]] of {tight}*",
+        "*MAE: observed=*, expected <= 0.001*",
+    ])
+    result = pytester.runpytest(module, *select)
+    result.assert_outcomes(passed=1)
+    # a file without [vae] tables keeps the packaged bounds
+    plain = tmp_path / "plain.toml"
+    plain.write_text(TIERS)
+    result = pytester.runpytest(module, "--tolerances", str(plain), *select)
+    result.assert_outcomes(passed=1)

@@ -1,5 +1,6 @@
 """The precision table: each format against fp32 on the same device, in the style of the
-published format comparisons (format, bits per weight, size, MAE, PSNR, SSIM, pHash)."""
+published format comparisons (format, bits per weight, size, then the mean of every
+registered metric, :data:`conformance.metrics.METRICS`)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,26 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from conformance.metrics import METRICS
 from conformance.precision import PRECISIONS
 from conformance.report.results import Check, Outcome
 from conformance.report.safe_text import md_inline
 
 
+def _mean(values: list[float]) -> float | None:
+    """The mean of the finite values; ``inf`` when every value is infinite (PSNR of
+    identical images); None when there are none."""
+    finite = [v for v in values if math.isfinite(v)]
+    if finite:
+        return sum(finite) / len(finite)
+    return values[0] if values and all(v == values[0] for v in values) else None
+
+
 def fidelity_rows(
     outcomes: Iterable[Outcome], denoiser_bytes: dict[str, int]
 ) -> list[dict[str, Any]]:
-    """Mean metrics per (model, precision) over the fidelity outcomes that have metrics."""
+    """Mean metrics per (model, precision) over the fidelity outcomes that have metrics;
+    a row holds a key per registered metric (None where no outcome recorded it)."""
     groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for o in outcomes:
         if o.check == Check.FIDELITY.value and o.metrics:
@@ -25,37 +37,39 @@ def fidelity_rows(
     for (model, prec), ms in sorted(
         groups.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], len(order)), kv[0][1])
     ):
-        finite = [m["psnr"] for m in ms if m["psnr"] is not None]
-        rows.append({
+        row: dict[str, Any] = {
             "model": model,
             "precision": prec,
             "bits_per_weight": PRECISIONS[prec].bits_per_weight if prec in PRECISIONS else None,
             "denoiser_bytes": denoiser_bytes.get(f"{model}/{prec}"),
             "items": len(ms),
-            "mae": sum(m["mae"] for m in ms) / len(ms),
-            "psnr": sum(finite) / len(finite) if finite else math.inf,
-            "ssim": sum(m["ssim"] for m in ms) / len(ms),
-            "phash_distance": sum(m["phash_distance"] for m in ms) / len(ms),
-        })
+        }
+        for name, metric in METRICS.items():
+            values = [metric.from_json(m[name]) for m in ms if name in m]
+            row[name] = _mean([float(v) for v in values if v is not None])
+        rows.append(row)
     return rows
 
 
 def fidelity_markdown(rows: list[dict[str, Any]]) -> str:
-    """A Markdown table of :func:`fidelity_rows` (empty string when there are none); the
-    model and format names are escaped (:func:`~conformance.report.safe_text.md_inline`)."""
+    """A Markdown table of :func:`fidelity_rows` (empty string when there are none), a column
+    per registered metric in its display format; the model and format names are escaped
+    (:func:`~conformance.report.safe_text.md_inline`)."""
     if not rows:
         return ""
+    metrics = list(METRICS.values())
     lines = [
-        "| model | format | bits/weight | denoiser size | items | MAE | PSNR dB | SSIM | pHash d |",
-        "|---|---|--:|--:|--:|--:|--:|--:|--:|",
+        "| model | format | bits/weight | denoiser size | items | "
+        + " | ".join(m.header for m in metrics)
+        + " |",
+        "|---|---|--:|--:|--:|" + "--:|" * len(metrics),
     ]
     for r in rows:
         size = f"{r['denoiser_bytes'] / 2**20:.2f} MiB" if r["denoiser_bytes"] else "?"
-        psnr = "inf" if math.isinf(r["psnr"]) else f"{r['psnr']:.2f}"
         bits = "?" if r["bits_per_weight"] is None else f"{r['bits_per_weight']:g}"
+        values = " | ".join(m.format(r.get(m.name)) for m in metrics)
         lines.append(
             f"| {md_inline(r['model'])} | {md_inline(r['precision'])} | {bits} | {size} "
-            f"| {r['items']} | {r['mae']:.3f} | {psnr} | {r['ssim']:.4f} "
-            f"| {r['phash_distance']:.2f} |"
+            f"| {r['items']} | {values} |"
         )
     return "\n".join(lines) + "\n"

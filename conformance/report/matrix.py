@@ -53,6 +53,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from conformance.errors import ConformanceInputError, ManifestError
+from conformance.metrics import METRICS
 from conformance.report.results import READABLE_VERSIONS, Check, Outcome, Status
 from conformance.report.safe_text import bounded
 from conformance.safeio import (
@@ -88,7 +89,6 @@ GOLDEN_CHECK = "golden-set"
 #: Precisions in the order rows show them; ``gguf-*`` follow (most bits first), then others.
 PRECISION_ORDER = ("fp32", "bf16", "fp16", "fp8-e4m3", "fp8-e5m2")
 
-_METRIC_NUMBERS = ("mae", "max_abs", "psnr", "ssim", "phash_distance", "dhash_distance")
 _RESOLUTION = re.compile(r"([0-9]{1,9})x([0-9]{1,9})")
 _DIGITS = re.compile(r"([0-9]+)")
 _HEX = re.compile(r"[0-9a-f]{6,64}")
@@ -123,15 +123,39 @@ class ItemKey:
 
 @dataclass(frozen=True, slots=True)
 class CellMetrics:
-    """Image metrics of one comparison (``psnr`` None: identical or not recorded)."""
+    """Image metrics of one comparison: ``identical`` and a value per registered metric
+    (:data:`conformance.metrics.METRICS`; None: not recorded), also read as attributes
+    (``metrics.ssim``). A results file's ``null`` reads as the metric's null value (PSNR:
+    ``inf``, identical images)."""
 
     identical: bool
-    mae: float | None = None
-    max_abs: float | None = None
-    psnr: float | None = None
-    ssim: float | None = None
-    phash_distance: float | None = None
-    dhash_distance: float | None = None
+    values: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
+
+    def __getattr__(self, name: str) -> float | None:
+        if name in METRICS:
+            return self.values.get(name)
+        raise AttributeError(f"CellMetrics has no attribute {name!r}")
+
+    def __hash__(self) -> int:
+        return hash((self.identical, tuple(self.values.items())))
+
+    def get(self, name: str) -> float | None:
+        """The value of metric ``name`` (None: not recorded)."""
+        return self.values.get(name)
+
+    @classmethod
+    def from_record(cls, data: Mapping[str, Any]) -> CellMetrics:
+        """From a results file's metrics object (validated): every registered metric it
+        holds, ``null`` read as the metric's null value."""
+        return cls(
+            bool(data["identical"]),
+            {n: m.from_json(data[n]) for n, m in METRICS.items() if n in data},
+        )
+
+    @classmethod
+    def identical_images(cls) -> CellMetrics:
+        """Every registered metric at its best: the metrics of an image against itself."""
+        return cls(True, {n: m.best for n, m in METRICS.items()})
 
 
 class StepDelta(NamedTuple):
@@ -422,7 +446,7 @@ def _check_metrics(value: Any, where: str, allow_error: bool = False) -> str | N
         return f"{where}.error must be a string, {_got(value['error'])}"
     if not isinstance(value.get("identical"), bool):
         return f"{where}.identical must be true or false, {_got(value.get('identical'))}"
-    for key in _METRIC_NUMBERS:
+    for key in METRICS:
         if value.get(key) is not None and not _is_number(value[key]):
             return f"{where}.{key} must be a number or null, {_got(value[key])}"
     fds = value.get("first_divergent_step")
@@ -899,17 +923,7 @@ def _text(value: Any) -> str:
 
 # -- building ---------------------------------------------------------------------------------
 def _metrics(data: Mapping[str, Any] | None) -> CellMetrics | None:
-    if data is None:
-        return None
-    return CellMetrics(
-        identical=bool(data["identical"]),
-        mae=data.get("mae"),
-        max_abs=data.get("max_abs"),
-        psnr=data.get("psnr"),
-        ssim=data.get("ssim"),
-        phash_distance=data.get("phash_distance"),
-        dhash_distance=data.get("dhash_distance"),
-    )
+    return None if data is None else CellMetrics.from_record(data)
 
 
 def _by_class(data: Mapping[str, Mapping[str, Any]]) -> tuple[ClassComparison, ...]:
@@ -1385,9 +1399,6 @@ def _plural(n: int, word: str = "item") -> str:
 
 
 # -- golden sets -----------------------------------------------------------------------------
-_IDENTICAL_METRICS = CellMetrics(
-    identical=True, mae=0.0, max_abs=0, psnr=None, ssim=1.0, phash_distance=0, dhash_distance=0
-)
 _GOLDEN_STATUS = {
     CellState.IDENTICAL: Status.PASSED.value,
     CellState.WITHIN: Status.PASSED.value,
@@ -1707,7 +1718,8 @@ def load_golden(
                 }
             elif draft is reference:
                 state, fields = CellState.IDENTICAL, {
-                    "metrics": _IDENTICAL_METRICS, "message": "the reference golden set",
+                    "metrics": CellMetrics.identical_images(),
+                    "message": "the reference golden set",
                     "artifacts": Artifacts(actual=png, golden=png), "golden_class": cls,
                 }
             elif ref is None:
@@ -1726,7 +1738,7 @@ def load_golden(
                 }
                 if entry.pixel_sha256 == ref_entry.pixel_sha256:
                     state = CellState.IDENTICAL
-                    fields |= {"metrics": _IDENTICAL_METRICS,
+                    fields |= {"metrics": CellMetrics.identical_images(),
                                "message": f"the same pixels as the {ref_class} golden"}
                 else:
                     try:
@@ -1804,7 +1816,10 @@ def _finite(value: Any) -> Any:
 def _metrics_dict(m: CellMetrics | None) -> dict[str, Any] | None:
     if m is None:
         return None
-    return {"identical": m.identical} | {k: _finite(getattr(m, k)) for k in _METRIC_NUMBERS}
+    # a metric not recorded is left out: its null would read back as the metric's null value
+    return {"identical": m.identical} | {
+        k: _finite(v) for k, v in m.values.items() if v is not None
+    }
 
 
 def _steps_dict(deltas: Sequence[StepDelta]) -> dict[str, list[Any]]:

@@ -4,8 +4,9 @@ Both are pure functions from a matrix to a string. The Markdown fits a GitHub jo
 one compact table (items x columns, one column per machine configuration) whose cells read
 
 * ``=`` identical to the reference image,
-* ``~ 0.998/2`` within tolerance (SSIM / pHash distance),
-* ``x 0.712/18 @s3`` diverged (SSIM / pHash distance, first divergent step),
+* ``~ 0.998/2`` within tolerance (the headline metrics of the registry,
+  :data:`conformance.metrics.METRICS`: SSIM / pHash distance),
+* ``x 0.712/18 @s3`` diverged (the headline metrics, first divergent step),
 * ``! RuntimeError`` error: the check raised (type in the cell, message listed below),
 * ``-`` missing (the reasons are listed under the table),
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 import json
 import math
 
+from conformance.metrics import METRICS, Metric, headline_metrics
 from conformance.report.matrix import (
     GOLDEN,
     Cell,
@@ -46,30 +48,32 @@ MARKS = {
     CellState.MISSING: "-",
 }
 
-#: (mark, meaning) per cell state, in CellState order.
-LEGEND = (
-    ("=", "identical to the reference image"),
-    ("~ S/P", "within tolerance: SSIM S, pHash distance P"),
-    ("x S/P @sN", "diverged (failed): SSIM S, pHash distance P, first divergent step N"),
-    ("! T", "error: the check raised an exception of type T (messages below)"),
-    ("-", "missing: not run, no golden to compare with, or skipped (reasons below)"),
-)
+
+
+def _symbol(metric: Metric) -> str:
+    return metric.short[:1].upper()
+
+
+def legend() -> tuple[tuple[str, str], ...]:
+    """(mark, meaning) per cell state, in CellState order (the headline metrics named)."""
+    heads = headline_metrics()
+    marks = "/".join(_symbol(m) for m in heads)
+    named = ", ".join(f"{m.label} {_symbol(m)}" for m in heads)
+    within = f"~ {marks}" if heads else "~"
+    diverged = f"x {marks} @sN" if heads else "x @sN"
+    return (
+        ("=", "identical to the reference image"),
+        (within, "within tolerance" + (f": {named}" if heads else "")),
+        (diverged, "diverged (failed): " + (f"{named}, " if heads else "")
+         + "first divergent step N"),
+        ("! T", "error: the check raised an exception of type T (messages below)"),
+        ("-", "missing: not run, no golden to compare with, or skipped (reasons below)"),
+    )
 #: Longest exception type name a table cell shows.
 ERROR_TYPE_LIMIT = 40
 
 
 # -- shared formatting -----------------------------------------------------------------------
-def fmt_ssim(value: float | None) -> str:
-    """SSIM to three decimals, truncated so that a non-identical image never reads 1.000."""
-    if value is None:
-        return "?"
-    if not math.isfinite(value):
-        return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
-    if value >= 1.0:
-        return "1.000"
-    return f"{math.floor(value * 1000) / 1000:.3f}"
-
-
 def fmt_number(value: float | None, digits: int = 4) -> str:
     """An integer as is, a float to ``digits`` significant digits, None as ``?``."""
     if value is None:
@@ -81,11 +85,13 @@ def fmt_number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def fmt_psnr(metrics: CellMetrics) -> str:
-    """PSNR in dB (``inf`` when identical, ``?`` when absent)."""
-    if metrics.psnr is None:
-        return "inf" if metrics.identical else "?"
-    return f"{fmt_number(metrics.psnr)} dB"
+def metric_values(metrics: CellMetrics, compact: bool = False) -> list[tuple[Metric, str]]:
+    """(metric, formatted value) of every registered metric, in registry order (``?`` for
+    one not recorded)."""
+    return [
+        (m, m.format(metrics.get(m.name), compact=compact, unit=not compact))
+        for m in METRICS.values()
+    ]
 
 
 def error_type(cell: Cell) -> str:
@@ -124,8 +130,9 @@ def cell_text(cell: Cell) -> str:
         return mark
     m = cell.metrics
     text = mark
-    if m is not None:
-        text += f" {fmt_ssim(m.ssim)}/{fmt_number(m.phash_distance)}"
+    heads = headline_metrics()
+    if m is not None and heads:
+        text += " " + "/".join(h.format(m.get(h.name), compact=True) for h in heads)
     if cell.state is CellState.DIVERGED:
         if cell.first_divergent_step is not None:
             text += f" @s{cell.first_divergent_step}"
@@ -143,10 +150,12 @@ def cell_title(cell: Cell) -> str:
         return f"{what}: {error_text(cell)}"
     parts = []
     if cell.metrics is not None:
-        m = cell.metrics
         parts.append(
-            f"SSIM {fmt_ssim(m.ssim)}, pHash {fmt_number(m.phash_distance)}, "
-            f"MAE {fmt_number(m.mae)}"
+            ", ".join(
+                f"{metric.label} {text}"
+                for metric, text in metric_values(cell.metrics, compact=True)
+                if cell.metrics.get(metric.name) is not None
+            )
         )
     if cell.first_divergent_step is not None:
         parts.append(f"first divergent step {cell.first_divergent_step}")
@@ -270,7 +279,7 @@ def render_markdown(matrix: Matrix, title: str = "Conformance matrix") -> str:
         for item, row in zip(matrix.items, matrix.cells, strict=True):
             texts = [md_cell(cell) for cell in row]
             out.append(f"| {md_escape(item.id)} | " + " | ".join(texts) + " |")
-    out += ["", "Legend: " + "; ".join(f"`{mark}` {text}" for mark, text in LEGEND) + "."]
+    out += ["", "Legend: " + "; ".join(f"`{mark}` {text}" for mark, text in legend()) + "."]
     shared = matrix.shared_groups()
     if shared:
         out += ["", "Same bits (equal pixels on every item the columns share):", ""]

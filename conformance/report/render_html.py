@@ -31,6 +31,7 @@ from html import escape
 from importlib import resources
 from string import Template
 
+from conformance.metrics import METRICS
 from conformance.report.matrix import (
     GOLDEN_CHECK,
     Cell,
@@ -41,7 +42,6 @@ from conformance.report.matrix import (
     StepDelta,
 )
 from conformance.report.render import (
-    LEGEND,
     cell_text,
     cell_title,
     class_label,
@@ -50,10 +50,10 @@ from conformance.report.render import (
     error_message,
     error_type,
     fmt_number,
-    fmt_psnr,
-    fmt_ssim,
     group_names,
     identity_text,
+    legend,
+    metric_values,
     plural,
     same_bits,
 )
@@ -353,46 +353,42 @@ def step_plot_svg(
 
 
 def metrics_table(m: CellMetrics | None) -> str:
-    """The metrics of the cell's comparison as a key/value table."""
+    """The metrics of the cell's comparison as a key/value table: every registered metric
+    (:data:`conformance.metrics.METRICS`) by its label, in its display format."""
     if m is None:
         return '<p class="muted">No metrics.</p>'
-    rows = (
-        ("identical", "yes" if m.identical else "no"),
-        ("SSIM", fmt_ssim(m.ssim)),
-        ("MAE (0-255)", fmt_number(m.mae)),
-        ("max abs", fmt_number(m.max_abs)),
-        ("PSNR", fmt_psnr(m)),
-        ("pHash distance", fmt_number(m.phash_distance)),
-        ("dHash distance", fmt_number(m.dhash_distance)),
-    )
-    # keys are ours and values come out of the fmt_* functions: nothing to escape
-    body = "".join([f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows])
+    rows = [("identical", "yes" if m.identical else "no")]
+    rows += [(metric.label, text) for metric, text in metric_values(m)]
+    body = "".join([f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows])
     return f'<table class="kv">{body}</table>'
 
 
 def by_class_table(comparisons: Sequence[ClassComparison]) -> str:
-    """This run's image against every golden class that existed."""
+    """This run's image against every golden class that existed, a column per registered
+    metric."""
     if not comparisons:
         return '<p class="muted">Not recorded for this cell.</p>'
+    metrics = list(METRICS.values())
     head = (
-        "<tr><th>golden class</th><th>identical</th><th>SSIM</th><th>MAE</th>"
-        "<th>pHash</th><th>dHash</th><th>first step</th></tr>"
+        "<tr><th>golden class</th><th>identical</th>"
+        + "".join(f"<th>{esc(m.header)}</th>" for m in metrics)
+        + "<th>first step</th></tr>"
     )
     rows = []
     for c in comparisons:
         if c.error is not None or c.metrics is None:
             rows.append(
                 f"<tr><td>{esc(c.golden_class)}</td>"
-                f'<td colspan="6">error: {esc(c.error or "no metrics")}</td></tr>'
+                f'<td colspan="{len(metrics) + 2}">error: {esc(c.error or "no metrics")}</td>'
+                "</tr>"
             )
             continue
         m = c.metrics
         step = "-" if c.first_divergent_step is None else str(c.first_divergent_step)
+        values = "".join(f"<td>{esc(text)}</td>" for _, text in metric_values(m, compact=True))
         rows.append(
             f"<tr><td>{esc(c.golden_class)}</td><td>{'yes' if m.identical else 'no'}</td>"
-            f"<td>{fmt_ssim(m.ssim)}</td><td>{fmt_number(m.mae)}</td>"
-            f"<td>{fmt_number(m.phash_distance)}</td>"
-            f"<td>{fmt_number(m.dhash_distance)}</td><td>{step}</td></tr>"
+            f"{values}<td>{step}</td></tr>"
         )
     return f'<table class="kv grid">{head}{"".join(rows)}</table>'
 
@@ -516,7 +512,7 @@ def _summary_row(matrix: Matrix, j: int) -> str:
 def _legend() -> str:
     return "".join(
         f'<span><span class="key s-{state.value}">{esc(mark)}</span>{esc(text)}</span>'
-        for state, (mark, text) in zip(CellState, LEGEND, strict=True)
+        for state, (mark, text) in zip(CellState, legend(), strict=True)
     )
 
 
