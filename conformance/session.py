@@ -377,9 +377,8 @@ class ConformanceSession:
         exact = metrics.identical and (step is None or not cmp.expected_trace)
         if cmp.tier is Tier.EXACT:
             problems = [] if exact else (
-                ([f"pixel_sha256: observed={observed_sha[:16]}..., "
-                  f"expected={expected_sha[:16]}..."] if not metrics.identical else [])
-                + ([f"latents differ from step {step} on"] if step is not None else []))
+                (["the decoded pixels differ"] if not metrics.identical else [])
+                + ([f"the latents differ from step {step} on"] if step is not None else []))
         else:
             problems = self.tolerances.bounds(cmp.tier, item.precision).violations(metrics)
         # an invariance row reads exact when the variant changed no bit; every other check

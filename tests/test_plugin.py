@@ -234,7 +234,8 @@ def test_failure_shows_metrics_artifacts_step_and_reproduce(run, tmp_path):
     r.assert_outcomes(passed=1, failed=1, skipped=1)
     r.stdout.fnmatch_lines([
         f"*tiny-sd/dot/32x32/fp32 differs from the {OWN} golden at the exact tier*",
-        "*pixel_sha256: observed=*, expected=*",
+        "*the decoded pixels differ*",
+        "*pixel_sha256: observed=* expected=*",
         "*metrics: MAE=* SSIM=* pHash_d=*",
         "*first divergent step: 0 of 0*",
         "*images: actual=*actual.png, golden=*golden.png, diff=*diff.png*",
