@@ -224,7 +224,9 @@ def _plant_wrong_golden(golden_dir, item_id, cases_path, fingerprint=None):
     image = rng.integers(0, 256, (item.resolution.height, item.resolution.width, 3), np.uint8)
     from conformance.hardware import fingerprint as fp
 
-    GoldenStore(golden_dir).record(item, OWN, image, [], fingerprint or fp("cpu", 1),
+    # as the suite records: deterministic algorithms on (whatever this process has set)
+    recorded = fp("cpu", 1) | {"deterministic": True}
+    GoldenStore(golden_dir).record(item, OWN, image, [], fingerprint or recorded,
                                    "2026-01-01T00:00:00Z", "test")
 
 
