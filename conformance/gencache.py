@@ -12,17 +12,16 @@ never share an image. The folder lives for one run (the controller removes it).
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 
-from conformance.golden import atomic_write
+from conformance.golden import atomic_write, file_lock
 from conformance.trace import StepTrace
 
 #: Key of ``config.workerinput`` that carries the folder to the workers.
@@ -40,20 +39,6 @@ class SharedGenerations:
     def _path(self, key: str, suffix: str) -> Path:
         return self.directory / (hashlib.sha256(key.encode()).hexdigest()[:32] + suffix)
 
-    @contextlib.contextmanager
-    def _lock(self, key: str) -> Iterator[None]:
-        with open(self._path(key, ".lock"), "a+b") as fh:
-            try:
-                import fcntl
-            except ImportError:  # pragma: no cover - Windows: no sharing, no harm
-                yield
-                return
-            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
     def get_or_make(self, key: str, make: Callable[[], object]) -> tuple[object, bool]:
         """The generation for ``key`` and whether it was made by another process.
 
@@ -62,7 +47,7 @@ class SharedGenerations:
         from conformance.generate import Generation
 
         path = self._path(key, ".npz")
-        with self._lock(key):
+        with file_lock(self._path(key, ".lock")):
             if path.exists():
                 with np.load(path, allow_pickle=False) as data:
                     meta = json.loads(bytes(data["meta"]).decode("utf-8"))

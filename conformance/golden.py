@@ -755,10 +755,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 @contextlib.contextmanager
-def _locked(directory: Path) -> Iterator[None]:
-    """An exclusive lock per golden set, kept outside the golden tree (nothing to commit)."""
-    key = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:24]
-    lock_path = Path(tempfile.gettempdir()) / f"conformance-golden-{key}.lock"
+def file_lock(lock_path: Path) -> Iterator[None]:
+    """An exclusive advisory lock on ``lock_path`` (created if missing) for the block."""
     with open(lock_path, "a+b") as fh:
         try:
             import fcntl
@@ -770,6 +768,12 @@ def _locked(directory: Path) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
+def _locked(directory: Path) -> contextlib.AbstractContextManager[None]:
+    """An exclusive lock per golden set, kept outside the golden tree (nothing to commit)."""
+    key = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:24]
+    return file_lock(Path(tempfile.gettempdir()) / f"conformance-golden-{key}.lock")
 
 
 class IdentityMismatchError(GoldenExistsError):
