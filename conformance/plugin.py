@@ -17,13 +17,14 @@ import pytest
 
 from conformance import PACKAGE_DIR
 from conformance.cases import CaseSet, Item, load_cases
+from conformance.core import Check, Status
 from conformance.deviations import DEFAULT_DEVIATIONS, Deviation, load_deviations, match
 from conformance.errors import ConformanceInputError
 from conformance.generate import VARIANTS
 from conformance.options import OPTION_BY_NAME, OPTIONS, add_options, resolve
 from conformance.precision import REFERENCE_PRECISION
 from conformance.report.fidelity import fidelity_markdown, fidelity_rows
-from conformance.report.results import Check, Outcome, Status
+from conformance.report.results import Outcome
 from conformance.session import ConformanceSession, Settings, merge_stats
 from conformance.tolerances import load_tolerances
 

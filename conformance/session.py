@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from conformance.cases import CaseSet, Item, Resolution, load_cases
+from conformance.core import Check, Status, Tier
 from conformance.errors import ConformanceInputError
 from conformance.gencache import SharedGenerations
 from conformance.generate import Generation, ModelUnavailable, Runner
@@ -27,8 +28,8 @@ from conformance.identity import Identity
 from conformance.identity import compare as compare_identity
 from conformance.metrics import Metrics, compare, diff_map, headline_metrics, pixel_sha256
 from conformance.precision import REFERENCE_PRECISION
-from conformance.report.results import Check, Outcome, Status, results_document
-from conformance.tolerances import Tier, Tolerances, load_tolerances
+from conformance.report.results import Outcome, results_document
+from conformance.tolerances import Tolerances, load_tolerances
 from conformance.trace import StepTrace, first_divergent_step, step_deltas
 
 #: The golden set every machine is compared with at the perceptual tier: the embedded

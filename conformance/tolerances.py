@@ -26,7 +26,6 @@ checks of :mod:`conformance.vae`: metric bounds as above, plus the keys of
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -35,6 +34,7 @@ from types import MappingProxyType
 from typing import Any
 
 from conformance import PACKAGE_DIR
+from conformance.core import Tier
 from conformance.errors import ToleranceFileError, type_name
 from conformance.metrics import Metric, Metrics, bound_keys
 from conformance.precision import PRECISIONS, Kind
@@ -42,13 +42,6 @@ from conformance.safeio import SETTINGS_LIMIT, key_label, load_toml, show
 
 DEFAULT_TOLERANCES = PACKAGE_DIR / "tolerances.toml"
 SCHEMA_VERSION = 1
-
-
-class Tier(enum.Enum):
-    EXACT = "exact"
-    CLOSE = "close"
-    PERCEPTUAL = "perceptual"
-    FIDELITY = "fidelity"
 
 
 class Bounds:

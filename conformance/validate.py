@@ -404,7 +404,7 @@ class Validator:
         self, where: str, cls: str, entry: GoldenEntry, pixels: Any
     ) -> list[Problem]:
         from conformance.metrics import compare
-        from conformance.tolerances import Tier
+        from conformance.core import Tier
 
         if cls == self.reference_class:
             return []

@@ -8,9 +8,10 @@ import math
 from collections.abc import Iterable
 from typing import Any
 
+from conformance.core import Check
 from conformance.metrics import METRICS
 from conformance.precision import PRECISIONS
-from conformance.report.results import Check, Outcome
+from conformance.report.results import Outcome
 from conformance.report.safe_text import md_inline
 
 

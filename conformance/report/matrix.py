@@ -52,9 +52,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+from conformance.core import Check, Status
 from conformance.errors import ConformanceInputError, ManifestError
 from conformance.metrics import METRICS
-from conformance.report.results import READABLE_VERSIONS, Check, Outcome, Status
+from conformance.report.results import READABLE_VERSIONS, Outcome
 from conformance.report.safe_text import bounded
 from conformance.safeio import (
     IMAGE_LIMIT,

@@ -11,7 +11,6 @@ hardware class and fingerprint::
 
 from __future__ import annotations
 
-import enum
 import json
 from collections import Counter
 from collections.abc import Iterable
@@ -19,29 +18,14 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from conformance.core import Check, Status
 from conformance.errors import ConformanceInputError
+
+__all__ = ["Check", "Outcome", "Status", "read_results", "results_document"]
 
 SCHEMA_VERSION = 2
 #: Results files this version reads (1: before the measured identity).
 READABLE_VERSIONS = (1, 2)
-
-
-class Status(enum.Enum):
-    PASSED = "passed"
-    FAILED = "failed"
-    RECORDED = "recorded"
-    SKIPPED = "skipped"
-    ERROR = "error"
-
-
-class Check(enum.Enum):
-    """What an outcome checked."""
-
-    REPEATABLE = "repeatable"
-    OWN_CLASS = "own-class"
-    REFERENCE = "reference"
-    INVARIANCE = "invariance"
-    FIDELITY = "fidelity"
 
 
 @dataclass(frozen=True)
