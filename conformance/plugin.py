@@ -7,6 +7,7 @@ test asks for a conformance fixture or a conformance option is given.
 from __future__ import annotations
 
 import json
+import os
 import time
 from collections import Counter
 from collections.abc import Callable, Generator
@@ -139,6 +140,30 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     dormant = config.pluginmanager.get_plugin("conformance-dormant")
     if dormant is not None:
         config.pluginmanager.unregister(dormant)
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
+    """``-n auto`` for a conformance run: one worker per GPU with ``--device cuda`` / ``xpu``
+    (each worker takes one device), else one per core divided by ``--threads`` (each worker
+    pins that many threads). Other runs keep xdist's own choice."""
+    if not _engaged(config):
+        return None
+    try:
+        device = resolve("device", config.getoption("conformance_device", None), None)
+        threads = resolve("threads", config.getoption("conformance_threads", None), None)
+    except (ValueError, ConformanceInputError, pytest.UsageError):
+        return None  # the option error is reported by pytest_configure
+    kind = str(device).split(":")[0]
+    if kind in ("cuda", "xpu"):
+        import torch
+
+        backend = torch.cuda if kind == "cuda" else getattr(torch, "xpu", None)
+        count = backend.device_count() if backend is not None and backend.is_available() else 0
+        return max(1, count) if ":" not in str(device) else 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+    return max(1, cores // max(1, int(threads or 1)))
 
 
 def _settings(config: pytest.Config) -> Settings:

@@ -625,3 +625,14 @@ def test_localize_names_the_first_divergent_module(run):
     if plain is not None and plain["metrics"]["identical"] and (
             plain["first_divergent_step"] is None):
         assert plain["localization"] is None  # nothing parted: nothing probed
+
+
+def test_n_auto_counts_workers_by_cores_and_threads(run):
+    import os as _os
+
+    cores = len(_os.sched_getaffinity(0))
+    r = run("-n", "auto", "--model", "tiny-sd", "--precision", "fp32")
+    r.stdout.fnmatch_lines([f"*{cores} workers*"] if cores > 1 else ["*1 worker*"])
+    r = run("-n", "auto", "--threads", str(cores), "--model", "tiny-sd", "--precision", "fp32")
+    r.stdout.fnmatch_lines(["*1 worker*"])
+    torch.set_num_threads(1)
