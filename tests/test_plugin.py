@@ -636,3 +636,18 @@ def test_n_auto_counts_workers_by_cores_and_threads(run):
     r = run("-n", "auto", "--threads", str(cores), "--model", "tiny-sd", "--precision", "fp32")
     r.stdout.fnmatch_lines(["*1 worker*"])
     torch.set_num_threads(1)
+
+
+def test_localized_module_reaches_the_matrix(run, tmp_path):
+    r = run("--model", "tiny-sd", "--precision", "fp32", "--localize", "-k", "sdpa-math",
+            modules=("test_invariance.py", "test_golden.py"))
+    from conformance.cli import main
+
+    html = tmp_path / "m.html"
+    assert main(["matrix", str(r.results_path), "--html", str(html), "--json",
+                 str(tmp_path / "m.json")]) == 0
+    loc = by_check(r, "invariance")["tiny-sd/dot/32x32/fp32"]["localization"]
+    if not (loc and loc["first_divergent_module"]):
+        pytest.skip("the math backend gives the same bits on this machine")
+    assert loc["first_divergent_module"] in html.read_text()
+    assert loc["first_divergent_module"] in (tmp_path / "m.json").read_text()

@@ -198,6 +198,8 @@ class CheckResult:
     status: str
     tier: str | None
     variant: str | None = None
+    #: with ``--localize``: the first divergent module (and its class) of the check's runs
+    module: str | None = None
 
     @property
     def name(self) -> str:
@@ -542,6 +544,14 @@ def _outcome_problem(o: Outcome) -> str | None:
         for key, value in o.error.items():
             if value is not None and not isinstance(value, str):
                 return f"error.{key_label(key)} must be a string or null, {_got(value)}"
+    loc = o.localization
+    if loc is not None:
+        if not isinstance(loc, dict):
+            return f"localization must be an object or null, {_got(loc)}"
+        for key in ("first_divergent_module", "first_divergent_class", "message"):
+            value = loc.get(key)
+            if value is not None and not isinstance(value, str):
+                return f"localization.{key} must be a string or null, {_got(value)}"
     return None
 
 
@@ -1028,6 +1038,15 @@ def _image_digest(found: Mapping[str, Sourced], chosen: Sourced | None) -> str |
     return None
 
 
+def _module(outcome: Outcome) -> str | None:
+    """``name (Class)`` of the first divergent module a ``--localize`` run named."""
+    loc = outcome.localization
+    if not isinstance(loc, dict) or not isinstance(loc.get("first_divergent_module"), str):
+        return None
+    cls = loc.get("first_divergent_class")
+    return loc["first_divergent_module"] + (f" ({cls})" if isinstance(cls, str) else "")
+
+
 def make_cell(
     item: ItemKey,
     column: str,
@@ -1037,7 +1056,8 @@ def make_cell(
 ) -> Cell:
     """One cell from every outcome of one item on one column."""
     ordered = sorted(outcomes, key=lambda s: (_CHECK_ORDER.get(s[0].check, 9), s[0].variant or ""))
-    checks = tuple(CheckResult(o.check, o.status, o.tier, o.variant) for o, _ in ordered)
+    checks = tuple(CheckResult(o.check, o.status, o.tier, o.variant, _module(o))
+                   for o, _ in ordered)
     found = {o.check: (o, src) for o, src in ordered if o.variant is None}
     chosen = _choose(found, hardware_class, reference_class)
     digest = _image_digest(found, chosen)
@@ -1876,7 +1896,8 @@ def cell_to_dict(cell: Cell) -> dict[str, Any]:
         "reproduce": cell.reproduce,
         "source": cell.source,
         "checks": [
-            {"check": c.check, "variant": c.variant, "status": c.status, "tier": c.tier}
+            {"check": c.check, "variant": c.variant, "status": c.status, "tier": c.tier,
+             "module": c.module}
             for c in cell.checks
         ],
         "pixel_sha256": cell.pixel_sha256,
@@ -1957,7 +1978,8 @@ def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
         reproduce=d["reproduce"],
         source=d["source"],
         checks=tuple(
-            CheckResult(c["check"], c["status"], c["tier"], c["variant"]) for c in d["checks"]
+            CheckResult(c["check"], c["status"], c["tier"], c["variant"], c.get("module"))
+            for c in d["checks"]
         ),
         pixel_sha256=d.get("pixel_sha256"),
         error=None if d.get("error") is None else CellError(**d["error"]),

@@ -414,7 +414,8 @@ def error_block(cell: Cell) -> str:
 def run_table(cell: Cell) -> str:
     """Checks, timings, memory, source file and the reproduction command."""
     checks = ", ".join(
-        f"{c.name} {c.status}" + (f" ({c.tier})" if c.tier else "") for c in cell.checks
+        f"{c.name} {c.status}" + (f" ({c.tier})" if c.tier else "")
+        + (f", first divergent module {c.module}" if c.module else "") for c in cell.checks
     )
     rows = [
         ("checks", esc(checks or "none")),
