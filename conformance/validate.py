@@ -403,8 +403,8 @@ class Validator:
     def _against_reference(
         self, where: str, cls: str, entry: GoldenEntry, pixels: Any
     ) -> list[Problem]:
-        from conformance.metrics import compare
         from conformance.core import Tier
+        from conformance.metrics import compare
 
         if cls == self.reference_class:
             return []
