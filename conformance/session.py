@@ -26,7 +26,14 @@ from conformance.golden import GoldenEntry, GoldenStore, encode_png
 from conformance.hardware import PINNED_KEYS, HardwareClass, command_line, now_utc
 from conformance.identity import Identity
 from conformance.identity import compare as compare_identity
-from conformance.metrics import Metrics, compare, diff_map, headline_metrics, pixel_sha256
+from conformance.metrics import (
+    Metrics,
+    compare,
+    diff_map,
+    flip_map,
+    headline_metrics,
+    pixel_sha256,
+)
 from conformance.precision import REFERENCE_PRECISION
 from conformance.report.results import Outcome, results_document
 from conformance.tolerances import Tolerances, load_tolerances
@@ -526,6 +533,7 @@ class ConformanceSession:
             ("actual", actual),
             ("golden", expected),
             ("diff", diff_map(actual, expected)),
+            ("flip", flip_map(actual, expected)),
         ):
             path = out / f"{name}.png"
             path.write_bytes(encode_png(image))

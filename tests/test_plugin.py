@@ -255,6 +255,16 @@ def test_failure_shows_metrics_artifacts_step_and_reproduce(run, tmp_path):
     from PIL import Image
 
     assert Image.open(r.results_path.parent / own["artifacts"]["diff"]).size == (32, 32)
+    # NVIDIA FLIP's error map beside the plain difference, and the matrix panel shows it
+    assert set(own["artifacts"]) == {"actual", "golden", "diff", "flip"}
+    assert Image.open(r.results_path.parent / own["artifacts"]["flip"]).size == (32, 32)
+    from conformance.cli import main
+
+    html = tmp_path / "m.html"
+    # (this class as the reference: its cell is the own-class comparison that failed)
+    assert main(["matrix", str(r.results_path), "--html", str(html),
+                 "--reference-class", OWN]) == 0
+    assert "FLIP error" in html.read_text()
 
 
 def test_stale_golden_is_an_error_not_a_skip(run, tmp_path):

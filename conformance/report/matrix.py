@@ -188,6 +188,7 @@ class Artifacts:
     actual: str | None = None
     golden: str | None = None
     diff: str | None = None
+    flip: str | None = None  # NVIDIA FLIP's error map
 
 
 @dataclass(frozen=True, slots=True)
@@ -962,7 +963,8 @@ def _steps(data: list[dict[str, Any]] | None) -> tuple[StepDelta, ...]:
 def _artifacts(data: Mapping[str, str]) -> Artifacts:
     if not data:
         return Artifacts()
-    return Artifacts(data.get("actual"), data.get("golden"), data.get("diff"))
+    return Artifacts(data.get("actual"), data.get("golden"), data.get("diff"),
+                     data.get("flip"))
 
 
 def _state(outcome: Outcome) -> CellState:
@@ -1821,7 +1823,8 @@ def image_paths(matrix: Matrix) -> list[str]:
         p
         for row in matrix.cells
         for cell in row
-        for p in (cell.artifacts.actual, cell.artifacts.golden, cell.artifacts.diff)
+        for p in (cell.artifacts.actual, cell.artifacts.golden, cell.artifacts.diff,
+                  cell.artifacts.flip)
         if p
     }
     return sorted(paths)
@@ -1885,6 +1888,7 @@ def cell_to_dict(cell: Cell) -> dict[str, Any]:
                 ("actual", cell.artifacts.actual),
                 ("golden", cell.artifacts.golden),
                 ("diff", cell.artifacts.diff),
+                ("flip", cell.artifacts.flip),
             )
             if v
         },

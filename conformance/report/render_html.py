@@ -249,9 +249,10 @@ def cell_images(cell: Cell) -> tuple[tuple[str, str | None], ...]:
             for name, path in (("reference golden", a.golden), ("this set's golden", a.actual))
             if path
         )
-    if not (a.actual or a.golden or a.diff):
+    if not (a.actual or a.golden or a.diff or a.flip):
         return ()
-    return (("golden", a.golden), ("actual", a.actual), ("diff", a.diff))
+    shown = (("golden", a.golden), ("actual", a.actual), ("diff", a.diff))
+    return (*shown, ("FLIP error", a.flip)) if a.flip else shown
 
 
 def page_image_paths(matrix: Matrix) -> list[str]:
