@@ -40,7 +40,7 @@ PINNED_KEYS = ("torch", "diffusers", "transformers", "threads", "deterministic",
 
 @dataclass(frozen=True, order=True)
 class HardwareClass:
-    """A hardware class name, validated (e.g. ``cpu-avx512``, ``cuda-sm89``)."""
+    """A hardware class name, validated (e.g. ``cpu-amd-avx512+bf16``, ``cuda-sm89``)."""
 
     name: str
 

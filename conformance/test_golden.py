@@ -1,9 +1,9 @@
 """Golden match: this machine's images against the recorded goldens.
 
-* own class: the golden recorded on this hardware class, at the exact tier (or the close
-  tier when threads or pinned library versions differ from the recording);
+* own class: the golden set of this hardware class, at the exact tier where its measured
+  identity predicts this machine's bits for the item's precision, else the close tier;
 * reference class: the reference class's golden (``--reference-class``, default
-  ``cpu-default``) at the perceptual tier.
+  ``cpu-amd-default+bf16``) at the perceptual tier.
 """
 
 from __future__ import annotations
