@@ -17,6 +17,7 @@ tier applies only where a golden's precision digest equals this machine's. The
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import os
 import platform
 import re
@@ -120,14 +121,20 @@ _VENDORS = {"authenticamd": "amd", "genuineintel": "intel", "hygongenuine": "hyg
             "0x48": "hisilicon", "0x46": "fujitsu", "0x51": "qualcomm", "0x4e": "nvidia"}
 
 
+@functools.lru_cache(maxsize=1)
+def _read_cpuinfo() -> str:
+    """/proc/cpuinfo, read once per process ("" where there is none)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            return fh.read(1 << 20)
+    except OSError:
+        return ""
+
+
 def _cpuinfo(text: str | None = None) -> dict[str, str]:
-    """The first processor block of /proc/cpuinfo as key -> value (empty elsewhere)."""
+    """The first processor block of /proc/cpuinfo (or of ``text``) as key -> value."""
     if text is None:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-                text = fh.read(1 << 20)
-        except OSError:
-            text = ""
+        text = _read_cpuinfo()
     out: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip():
@@ -236,14 +243,7 @@ def _version(dist: str) -> str | None:
 
 def cpu_name() -> str:
     """A human name for the CPU (``/proc/cpuinfo`` model name where there is one)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _cpuinfo().get("model name") or platform.processor() or platform.machine()
 
 
 def fingerprint(device: str, threads: int) -> dict[str, Any]:

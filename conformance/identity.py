@@ -61,6 +61,11 @@ class Identity:
         if self.measured:
             return (self.battery_version == other.battery_version
                     and self.precision_digests == other.precision_digests)
+        return self.same_class_and_stack(other)
+
+    def same_class_and_stack(self, other: Identity) -> bool:
+        """What decides for a set without probe digests: the class name (vendor, ATen
+        level, dispatch-steering extensions, overrides) and the software stack."""
         return (self.hardware_class == other.hardware_class
                 and _stack(self.stack) == _stack(other.stack))
 
@@ -136,7 +141,8 @@ def measure(device: str, fingerprint: dict[str, Any]) -> Identity:
     result = _probes.run_battery(device)
     stack = stack_of(fingerprint)
     return Identity(
-        hardware_class=detect_class(device).name,
+        # the fingerprint names the class already (hardware.fingerprint)
+        hardware_class=fingerprint.get("hardware_class") or detect_class(device).name,
         features=features,
         stack=stack,
         probes=result.digests,
@@ -168,11 +174,7 @@ def compare(mine: Identity, theirs: Identity | None, precision: str,
         if a == b:
             return Match(True, "")
         return Match(False, explain(mine, theirs, precision))
-    if mine.hardware_class == theirs.hardware_class and _stack(mine.stack) == _stack(
-        theirs.stack
-    ):
-        # The class name carries vendor, ATen level, the dispatch-steering extensions and
-        # any override: for a set without probe digests, that and the stack decide.
+    if mine.same_class_and_stack(theirs):
         return Match(True, "the golden set predates the probe battery; class and software "
                      "stack agree")
     return Match(False, explain(mine, theirs, precision))

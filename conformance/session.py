@@ -212,8 +212,7 @@ class ConformanceSession:
     def _generate(self, item: Item, variant: str | None = None) -> Generation:
         """A fresh generation; an exception inside the pipeline becomes GenerationFailed."""
         try:
-            return self.runner.generate(item, variant) if variant else self.runner.generate(
-                item)
+            return self.runner.generate(item, variant)
         except (ModelUnavailable, ConformanceInputError):
             raise
         except Exception as exc:

@@ -5,14 +5,12 @@ nothing blocks, control characters are escaped, and the input is left exactly as
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
 import os
 import re
 import shutil
-import signal
 import stat
 import struct
 import time
@@ -39,6 +37,7 @@ from conformance.golden import (
     parse_manifest,
 )
 from tests.identities import identity_for
+from tests.limits import time_limit
 from tests.test_validate import FP, OTHER, REF, _image, _item, manifest_edit, set_dir
 
 DOT = "tiny-sd/dot/16x8/fp32"
@@ -50,19 +49,9 @@ needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs os.mkfi
 
 
 # -- building blocks ---------------------------------------------------------------------------
-@contextlib.contextmanager
 def deadline(seconds: int = 30):
     """Fail instead of hanging (a read that blocks on a FIFO is interrupted)."""
-    def fire(signum, frame):
-        raise TimeoutError(f"blocked for {seconds} s")
-
-    old = signal.signal(signal.SIGALRM, fire)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, old)
+    return time_limit(seconds)
 
 
 @pytest.fixture

@@ -9,17 +9,15 @@ corpus; ``test_corpus_is_large_enough`` counts it per surface and kind.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import textwrap
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,6 +39,7 @@ from conformance.models import (
     shard_files,
 )
 from conformance.tolerances import load_tolerances, parse_tolerances
+from tests.limits import time_limit
 
 PROJECT = Path(__file__).resolve().parents[1]
 FIXTURES = PROJECT / "fixtures"
@@ -86,18 +85,7 @@ LOADERS: dict[str, tuple[Callable[[Path], Any], type[ConformanceInputError]]] = 
 }
 
 
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    def expired(signum, frame):  # pragma: no cover - only on a hang
-        raise TimeoutError(f"took more than {seconds} s")
 
-    before = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, before)
 
 
 def digest(path: Path) -> str | None:

@@ -6,9 +6,7 @@ import contextlib
 import json
 import math
 import os
-import signal
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,22 +15,7 @@ from hypothesis import strategies as st
 
 from conformance import safeio
 from conformance.errors import CaseFileError, ConformanceInputError
-
-
-@contextlib.contextmanager
-def time_limit(seconds: int) -> Iterator[None]:
-    """Fail instead of hanging (SIGALRM; the tests run in the main thread)."""
-
-    def expired(signum, frame):  # pragma: no cover - only on a hang
-        raise TimeoutError(f"took more than {seconds} s")
-
-    before = signal.signal(signal.SIGALRM, expired)
-    signal.alarm(seconds)
-    try:
-        yield
-    finally:
-        signal.alarm(0)
-        signal.signal(signal.SIGALRM, before)
+from tests.limits import time_limit
 
 
 def one_line(exc: BaseException) -> str:
