@@ -291,15 +291,17 @@ def now_utc() -> str:
     return _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def command_line() -> str:
-    """The command that started this process, for provenance (``python -m conformance.cli``
-    reads as ``conformance``, ``python -m pytest`` as ``pytest``)."""
-    program = os.path.basename(sys.argv[0])
-    if sys.argv[0].endswith(os.path.join("conformance", "cli.py")):
+def command_line(argv: list[str] | None = None) -> str:
+    """The command that started this process (or ``argv``: an xdist worker passes its
+    controller's), for provenance (``python -m conformance.cli`` reads as ``conformance``,
+    ``python -m pytest`` as ``pytest``)."""
+    argv = list(sys.argv if argv is None else argv)
+    program = os.path.basename(argv[0])
+    if argv[0].endswith(os.path.join("conformance", "cli.py")):
         program = "conformance"
-    elif sys.argv[0].endswith(os.path.join("pytest", "__main__.py")):
+    elif argv[0].endswith(os.path.join("pytest", "__main__.py")):
         program = "pytest"
-    return " ".join([program, *(_relative(a) for a in sys.argv[1:])])
+    return " ".join([program, *(_relative(a) for a in argv[1:])])
 
 
 def _relative(arg: str) -> str:

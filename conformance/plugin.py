@@ -244,8 +244,12 @@ class ConformancePlugin:
             settings = replace(self.settings, device=device)
             fp = fingerprint(device, self.settings.threads)
             from conformance.gencache import WORKER_KEY, SharedGenerations
+            from conformance.hardware import command_line
 
-            shared_dir = getattr(self.config, "workerinput", {}).get(WORKER_KEY)
+            workerinput = getattr(self.config, "workerinput", {})
+            shared_dir = workerinput.get(WORKER_KEY)
+            # a worker's own argv is xdist's ("-c"): a golden names the command the user ran
+            main_argv = workerinput.get("mainargv")
             self._session = ConformanceSession(
                 settings,
                 detect_class(device),
@@ -253,6 +257,7 @@ class ConformancePlugin:
                 Runner(device),
                 identity=measure(device, fp),
                 shared=SharedGenerations(shared_dir) if shared_dir else None,
+                command=command_line(main_argv) if main_argv else None,
             )
         return self._session
 

@@ -140,8 +140,10 @@ class ConformanceSession:
         runner: Runner | None = None,
         identity: Identity | None = None,
         shared: SharedGenerations | None = None,
+        command: str | None = None,
     ) -> None:
         self.settings = settings
+        self.command = command or command_line()  # what a recorded golden says made it
         self.hardware_class = hardware_class
         self.fingerprint = fingerprint
         self.identity = identity
@@ -475,7 +477,7 @@ class ConformanceSession:
             gen.trace,
             self.fingerprint,
             recorded_at=now_utc(),
-            command=command_line(),
+            command=self.command,
             force=self.settings.force,
             identity=self.identity,
         )

@@ -592,6 +592,7 @@ def test_two_workers_make_the_generations_of_one(run, tmp_path):
     modules = ("test_golden.py", "test_repeatability.py", "test_fidelity.py")
     serial = run("--model", "tiny-sd", "--record", modules=modules)
     one = results_of(serial)
+    commands = _recorded_commands(serial.golden)
     shutil.rmtree(serial.golden)
     parallel = run("--model", "tiny-sd", "--record", "-n", "2", "--dist", "loadgroup",
                    modules=modules)
@@ -602,6 +603,13 @@ def test_two_workers_make_the_generations_of_one(run, tmp_path):
     sha = {(o["id"], o["check"]): o["pixel_sha256"] for o in one["outcomes"]}
     assert {(o["id"], o["check"]): o["pixel_sha256"] for o in two["outcomes"]} == sha
     parallel.stdout.fnmatch_lines(["*reused from another process: *, processes: 2*"])
+    # the goldens name the command the user ran, not the worker's own argv
+    assert _recorded_commands(parallel.golden) == commands and "-c" not in commands
+
+
+def _recorded_commands(root):
+    return {e["command"] for m in root.glob("*/*/manifest.json")
+            for e in json.loads(m.read_text())["entries"].values()}
 
 
 def test_unusable_results_and_record_targets_fail_before_any_generation(run, tmp_path):

@@ -282,11 +282,11 @@ def test_command_line_process_has_no_traceback(golden):
     assert "not valid JSON" in proc.stdout and "Traceback" not in proc.stderr
 
 
-def _renamed_identity(root, cls, fp, **features):
+def _renamed_identity(root, cls, fp, digest="b"):
     """Rewrite a set's identity as if another machine (with the same class name) made it."""
     path = set_dir(root, cls) / MANIFEST
     data = json.loads(path.read_text())
-    ident = identity_for(cls, fp, digests={"fp32": "b" * 12})
+    ident = identity_for(cls, fp, digests={"fp32": digest * 12})
     data["identity"] = ident.to_dict()
     path.write_text(json.dumps(data))
 
@@ -306,16 +306,43 @@ def test_identity_whose_features_imply_another_class(golden, capsys):
 
 
 def test_contribution_that_would_replace_another_machines_set(golden, capsys, tmp_path):
-    """Same path, another identity: both named; dropped and changed goldens reported."""
+    """Same path, another measured identity: both named, even with identical goldens."""
     base = tmp_path / "base"
+    _renamed_identity(golden, OTHER, FP, digest="a")
     shutil.copytree(golden, base)
-    _renamed_identity(golden, OTHER, FP)
+    _renamed_identity(golden, OTHER, FP, digest="b")
     before = snapshot(base)
     code, out, _ = validate(capsys, set_dir(golden), "--reference-dir", golden, "--base", base)
     assert code == 1
     line = next(x for x in out.splitlines() if "would replace the goldens of" in x)
-    assert "no probe digests" in line and "probes " in line, line
+    assert f"probes {identity_for(OTHER, FP, {'fp32': 'a' * 12}).digest}" in line, line
+    assert f"probes {identity_for(OTHER, FP, {'fp32': 'b' * 12}).digest}" in line, line
     assert snapshot(base) == before
+
+
+def test_measured_identity_replaces_an_unmeasured_one_only_by_reproducing(golden, capsys,
+                                                                         tmp_path):
+    """A set recorded before the probe battery, recorded again on a machine of its class:
+    accepted with a notice when every golden's pixels and trace are reproduced."""
+    base = tmp_path / "base"
+    shutil.copytree(golden, base)
+    _renamed_identity(golden, OTHER, FP)
+    code, out, err = validate(capsys, set_dir(golden), "--reference-dir", golden,
+                              "--base", base)
+    assert code == 0, out
+    assert "measures the identity of a set recorded without probe digests (2 goldens " \
+           "reproduced" in err
+    step = {"step": 0, "timestep": 999.0, "digest": "0" * 16, "mean": 0.0, "std": 1.0,
+            "min": -1.0, "max": 1.0}
+    manifest_edit(golden, lambda d, e: e.update(trace=[step]))
+    code, out, _ = validate(capsys, set_dir(golden), "--reference-dir", golden, "--base", base)
+    assert code == 1
+    assert "1 golden(s) differ in pixels or latents: tiny-sd/dot/16x8/fp32" in out
+    manifest_edit(golden, lambda d, e: d["entries"].pop("tiny-sd/ring/16x8/fp32"))
+    code, out, _ = validate(capsys, set_dir(golden), "--reference-dir", golden, "--base", base)
+    assert code == 1
+    assert "1 golden(s) are missing: tiny-sd/ring/16x8/fp32" in out
+    assert "takes a measured identity only by reproducing every golden" in out
 
 
 def test_contribution_may_add_but_not_drop_or_change(golden, capsys, tmp_path):
