@@ -81,11 +81,14 @@ def probe(out: Path, cfg: tuple[str, str | None, int]) -> None:
 def _sets(root: Path) -> dict[str, dict]:
     """{column name: {"identity": ..., "images": {item id: pixel sha}}} for every set."""
     out: dict[str, dict] = {}
-    for manifest in sorted(root.glob("*/*/manifest.json")):
+    manifests = sorted(root.glob("*/*/manifest.json"))
+    label = root.parent.name if root.name == "golden" else root.name
+    several = len({m.parent.name for m in manifests}) > 1  # a root of many classes
+    for manifest in manifests:
         data = json.loads(manifest.read_text())
         ident = data.get("identity") or {}
-        col = out.setdefault(root.parent.name if root.name == "golden" else root.name,
-                             {"identity": {}, "probes": {}, "images": {}})
+        name = f"{label}:{manifest.parent.name}" if several else label
+        col = out.setdefault(name, {"identity": {}, "probes": {}, "images": {}})
         col["identity"][data["model"]] = ident
         fresh = root.parent / "identity.json"
         if fresh.is_file():  # measured again with the current battery

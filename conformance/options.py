@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conformance import PROJECT_ROOT
+from conformance import PACKAGE_DIR, PROJECT_ROOT
 from conformance.cases import Resolution
 from conformance.errors import ConformanceInputError
 from conformance.hardware import HardwareClass, parse_device
@@ -210,14 +210,25 @@ def add_options(addoption: Callable[..., Any], prefix: str = "--") -> None:
                       metavar=opt.metavar, help=opt.help)
 
 
-def resolve(name: str, cli_value: Any, ini_value: str | None) -> Any:
-    """command line > ini > environment (``CONFORMANCE_<NAME>``) > default."""
+#: options that name a file or folder: an ini file's relative value is relative to the ini
+#: file (as pytest's own ``testpaths`` are), not to the folder pytest was started in
+PATH_OPTIONS = frozenset({"golden-dir", "cases", "tolerances", "deviations", "results"})
+
+
+def resolve(name: str, cli_value: Any, ini_value: str | None,
+            ini_dir: Path | None = None) -> Any:
+    """command line > ini > environment (``CONFORMANCE_<NAME>``) > default; a relative path
+    in the ini file is taken relative to ``ini_dir`` (the ini file's folder)."""
     opt = OPTION_BY_NAME[name]
     if opt.flag:
         return bool(cli_value)
     if cli_value is not None:
         return cli_value
     env = os.environ.get("CONFORMANCE_" + name.upper().replace("-", "_"))
+    if ini_value and ini_dir is not None and name in PATH_OPTIONS:
+        stripped = ini_value.strip(" ")
+        if stripped and "\x00" not in stripped and not Path(stripped).is_absolute():
+            ini_value = str(ini_dir / stripped)
     for source, text in (("ini", ini_value), ("env", env)):
         if text:
             try:
@@ -281,5 +292,14 @@ def check_record_target(golden_dir: str | os.PathLike[str]) -> str | None:
     flag = f"--golden-dir {root}"
     if root.exists() and not root.is_dir():
         return f"{flag}: exists and is not a directory"
+    installed = PACKAGE_DIR / "_data"
+    try:
+        inside = root.resolve() == installed or installed in root.resolve().parents
+    except (OSError, ValueError, RuntimeError):
+        inside = False
+    if inside:
+        return (f"{flag}: is the installed package's copy of the project's golden sets; "
+                "record into a folder of your own (`conformance init` writes a suite that "
+                "does, or give --golden-dir DIR)")
     problem = _creatable_dir(root)
     return f"{flag}: {problem}" if problem else None

@@ -170,7 +170,8 @@ def _settings(config: pytest.Config) -> Settings:
     def get(name: str) -> Any:
         opt = OPTION_BY_NAME[name]
         ini = config.getini(opt.dest) if opt.ini else None
-        return resolve(name, config.getoption(opt.dest), ini or None)
+        ini_dir = config.inipath.parent if config.inipath else None
+        return resolve(name, config.getoption(opt.dest), ini or None, ini_dir)
 
     return Settings(
         device=get("device"),

@@ -1,0 +1,137 @@
+"""``conformance init [DIR]``: a starter suite of one's own, outside this checkout.
+
+Writes, into ``DIR`` (default: the current folder)::
+
+    pytest.ini        selects the installed suite (``--pyargs conformance``) and points it at
+                      the files below (paths relative to the ini file)
+    cases.toml        one pinned-seed case on an embedded model, to edit
+    tolerances.toml   the packaged tolerance tiers, to tighten or loosen
+    golden/           empty: ``pytest --device cpu --record`` records this machine's set
+    .gitignore        keeps the run's results out of version control
+
+It never replaces a file: when any of them exists, nothing is written and the error names
+every one that is in the way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+from typing import Any
+
+from conformance import PACKAGE_DIR
+from conformance.errors import ConformanceInputError
+
+#: built-in models a starter case may use: (prompt, seed, steps, scheduler, guidance)
+_STARTERS: dict[str, tuple[str, int, int, str, float]] = {
+    "tiny-sd": ("a red circle on a white background", 1744694513, 20, "euler", 4.0),
+    "tiny-flux": ("a purple circle on a black background", 1234, 12, "flow-euler", 3.5),
+}
+
+PYTEST_INI = """\
+# The diffusion conformance suite over this folder's cases and goldens (`conformance init`).
+# `pytest --device cpu --record` records this machine's goldens; `pytest --device cpu`
+# checks them. Paths are relative to this file.
+[pytest]
+addopts = --pyargs conformance
+conformance_cases = cases.toml
+conformance_tolerances = tolerances.toml
+conformance_golden_dir = golden
+conformance_results = conformance-results/results.json
+# diffusers' schedulers call np.array(tensor, copy=False) under numpy 2
+filterwarnings =
+    ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning
+# The class every other machine is compared with at the perceptual tier: the class of the
+# first machine that records here (`conformance fingerprint` prints it), e.g.
+# conformance_reference_class = cpu-amd-avx512+bf16
+"""
+
+CASES = """\
+# Cases of this suite: each [cases.NAME] table is one pinned-seed generation, run at every
+# resolution and precision of [axes] (or its own `resolutions` / `precisions`); item ids read
+# MODEL/NAME/WxH/PRECISION. `conformance cases --cases cases.toml` lists them.
+schema_version = 1
+
+[axes]
+resolutions = ["64x64"]
+precisions = ["fp32", "bf16"]
+
+[cases.{name}]
+model = "{model}"
+prompt = "{prompt}"
+seed = {seed}
+steps = {steps}
+scheduler = "{scheduler}"
+guidance_scale = {guidance}
+"""
+
+GOLDEN_README = """\
+# Golden sets
+
+`<model>/<hardware-class>/manifest.json` plus one PNG per item, written by
+`pytest --device cpu --record` (or `conformance record --out golden`). Check them with
+`conformance validate golden`.
+"""
+
+GITIGNORE = "/conformance-results/\n"
+
+
+def files(model: str) -> dict[str, str]:
+    """What ``init`` writes: {relative path: text}."""
+    prompt, seed, steps, scheduler, guidance = _STARTERS[model]
+    return {
+        "pytest.ini": PYTEST_INI,
+        "cases.toml": CASES.format(name="starter", model=model, prompt=prompt, seed=seed,
+                                   steps=steps, scheduler=scheduler, guidance=guidance),
+        "tolerances.toml": (PACKAGE_DIR / "tolerances.toml").read_text(encoding="utf-8"),
+        "golden/README.md": GOLDEN_README,
+        ".gitignore": GITIGNORE,
+    }
+
+
+def init(target: Path, model: str = "tiny-sd") -> list[Path]:
+    """Write the starter suite into ``target``; the paths written. Refuses (writing
+    nothing) when ``target`` is not a folder or any of the files exists."""
+    if model not in _STARTERS:
+        raise ConformanceInputError("--model", f"{model!r} has no starter case; accepted: "
+                                    f"{', '.join(_STARTERS)}")
+    if target.exists() and not target.is_dir():
+        raise ConformanceInputError(target, "exists and is not a folder")
+    plan = files(model)
+    in_the_way = [rel for rel in plan if os.path.lexists(target / rel)]
+    if in_the_way:
+        raise ConformanceInputError(target, "already holds " + ", ".join(in_the_way)
+                                    + "; nothing was written (init never replaces a file)")
+    written = []
+    for rel, text in plan.items():
+        path = target / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "x", encoding="utf-8") as fh:  # "x": never over an existing file
+            fh.write(text)
+        written.append(path)
+    return written
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "init", help="write a starter suite (cases, tolerances, empty golden/, pytest.ini) "
+        "into a folder of your own", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("target", nargs="?", type=Path, default=Path("."), metavar="DIR",
+                   help="folder to write into (default: the current one; created if absent)")
+    p.add_argument("--model", default="tiny-sd", metavar="NAME",
+                   help=f"embedded model of the starter case: {', '.join(_STARTERS)} "
+                   "(default: tiny-sd)")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    written = init(args.target, args.model)
+    for path in written:
+        print(f"wrote {path}")
+    where = "" if args.target == Path(".") else f"cd {args.target} && "
+    print(f"next: {where}pytest --device cpu --record   (records this machine's goldens), "
+          "then pytest --device cpu")
+    return 0
