@@ -416,6 +416,26 @@ def test_end_to_end_quantized_model_runs_quantized(
     assert rel < OUTPUT_TOLERANCE[recipe], rel
 
 
+@pytest.mark.parametrize("recipe", ["q8_0", "q6_k"])
+@pytest.mark.parametrize("which", ["flux", "unet"])
+def test_original_layout_runs_like_diffusers_layout(
+    request: pytest.FixtureRequest, tmp_path: Path, which: str, recipe: str
+) -> None:
+    """Other block structures than the shipped models': the two layouts still agree exactly."""
+    tiny: TinyModel = request.getfixturevalue(which)
+    outputs = {}
+    for layout in ("diffusers", "original"):
+        out = tmp_path / f"{layout}.gguf"
+        assert quantize(tiny.directory, out, recipe, "--layout", layout) == 0
+        model = load_gguf_model(tiny.cls, out, tiny.directory, torch.float32)
+        assert quantization_report(model).consistent
+        with torch.no_grad():
+            outputs[layout] = model(**tiny.inputs).sample
+    names = set(gguf_io.read_gguf(tmp_path / "original.gguf", copy=False))
+    assert not names & tiny.keys  # no diffusers name left
+    assert torch.equal(outputs["diffusers"], outputs["original"])
+
+
 def test_load_gguf_model_argument_errors(tmp_path: Path, flux: TinyModel) -> None:
     with pytest.raises(ValueError, match=r"\.gguf"):
         load_gguf_model(flux.cls, tmp_path / "model.safetensors", flux.directory)

@@ -2,12 +2,16 @@
 
 Usage::
 
-    quantize SRC --type TYPE --out FILE.gguf [--force]
+    quantize SRC --type TYPE --out FILE.gguf [--layout {diffusers,original}] [--force]
 
 ``SRC`` is a diffusers model directory (``config.json`` plus ``*.safetensors``)
 or a single ``.safetensors`` file. The model class named by ``_class_name`` in
 ``config.json`` is instantiated without memory (meta tensors) to learn which
 weights belong to ``nn.Linear`` modules; only those are block-quantized.
+
+``--layout diffusers`` (the default) writes diffusers' state-dict names; ``--layout
+original`` writes the original checkpoint's names, as the Flux and Stable Diffusion GGUF
+files people download carry them (see :mod:`conformance.quant.layout`).
 """
 
 from __future__ import annotations
@@ -16,7 +20,8 @@ import argparse
 import json
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +30,7 @@ from conformance.errors import ConformanceInputError
 from conformance.models import load_config, shard_files
 from conformance.safeio import regular_file_problem, require_str, show
 
+from .layout import DEFAULT_LAYOUT, LAYOUTS, ORIGINAL_CLASSES, LayoutError, original_plan
 from .loading import supports_single_file
 from .recipes import RECIPE_NAMES, Recipe, get_recipe
 
@@ -78,6 +84,16 @@ def register(subparsers: Any) -> None:
         help=f"quantization recipe: {', '.join(RECIPE_NAMES)}",
     )
     parser.add_argument("--out", metavar="FILE.gguf", required=True, help="output GGUF file")
+    parser.add_argument(
+        "--layout",
+        choices=LAYOUTS,
+        default=DEFAULT_LAYOUT,
+        help=(
+            "tensor names in the file: 'diffusers' (diffusers' state-dict names, the default) "
+            "or 'original' (the original checkpoint's names, as downloaded Flux and SD 1.x "
+            f"GGUF files carry them; for {', '.join(ORIGINAL_CLASSES)})"
+        ),
+    )
     parser.add_argument("--force", action="store_true", help="overwrite an existing output file")
     parser.set_defaults(func=run_quantize)
 
@@ -215,6 +231,22 @@ def _iter_source_tensors(source: Source) -> Iterator[tuple[str, Any]]:
                 yield key, handle.get_tensor(key)
 
 
+@contextmanager
+def _tensor_getter(source: Source) -> Iterator[Callable[[str], Any]]:
+    """A function returning one source tensor by name, the files held open meanwhile."""
+    from safetensors import safe_open
+
+    with ExitStack() as stack:
+        where: dict[str, Any] = {}
+        for file in source.weight_files:
+            handle = stack.enter_context(safe_open(str(file), framework="pt"))
+            for key in handle.keys():
+                if key in where:
+                    raise CommandError(f"SRC {file}: tensor {key!r} appears in more than one shard")
+                where[key] = handle
+        yield lambda key: where[key].get_tensor(key)
+
+
 def _source_keys(source: Source) -> set[str]:
     from safetensors import safe_open
 
@@ -249,7 +281,7 @@ def _resolve_output(out: str, force: bool) -> Path:
     return path
 
 
-def _format_summary(tensors: list[Any], recipe: Recipe, out: Path) -> str:
+def _format_summary(tensors: list[Any], recipe: Recipe, out: Path, extra: str = "") -> str:
     rows: dict[str, list[int]] = {}
     for t in tensors:
         row = rows.setdefault(t.qtype.name, [0, 0, 0])
@@ -258,7 +290,7 @@ def _format_summary(tensors: list[Any], recipe: Recipe, out: Path) -> str:
         row[2] += t.nbytes
     total = [sum(r[i] for r in rows.values()) for i in range(3)]
     lines = [
-        f"wrote {out} (recipe {recipe.name}: {recipe.description})",
+        f"wrote {out} (recipe {recipe.name}: {recipe.description}{extra})",
         f"{'type':<6} {'tensors':>8} {'weights':>14} {'bytes':>14} {'bits/weight':>12}",
     ]
     order = sorted(rows.items(), key=lambda kv: -kv[1][2])
@@ -268,11 +300,49 @@ def _format_summary(tensors: list[Any], recipe: Recipe, out: Path) -> str:
     return "\n".join(lines)
 
 
+def _quantize_original(source: Source, recipe: Recipe, src: str) -> list[Any]:
+    """Quantize ``source`` into the original checkpoint layout (``--layout original``)."""
+    from .layout import quantize_original
+
+    if source.config is None or source.model_keys is None:
+        raise CommandError(
+            f"SRC {src}: --layout original needs the model's config.json next to the "
+            "weights (its class and block structure fix the original names)"
+        )
+    class_name = str(source.class_name)
+    if class_name not in ORIGINAL_CLASSES:
+        raise CommandError(
+            f"--layout original: no original layout is known for {class_name}; "
+            f"it exists for {', '.join(ORIGINAL_CLASSES)}"
+        )
+    file_keys = _source_keys(source)
+    if file_keys != source.model_keys:
+        odd = sorted(file_keys ^ source.model_keys)
+        raise CommandError(
+            f"SRC {src}: --layout original needs exactly {class_name}'s state-dict names; "
+            f"{len(odd)} differ (e.g. {odd[0]!r})"
+        )
+    try:
+        plan = original_plan(class_name, source.config, sorted(file_keys))
+        with _tensor_getter(source) as get_tensor:
+            return quantize_original(plan, get_tensor, recipe, linear_names=source.linear_names)
+    except LayoutError as exc:
+        raise CommandError(f"SRC {src}: {exc}") from None
+    except ValueError as exc:
+        raise CommandError(f"SRC {src}: {exc}") from None
+
+
 def run_quantize(args: argparse.Namespace) -> int:
     """Entry point of the sub-command; returns the process exit status."""
-    from .gguf_io import DEFAULT_ARCH, quantize_state_dict, write_gguf
+    from .gguf_io import DEFAULT_ARCH, write_gguf
+    from .layout import architecture
 
+    layout = getattr(args, "layout", DEFAULT_LAYOUT)
     try:
+        if layout not in LAYOUTS:
+            raise CommandError(
+                f"--layout {show(layout)}: unknown layout; accepted: {', '.join(LAYOUTS)}"
+            )
         try:
             recipe = get_recipe(args.qtype)
         except KeyError:
@@ -282,42 +352,20 @@ def run_quantize(args: argparse.Namespace) -> int:
         out = _resolve_output(args.out, args.force)
         source = resolve_source(args.src)
         _instantiate_linear_names(source)
+        name = source.path.stem if source.path.is_file() else source.path.name
         notes: list[str] = []
-        if source.linear_names is None:
-            notes.append(
-                f"note: no config.json next to {source.path}; "
-                "every 2-D *.weight tensor was treated as an nn.Linear weight"
-            )
-        if not source.single_file:
-            notes.append(
-                f"warning: diffusers cannot load {source.class_name} with from_single_file, "
-                "so it cannot load this GGUF file"
-            )
-        if source.model_keys is not None:
-            file_keys = _source_keys(source)
-            if file_keys != source.model_keys:
-                diff = len(file_keys ^ source.model_keys)
-                notes.append(
-                    f"warning: {diff} tensor names differ from {source.class_name}'s state dict; "
-                    "diffusers will try to convert keys when loading"
-                )
-        try:
-            tensors = quantize_state_dict(
-                _iter_source_tensors(source), recipe, linear_names=source.linear_names
-            )
-        except ValueError as exc:
-            raise CommandError(f"SRC {args.src}: {exc}") from None
+        if layout == "original":
+            tensors = _quantize_original(source, recipe, args.src)
+            arch = architecture(str(source.class_name))
+            metadata: dict[str, Any] = {"general.name": name, "conformance.recipe": recipe.name}
+            extra = f"; original layout, general.architecture {arch}"
+        else:
+            tensors, metadata = _quantize_diffusers(source, recipe, args.src, name, notes)
+            arch, extra = DEFAULT_ARCH, ""
         if not tensors:
             raise CommandError(f"SRC {args.src}: holds no tensors")
-        metadata: dict[str, Any] = {
-            "general.name": source.path.stem if source.path.is_file() else source.path.name,
-            f"{DEFAULT_ARCH}.recipe": recipe.name,
-        }
-        if source.config is not None:
-            metadata[f"{DEFAULT_ARCH}.class_name"] = str(source.class_name or "")
-            metadata[f"{DEFAULT_ARCH}.config"] = json.dumps(source.config, sort_keys=True)
         try:
-            write_gguf(out, tensors, file_type=recipe.file_type, metadata=metadata)
+            write_gguf(out, tensors, arch=arch, file_type=recipe.file_type, metadata=metadata)
         except OSError as exc:
             print(f"error: --out {args.out}: cannot write ({exc})", file=sys.stderr)
             return 1
@@ -326,7 +374,48 @@ def run_quantize(args: argparse.Namespace) -> int:
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(_format_summary(tensors, recipe, out))
+    print(_format_summary(tensors, recipe, out, extra))
     for note in notes:
         print(note, file=sys.stderr)
     return 0
+
+
+def _quantize_diffusers(
+    source: Source, recipe: Recipe, src: str, name: str, notes: list[str]
+) -> tuple[list[Any], dict[str, Any]]:
+    """Quantize ``source`` under its own (diffusers) names; ``notes`` gets the warnings."""
+    from .gguf_io import DEFAULT_ARCH, quantize_state_dict
+
+    if source.linear_names is None:
+        notes.append(
+            f"note: no config.json next to {source.path}; "
+            "every 2-D *.weight tensor was treated as an nn.Linear weight"
+        )
+    if not source.single_file:
+        notes.append(
+            f"warning: diffusers cannot load {source.class_name} with from_single_file, "
+            "so it cannot load this GGUF file"
+        )
+    if source.model_keys is not None:
+        file_keys = _source_keys(source)
+        if file_keys != source.model_keys:
+            diff = len(file_keys ^ source.model_keys)
+            notes.append(
+                f"warning: {diff} tensor names differ from {source.class_name}'s state dict; "
+                "diffusers will try to convert keys when loading, and the suite's loader "
+                "(conformance.quant.loading) refuses the file as neither layout"
+            )
+    try:
+        tensors = quantize_state_dict(
+            _iter_source_tensors(source), recipe, linear_names=source.linear_names
+        )
+    except ValueError as exc:
+        raise CommandError(f"SRC {src}: {exc}") from None
+    metadata: dict[str, Any] = {
+        "general.name": name,
+        f"{DEFAULT_ARCH}.recipe": recipe.name,
+    }
+    if source.config is not None:
+        metadata[f"{DEFAULT_ARCH}.class_name"] = str(source.class_name or "")
+        metadata[f"{DEFAULT_ARCH}.config"] = json.dumps(source.config, sort_keys=True)
+    return tensors, metadata

@@ -1,8 +1,9 @@
 """Writing diffusers state dicts as GGUF files and reading them back.
 
-Tensor names in the file are exactly the diffusers state-dict names, so
+Tensors are written under the names they are given: the diffusers state-dict names (then
 ``<Model>.from_single_file(path, quantization_config=GGUFQuantizationConfig(...),
-config=...)`` skips its key conversion. Quantized tensors are stored as raw
+config=...)`` skips its key conversion) or the original checkpoint's names chosen by
+:mod:`conformance.quant.layout`. Quantized tensors are stored as raw
 GGML blocks (``raw_dtype`` set to their GGML type); F16/F32 tensors as plain
 arrays.
 """
@@ -28,6 +29,7 @@ __all__ = [
     "DEFAULT_ARCH",
     "GGUFTensor",
     "QuantizedTensor",
+    "decide_tensor",
     "load_dequantized",
     "quantize_state_dict",
     "quantize_tensor",
@@ -142,21 +144,28 @@ def quantize_state_dict(
     out: list[QuantizedTensor] = []
     for name, tensor in items:
         arr = to_numpy(tensor)
-        _check_storable(name, arr)
-        is_float = bool(np.issubdtype(arr.dtype, np.floating))
-        max_abs = None
-        if is_float and arr.size:
-            if not np.all(np.isfinite(arr)):
-                raise ValueError(f"tensor {name!r} contains NaN or infinite values")
-            max_abs = float(np.abs(arr).max())
-        decision = choose_type(
-            name, arr.shape, rec, linear_names=linear, is_float=is_float, max_abs=max_abs
-        )
+        decision = decide_tensor(name, arr, rec, linear)
         qt = quantize_tensor(name, arr, decision)
         if on_tensor is not None:
             on_tensor(qt)
         out.append(qt)
     return out
+
+
+def decide_tensor(
+    name: str, arr: np.ndarray, recipe: Recipe, linear_names: frozenset[str] | None
+) -> Decision:
+    """The recipe's type for one tensor, after checking it can be stored (``ValueError``)."""
+    _check_storable(name, arr)
+    is_float = bool(np.issubdtype(arr.dtype, np.floating))
+    max_abs = None
+    if is_float and arr.size:
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"tensor {name!r} contains NaN or infinite values")
+        max_abs = float(np.abs(arr).max())
+    return choose_type(
+        name, arr.shape, recipe, linear_names=linear_names, is_float=is_float, max_abs=max_abs
+    )
 
 
 def _check_storable(name: str, arr: np.ndarray) -> None:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from .layout import UNET_PREFIX, LayoutError, detect_layout, original_plan
+
 __all__ = [
+    "GGUFLayout",
     "QuantizationReport",
+    "gguf_layout",
     "linear_weight_names",
     "load_gguf_model",
     "quantization_report",
@@ -40,6 +47,134 @@ def supports_single_file(model_cls: type) -> bool:
     return False
 
 
+@dataclass(frozen=True)
+class GGUFLayout:
+    """The tensor-name layout of a GGUF file, as :func:`gguf_layout` found it."""
+
+    layout: str
+    """``"diffusers"`` or ``"original"``"""
+    prefix: str = ""
+    """``"model.diffusion_model."`` when the original names carry that prefix, else ``""``"""
+    architecture: str | None = None
+    """the file's ``general.architecture``, if any"""
+
+
+def _original_class(model_cls: type) -> str | None:
+    """The class of :data:`~conformance.quant.layout.ORIGINAL_CLASSES` ``model_cls`` is."""
+    import diffusers
+
+    from .layout import ORIGINAL_CLASSES
+
+    for name in ORIGINAL_CLASSES:
+        known = getattr(diffusers, name, None)
+        if isinstance(known, type) and issubclass(model_cls, known):
+            return name
+    return None
+
+
+def _empty_state(model_cls: Any, config_dir: Path) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The model's config and its state dict on the meta device (names and shapes only)."""
+    from accelerate import init_empty_weights
+
+    config = dict(model_cls.load_config(str(config_dir), local_files_only=True))
+    with init_empty_weights():
+        model = model_cls.from_config(config)
+    return config, model.state_dict()
+
+
+def _gguf_names(path: Path) -> tuple[list[str], str | None]:
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(str(path))
+    except Exception as exc:  # gguf-py raises many types for a file it cannot parse
+        raise LayoutError(f"{path}: not a readable GGUF file ({exc})") from None
+    arch = reader.fields.get("general.architecture")
+    return [t.name for t in reader.tensors], None if arch is None else str(arch.contents())
+
+
+def gguf_layout(
+    model_cls: Any, gguf_path: str | os.PathLike[str], config_dir: str | os.PathLike[str]
+) -> GGUFLayout:
+    """Detect from its tensor names which layout a GGUF file of ``model_cls`` is in.
+
+    The names are compared with the state dict of ``model_cls`` built from
+    ``config_dir/config.json`` (diffusers layout) and with that state dict's original
+    names (:func:`conformance.quant.layout.original_plan`; Flux and SD 1.x UNets), with or
+    without the ``model.diffusion_model.`` prefix. A file that fits neither raises
+    :class:`~conformance.quant.layout.LayoutError` naming the file and an offending tensor.
+    """
+    return _detect(model_cls, Path(gguf_path), Path(config_dir))[0]
+
+
+def _detect(model_cls: Any, path: Path, config_dir: Path) -> tuple[GGUFLayout, dict[str, Any]]:
+    names, arch = _gguf_names(path)
+    config, state = _empty_state(model_cls, config_dir)
+    original: list[str] | None = None
+    class_name = _original_class(model_cls)
+    if class_name is not None:
+        try:
+            original = [t.name for t in original_plan(class_name, config, sorted(state))]
+        except LayoutError:
+            original = None  # this configuration has no original layout
+    where = f"{path}" + ("" if arch is None else f" (general.architecture {arch!r})")
+    layout, prefix = detect_layout(
+        names, state, original, where=f"{where}, for {model_cls.__name__}"
+    )
+    return GGUFLayout(layout, prefix, arch), state
+
+
+#: Width diffusers' Flux conversion assumes for ``single_blocks.N.linear1`` (FLUX.1's).
+_DIFFUSERS_FLUX_SPLIT = (3072, 3072, 3072, 12288)
+_PATCH_LOCK = threading.Lock()
+
+
+@contextmanager
+def _flux_single_block_width(state: dict[str, Any]) -> Iterator[None]:
+    """Let diffusers' Flux conversion split ``linear1`` at the model's own width.
+
+    diffusers' ``convert_flux_transformer_checkpoint_to_diffusers`` splits every
+    ``single_blocks.N.linear1`` into q, k, v and the MLP input with the fixed sizes of
+    FLUX.1 (3072, 3072, 3072, 12288), so a narrower Flux fails there. For such a model,
+    and only while the conversion runs, that one ``torch.split`` call of the conversion
+    module gets the model's real sizes (read from its state dict); the conversion itself
+    (names, order, chunking, the adaLN swap) stays diffusers'. At the FLUX.1 width this
+    does nothing.
+    """
+    key = "single_transformer_blocks.0."
+    parts = [f"{key}attn.to_q.weight", f"{key}attn.to_k.weight", f"{key}attn.to_v.weight",
+             f"{key}proj_mlp.weight"]
+    if not all(p in state for p in parts):
+        yield
+        return
+    real = tuple(int(state[p].shape[0]) for p in parts)
+    if real == _DIFFUSERS_FLUX_SPLIT:
+        yield
+        return
+    from diffusers.loaders import single_file_utils
+
+    torch_module = single_file_utils.torch
+
+    class _SplitAtModelWidth:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(torch_module, name)
+
+        @staticmethod
+        def split(tensor: Any, split_size: Any, dim: int = 0) -> Any:
+            if (isinstance(split_size, (list, tuple))
+                    and tuple(split_size) == _DIFFUSERS_FLUX_SPLIT
+                    and tensor.shape[dim] == sum(real)):
+                split_size = real
+            return torch_module.split(tensor, split_size, dim)
+
+    with _PATCH_LOCK:
+        single_file_utils.torch = _SplitAtModelWidth()
+        try:
+            yield
+        finally:
+            single_file_utils.torch = torch_module
+
+
 def load_gguf_model(
     model_cls: Any,
     gguf_path: str | os.PathLike[str],
@@ -60,10 +195,18 @@ def load_gguf_model(
             local_files_only=True,
         )
 
-    Tensor names in the file must equal the model's state-dict keys, in which
-    case diffusers skips key conversion. Only classes diffusers can load from a
-    single file qualify (see :func:`supports_single_file`). Extra keyword
-    arguments are passed on.
+    Both layouts load (see :func:`gguf_layout`, which detects the layout from the tensor
+    names first and refuses a file that fits neither):
+
+    * diffusers layout: the names equal the model's state-dict keys and diffusers skips
+      its key conversion;
+    * original layout: diffusers' own conversion (``convert_flux_transformer_...`` /
+      ``convert_ldm_unet_checkpoint``) maps the names, splitting fused tensors. SD UNet
+      names without the ``model.diffusion_model.`` prefix, which that conversion looks
+      for, are read with diffusers' checkpoint reader and handed over with the prefix.
+
+    Only classes diffusers can load from a single file qualify (see
+    :func:`supports_single_file`). Extra keyword arguments are passed on.
     """
     from diffusers import GGUFQuantizationConfig
 
@@ -73,13 +216,23 @@ def load_gguf_model(
     config = Path(config_dir)
     if not (config / "config.json").is_file():
         raise FileNotFoundError(f"{config}: no config.json in the config directory")
-    return model_cls.from_single_file(
-        str(path),
-        quantization_config=GGUFQuantizationConfig(compute_dtype=compute_dtype),
-        config=str(config),
-        local_files_only=True,
+    found, state = _detect(model_cls, path, config)
+    options: dict[str, Any] = {
+        "quantization_config": GGUFQuantizationConfig(compute_dtype=compute_dtype),
+        "config": str(config),
+        "local_files_only": True,
         **kwargs,
-    )
+    }
+    if found.layout == "diffusers":
+        return model_cls.from_single_file(str(path), **options)
+    with _flux_single_block_width(state):
+        if _original_class(model_cls) == "UNet2DConditionModel" and not found.prefix:
+            from diffusers.loaders.single_file_utils import load_single_file_checkpoint
+
+            checkpoint = load_single_file_checkpoint(str(path), local_files_only=True)
+            checkpoint = {UNET_PREFIX + name: t for name, t in checkpoint.items()}
+            return model_cls.from_single_file(checkpoint, **options)
+        return model_cls.from_single_file(str(path), **options)
 
 
 def quantized_modules(model: torch.nn.Module) -> dict[str, str]:

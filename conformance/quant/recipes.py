@@ -16,7 +16,11 @@ The rules mirror what GGUF conversions of diffusion models do in practice:
   projections; the model's final output projection gets Q6_K, as llama.cpp
   does for ``output.weight``;
 * a tensor whose rows (last dimension) are not a multiple of the chosen
-  type's block size falls back to a 32-weight block type, or F16.
+  type's block size falls back to a 32-weight block type, or F16;
+* a tensor the original checkpoint layout fuses from several diffusers tensors (Flux's
+  ``qkv``) holds one type: the most precise of the types its parts get, so no part is
+  stored below its recipe type (llama.cpp likewise raises fused ``attn_qkv`` one level
+  in its ``_m`` recipes).
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ from dataclasses import dataclass
 from gguf import GGMLQuantizationType as QT
 from gguf import LlamaFileType
 
-from .ggml import block_info
+from .ggml import bits_per_weight, block_info
 
 __all__ = [
     "RECIPES",
@@ -36,6 +40,7 @@ __all__ = [
     "Decision",
     "Recipe",
     "choose_type",
+    "combine_decisions",
     "get_recipe",
     "plan",
 ]
@@ -249,3 +254,31 @@ def plan(
     items = shapes.items() if isinstance(shapes, Mapping) else shapes
     rec = get_recipe(recipe) if isinstance(recipe, str) else recipe
     return [choose_type(n, s, rec, linear_names=linear_names) for n, s in items]
+
+
+def _precision(qtype: QT) -> tuple[float, bool]:
+    """Sort key: bits per weight, then K-quant over legacy type at equal size."""
+    return bits_per_weight(qtype), qtype.name.endswith("_K")
+
+
+def combine_decisions(name: str, shape: Sequence[int], parts: Sequence[Decision]) -> Decision:
+    """The decision for tensor ``name`` fused from tensors decided as ``parts``.
+
+    One part: its decision under the new name. Several parts of one type: that type.
+    Parts of different types: the most precise of them, with the reason saying so.
+    """
+    if not parts:
+        raise ValueError(f"{name}: no parts to combine")
+    shape = tuple(int(s) for s in shape)
+    first = parts[0]
+    if len(parts) == 1:
+        return Decision(name, shape, first.qtype, first.reason)
+    joined = ", ".join(p.name for p in parts)
+    if all(p.qtype == first.qtype for p in parts):
+        return Decision(name, shape, first.qtype, f"{first.reason}; fused from {joined}")
+    best = max(parts, key=lambda p: _precision(p.qtype))
+    types = "/".join(p.qtype.name for p in parts)
+    return Decision(
+        name, shape, best.qtype,
+        f"fused from {joined} ({types}): the most precise, {best.reason} ({best.name})",
+    )
