@@ -19,12 +19,23 @@ A case file looks like::
     resolutions = ["64x64"]      # optional: overrides [axes] for this case
     precisions = ["fp32"]        # optional
 
-Every problem is a :class:`~conformance.errors.CaseFileError` naming the file, the case and
-the key.
+    [cases.red-circle-lora]      # a variant is a case of its own (its own item ids)
+    model = "tiny-sd"
+    ...
+    lora = [{ path = "../fixtures/tiny-sd-lora", scale = 0.8 }]   # LoRA adapters
+    vae = "../fixtures/tiny-sd-vae-mse"                           # a VAE swap
+
+    [models.my-sd]               # a model of this file (see conformance.models.specs)
+    source = "/models/my-sd"     # pipeline directory, .safetensors + config, .gguf + base,
+                                 # or hf:owner/name[@revision]
+
+Relative paths are relative to the case file's folder. Every problem is a
+:class:`~conformance.errors.CaseFileError` naming the file, the case (or model) and the key.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,8 +44,16 @@ from typing import Any
 
 from conformance import PACKAGE_DIR
 from conformance.errors import CaseFileError, type_name
-from conformance.models import MODELS, Family
-from conformance.precision import PRECISIONS
+from conformance.models import MODELS, Family, ModelSpec, get_model
+from conformance.models.specs import (
+    PICKLE_SUFFIXES,
+    check_safetensors,
+    component_dir,
+    parse_model,
+    resolve_path,
+    supports_lora,
+)
+from conformance.precision import PRECISIONS, Kind
 from conformance.safeio import (
     CASES_LIMIT,
     load_toml,
@@ -56,6 +75,46 @@ MAX_CASES = 4096
 MAX_RESOLUTIONS = 64
 MAX_PROMPT = 2048
 MAX_STEPS = 1000
+MAX_MODELS = 256
+MAX_LORAS = 8
+#: the file a LoRA folder holds (diffusers' ``save_lora_weights`` name)
+LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
+_LORA_KEYS = ("path", "scale")
+
+
+@dataclass(frozen=True)
+class LoraRef:
+    """A LoRA adapter applied to a case: a ``.safetensors`` file and its scale."""
+
+    path: Path
+    scale: float
+
+    def label(self) -> str:
+        """``<sha256 of the file, 16 hex>@<scale>``: what goldens record."""
+        return f"{_file_digest(self.path)}@{self.scale:g}"
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
+def _file_digest(path: Path) -> str:
+    """The first 16 hex digits of a file's SHA-256 (cached by path, size and mtime)."""
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    if key not in _DIGESTS:
+        digest = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+        _DIGESTS[key] = digest.hexdigest()[:16]
+    return _DIGESTS[key]
+
+
+def _folder_digest(folder: Path) -> str:
+    """A digest of a component folder's config and weights (16 hex digits)."""
+    parts = [f"{f.name}:{_file_digest(f)}" for f in sorted(folder.iterdir())
+             if f.is_file() and (f.suffix == ".safetensors" or f.name == "config.json")]
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
 @dataclass(frozen=True, order=True)
@@ -93,10 +152,25 @@ class Case:
     guidance_scale: float
     resolutions: tuple[Resolution, ...]
     precisions: tuple[str, ...]
+    #: the model, resolved when the case file was read (``None``: the built-in ``model``)
+    spec: ModelSpec | None = None
+    #: LoRA adapters applied to the pipeline, in order
+    lora: tuple[LoraRef, ...] = ()
+    #: a VAE folder that replaces the model's
+    vae: Path | None = None
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        """The model this case runs: its own resolved spec, else the built-in by name."""
+        return self.spec if self.spec is not None else get_model(self.model)
 
     def generation_params(self) -> dict[str, Any]:
-        """The parameters that determine the image (stored with goldens, checked on use)."""
-        return {
+        """The parameters that determine the image (stored with goldens, checked on use).
+
+        A case with LoRA adapters adds ``lora`` (each file's digest and scale) and one with
+        a VAE swap adds ``vae`` (the folder's digest); plain cases keep the keys they had.
+        """
+        params: dict[str, Any] = {
             "model": self.model,
             "prompt": self.prompt,
             "negative_prompt": self.negative_prompt,
@@ -105,6 +179,11 @@ class Case:
             "scheduler": self.scheduler,
             "guidance_scale": self.guidance_scale,
         }
+        if self.lora:
+            params["lora"] = "+".join(ref.label() for ref in self.lora)
+        if self.vae is not None:
+            params["vae"] = _folder_digest(self.vae)
+        return params
 
 
 @dataclass(frozen=True)
@@ -173,13 +252,14 @@ class CaseSet:
                 f"{', '.join(used)}"
             )
         selected = sorted({c.model for c in cases})
+        specs = {c.model: c.model_spec for c in cases}
         if resolutions is not None:
             listed = {r for c in cases for r in c.resolutions}
             for res in resolutions:
                 if res in listed:
                     continue
                 problems = [
-                    MODELS[m].check_resolution(res.width, res.height) for m in selected
+                    specs[m].check_resolution(res.width, res.height) for m in selected
                 ]
                 if all(problems):
                     why = "; ".join(p for p in problems if p)
@@ -217,6 +297,8 @@ _CASE_KEYS = (
     "guidance_scale",
     "resolutions",
     "precisions",
+    "lora",
+    "vae",
 )
 _KEY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "model": (str, "a string"),
@@ -228,9 +310,12 @@ _KEY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
     "guidance_scale": ((int, float), "a number"),
     "resolutions": (list, "an array of strings"),
     "precisions": (list, "an array of strings"),
+    "lora": (list, "an array of tables ({ path = \"...\", scale = 1.0 })"),
+    "vae": (str, "a string (a VAE folder)"),
 }
+#: required keys; ``scheduler`` may be left out when the model names a default one
 _REQUIRED = ("model", "prompt", "seed", "steps", "scheduler", "guidance_scale")
-_TOP_KEYS = ("schema_version", "axes", "cases")
+_TOP_KEYS = ("schema_version", "axes", "models", "cases")
 _AXES_KEYS = ("resolutions", "precisions")
 
 
@@ -270,11 +355,31 @@ def parse_cases(data: dict[str, Any], path: Path) -> CaseSet:
         raise CaseFileError(
             path, f"{len(cases_table)} cases; a case file holds at most {MAX_CASES}"
         )
+    models = {**MODELS, **_parse_models(data.get("models", {}), path)}
     cases = tuple(
-        _parse_case(name, body, path, default_res, default_prec)
+        _parse_case(name, body, path, default_res, default_prec, models)
         for name, body in cases_table.items()
     )
     return CaseSet(path, cases)
+
+
+def _parse_models(table: Any, path: Path) -> dict[str, ModelSpec]:
+    """The file's own ``[models.NAME]`` tables; a built-in name may not be redefined."""
+    if not isinstance(table, dict):
+        raise CaseFileError(path, f"[models] must be a table of [models.NAME] tables, not "
+                            f"{type_name(table)}")
+    if len(table) > MAX_MODELS:
+        raise CaseFileError(path, f"{len(table)} models; a case file declares at most "
+                            f"{MAX_MODELS}")
+    out = {}
+    for name, body in table.items():
+        if name in MODELS:
+            raise CaseFileError(
+                path, f"model {show(name)}: is a built-in model; a case file cannot redefine "
+                "it: give yours another name (and use it as the cases' model)"
+            )
+        out[name] = parse_model(name, body, path, path.parent)
+    return out
 
 
 def _parse_case(
@@ -283,7 +388,9 @@ def _parse_case(
     path: Path,
     default_res: tuple[Resolution, ...],
     default_prec: tuple[str, ...],
+    models: dict[str, ModelSpec] | None = None,
 ) -> Case:
+    models = MODELS if models is None else models
     where = f"case {show(name)}"
     if not _NAME.fullmatch(name):
         raise CaseFileError(
@@ -306,6 +413,10 @@ def _parse_case(
             )
     for key in _REQUIRED:
         if key not in body:
+            if key == "scheduler" and isinstance(body.get("model"), str) and getattr(
+                models.get(body["model"]), "default_scheduler", None
+            ):
+                continue
             raise CaseFileError(path, f"{where}: missing required key {key!r}")
 
     def key(name: str) -> str:
@@ -317,14 +428,14 @@ def _parse_case(
                            allow_empty=allow_empty, error=CaseFileError)
 
     model_name = text("model")
-    model = MODELS.get(model_name)
+    model = models.get(model_name)
     if model is None:
         raise CaseFileError(
             path,
             f"{key('model')}: unknown model {show(model_name)}; "
-            f"known: {', '.join(sorted(MODELS))}",
+            f"known: {', '.join(sorted(models))} (or declare it in a [models.NAME] table)",
         )
-    scheduler_name = text("scheduler")
+    scheduler_name = text("scheduler", model.default_scheduler)
     scheduler = SCHEDULERS.get(scheduler_name)
     if scheduler is None:
         raise CaseFileError(
@@ -363,6 +474,13 @@ def _parse_case(
         if problem:
             raise CaseFileError(path, f"{key('resolutions')}: {res}: {problem}")
     precisions = _precisions(body.get("precisions", default_prec), path, where)
+    lora = _loras(body["lora"], path, where, model, precisions) if "lora" in body else ()
+    vae = None
+    if "vae" in body:
+        try:
+            vae = component_dir(body["vae"], path.parent, "VAE")
+        except ValueError as exc:
+            raise CaseFileError(path, f"{key('vae')}: {exc}") from None
     return Case(
         name=name,
         model=model.name,
@@ -374,7 +492,65 @@ def _parse_case(
         guidance_scale=guidance,
         resolutions=resolutions,
         precisions=precisions,
+        spec=model,
+        lora=lora,
+        vae=vae,
     )
+
+
+def _loras(
+    values: list[Any], path: Path, where: str, model: ModelSpec, precisions: tuple[str, ...]
+) -> tuple[LoraRef, ...]:
+    """``lora = [{ path = "...", scale = 0.8 }, ...]``: safetensors files, scales in -8..8."""
+    what = f"{where}: key 'lora'"
+    if not values:
+        raise CaseFileError(path, f"{what} is empty; remove it or list an adapter")
+    if len(values) > MAX_LORAS:
+        raise CaseFileError(path, f"{what} lists {len(values)} adapters; at most {MAX_LORAS}")
+    quantized = [p for p in precisions if PRECISIONS[p].kind is not Kind.DTYPE]
+    if quantized:
+        raise CaseFileError(path, f"{what}: LoRA adapters run at fp32, bf16 and fp16 only (the "
+                            f"case lists {', '.join(quantized)}); set precisions for this case")
+    if model.pipeline and not supports_lora(model.pipeline):
+        raise CaseFileError(path, f"{what}: {model.pipeline} ({model.name}) does not load "
+                            "LoRA adapters")
+    out: list[LoraRef] = []
+    for i, entry in enumerate(values):
+        at = f"{what}[{i}]"
+        if not isinstance(entry, dict):
+            raise CaseFileError(path, f"{at} must be a table {{ path = \"...\", scale = 1.0 }},"
+                                f" not {type_name(entry)}")
+        for k in entry:
+            if k not in _LORA_KEYS:
+                raise CaseFileError(path, f"{at}: unknown key {show(k)}; accepted: "
+                                    f"{', '.join(_LORA_KEYS)}")
+        if "path" not in entry:
+            raise CaseFileError(path, f"{at}: missing required key 'path'")
+        text = require_str(entry["path"], path, what=f"{at}: key 'path'", max_len=4096,
+                           allow_empty=False, error=CaseFileError)
+        scale = require_float(entry.get("scale", 1.0), path, what=f"{at}: key 'scale'",
+                              lo=-8.0, hi=8.0, error=CaseFileError)
+        file = resolve_path(text, path.parent)
+        if file.is_dir():
+            file = file / LORA_WEIGHTS
+            if not file.is_file():
+                raise CaseFileError(path, f"{at}: key 'path': {file.parent}: no {LORA_WEIGHTS}"
+                                    "; name the .safetensors file")
+        if not file.exists():
+            raise CaseFileError(path, f"{at}: key 'path': {file}: no such file or directory")
+        if file.suffix.lower() in PICKLE_SUFFIXES:
+            raise CaseFileError(path, f"{at}: key 'path': {file}: pickled weights are not "
+                                "loaded (they run code); convert to .safetensors")
+        if file.suffix.lower() != ".safetensors":
+            raise CaseFileError(path, f"{at}: key 'path': {file}: expected a .safetensors "
+                                "LoRA file (or a folder holding " + LORA_WEIGHTS + ")")
+        problem = check_safetensors(file)
+        if problem:
+            raise CaseFileError(path, f"{at}: key 'path': {problem}")
+        if any(ref.path == file for ref in out):
+            raise CaseFileError(path, f"{at}: key 'path': {file} is listed twice")
+        out.append(LoraRef(file, scale))
+    return tuple(out)
 
 
 def _resolutions(values: Any, path: Path, where: str) -> tuple[Resolution, ...]:

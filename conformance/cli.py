@@ -37,6 +37,7 @@ EXTENSIONS = (
     "conformance.migrate",
     "conformance.blocks",
     "conformance.models.ldm",
+    "conformance.models.lora",
     "conformance.init",
 )
 

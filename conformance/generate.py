@@ -1,7 +1,8 @@
 """Deterministic generation: pinned threads, seeded CPU generators, cached pipelines.
 
-:class:`Runner` loads each pipeline once per (model, precision) per process, installs a
-fresh scheduler for every call (no state leaks between cases), seeds a CPU
+:class:`Runner` loads each pipeline once per (model, precision, component swaps, LoRA
+adapters) per process, using the model spec the case file resolved, installs a fresh
+scheduler for every call (no state leaks between cases), seeds a CPU
 ``torch.Generator`` from the case (so the initial noise is the same on every device), and
 records a per-step latent trace through ``callback_on_step_end``.
 """
@@ -19,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-from conformance.cases import Item
+from conformance.cases import Case, Item, LoraRef
+from conformance.errors import ConformanceInputError
 from conformance.models import (
     Family,
     ModelSpec,
@@ -27,6 +29,8 @@ from conformance.models import (
     default_fixtures_dir,
     dtype_keyword,
     get_model,
+    load_config,
+    verify_fixture_once,
 )
 from conformance.precision import PRECISIONS, Kind
 from conformance.schedulers import build_scheduler
@@ -159,29 +163,78 @@ class Runner:
         self.device = device
         self.fixtures_dir = fixtures_dir or default_fixtures_dir()
         self.stats = RunnerStats()
-        self._pipelines: dict[tuple[str, str], Any] = {}
-        self._scheduler_configs: dict[tuple[str, str], Any] = {}
+        #: keyed by (model spec, precision, VAE swap, LoRA adapters)
+        self._pipelines: dict[tuple[Any, ...], Any] = {}
+        self._scheduler_configs: dict[tuple[Any, ...], Any] = {}
 
     def model_path(self, spec: ModelSpec) -> Path:
         return spec.verified_path(self.fixtures_dir)  # shipped checksums, once per process
 
-    def pipeline(self, model: str, precision: str) -> Any:
-        """The pipeline for (model, precision), loaded on first use."""
-        key = (model, precision)
+    def pipeline(self, model: str, precision: str, case: Case | None = None) -> Any:
+        """The pipeline for (model, precision), loaded on first use.
+
+        With ``case`` the model is the case's own resolved spec (a model the case file
+        declares) and the case's VAE swap and LoRA adapters are applied: each such variant
+        is a pipeline of its own, so plain cases never run a modified one.
+        """
+        spec = case.model_spec if case is not None else get_model(model)
+        vae = case.vae if case is not None else None
+        lora = case.lora if case is not None else ()
+        key = (spec, precision, vae, lora)
         if key not in self._pipelines:
             start = time.perf_counter()
-            self._pipelines[key] = self._load(get_model(model), precision)
+            self._pipelines[key] = self._load(spec, precision, vae, lora)
             self.stats.loads += 1
             self.stats.load_seconds += time.perf_counter() - start
-            self.stats.loaded.append(f"{model}/{precision}")
+            label = f"{spec.name}/{precision}"
+            if vae is not None:
+                label += f"+vae:{vae.name}"
+            if lora:
+                label += "+lora:" + ",".join(f"{r.path.stem}@{r.scale:g}" for r in lora)
+            self.stats.loaded.append(label)
         return self._pipelines[key]
 
-    def _load(self, spec: ModelSpec, precision_name: str) -> Any:
+    def pipeline_for(self, item: Item) -> Any:
+        """The pipeline ``item`` runs on (its model spec, VAE swap and LoRA adapters)."""
+        return self.pipeline(item.model, item.precision, item.case)
+
+    def _load(
+        self,
+        spec: ModelSpec,
+        precision_name: str,
+        vae: Path | None = None,
+        lora: tuple[LoraRef, ...] = (),
+    ) -> Any:
+        from conformance.models.specs import SourceKind
+
+        kind = spec.source.kind if spec.source is not None else (
+            SourceKind.REAL if spec.real is not None else SourceKind.FIXTURE)
+        vae_dir = vae or spec.vae
+        if kind in (SourceKind.FIXTURE, SourceKind.DIRECTORY):
+            pipe = self._load_directory(spec, precision_name, vae_dir)
+        else:
+            pipe = self._load_real(spec, precision_name, vae_dir)
+        if lora:
+            from conformance.models.lora import apply_lora
+
+            apply_lora(pipe, lora)
+        pipe.set_progress_bar_config(disable=True)
+        pipe.to(self.device)
+        key = (spec, precision_name, vae, lora)
+        if spec.scheduler_config is not None:
+            self._scheduler_configs[key] = load_config(
+                spec.scheduler_config / "scheduler_config.json", "scheduler config")
+        else:
+            self._scheduler_configs[key] = pipe.scheduler.config
+        return pipe
+
+    def _load_directory(self, spec: ModelSpec, precision_name: str, vae: Path | None) -> Any:
+        """A local pipeline directory: a shipped fixture, or a folder a case file names."""
         import torch
         from diffusers import DiffusionPipeline
 
-        if spec.real is not None:
-            return self._load_real(spec, precision_name)
+        from conformance.models.specs import SourceKind
+
         path = self.model_path(spec)
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(
@@ -191,14 +244,31 @@ class Runner:
             )
         precision = PRECISIONS[precision_name]
         overrides: dict[str, Any] = {}
+        loader: Any = DiffusionPipeline
+        if spec.source is not None and spec.source.kind is SourceKind.DIRECTORY:
+            from conformance.models import sources
+
+            # component names, config sizes, shards and pickles, before anything is built
+            variant = sources._check_pipeline_dir(path, f"model {spec.name} {path}")
+            if variant:
+                overrides["variant"] = variant
+            override = sources._override(path, spec.pipeline)
+            if override:
+                from conformance.models.specs import pipeline_class
+
+                loader = pipeline_class(override)
+            if "safety_checker" in _read_index(path):  # it would blank images
+                overrides.update(safety_checker=None, requires_safety_checker=False)
         source = path / spec.family.denoiser
         fp32_bytes = sum(f.stat().st_size for f in source.glob("*.safetensors"))
         size = round(fp32_bytes * precision.bits_per_weight / 32)
         if precision.kind is Kind.GGUF:
             overrides[spec.family.denoiser] = self._gguf_denoiser(spec, path, precision.recipe)
             size = gguf_file(source, str(precision.recipe)).stat().st_size
-        self.stats.denoiser_bytes[f"{spec.name}/{precision_name}"] = size
-        pipe = DiffusionPipeline.from_pretrained(
+        self.stats.denoiser_bytes.setdefault(f"{spec.name}/{precision_name}", size)
+        if vae is not None:
+            overrides["vae"] = load_vae(vae, precision.torch_dtype())
+        pipe = loader.from_pretrained(
             str(path), **{_DTYPE_KWARG: precision.torch_dtype()}, local_files_only=True,
             use_safetensors=True, **overrides,
         )
@@ -206,9 +276,6 @@ class Runner:
             getattr(pipe, spec.family.denoiser).enable_layerwise_casting(
                 storage_dtype=precision.torch_storage_dtype(), compute_dtype=torch.float32
             )
-        pipe.set_progress_bar_config(disable=True)
-        pipe.to(self.device)
-        self._scheduler_configs[(spec.name, precision_name)] = pipe.scheduler.config
         return pipe
 
     def peak_memory_mb(self) -> float | None:
@@ -227,24 +294,27 @@ class Runner:
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         return round(rss / (2**20 if sys.platform == "darwin" else 2**10), 1)
 
-    def _load_real(self, spec: ModelSpec, precision_name: str) -> Any:
-        """A real checkpoint from where the user keeps it (see models/sources.py)."""
+    def _load_real(self, spec: ModelSpec, precision_name: str, vae: Path | None = None) -> Any:
+        """A real checkpoint from where the user keeps it (see models/sources.py): a
+        built-in one, or a single file, GGUF denoiser or hf: repo a case file declares."""
         from conformance.models import sources
 
         precision = PRECISIONS[precision_name]
         if precision.kind is not Kind.DTYPE:
             raise ModelUnavailable(
-                f"{spec.name}: precision {precision_name} is built from shipped weights only; "
-                "for a quantized real denoiser set the model's GGUF variable "
-                "(e.g. CONFORMANCE_FLUX_GGUF) and use fp32/bf16/fp16"
+                f"{spec.name}: precision {precision_name} is built from local pipeline "
+                "directories only; for a quantized real denoiser give a GGUF file (the "
+                "model's GGUF variable, e.g. CONFORMANCE_FLUX_GGUF, or a .gguf source with "
+                "base) and use fp32/bf16/fp16"
             )
-        resolved = sources.resolve(sources.get_real_model(str(spec.real)))
-        pipe = sources.load(resolved, dtype=precision.torch_dtype(), gguf=resolved.gguf,
-                            compute_dtype=precision.torch_dtype() if resolved.gguf else None)
-        pipe.set_progress_bar_config(disable=True)
-        pipe.to(self.device)
-        self._scheduler_configs[(spec.name, precision_name)] = pipe.scheduler.config
-        return pipe
+        if spec.real is not None:
+            resolved = sources.resolve(sources.get_real_model(str(spec.real)))
+        else:
+            resolved = sources.resolve_declared(spec)
+        components = {"vae": load_vae(vae, precision.torch_dtype())} if vae else None
+        return sources.load(resolved, dtype=precision.torch_dtype(), gguf=resolved.gguf,
+                            compute_dtype=precision.torch_dtype() if resolved.gguf else None,
+                            components=components)
 
     def _gguf_denoiser(self, spec: ModelSpec, path: Path, recipe: str | None) -> Any:
         """The denoiser quantized with ``recipe``, built once by ``conformance quantize``."""
@@ -274,11 +344,12 @@ class Runner:
             raise ValueError(f"unknown variant {variant!r}; accepted: {', '.join(VARIANTS)}")
         batch = 4 if variant == "batch-4" else 1
 
-        spec = get_model(item.model)
-        pipe = self.pipeline(item.model, item.precision)
         case = item.case
+        spec = case.model_spec
+        pipe = self.pipeline_for(item)
         pipe.scheduler = build_scheduler(
-            case.scheduler, self._scheduler_configs[(item.model, item.precision)]
+            case.scheduler,
+            self._scheduler_configs[(spec, item.precision, case.vae, case.lora)],
         )
         trace: list[StepTrace] = []
 
@@ -308,3 +379,33 @@ class Runner:
         self.stats.generate_seconds += seconds
         image = np.asarray(result.images[0].convert("RGB"), dtype=np.uint8).copy()
         return Generation(item.id, image, trace, seconds)
+
+
+def _read_index(path: Path) -> dict[str, Any]:
+    from conformance.models import read_json_object
+
+    return read_json_object(path / "model_index.json", "pipeline index")
+
+
+def load_vae(folder: Path, dtype: Any) -> Any:
+    """The VAE in ``folder`` (its config's ``_class_name``, a diffusers model class), in
+    ``dtype``, offline and from safetensors only; a shipped fixture is checked against its
+    checksums first."""
+    import diffusers
+
+    config_path = folder / "config.json"
+    class_name = load_config(config_path, "VAE config").get("_class_name", "AutoencoderKL")
+    cls = getattr(diffusers, class_name, None) if isinstance(class_name, str) and \
+        class_name.isidentifier() else None
+    if not isinstance(cls, type) or not issubclass(cls, diffusers.ModelMixin):
+        raise ConformanceInputError(
+            config_path, f"_class_name {class_name!r} is not a diffusers model class"
+        )
+    verify_fixture_once(folder)
+    try:
+        return cls.from_pretrained(str(folder), **{_DTYPE_KWARG: dtype}, local_files_only=True,
+                                   use_safetensors=True)
+    except Exception as exc:  # diffusers raises many types for a bad folder
+        first = (str(exc).strip() or type(exc).__name__).splitlines()[0]
+        raise ConformanceInputError(folder, f"{class_name}.from_pretrained failed ({first})"
+                                    ) from exc

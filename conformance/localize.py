@@ -1102,7 +1102,7 @@ def probe_item(
     import diffusers
     import torch
 
-    pipe = runner.pipeline(item.model, item.precision)
+    pipe = runner.pipeline_for(item)
     probe = ModuleProbe(pipe, steps=steps, components=components,
                         projection_dim=projection_dim, capture=capture,
                         stop_after_steps=stop_early)

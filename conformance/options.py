@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -92,6 +93,23 @@ def _choice_list(choices: dict[str, Any], what: str) -> Callable[[str], tuple[st
     return parse
 
 
+_MODEL_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+
+
+def _model_list(text: str) -> tuple[str, ...]:
+    """Model names: the built-ins or a case file's own (the case file is read later; a name
+    no case uses is reported then, with the names the cases use)."""
+    values = tuple(_split(text, "model"))
+    if not values:
+        raise argparse.ArgumentTypeError(f"empty model list; built-in: {', '.join(MODELS)}")
+    for v in values:
+        if not _MODEL_NAME.fullmatch(v):
+            raise argparse.ArgumentTypeError(
+                f"{show(v)} is not a model name (lower-case letters, digits and '-'); "
+                f"built-in: {', '.join(MODELS)}, or a [models.NAME] of the case file")
+    return values
+
+
 def _resolutions(text: str) -> tuple[Resolution, ...]:
     values = _split(text, "resolution")
     if not values:
@@ -165,8 +183,8 @@ OPTIONS: tuple[Option, ...] = (
            _device, "cpu", metavar="DEV", ini=True),
     Option("threads", "torch intra-op threads per process (default: 1); thread count changes "
            "the bits on CPU", _threads, 1, metavar="N", ini=True),
-    Option("model", "only these models (comma list): " + ", ".join(MODELS),
-           _choice_list(MODELS, "model"), metavar="LIST"),
+    Option("model", "only these models (comma list): built-in " + ", ".join(MODELS)
+           + ", or a [models.NAME] of the case file", _model_list, metavar="LIST"),
     Option("precision", "only these precisions (comma list): " + ", ".join(PRECISIONS),
            _choice_list(PRECISIONS, "precision"), metavar="LIST"),
     Option("resolution", "only these resolutions (comma list of WxH, e.g. 64x64)",

@@ -3,6 +3,8 @@ from __future__ import annotations
 import textwrap
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from conformance.cases import DEFAULT_CASES, Resolution, load_cases
 from conformance.errors import CaseFileError
@@ -141,3 +143,36 @@ def test_resolution_parse_and_str():
     for bad in ("0x64", "64x", "x", "64X64", "-64x64"):
         with pytest.raises(ValueError):
             Resolution.parse(bad)
+
+
+def test_cases_carry_their_resolved_model(tmp_path):
+    from conformance.models import MODELS
+
+    cases = load_cases(write(tmp_path, GOOD))
+    assert all(c.spec is MODELS["tiny-sd"] and c.model_spec is c.spec for c in cases.cases)
+    assert all(c.lora == () and c.vae is None for c in cases.cases)
+
+
+def test_models_is_a_top_level_key(tmp_path):
+    with pytest.raises(CaseFileError, match="accepted: schema_version, axes, models, cases"):
+        load_cases(write(tmp_path, GOOD.replace("schema_version = 1", "schema_version = 1\n"
+                                                                      "model = 1")))
+
+
+_LORA_KEY = st.text(st.characters(min_codepoint=0x61, max_codepoint=0x7A), min_size=1,
+                    max_size=12).filter(lambda k: k not in ("path", "scale"))
+
+
+@given(key=_LORA_KEY)
+def test_any_unknown_lora_key_is_refused_naming_it(key):
+    from pathlib import Path
+
+    from conformance.cases import parse_cases
+
+    data = {"schema_version": 1, "cases": {"one": {
+        "model": "tiny-sd", "prompt": "p", "seed": 1, "steps": 1, "scheduler": "euler",
+        "guidance_scale": 1.0, "resolutions": ["64x64"], "lora": [{"path": "x", key: 1}]}}}
+    with pytest.raises(CaseFileError) as err:
+        parse_cases(data, Path("c.toml"))
+    assert str(err.value) == (f"c.toml: case 'one': key 'lora'[0]: unknown key {key!r}; "
+                              "accepted: path, scale")

@@ -272,3 +272,90 @@ def test_training_summary_is_shipped() -> None:
         summary = json.loads(summary_file.read_text())
         assert summary["model"] == name
         assert summary["stages"][0]["name"] == "vae"
+
+
+# ----------------------------------------------------------------------------- variant fixtures
+
+VARIANT_FIXTURES = ("tiny-sd-lora", "tiny-sd-vae-mse")
+
+
+@pytest.mark.parametrize("name", VARIANT_FIXTURES)
+def test_variant_fixture_matches_checksums(name: str) -> None:
+    from conformance.models import verify_fixture_once
+
+    assert checksums.verify_fixture(FIXTURES / name) == []
+    verify_fixture_once(FIXTURES / name)  # what the runner does before loading
+
+
+def test_variant_fixtures_are_small_safetensors() -> None:
+    lora = FIXTURES / "tiny-sd-lora"
+    vae = FIXTURES / "tiny-sd-vae-mse"
+    assert sorted(p.name for p in lora.iterdir()) == ["lora.json",
+                                                       "pytorch_lora_weights.safetensors"]
+    assert (lora / "pytorch_lora_weights.safetensors").stat().st_size < 1024 * 1024
+    assert sorted(p.name for p in vae.iterdir()) == [
+        "config.json", "diffusion_pytorch_model.safetensors", "training.json"]
+    assert (vae / "diffusion_pytorch_model.safetensors").stat().st_size < 1536 * 1024
+    summary = json.loads((lora / "lora.json").read_text())
+    assert summary["model"] == "tiny-sd" and summary["effect"]["0.8"]["mae"] > 60
+    vae_summary = json.loads((vae / "training.json").read_text())
+    assert vae_summary["stages"][0]["name"] == "vae-decoder-mse"
+    assert vae_summary["weights_dtype"] == "float16"
+
+
+def test_mse_vae_keeps_the_encoder_and_changes_the_decoder() -> None:
+    from diffusers import AutoencoderKL
+
+    base = AutoencoderKL.from_pretrained(str(FIXTURES / "tiny-sd" / "vae"))
+    mse = AutoencoderKL.from_pretrained(str(FIXTURES / "tiny-sd-vae-mse"))
+    assert mse.config.scaling_factor == base.config.scaling_factor
+    for name, tensor in base.encoder.state_dict().items():
+        assert torch.equal(mse.encoder.state_dict()[name], tensor.half().float()), name
+    changed = [n for n, t in base.decoder.state_dict().items()
+               if not torch.equal(mse.decoder.state_dict()[n], t.half().float())]
+    assert len(changed) > len(base.decoder.state_dict()) // 2
+
+
+def test_lora_fit_is_deterministic(tmp_path: Path) -> None:
+    pytest.importorskip("peft")
+    from safetensors.torch import load_file
+
+    from conformance.models.lora import WEIGHTS, LoraRecipe, fit_lora
+
+    recipe = LoraRecipe(steps=2, images=32, batch=4)
+    fit_lora(recipe, FIXTURES / "tiny-sd", tmp_path / "a")
+    fit_lora(recipe, FIXTURES / "tiny-sd", tmp_path / "b")
+    a, b = (tmp_path / x / WEIGHTS for x in "ab")
+    assert a.read_bytes() == b.read_bytes()
+    assert (tmp_path / "a" / "lora.json").read_bytes() == (tmp_path / "b" / "lora.json"
+                                                            ).read_bytes()
+    state = load_file(str(a))
+    assert state and all(k.startswith("unet.") for k in state)
+    assert any("lora_A" in k for k in state) and any("lora_B" in k for k in state)
+
+
+def test_vae_mse_finetune_is_deterministic(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    recipe = replace(train.RECIPES["tiny-sd-vae-mse"], steps_vae=2, n_images=(8, 4))
+    train.finetune_component(recipe, tmp_path / "a", FIXTURES / "tiny-sd")
+    train.finetune_component(recipe, tmp_path / "b", FIXTURES / "tiny-sd")
+    name = "diffusion_pytorch_model.safetensors"
+    assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["_class_name"] == \
+        "AutoencoderKL"
+
+
+def test_lora_cli_is_registered_and_refuses_to_overwrite(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from conformance.cli import main
+
+    out = tmp_path / "lora"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    assert main(["lora", "fit", "--out", str(out), "--steps", "1"]) == 2
+    assert "--force" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "precious"
+    with pytest.raises(SystemExit):
+        main(["lora", "fit", "--model", "tiny-flux", "--out", str(out)])

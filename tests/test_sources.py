@@ -503,3 +503,72 @@ def test_ldm_maps_reject_unknown_tensors() -> None:
         ldm.clip_to_ldm({"logit_scale": torch.zeros(1)})
     wrapped = ldm.clip_to_ldm({"text_model.final_layer_norm.bias": torch.zeros(1)})
     assert list(wrapped) == ["cond_stage_model.transformer.text_model.final_layer_norm.bias"]
+
+
+# ----------------------------------------------------------------------------- declared models
+
+
+def _declared(table: dict[str, Any], base: Path) -> Any:
+    from conformance.models.specs import parse_model
+
+    return parse_model("mine", table, base / "cases.toml", base)
+
+
+def test_cached_snapshot_by_revision(tmp_path: Path) -> None:
+    from conformance.models.sources import _cached_snapshot
+
+    snapshot = build_hub_cache(tmp_path / "hub", TINY_SD.repo_id, _require(TINY_SD_DIR))
+    cache = tmp_path / "hub"
+    assert _cached_snapshot(TINY_SD.repo_id, cache) == snapshot
+    assert _cached_snapshot(TINY_SD.repo_id, cache, "main") == snapshot
+    assert _cached_snapshot(TINY_SD.repo_id, cache, snapshot.name) == snapshot
+    assert _cached_snapshot(TINY_SD.repo_id, cache, "v9") is None
+    assert _cached_snapshot("someone/else", cache) is None
+
+
+def test_resolve_declared_layouts(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    from conformance.models.sources import resolve_declared
+
+    _require(TINY_SD_DIR)
+    resolved = resolve_declared(_declared({"source": str(TINY_SD_DIR)}, tmp_path))
+    assert (resolved.layout, resolved.path, resolved.pipeline_class) == (
+        Layout.DIRECTORY, TINY_SD_DIR, None)
+    (tmp_path / "unet.gguf").write_bytes(b"GGUF")
+    resolved = resolve_declared(_declared({"source": "unet.gguf", "base": str(TINY_SD_DIR)},
+                                          tmp_path))
+    assert (resolved.layout, resolved.path, resolved.gguf) == (
+        Layout.DIRECTORY, TINY_SD_DIR, tmp_path / "unet.gguf")
+    checkpoint = ldm.export_single_file(TINY_SD_DIR, tmp_path / "tiny-sd.safetensors")
+    resolved = resolve_declared(_declared(
+        {"source": checkpoint.name, "config": str(TINY_SD_DIR)}, tmp_path))
+    assert (resolved.layout, resolved.path, resolved.config) == (
+        Layout.SINGLE_FILE, checkpoint, TINY_SD_DIR)
+    assert resolved.model.pipeline_class == "StableDiffusionPipeline"
+
+    spec = _declared({"source": "hf:someone/tiny@v2", "pipeline": "StableDiffusionPipeline"},
+                     tmp_path)
+    with pytest.raises(ModelUnavailable, match=r"hf download someone/tiny --revision v2"):
+        resolve_declared(spec)
+    snapshot = build_hub_cache(tmp_path / "hub", "someone/tiny", TINY_SD_DIR)
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    spec = _declared({"source": "hf:someone/tiny"}, tmp_path)
+    resolved = resolve_declared(spec)
+    assert (resolved.layout, resolved.path) == (Layout.HF_CACHE, snapshot)
+    with pytest.raises(ModelUnavailable, match="base hf:someone/other"):
+        resolve_declared(_declared({"source": "unet.gguf", "base": "hf:someone/other",
+                                    "pipeline": "StableDiffusionPipeline"}, tmp_path))
+
+
+def test_load_with_a_declared_class_and_components(tmp_path: Path) -> None:
+    from diffusers import AutoencoderKL
+
+    from conformance.models.sources import resolve_declared
+
+    _require(TINY_SD_DIR)
+    spec = _declared({"source": str(TINY_SD_DIR),
+                      "pipeline": "StableDiffusionImg2ImgPipeline"}, tmp_path)
+    resolved = resolve_declared(spec)
+    assert resolved.pipeline_class == "StableDiffusionImg2ImgPipeline"
+    vae = AutoencoderKL.from_pretrained(str(TINY_SD_DIR / "vae"))
+    pipe = load(resolved, torch.float32, components={"vae": vae})
+    assert type(pipe).__name__ == "StableDiffusionImg2ImgPipeline" and pipe.vae is vae

@@ -52,7 +52,11 @@ class Family(enum.Enum):
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model the suite can run: a name, a family and where its weights are."""
+    """A model the suite can run: a name, a family and where its weights are.
+
+    Built-in models and the ``[models.NAME]`` tables of case files are both parsed into
+    this type by :func:`conformance.models.specs.parse_model`.
+    """
 
     name: str
     family: Family
@@ -63,12 +67,32 @@ class ModelSpec:
     description: str
     #: for real checkpoints: the name in ``conformance.models.sources.REAL_MODELS``
     real: str | None = None
+    #: where the weights are, as declared (a ``conformance.models.specs.ModelSource``)
+    source: Any = None
+    #: the diffusers pipeline class name
+    pipeline: str | None = None
+    #: a VAE folder that replaces the pipeline's own
+    vae: Path | None = None
+    #: a folder with ``scheduler_config.json``: the base config of every case's scheduler
+    scheduler_config: Path | None = None
+    #: the scheduler of cases of this model that name none
+    default_scheduler: str | None = None
+    #: the case file that declared the model (``None``: a built-in)
+    declared_in: Path | None = None
+
+    @property
+    def builtin(self) -> bool:
+        return self.declared_in is None
 
     def path(self, fixtures_dir: Path | None = None) -> Path:
-        """The shipped pipeline directory (``from_pretrained`` layout) of a tiny model."""
-        if self.fixture is None:
-            raise ValueError(f"{self.name} is a real checkpoint, not a shipped fixture")
-        return (fixtures_dir or default_fixtures_dir()) / self.fixture
+        """The pipeline directory (``from_pretrained`` layout) of a tiny model, or of a
+        declared model whose source is a directory."""
+        if self.fixture is not None:
+            return (fixtures_dir or default_fixtures_dir()) / self.fixture
+        if self.source is not None and self.source.kind.value == "directory":
+            return Path(self.source.path)
+        raise ValueError(f"{self.name} is not a local pipeline directory (its weights are "
+                         "a real checkpoint, a single file, a GGUF file or in the cache)")
 
     def verified_path(self, fixtures_dir: Path | None = None) -> Path:
         """:meth:`path`, checked against its ``checksums.json`` (once per process).
@@ -372,63 +396,11 @@ def default_fixtures_dir() -> Path:
     return Path(env) if env else PROJECT_ROOT / "fixtures"
 
 
-MODELS: dict[str, ModelSpec] = {
-    spec.name: spec
-    for spec in (
-        ModelSpec(
-            name="tiny-sd",
-            family=Family.SD,
-            fixture="tiny-sd",
-            # VAE downsamples 4x, the UNet twice more: latents must halve twice.
-            resolution_multiple=16,
-            min_side=32,
-            max_side=256,
-            description="StableDiffusionPipeline, 2.3 M parameters, trained on captioned shapes",
-        ),
-        ModelSpec(
-            name="tiny-flux",
-            family=Family.FLUX,
-            fixture="tiny-flux",
-            # VAE downsamples 8x; the pipeline needs sides divisible by 16.
-            resolution_multiple=16,
-            min_side=32,
-            max_side=256,
-            description="FluxPipeline with a tiny FluxTransformer2DModel, CLIP and T5 encoders",
-        ),
-        ModelSpec(
-            name="sd15",
-            family=Family.SD,
-            fixture=None,
-            resolution_multiple=8,
-            min_side=256,
-            max_side=2048,
-            description="SD 1.5-style checkpoint: $CONFORMANCE_SD15 (directory or single "
-            "file) or the Hugging Face cache",
-            real="sd15",
-        ),
-        ModelSpec(
-            name="sdxl",
-            family=Family.SD,
-            fixture=None,
-            resolution_multiple=8,
-            min_side=512,
-            max_side=2048,
-            description="SDXL base: $CONFORMANCE_SDXL or the Hugging Face cache",
-            real="sdxl",
-        ),
-        ModelSpec(
-            name="flux-schnell",
-            family=Family.FLUX,
-            fixture=None,
-            resolution_multiple=16,
-            min_side=256,
-            max_side=2048,
-            description="FLUX.1-schnell: $CONFORMANCE_FLUX or the Hugging Face cache, with "
-            "an optional GGUF transformer in $CONFORMANCE_FLUX_GGUF",
-            real="flux-schnell",
-        ),
-    )
-}
+# The built-in models are declared as data, in the shape of a case file's [models.NAME]
+# tables (conformance.models.specs.BUILTIN_TABLES); imported here, after ModelSpec exists.
+from conformance.models.specs import builtin_models  # noqa: E402
+
+MODELS: dict[str, ModelSpec] = builtin_models()
 
 
 def get_model(name: str) -> ModelSpec:

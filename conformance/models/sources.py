@@ -41,6 +41,9 @@ from conformance.models import (
     read_json_object,
     shard_files,
 )
+
+# PICKLE_SUFFIXES: weight files that run code when loaded; never read.
+from conformance.models.specs import PICKLE_SUFFIXES, ModelSource, SourceKind
 from conformance.safeio import show
 
 if TYPE_CHECKING:
@@ -56,10 +59,8 @@ __all__ = [
     "hub_cache_dir",
     "load",
     "resolve",
+    "resolve_declared",
 ]
-
-#: Weight files that run code when loaded; never read.
-PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
 
 #: Files the single-file loader reads from a diffusers config directory.
 CONFIG_PATTERNS = '"*.json" "*.txt" "*.model"'
@@ -110,6 +111,9 @@ class Resolved:
     variant: str | None = None
     #: GGUF denoiser named by ``model.gguf_env``, if set
     gguf: Path | None = None
+    #: directory layouts: the pipeline class to load with, where it is not the one
+    #: model_index.json names (a case file's ``pipeline`` key)
+    pipeline_class: str | None = None
 
     @property
     def denoiser_config(self) -> Path:
@@ -200,15 +204,21 @@ def hub_cache_dir(environ: Mapping[str, str] = os.environ) -> Path:
     return expand(xdg) / "huggingface" / "hub"
 
 
-def _cached_snapshot(repo_id: str, cache: Path) -> Path | None:
-    """The cached snapshot of ``repo_id`` (its ``refs/main``) holding a model_index.json."""
+def _cached_snapshot(repo_id: str, cache: Path, revision: str | None = None) -> Path | None:
+    """The cached snapshot of ``repo_id`` (its ``refs/main``, or ``revision``: a branch, a
+    tag or a commit) holding a model_index.json."""
     from huggingface_hub import snapshot_download, try_to_load_from_cache
 
-    found = try_to_load_from_cache(repo_id, "model_index.json", cache_dir=str(cache))
+    try:
+        found = try_to_load_from_cache(repo_id, "model_index.json", cache_dir=str(cache),
+                                       revision=revision)
+    except Exception:  # an id or revision huggingface_hub refuses
+        return None
     if not isinstance(found, str):  # None, or the "known not to exist" marker
         return None
     try:
-        snapshot = Path(snapshot_download(repo_id, cache_dir=str(cache), local_files_only=True))
+        snapshot = Path(snapshot_download(repo_id, cache_dir=str(cache), local_files_only=True,
+                                          revision=revision))
     except Exception:  # LocalEntryNotFoundError and kin: not usable offline
         return None
     return snapshot if (snapshot / "model_index.json").is_file() else None
@@ -387,6 +397,69 @@ def resolve(model: RealModel, environ: Mapping[str, str] = os.environ) -> Resolv
     return Resolved(model, Layout.SINGLE_FILE, path, config=config, gguf=gguf)
 
 
+def _declared_pipeline_dir(ref: ModelSource, name: str, cache: Path, key: str) -> Path:
+    """The local folder of a declared directory or hf: source (``ModelUnavailable`` for an
+    hf: repo the cache does not hold)."""
+    if ref.kind is SourceKind.HF:
+        repo = str(ref.repo_id)
+        snapshot = _cached_snapshot(repo, cache, ref.revision)
+        if snapshot is None:
+            at = f"@{ref.revision}" if ref.revision else ""
+            rev = f" --revision {ref.revision}" if ref.revision else ""
+            raise ModelUnavailable(
+                f"{name}: no weights: {key} hf:{repo}{at} is not in the Hugging Face cache "
+                f"{cache} (with a model_index.json). On a machine with network access run: "
+                f"hf download {repo}{rev} --include {_COMPONENT_WEIGHTS} (or set "
+                "HF_HUB_CACHE to a cache that holds it, or point the case file at a local "
+                "directory)"
+            )
+        _check_pipeline_dir(snapshot, f"the Hugging Face cache of {repo}")
+        return snapshot
+    assert ref.path is not None
+    _check_pipeline_dir(ref.path, f"{key} {ref.path}")
+    return Path(ref.path)
+
+
+def resolve_declared(spec: Any, environ: Mapping[str, str] = os.environ) -> Resolved:
+    """Find the weights of a model a case file declares (``[models.NAME]``), offline.
+
+    ``spec`` is a :class:`conformance.models.ModelSpec` whose source is a directory, a
+    single ``.safetensors`` file with its config, a GGUF denoiser with its base, or an hf:
+    repo. An hf: repo (as source, config or base) that the cache does not hold raises
+    :class:`ModelUnavailable` with the download command; bad files raise
+    :class:`ConformanceInputError` naming them.
+    """
+    source: ModelSource = spec.source
+    cache = hub_cache_dir(environ)
+    repo = source.pipeline_dir.repo_id or ""
+    model = RealModel(name=spec.name, family=spec.family, env="", repo_id=repo,
+                      pipeline_class=str(spec.pipeline), hint=f"hf download {repo}")
+    if source.kind is SourceKind.SINGLE_FILE:
+        assert source.path is not None and source.config is not None
+        config = _declared_pipeline_dir(source.config, spec.name, cache, "config")
+        _check_safetensors(source.path)
+        return Resolved(model, Layout.SINGLE_FILE, source.path, config=config)
+    if source.kind is SourceKind.GGUF:
+        assert source.path is not None and source.base is not None
+        base = _declared_pipeline_dir(source.base, spec.name, cache, "base")
+        layout = Layout.HF_CACHE if source.base.kind is SourceKind.HF else Layout.DIRECTORY
+        return Resolved(model, layout, base, gguf=source.path,
+                        pipeline_class=_override(base, spec.pipeline))
+    if source.kind in (SourceKind.DIRECTORY, SourceKind.HF):
+        folder = _declared_pipeline_dir(source, spec.name, cache, "source")
+        layout = Layout.HF_CACHE if source.kind is SourceKind.HF else Layout.DIRECTORY
+        variant = _check_pipeline_dir(folder, str(folder))
+        return Resolved(model, layout, folder, variant=variant,
+                        pipeline_class=_override(folder, spec.pipeline))
+    raise ValueError(f"{spec.name}: a {source.kind.value} source is not a declared one")
+
+
+def _override(folder: Path, pipeline: str | None) -> str | None:
+    """``pipeline`` when it is not the class model_index.json names, else ``None``."""
+    named = read_json_object(folder / "model_index.json", "pipeline index").get("_class_name")
+    return pipeline if pipeline and pipeline != named else None
+
+
 # ----------------------------------------------------------------------------- loading
 
 
@@ -426,6 +499,7 @@ def load(
     dtype: torch.dtype | None = None,
     gguf: Path | None = None,
     compute_dtype: torch.dtype | None = None,
+    components: Mapping[str, Any] | None = None,
 ) -> Any:
     """Build the diffusers pipeline of ``resolved``, fully offline.
 
@@ -438,8 +512,8 @@ def load(
     ``load_gguf_model(cls, gguf, <config dir>/<unet|transformer>, compute_dtype)``
     (``compute_dtype`` defaults to float32). Stable Diffusion's safety checker is not
     loaded (``safety_checker=None``): it would blank images, which is not what a
-    conformance run measures. Any failure raises :class:`ConformanceInputError` naming
-    the file.
+    conformance run measures. ``components`` (already loaded modules, e.g. ``vae``) replace
+    the pipeline's own. Any failure raises :class:`ConformanceInputError` naming the file.
     """
     import diffusers
     import torch
@@ -452,6 +526,7 @@ def load(
     _check_pipeline_dir(pipeline_dir, str(pipeline_dir))  # configs and shards, before building
     if "safety_checker" in read_json_object(pipeline_dir / "model_index.json"):
         kwargs.update(safety_checker=None, requires_safety_checker=False)
+    kwargs.update(components or {})
     if gguf is not None:
         kwargs[resolved.model.family.denoiser] = _load_gguf_denoiser(
             resolved, Path(gguf), compute_dtype or torch.float32
@@ -466,6 +541,18 @@ def load(
         call = f"{resolved.model.pipeline_class}.from_single_file"
         args: tuple[str, ...] = (str(resolved.path),)
         kwargs["config"] = str(resolved.config)
+    elif resolved.pipeline_class:
+        from conformance.models.specs import pipeline_class
+
+        try:
+            cls = pipeline_class(resolved.pipeline_class)
+        except ValueError as exc:
+            raise ConformanceInputError(resolved.path, str(exc)) from None
+        call = f"{resolved.pipeline_class}.from_pretrained"
+        args = (str(resolved.path),)
+        kwargs["use_safetensors"] = True
+        if resolved.variant:
+            kwargs["variant"] = resolved.variant
     else:
         cls = diffusers.DiffusionPipeline
         call = "DiffusionPipeline.from_pretrained"

@@ -19,6 +19,7 @@ Command line (wired in by ``register``)::
 
     conformance train tiny-sd --out DIR [--steps-vae N] [--steps-denoiser N] [--seed S]
                               [--threads T] [--force]
+    conformance train tiny-sd-vae-mse --out fixtures/tiny-sd-vae-mse   # decoder, MSE only
 """
 
 from __future__ import annotations
@@ -79,7 +80,19 @@ RECIPES: dict[str, Recipe] = {
         den_lr=6e-4,
         train_text_encoder_2=True,
     ),
+    # a second VAE for tiny-sd: its decoder fine-tuned with plain MSE (no L1, no shape
+    # weighting), like SD's "ft-MSE" VAE; the encoder and so the latent space are unchanged
+    "tiny-sd-vae-mse": Recipe(
+        model="tiny-sd-vae-mse",
+        steps_vae=300,
+        steps_denoiser=0,
+        n_images=(2000, 1000),
+        vae_lr=3e-4,
+        warmup=20,
+    ),
 }
+#: recipes that fine-tune one component of a shipped model: recipe -> (model, component)
+COMPONENT_RECIPES: dict[str, tuple[str, str]] = {"tiny-sd-vae-mse": ("tiny-sd", "vae")}
 
 
 @dataclass
@@ -397,6 +410,98 @@ def train_flux_transformer(pipe: FluxPipeline, data: ShapesDataset, recipe: Reci
     return StageResult("transformer", recipe.steps_denoiser, meter.seconds(), meter.final())
 
 
+def finetune_vae_decoder_mse(
+    vae: AutoencoderKL, data: ShapesDataset, recipe: Recipe
+) -> StageResult:
+    """Fine-tune ``vae``'s decoder (and post-quant conv) with a plain MSE loss.
+
+    The encoder is frozen, so latents are those the denoiser was trained on; only how they
+    are decoded changes. Held-out MAE is measured before and after.
+    """
+    torch.manual_seed(recipe.seed + 50)
+    vae.requires_grad_(False)
+    vae.eval()
+    trained = torch.nn.ModuleList([vae.decoder, vae.post_quant_conv])
+    trained.requires_grad_(True)
+    trained.train()
+    opt = torch.optim.AdamW(trained.parameters(), lr=recipe.vae_lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _lr_lambda(recipe.warmup, recipe.steps_vae))
+    meter = _Meter(f"{recipe.model}", recipe.steps_vae, recipe.log_every)
+    held = ShapesDataset(recipe.sizes, (64, 32), recipe.seed + 999)
+
+    def heldout_mae() -> float:
+        maes = []
+        with torch.no_grad():
+            for size in recipe.sizes:
+                x = torch.from_numpy(to_tensor_range(held.images[size]))
+                for chunk in x.split(16):
+                    rec = vae.decode(vae.encode(chunk).latent_dist.mode()).sample.clamp(-1, 1)
+                    maes.append(float((rec - chunk).abs().mean() * 127.5))
+        return float(np.mean(maes))
+
+    trained.eval()
+    before = heldout_mae()
+    trained.train()
+    it = _batches(data, recipe.vae_batch, recipe.seed + 51)
+    for i in range(recipe.steps_vae):
+        _, x, _ = next(it)
+        with torch.no_grad():
+            z = vae.encode(x).latent_dist.mode()
+        loss = F.mse_loss(vae.decode(z).sample, x)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trained.parameters(), recipe.grad_clip)
+        opt.step()
+        sched.step()
+        meter.step(i, loss.item())
+    trained.eval()
+    vae.requires_grad_(False)
+    after = heldout_mae()
+    _log(f"[{recipe.model}] held-out MAE {before:.2f} -> {after:.2f} /255")
+    return StageResult("vae-decoder-mse", recipe.steps_vae, meter.seconds(), meter.final(),
+                       {"heldout_mae_255_before": round(before, 3),
+                        "heldout_mae_255": round(after, 3)})
+
+
+def finetune_component(recipe: Recipe, out_dir: Path, base: Path | None = None
+                       ) -> dict[str, Any]:
+    """Fine-tune one component of a shipped model (:data:`COMPONENT_RECIPES`) and save it to
+    ``out_dir`` as a diffusers component folder, weights in float16 (half the size; the
+    suite loads it in each precision's dtype)."""
+    from conformance.models import MODELS
+
+    model, component = COMPONENT_RECIPES[recipe.model]
+    base = base or MODELS[model].verified_path()
+    t0 = time.perf_counter()
+    c0 = time.process_time()
+    vae = AutoencoderKL.from_pretrained(str(base / component), local_files_only=True,
+                                        use_safetensors=True)
+    data = ShapesDataset(recipe.sizes, recipe.n_images, recipe.seed)
+    stage = finetune_vae_decoder_mse(vae, data, recipe)
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    vae.to(torch.float16).save_pretrained(str(tmp), safe_serialization=True)
+    summary: dict[str, Any] = {
+        "model": recipe.model,
+        "base": f"{model}/{component}",
+        "recipe": asdict(recipe),
+        "stages": [asdict(stage)],
+        "weights_dtype": "float16",
+        "parameters": {"trained": sum(p.numel() for p in vae.decoder.parameters())
+                       + sum(p.numel() for p in vae.post_quant_conv.parameters()),
+                       "total": sum(p.numel() for p in vae.parameters())},
+        "total_seconds": round(time.perf_counter() - t0, 1),
+        "total_cpu_seconds": round(time.process_time() - c0, 1),
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+    }
+    (tmp / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+    tiny._replace_dir(tmp, out_dir)
+    _log(f"[{recipe.model}] saved to {out_dir} after {summary['total_seconds']:.0f} s")
+    return summary
+
+
 def _freeze(*modules: torch.nn.Module) -> None:
     for m in modules:
         m.requires_grad_(False)
@@ -472,7 +577,10 @@ def _run(args: argparse.Namespace) -> int:
     if args.images is not None:
         changes["n_images"] = tuple(args.images for _ in recipe.sizes)
     recipe = replace(recipe, **changes)
-    summary = train_model(recipe, out)
+    if recipe.model in COMPONENT_RECIPES:
+        summary = finetune_component(recipe, out)
+    else:
+        summary = train_model(recipe, out)
     print(json.dumps(summary, indent=2, sort_keys=True))
     return 0
 
@@ -482,7 +590,8 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser(
         "train",
         help="train a tiny pipeline on the synthetic shapes data set",
-        description="Train tiny-sd or tiny-flux (fixed step budgets and seeds).",
+        description="Train tiny-sd or tiny-flux (fixed step budgets and seeds), or "
+        "fine-tune tiny-sd's VAE decoder with MSE (tiny-sd-vae-mse).",
     )
     p.add_argument("model", choices=sorted(RECIPES))
     p.add_argument("--out", required=True, help="output pipeline directory")
