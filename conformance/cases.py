@@ -208,10 +208,34 @@ class Item:
         return f"{self.case.name}-{self.resolution}-{self.precision}"
 
 
+#: what a compare relation expects of each other case's image against the base's
+EXPECTATIONS = ("differ", "identical", "close", "perceptual")
+MAX_AGAINST = 64
+
+
+@dataclass(frozen=True)
+class Relation:
+    """``[compare.NAME]``: cases generated from the same prompt and seed (another model, a
+    LoRA, a swapped VAE, other steps) against a base case, item by item.
+
+    ``expect`` is what each image must be against the base's: ``differ`` (not bit-identical:
+    the variant took effect), ``identical`` (bit for bit, e.g. the same weights in another
+    layout), or within the ``close`` / ``perceptual`` tier of the tolerance file.
+    """
+
+    name: str
+    base: str
+    against: tuple[str, ...]
+    expect: str = "differ"
+    description: str = ""
+
+
 @dataclass(frozen=True)
 class CaseSet:
     path: Path
     cases: tuple[Case, ...]
+    #: the file's ``[compare.NAME]`` relations
+    relations: tuple[Relation, ...] = ()
 
     def items(
         self,
@@ -231,6 +255,30 @@ class CaseSet:
                     if precisions is not None and prec not in precisions:
                         continue
                     out.append(Item(case, res, prec))
+        return out
+
+    def case(self, name: str) -> Case:
+        return next(c for c in self.cases if c.name == name)
+
+    def compare_pairs(
+        self,
+        models: Sequence[str] | None = None,
+        precisions: Sequence[str] | None = None,
+        resolutions: Sequence[Resolution] | None = None,
+    ) -> list[tuple[Relation, Item, Item]]:
+        """(relation, base item, other item) for every other case's item the filters select
+        whose resolution and precision the base case has too (the base item is made for the
+        comparison even where the filters drop it)."""
+        out = []
+        for rel in self.relations:
+            base = self.case(rel.base)
+            for name in rel.against:
+                other = self.case(name)
+                for item in CaseSet(self.path, (other,)).items(models, precisions,
+                                                                resolutions):
+                    if item.resolution in base.resolutions and (
+                            item.precision in base.precisions):
+                        out.append((rel, Item(base, item.resolution, item.precision), item))
         return out
 
     def filter_problem(
@@ -315,7 +363,7 @@ _KEY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
 }
 #: required keys; ``scheduler`` may be left out when the model names a default one
 _REQUIRED = ("model", "prompt", "seed", "steps", "scheduler", "guidance_scale")
-_TOP_KEYS = ("schema_version", "axes", "models", "cases")
+_TOP_KEYS = ("schema_version", "axes", "models", "cases", "compare")
 _AXES_KEYS = ("resolutions", "precisions")
 
 
@@ -360,7 +408,79 @@ def parse_cases(data: dict[str, Any], path: Path) -> CaseSet:
         _parse_case(name, body, path, default_res, default_prec, models)
         for name, body in cases_table.items()
     )
-    return CaseSet(path, cases)
+    relations = _parse_relations(data.get("compare", {}), path, cases)
+    return CaseSet(path, cases, relations)
+
+
+_RELATION_KEYS = ("base", "against", "expect", "description")
+
+
+def _case_named(value: Any, key: str, where: str, by_name: dict[str, Case], path: Path) -> Case:
+    if not isinstance(value, str) or value not in by_name:
+        raise CaseFileError(
+            path, f"{where}: key {key!r}: {show(value)} is not a case of this file; "
+            f"the cases are {', '.join(sorted(by_name)[:20])}")
+    return by_name[value]
+
+
+def _parse_relations(table: Any, path: Path, cases: Sequence[Case]) -> tuple[Relation, ...]:
+    """``[compare.NAME]`` tables: a base case and the cases compared with it, which share
+    its prompt and seed and at least one (resolution, precision)."""
+    if not isinstance(table, dict):
+        raise CaseFileError(path, "[compare] must be a table of [compare.NAME] tables, not "
+                            f"{type_name(table)}")
+    by_name = {c.name: c for c in cases}
+    out = []
+    for name, body in table.items():
+        if not isinstance(name, str) or not _NAME.fullmatch(name):
+            raise CaseFileError(path, f"[compare.NAME]: {show(name)} is not a name; use "
+                                "lower-case letters, digits and '-' (at most 64)")
+        where = f"[compare.{name}]"
+        if not isinstance(body, dict):
+            raise CaseFileError(path, f"{where} must be a table, not {type_name(body)}")
+        for key in body:
+            if key not in _RELATION_KEYS:
+                raise CaseFileError(path, f"{where}: unknown key {show(key)}; accepted: "
+                                    f"{', '.join(_RELATION_KEYS)}")
+
+        if "base" not in body:
+            raise CaseFileError(path, f"{where}: key 'base' is missing (the case the others "
+                                "are compared with)")
+        base = _case_named(body["base"], "base", where, by_name, path)
+        against = body.get("against")
+        if not isinstance(against, list) or not against:
+            raise CaseFileError(path, f"{where}: key 'against' must be a non-empty list of "
+                                f"case names, not {show(against)}")
+        if len(against) > MAX_AGAINST:
+            raise CaseFileError(path, f"{where}: key 'against' lists {len(against)} cases; "
+                                f"at most {MAX_AGAINST}")
+        others = [_case_named(v, "against", where, by_name, path) for v in against]
+        if len({c.name for c in others}) != len(others) or base in others:
+            raise CaseFileError(path, f"{where}: key 'against' names a case twice or names "
+                                "the base")
+        for other in others:
+            same = {"prompt": (base.prompt, other.prompt), "seed": (base.seed, other.seed),
+                    "negative_prompt": (base.negative_prompt, other.negative_prompt)}
+            differ = [k for k, (a, b) in same.items() if a != b]
+            if differ:
+                raise CaseFileError(path, f"{where}: case {other.name!r} differs from the base "
+                                    f"{base.name!r} in {', '.join(differ)}; a comparison "
+                                    "holds the prompt and the seed fixed")
+            if not any(r in base.resolutions and p in base.precisions
+                       for r in other.resolutions for p in other.precisions):
+                raise CaseFileError(path, f"{where}: case {other.name!r} shares no "
+                                    f"(resolution, precision) with the base {base.name!r}")
+        expect = body.get("expect", "differ")
+        if expect not in EXPECTATIONS:
+            raise CaseFileError(path, f"{where}: key 'expect': {show(expect)}; accepted: "
+                                f"{', '.join(EXPECTATIONS)}")
+        description = body.get("description", "")
+        if not isinstance(description, str) or len(description) > MAX_PROMPT:
+            raise CaseFileError(path, f"{where}: key 'description' must be a string of at "
+                                f"most {MAX_PROMPT} characters")
+        out.append(Relation(name, base.name, tuple(c.name for c in others), expect,
+                            description))
+    return tuple(out)
 
 
 def _parse_models(table: Any, path: Path) -> dict[str, ModelSpec]:

@@ -176,3 +176,73 @@ def test_any_unknown_lora_key_is_refused_naming_it(key):
         parse_cases(data, Path("c.toml"))
     assert str(err.value) == (f"c.toml: case 'one': key 'lora'[0]: unknown key {key!r}; "
                               "accepted: path, scale")
+
+
+# [compare.NAME] ------------------------------------------------------------------------
+PAIRED = GOOD + """
+[cases.two]
+model = "tiny-flux"
+prompt = "a red circle on a white background"
+seed = 1
+steps = 2
+scheduler = "flow-euler"
+guidance_scale = 3.5
+precisions = ["fp32"]
+"""
+
+
+def test_compare_relation_pairs_items_at_shared_axes(tmp_path):
+    text = PAIRED + '[compare.m]\nbase = "one"\nagainst = ["two"]\n'
+    cases = load_cases(write(tmp_path, text))
+    (rel,) = cases.relations
+    assert (rel.name, rel.base, rel.against, rel.expect) == ("m", "one", ("two",), "differ")
+    pairs = [(b.id, o.id) for _, b, o in cases.compare_pairs()]
+    assert pairs == [("tiny-sd/one/64x64/fp32", "tiny-flux/two/64x64/fp32"),
+                     ("tiny-sd/one/96x96/fp32", "tiny-flux/two/96x96/fp32")]
+    # the base item is paired even where the filters drop its model
+    assert len(cases.compare_pairs(models=["tiny-flux"])) == 2
+    assert cases.compare_pairs(models=["tiny-sd"]) == []
+
+
+@pytest.mark.parametrize(
+    ("table", "message"),
+    [
+        ('base = "one"\nagainst = ["two"]\nbogus = 1', "[compare.m]: unknown key 'bogus'"),
+        ('against = ["two"]', "[compare.m]: key 'base' is missing"),
+        ('base = "nope"\nagainst = ["two"]',
+         "[compare.m]: key 'base': 'nope' is not a case of this file; the cases are one, two"),
+        ('base = "one"\nagainst = "two"', "key 'against' must be a non-empty list"),
+        ('base = "one"\nagainst = []', "key 'against' must be a non-empty list"),
+        ('base = "one"\nagainst = ["one"]', "names a case twice or names the base"),
+        ('base = "one"\nagainst = ["two", "two"]', "names a case twice or names the base"),
+        ('base = "one"\nagainst = ["two"]\nexpect = "same"',
+         "key 'expect': 'same'; accepted: differ, identical, close, perceptual"),
+        ('base = "one"\nagainst = ["two"]\ndescription = 3', "key 'description' must be"),
+    ],
+)
+def test_compare_relation_errors_name_the_table_and_key(tmp_path, table, message):
+    with pytest.raises(CaseFileError) as err:
+        load_cases(write(tmp_path, PAIRED + "[compare.m]\n" + table + "\n"))
+    assert message in str(err.value) and "cases.toml" in str(err.value)
+
+
+def test_compared_cases_hold_prompt_and_seed_and_share_an_axis(tmp_path):
+    other_seed = PAIRED.replace("seed = 1\nsteps = 2", "seed = 2\nsteps = 2")
+    with pytest.raises(CaseFileError, match="case 'two' differs from the base 'one' in seed"):
+        load_cases(write(tmp_path, other_seed + '[compare.m]\nbase = "one"\nagainst = ["two"]\n'))
+    no_axis = PAIRED.replace('precisions = ["fp32"]\n', 'precisions = ["fp16"]\n')
+    with pytest.raises(CaseFileError, match="shares no \\(resolution, precision\\)"):
+        load_cases(write(tmp_path, no_axis + '[compare.m]\nbase = "one"\nagainst = ["two"]\n'))
+    with pytest.raises(CaseFileError, match=r"\[compare\] must be a table"):
+        load_cases(write(tmp_path, 'compare = 3\n' + PAIRED))
+    with pytest.raises(CaseFileError, match="is not a name"):
+        load_cases(write(tmp_path, PAIRED + '[compare."Bad Name"]\nbase = "one"\n'))
+
+
+@given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12).filter(
+    lambda k: k not in ("base", "against", "expect", "description")))
+def test_any_unknown_compare_key_is_refused_by_name(tmp_path_factory, key):
+    path = write(tmp_path_factory.mktemp("c"),
+                 PAIRED + f'[compare.m]\nbase = "one"\nagainst = ["two"]\n{key} = 1\n')
+    with pytest.raises(CaseFileError, match=f"unknown key '{key}'"):
+        load_cases(path)
