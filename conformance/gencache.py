@@ -55,10 +55,12 @@ class SharedGenerations:
                 self.reused += 1
                 return Generation(meta["item_id"], image,
                                   [StepTrace.from_dict(s) for s in meta["trace"]],
-                                  float(meta["seconds"])), True
+                                  float(meta["seconds"]), meta.get("weights_bytes"),
+                                  meta.get("peak_bytes")), True
             gen = make()
             assert isinstance(gen, Generation)
             meta = {"key": key, "item_id": gen.item_id, "seconds": gen.seconds,
+                    "weights_bytes": gen.weights_bytes, "peak_bytes": gen.peak_bytes,
                     "trace": [s.to_dict() for s in gen.trace], "pid": os.getpid()}
             buf = io.BytesIO()
             np.savez(buf, image=gen.image,

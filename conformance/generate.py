@@ -10,6 +10,7 @@ records a per-step latent trace through ``callback_on_step_end``.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import sys
 import time
@@ -47,6 +48,12 @@ class Generation:
     image: np.ndarray
     trace: list[StepTrace]
     seconds: float
+    #: bytes of the pipeline's weights (parameters and buffers of every component, as
+    #: stored: a GGUF tensor counts its quantized bytes)
+    weights_bytes: int | None = None
+    #: peak device memory allocated during the generation (CUDA / XPU; None on the CPU,
+    #: where no per-generation peak is measurable)
+    peak_bytes: int | None = None
 
 
 @dataclass
@@ -371,14 +378,43 @@ class Runner:
         }
         if spec.family is Family.SD:
             call["negative_prompt"] = case.negative_prompt or None
+        backend = _memory_backend(self.device)
+        if backend is not None:
+            backend.reset_peak_memory_stats(self.device)
         start = time.perf_counter()
         with torch.inference_mode(), _variant(pipe, variant):
             result = pipe(**call)
         seconds = time.perf_counter() - start
+        peak = int(backend.max_memory_allocated(self.device)) if backend is not None else None
         self.stats.generations += 1
         self.stats.generate_seconds += seconds
         image = np.asarray(result.images[0].convert("RGB"), dtype=np.uint8).copy()
-        return Generation(item.id, image, trace, seconds)
+        return Generation(item.id, image, trace, seconds, weights_bytes(pipe), peak)
+
+
+def _memory_backend(device: str) -> Any:
+    """``torch.cuda`` / ``torch.xpu`` for a device whose allocator reports a peak."""
+    import torch
+
+    kind = device.split(":")[0]
+    return {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None)}.get(kind)
+
+
+def weights_bytes(pipe: Any) -> int:
+    """Bytes of every component's parameters and buffers (shared tensors counted once)."""
+    import torch
+
+    seen: set[int] = set()
+    total = 0
+    for component in getattr(pipe, "components", {}).values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        for tensor in itertools.chain(component.parameters(), component.buffers()):
+            if tensor.data_ptr() in seen or tensor.device.type == "meta":
+                continue
+            seen.add(tensor.data_ptr())
+            total += tensor.numel() * tensor.element_size()
+    return total
 
 
 def _read_index(path: Path) -> dict[str, Any]:

@@ -16,7 +16,7 @@ def _gen(seed: int = 0) -> Generation:
     rng = np.random.default_rng(seed)
     trace = [StepTrace(0, 999.0, "0123456789abcdef", 0.1, 1.0, -2.0, 2.0)]
     return Generation("tiny-sd/dot/16x8/fp32", rng.integers(0, 256, (8, 16, 3), np.uint8),
-                      trace, 0.5)
+                      trace, 0.5, weights_bytes=1234, peak_bytes=None)
 
 
 def test_made_once_then_read_back_bit_for_bit(tmp_path):
@@ -28,6 +28,7 @@ def test_made_once_then_read_back_bit_for_bit(tmp_path):
     assert reused and made == [1] and b.reused == 1
     assert np.array_equal(first.image, second.image) and second.image.dtype == np.uint8
     assert second.trace == first.trace and second.seconds == first.seconds
+    assert (second.weights_bytes, second.peak_bytes) == (1234, None)
 
 
 def test_a_failure_is_not_stored(tmp_path):
@@ -59,3 +60,17 @@ def test_concurrent_processes_make_it_once(tmp_path):
         p.join(60)
     flags = sorted(queue.get(timeout=5) for _ in procs)
     assert flags == [False, True, True]
+
+
+def test_weights_bytes_count_every_component_once():
+    import torch
+
+    from conformance.generate import weights_bytes
+
+    shared = torch.nn.Linear(4, 3)  # 12 + 3 floats
+
+    class Pipe:
+        components = {"a": shared, "b": shared, "c": torch.nn.Linear(2, 2).half(),
+                      "tokenizer": object()}
+
+    assert weights_bytes(Pipe()) == (12 + 3) * 4 + (4 + 2) * 2
