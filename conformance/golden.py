@@ -30,7 +30,7 @@ import struct
 import tempfile
 import zlib
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -91,6 +91,14 @@ _ENTRY_FIELDS: dict[str, type | tuple[type, ...]] = {
     "command": str,
 }
 _STEP_FIELDS = ("step", "timestep", "digest", "mean", "std", "min", "max")
+#: optional entry keys: ``probes`` names the entry's module-probe file (gzip of
+#: :class:`conformance.localize.ProbeRecords` JSON) with its SHA-256 and probed steps
+_OPTIONAL_FIELDS: dict[str, type] = {"probes": dict}
+PROBES_SUFFIX = ".probes.json.gz"
+#: a golden's probe file: at most this many bytes compressed, and 64 MiB of JSON inflated
+PROBES_LIMIT = 16 * 2**20
+PROBES_JSON_LIMIT = 64 * 2**20
+_MAX_PROBED_STEPS = 16
 
 
 @dataclass(frozen=True)
@@ -112,12 +120,18 @@ class GoldenEntry:
     fingerprint: dict[str, Any]
     recorded_at: str
     command: str
+    #: ``{"file": "<stem>.probes.json.gz", "sha256": ..., "steps": [0]}`` when module probes
+    #: were recorded with the golden (``--record --probes``)
+    probes: dict[str, Any] | None = None
 
     def steps(self) -> list[StepTrace]:
         return [StepTrace.from_dict(s) for s in self.trace]
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        data = asdict(self)
+        if data["probes"] is None:
+            del data["probes"]  # sets without probes keep the layout they always had
+        return data
 
 
 @dataclass
@@ -358,7 +372,7 @@ def _parse_entry(key: str, raw: Any, path: Path, model: str) -> GoldenEntry:
     missing = [k for k in _ENTRY_FIELDS if k not in raw]
     if missing:
         raise ManifestError(path, f"{where}: missing keys: {', '.join(missing)}")
-    unknown = [k for k in raw if k not in _ENTRY_FIELDS]
+    unknown = [k for k in raw if k not in _ENTRY_FIELDS and k not in _OPTIONAL_FIELDS]
     if unknown:
         raise ManifestError(path, f"{where}: unknown keys: {_keys(unknown)}")
     for k, expected in _ENTRY_FIELDS.items():
@@ -405,7 +419,25 @@ def _parse_entry(key: str, raw: Any, path: Path, model: str) -> GoldenEntry:
     problem = _trace_problem(entry.trace)
     if problem:
         raise ManifestError(path, f"{where}: key 'trace' is malformed: {problem}")
+    if entry.probes is not None:
+        problem = _probes_problem(entry.probes, entry.file.removesuffix(".png"))
+        if problem:
+            raise ManifestError(path, f"{where}: key 'probes': {problem}")
     return entry
+
+
+def _probes_problem(probes: Any, stem: str) -> str | None:
+    if not isinstance(probes, dict) or set(probes) != {"file", "sha256", "steps"}:
+        return "must be an object with exactly the keys file, sha256, steps"
+    if probes["file"] != stem + PROBES_SUFFIX:
+        return f"file must be {stem + PROBES_SUFFIX!r}, not {show(probes['file'])}"
+    if not isinstance(probes["sha256"], str) or not _HEX64.fullmatch(probes["sha256"]):
+        return "sha256 is not 64 lower-case hex digits"
+    steps = probes["steps"]
+    if (not isinstance(steps, list) or not 1 <= len(steps) <= _MAX_PROBED_STEPS
+            or any(type(v) is not int or not 0 <= v < 100_000 for v in steps)):
+        return f"steps must be a list of 1 to {_MAX_PROBED_STEPS} step numbers"
+    return None
 
 
 def _trace_problem(trace: list[Any]) -> str | None:
@@ -1023,11 +1055,69 @@ class GoldenStore:
                     f"exists but is not listed in {MANIFEST}; move it away or re-run with "
                     "--force to replace it",
                 )
+            old = manifest.entries.get(item.id)
             manifest.entries[item.id] = entry
             text = manifest.to_json()
             # What is written must read back: never leave a manifest the store rejects.
             parse_manifest(text, directory / MANIFEST, item.model, hardware_class)
             atomic_write(target, png)
             atomic_write(directory / MANIFEST, text.encode("utf-8"))
+            if old is not None and old.probes is not None:  # --force: they probed the old image
+                (directory / old.probes["file"]).unlink(missing_ok=True)
             self._manifests[(item.model, hardware_class)] = manifest
         return target, replaced
+
+    def record_probes(self, item: Item, hardware_class: str, records: Any) -> Path:
+        """Store module probes (:class:`~conformance.localize.ProbeRecords`) beside the
+        recorded golden of ``item``: ``<stem>.probes.json.gz``, named in its entry."""
+        import gzip
+
+        directory = self.set_dir(item.model, hardware_class)
+        data = gzip.compress(records.to_json().encode("utf-8"), compresslevel=9, mtime=0)
+        if len(data) > PROBES_LIMIT:
+            raise ValueError(f"{item.id}: the probe file would be {len(data)} bytes; at most "
+                             f"{PROBES_LIMIT}")
+        with _locked(directory):
+            self._manifests.pop((item.model, hardware_class), None)
+            manifest = self.manifest(item.model, hardware_class)
+            if manifest is None or item.id not in manifest.entries:
+                raise KeyError(f"{item.id}: no golden in {directory} to attach probes to")
+            entry = manifest.entries[item.id]
+            target = directory / (entry.file.removesuffix(".png") + PROBES_SUFFIX)
+            manifest.entries[item.id] = replace(
+                entry, probes={"file": target.name, "sha256": hashlib.sha256(data).hexdigest(),
+                               "steps": sorted(records.steps)})
+            text = manifest.to_json()
+            parse_manifest(text, directory / MANIFEST, item.model, hardware_class)
+            atomic_write(target, data)
+            atomic_write(directory / MANIFEST, text.encode("utf-8"))
+            self._manifests[(item.model, hardware_class)] = manifest
+        return target
+
+    def load_probes(self, entry: GoldenEntry, hardware_class: str) -> Any:
+        """The golden's module probes (untrusted: size-capped, hash-checked, inflated with a
+        bound, validated), or ``None`` when it has none; a bad file raises
+        :class:`ManifestError` naming it."""
+        if entry.probes is None:
+            return None
+        from conformance.localize import ProbeFileError, ProbeRecords
+
+        path = self.set_dir(entry.model, hardware_class) / entry.probes["file"]
+        data = read_plain_file(path, "probe file", PROBES_LIMIT)
+        if data is None:
+            raise ManifestError(path, f"declared as the probes of {show(entry.id)} but missing")
+        if hashlib.sha256(data).hexdigest() != entry.probes["sha256"]:
+            raise ManifestError(path, "SHA-256 does not match the manifest's")
+        inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            text = inflate.decompress(data, PROBES_JSON_LIMIT + 1)
+        except zlib.error as exc:
+            raise ManifestError(path, f"is not a gzip file ({exc})") from None
+        if len(text) > PROBES_JSON_LIMIT or inflate.unconsumed_tail:
+            raise ManifestError(path, f"inflates to more than {PROBES_JSON_LIMIT} bytes")
+        if not inflate.eof:
+            raise ManifestError(path, "is a truncated gzip file")
+        try:
+            return ProbeRecords.from_json(text, str(path))
+        except ProbeFileError as exc:
+            raise ManifestError(path, exc.message) from None

@@ -253,7 +253,10 @@ class Validator:
         if manifest is not None:
             problems += self._check_identity(manifest_path, cls, manifest)
             problems += self._check_base(manifest_path, model, cls, manifest)
-        declared = None if manifest is None else {e.file: e for e in manifest.entries.values()}
+        declared = None if manifest is None else {
+            **{e.file: e for e in manifest.entries.values()},
+            **{e.probes["file"]: e for e in manifest.entries.values() if e.probes},
+        }
         problems += self._check_tree(set_dir, declared)
         if manifest is not None:
             for entry in manifest.entries.values():
@@ -427,6 +430,11 @@ class Validator:
             return problems
         self.images_checked += 1
         problems += self._against_reference(str(path), cls, entry, pixels)
+        if entry.probes is not None:
+            try:
+                GoldenStore(set_dir.parent.parent).load_probes(entry, cls)
+            except ManifestError as exc:
+                problems.append(Problem(exc.where, exc.message))
         return problems
 
     def _against_reference(

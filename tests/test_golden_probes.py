@@ -1,0 +1,135 @@
+"""Module probes stored with a golden: written beside the PNG, named in the manifest entry,
+read back as untrusted input (size cap, SHA-256, bounded inflate, validated records)."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import json
+
+import pytest
+
+from conformance.cases import Item, Resolution, load_cases
+from conformance.cli import main
+from conformance.errors import ManifestError
+from conformance.golden import MANIFEST, PROBES_JSON_LIMIT, PROBES_SUFFIX, GoldenStore
+from tests.identities import identity_for
+
+CLS = "cpu-amd-avx2"
+FP = {"hardware_class": CLS, "device": "cpu", "threads": 1, "torch": "2.13.0",
+      "diffusers": "0.42.1", "device_name": "AMD EPYC"}
+
+
+@pytest.fixture(scope="module")
+def probed():
+    """tiny-sd at 32x32, two steps: the image and the step-0 probes."""
+    import torch
+
+    from conformance.generate import Runner
+    from conformance.localize import probe_item
+
+    torch.set_num_threads(1)
+    case = dataclasses.replace(next(c for c in load_cases().cases if c.name == "red-circle"),
+                               steps=2)
+    item = Item(case, Resolution(32, 32), "fp32")
+    runner = Runner("cpu")
+    run = probe_item(runner, item, steps=(0,))
+    return item, run.generation, run.records
+
+
+@pytest.fixture
+def stored(tmp_path, probed):
+    item, gen, records = probed
+    store = GoldenStore(tmp_path)
+    store.record(item, CLS, gen.image, gen.trace, FP, "t", "c",
+                 identity=identity_for(CLS, FP))
+    path = store.record_probes(item, CLS, records)
+    return store, item, records, path
+
+
+def test_probes_round_trip_beside_the_golden(stored):
+    store, item, records, path = stored
+    assert path.name == item.stem + PROBES_SUFFIX
+    entry = GoldenStore(store.root).lookup(item, CLS)  # a fresh store reads the manifest
+    assert entry.probes["file"] == path.name and entry.probes["steps"] == [0]
+    back = store.load_probes(entry, CLS)
+    assert back.to_dict() == records.to_dict()
+
+
+def test_entries_without_probes_keep_their_layout(tmp_path, probed):
+    item, gen, _ = probed
+    store = GoldenStore(tmp_path)
+    store.record(item, CLS, gen.image, gen.trace, FP, "t", "c")
+    data = json.loads((store.set_dir("tiny-sd", CLS) / MANIFEST).read_text())
+    assert "probes" not in data["entries"][item.id]
+    assert store.load_probes(store.lookup(item, CLS), CLS) is None
+
+
+def test_validate_checks_the_probe_file(stored, capsys):
+    store, _item, _, path = stored
+    assert main(["validate", str(store.root), "--reference-dir", str(store.root)]) == 0
+    path.write_bytes(path.read_bytes()[:-9])
+    assert main(["validate", str(store.root), "--reference-dir", str(store.root)]) == 1
+    out = capsys.readouterr().out
+    assert f"{path}: SHA-256 does not match the manifest's" in out
+
+
+def _replace_probe_file(store, item, path, data):
+    """Swap in other bytes and fix the manifest's hash, so later checks run."""
+    import hashlib
+
+    path.write_bytes(data)
+    manifest = store.set_dir("tiny-sd", CLS) / MANIFEST
+    doc = json.loads(manifest.read_text())
+    doc["entries"][item.id]["probes"]["sha256"] = hashlib.sha256(data).hexdigest()
+    manifest.write_text(json.dumps(doc))
+    return GoldenStore(store.root).lookup(item, CLS)
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"not gzip at all", "is not a gzip file"),
+        (gzip.compress(b"{}")[:-12], "truncated gzip"),
+        (gzip.compress(b" " * (PROBES_JSON_LIMIT + 10)), "inflates to more than"),
+        (gzip.compress(b'{"schema_version": 1}'), "missing key 'kind'"),
+    ],
+)
+def test_hostile_probe_files_are_refused_by_name(stored, data, message):
+    store, item, _, path = stored
+    entry = _replace_probe_file(store, item, path, data)
+    with pytest.raises(ManifestError) as err:
+        store.load_probes(entry, CLS)
+    assert err.value.where == str(path) and message in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("probes", "message"),
+    [
+        ({"file": "x.probes.json.gz", "sha256": "0" * 64, "steps": [0]}, "file must be"),
+        ({"file": None}, "exactly the keys file, sha256, steps"),
+        ("yes", "exactly the keys"),
+        ({"sha256": "Z" * 64, "steps": [0]}, "sha256 is not 64"),
+        ({"sha256": "0" * 64, "steps": []}, "steps must be a list"),
+        ({"sha256": "0" * 64, "steps": [True]}, "steps must be a list"),
+    ],
+)
+def test_malformed_probes_key_is_refused(stored, probes, message):
+    store, item, _, path = stored
+    manifest = store.set_dir("tiny-sd", CLS) / MANIFEST
+    doc = json.loads(manifest.read_text())
+    entry = doc["entries"][item.id]
+    if isinstance(probes, dict) and "file" not in probes and "sha256" in probes:
+        probes = {"file": path.name, **probes}
+    entry["probes"] = probes
+    manifest.write_text(json.dumps(doc))
+    with pytest.raises(ManifestError, match="key .probes.: .*" + message.split(" ")[0]):
+        GoldenStore(store.root).lookup(item, CLS)
+
+
+def test_replacing_a_golden_removes_its_probes(stored, probed):
+    store, item, _, path = stored
+    _, gen, _ = probed
+    store.record(item, CLS, gen.image, gen.trace, FP, "t", "c", force=True,
+                 identity=identity_for(CLS, FP))
+    assert not path.exists() and store.lookup(item, CLS).probes is None
