@@ -20,6 +20,7 @@ import dataclasses
 import json
 import math
 import sys
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -51,37 +52,51 @@ class Side:
     precision: str | None = None
     variant: str | None = None
     path: Path | None = None
+    #: a case of the case file, run as it is declared (its own model, LoRA, VAE)
+    case: str | None = None
 
     @property
     def label(self) -> str:
         if self.path is not None:
             return str(self.path)
+        if self.case is not None:
+            return f"case:{self.case}@{self.precision}"
         out = f"{self.model}@{self.precision}"
         return out + (f"+{self.variant}" if self.variant else "")
 
 
-def parse_side(text: str, arg: str) -> Side:
-    """``MODEL[@PRECISION][+VARIANT]`` or the path of a probe file."""
+def parse_side(text: str, arg: str, models: Collection[str] | None = None) -> Side:
+    """``MODEL[@PRECISION][+VARIANT]`` (``models``: the names known, default the
+    built-ins), ``case:NAME[@PRECISION]`` (a case of the case file, as declared) or the path
+    of a probe file."""
     from conformance.generate import VARIANTS
     from conformance.models import MODELS
     from conformance.precision import PRECISIONS, REFERENCE_PRECISION
 
+    known = list(MODELS if models is None else models)
     if not isinstance(text, str) or not text.strip() or "\x00" in text:
         raise ConformanceInputError(arg, f"{show(text)}: give a model name or a probe file")
+    if text.startswith("case:"):
+        name, _, precision = text.removeprefix("case:").partition("@")
+        if "@" in text and precision not in PRECISIONS:
+            raise ConformanceInputError(
+                arg, f"{show(text)}: unknown precision {show(precision)}; accepted: "
+                f"{', '.join(PRECISIONS)}")
+        return Side(arg, text, case=name, precision=precision or REFERENCE_PRECISION)
     path = Path(text)
     looks_like_file = path.suffix.lower() == ".json" or "/" in text or "\\" in text
-    if looks_like_file or (path.is_file() and text.split("@")[0].split("+")[0] not in MODELS):
+    if looks_like_file or (path.is_file() and text.split("@")[0].split("+")[0] not in known):
         if not path.exists():
             raise ConformanceInputError(
                 arg, f"probe file {show(text)} does not exist (a model is written "
-                f"MODEL[@PRECISION], models: {', '.join(MODELS)})"
+                f"MODEL[@PRECISION], models: {', '.join(known)})"
             )
         return Side(arg, text, path=path)
     spec, _, variant = text.partition("+")
     model, _, precision = spec.partition("@")
-    if model not in MODELS:
+    if model not in known:
         raise ConformanceInputError(
-            arg, f"unknown model {show(model)}; known: {', '.join(MODELS)} (or give a probe "
+            arg, f"unknown model {show(model)}; known: {', '.join(known)} (or give a probe "
             "file: the JSON written by --save)"
         )
     if "@" in spec and precision not in PRECISIONS:
@@ -133,19 +148,19 @@ def _case_from_meta(records: ProbeRecords, side: Side) -> tuple[Any, Any]:
     return case, res
 
 
-def _case_for_model(case: Any, model: str) -> Any:
+def _case_for_model(case: Any, model: str, spec: Any) -> Any:
     """``case`` run with ``model`` (its scheduler kept where it fits the model's family)."""
-    from conformance.models import MODELS, Family
+    from conformance.models import Family
     from conformance.schedulers import SCHEDULERS
 
-    spec = MODELS[model]
     if case.model == model:
         return case
     scheduler = case.scheduler
     if spec.family not in SCHEDULERS[scheduler].families:
         scheduler = next(s.name for s in SCHEDULERS.values() if spec.family in s.families)
     negative = "" if spec.family is Family.FLUX else case.negative_prompt
-    return dataclasses.replace(case, model=model, scheduler=scheduler, negative_prompt=negative)
+    return dataclasses.replace(case, model=model, scheduler=scheduler, negative_prompt=negative,
+                               spec=spec, lora=(), vae=None)
 
 
 # -- block tables -----------------------------------------------------------------------------
@@ -295,8 +310,10 @@ def register(subparsers: Any) -> None:
         "blocks", help="block-wise similarity of two pipelines (or probe files) at one seed",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("a", metavar="A", help="MODEL[@PRECISION][+VARIANT] (e.g. tiny-sd@fp32) or "
-                   "a probe file written by --save")
+    p.add_argument("a", metavar="A", help="MODEL[@PRECISION][+VARIANT] (e.g. tiny-sd@fp32; a "
+                   "built-in or a [models.NAME] of --cases), case:NAME[@PRECISION] (a case of "
+                   "--cases as declared: its model, LoRA, VAE) or a probe file written by "
+                   "--save")
     p.add_argument("b", metavar="B", nargs="?", default=None,
                    help="the same for the other side; without it A is only recorded")
     p.add_argument("--case", default=None, metavar="NAME",
@@ -352,16 +369,17 @@ def _steps(text: str) -> tuple[int, ...]:
 
 
 def _case(args: argparse.Namespace, sides: list[Side],
-          loaded: dict[str, ProbeRecords]) -> tuple[Any, Any]:
-    """The case and resolution to generate: ``--case``, else a probe file's own."""
-    from conformance.cases import Resolution, load_cases
+          loaded: dict[str, ProbeRecords], case_set: Any) -> tuple[Any, Any]:
+    """The case and resolution to generate: ``--case``, else a ``case:`` side's, else a
+    probe file's own."""
+    from conformance.cases import Resolution
 
-    if args.case is not None:
-        case_set = load_cases(args.cases)
-        case = next((c for c in case_set.cases if c.name == args.case), None)
+    named = args.case or next((s.case for s in sides if s.case is not None), None)
+    if named is not None:
+        case = next((c for c in case_set.cases if c.name == named), None)
         if case is None:
             raise ConformanceInputError(
-                "--case", f"no case {show(args.case)} in {case_set.path}; cases: "
+                "--case", f"no case {show(named)} in {case_set.path}; cases: "
                 f"{', '.join(c.name for c in case_set.cases)}"
             )
         res = case.resolutions[0]
@@ -382,21 +400,33 @@ def _case(args: argparse.Namespace, sides: list[Side],
 
 
 def _generate(side: Side, case: Any, res: Any, args: argparse.Namespace,
-              runner: Any) -> ProbeRecords:
+              runner: Any, case_set: Any, specs: Mapping[str, Any]) -> ProbeRecords:
     from conformance.cases import Item
     from conformance.localize import probe_item
-    from conformance.models import MODELS, ModelUnavailable
+    from conformance.models import ModelUnavailable
 
-    assert side.model is not None and side.precision is not None
-    problem = MODELS[side.model].check_resolution(res.width, res.height)
+    assert side.precision is not None
+    if side.case is not None:
+        own = next((c for c in case_set.cases if c.name == side.case), None)
+        if own is None:
+            raise ConformanceInputError(side.arg, f"no case {show(side.case)} in "
+                                        f"{case_set.path}; cases: "
+                                        f"{', '.join(c.name for c in case_set.cases)}")
+        case = own if args.steps is None else dataclasses.replace(own, steps=args.steps)
+        spec = own.model_spec
+    else:
+        assert side.model is not None
+        spec = specs[side.model]
+        case = _case_for_model(case, side.model, spec)
+    problem = spec.check_resolution(res.width, res.height)
     if problem:
-        raise ConformanceInputError("--resolution", f"{res} for {side.model}: {problem}")
+        raise ConformanceInputError("--resolution", f"{res} for {spec.name}: {problem}")
     bad = [s for s in args.probe_steps if s >= case.steps]
     if bad:
         raise ConformanceInputError(
             "--probe-steps", f"step {bad[0]} is past the last step of a {case.steps}-step "
             "generation (steps count from 0)")
-    item = Item(_case_for_model(case, side.model), res, side.precision)
+    item = Item(case, res, side.precision)
     print(f"conformance blocks: {side.arg} = {side.label}: generating {item.id} "
           f"({case.steps} steps, probing step {','.join(map(str, args.probe_steps))})",
           file=sys.stderr, flush=True)
@@ -417,16 +447,21 @@ def _write(path: Path, text: str, flag: str) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    sides = [parse_side(args.a, "A")]
+    from conformance.cases import load_cases
+    from conformance.models import MODELS
+
+    case_set = load_cases(args.cases)
+    specs = {**MODELS, **{c.model: c.model_spec for c in case_set.cases}}
+    sides = [parse_side(args.a, "A", specs)]
     if args.b is not None:
-        sides.append(parse_side(args.b, "B"))
+        sides.append(parse_side(args.b, "B", specs))
     elif args.save is None:
         raise ConformanceInputError("B", "missing: give B to compare with, or --save FILE to "
                                     "only record A")
     if args.save_b is not None and args.b is None:
         raise ConformanceInputError("--save-b", "given without B")
     loaded = {s.arg: load_side(s) for s in sides if s.path is not None}
-    models = [s for s in sides if s.model is not None]
+    models = [s for s in sides if s.model is not None or s.case is not None]
     if models:
         from conformance.generate import Runner, configure_torch
         from conformance.hardware import check_available
@@ -435,13 +470,13 @@ def run(args: argparse.Namespace) -> int:
         if problem:
             raise ConformanceInputError("--device", problem)
         configure_torch(args.threads, device=args.device)
-        case, res = _case(args, sides, loaded)
+        case, res = _case(args, sides, loaded, case_set)
         for side in sides:
             if side.path is not None:
                 _warn_if_other_case(loaded[side.arg], side, case, res)
         runner = Runner(args.device)
         for side in models:
-            loaded[side.arg] = _generate(side, case, res, args, runner)
+            loaded[side.arg] = _generate(side, case, res, args, runner, case_set, specs)
     for flag, path, arg in (("--save", args.save, "A"), ("--save-b", args.save_b, "B")):
         if path is not None:
             _write(path, loaded[arg].to_json() + "\n", flag)

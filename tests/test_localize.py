@@ -18,6 +18,7 @@ import re
 import pytest
 import torch
 
+from conformance import PACKAGE_DIR
 from conformance.cases import Item, Resolution, load_cases
 from conformance.generate import VARIANTS, Runner
 from conformance.localize import (
@@ -430,6 +431,40 @@ def test_blocks_errors(blocks, args, arg, message):
     code, _out, err = blocks(*args)
     assert code == 2
     assert f"error: {arg}: " in err and message in err
+
+
+VARIANTS_FILE = str(PACKAGE_DIR / "cases-variants.toml")
+SMALL_VARIANTS = ("--cases", VARIANTS_FILE, "--resolution", "32x32", "--steps", "2")
+
+
+def test_blocks_of_a_swapped_vae_name_the_decoder(blocks, tmp_path):
+    """case: sides run a case as declared: the VAE swap leaves the text encoder and the UNet
+    bit-identical and parts in the VAE decode."""
+    js = tmp_path / "b.json"
+    code, out, err = blocks("case:red-circle", "case:red-circle-vae-mse", *SMALL_VARIANTS,
+                            "--full", "--json", str(js))
+    assert code == 0, err
+    doc = json.loads(js.read_text())
+    rows = {s["name"]: s["rows"] for s in doc["sections"]}
+    assert all(r["bits"] == "equal" for r in rows["step0"]), rows["step0"]
+    assert any(r["bits"] == "differ" for r in rows["decode"])
+    assert doc["localization"]["first_divergent_module"].startswith("vae.")
+    assert "A case:red-circle@fp32 vs B case:red-circle-vae-mse@fp32" in out
+
+
+def test_blocks_of_a_declared_model_and_its_builtin(blocks):
+    """A [models.NAME] of the case file is a model side too: the same weights, same bits."""
+    code, out, err = blocks("tiny-sd-local", "tiny-sd", "--case", "red-circle",
+                            *SMALL_VARIANTS)
+    assert code == 0, err
+    assert "no divergent module" in out
+
+
+def test_blocks_unknown_case_side(blocks):
+    code, _out, err = blocks("case:nope", "tiny-sd", *SMALL_VARIANTS)
+    assert code == 2 and "error: --case: no case 'nope'" in err
+    code, _out, err = blocks("case:red-circle@fp64", "tiny-sd", *SMALL_VARIANTS)
+    assert code == 2 and "error: A: " in err and "unknown precision 'fp64'" in err
 
 
 @pytest.mark.parametrize("content", ['{"schema_version": 1}', "[", "{}", '"x"'])
