@@ -76,7 +76,19 @@ def _cases(args: argparse.Namespace) -> int:
 def _models(args: argparse.Namespace) -> int:
     from conformance.models import MODELS, ModelUnavailable
 
-    for spec in MODELS.values():
+    specs = dict(MODELS)
+    if args.cases is not None:
+        from conformance.cases import load_cases
+
+        specs.update({c.model: c.model_spec for c in load_cases(args.cases).cases})
+    for spec in specs.values():
+        if not spec.builtin:
+            source = spec.source.describe() if spec.source is not None else "?"
+            print(f"{spec.name:<13} {spec.family.value:<5} {'declared':<8} {source} "
+                  f"(in {spec.declared_in})")
+            if spec.description:
+                print(f"{'':<13} {spec.description}")
+            continue
         if spec.real is None:
             path = spec.path()
             here = "present" if (path / "model_index.json").is_file() else "missing"
@@ -146,7 +158,10 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p.add_argument("--" + opt, type=o.type, default=None, metavar=o.metavar, help=o.help)
     p.set_defaults(func=_cases)
 
-    p = sub.add_parser("models", help="list the registered models")
+    p = sub.add_parser("models", help="list the registered models (and a case file's own)")
+    o = OPTION_BY_NAME["cases"]
+    p.add_argument("--cases", type=o.type, default=None, metavar="FILE",
+                   help="also list the [models.NAME] tables of this case file")
     p.set_defaults(func=_models)
 
     p = sub.add_parser("fingerprint", help="print this machine's hardware class, measured "

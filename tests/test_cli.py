@@ -62,6 +62,15 @@ def test_models_lists_registry(capsys):
     assert main(["models"]) == 0
     out = capsys.readouterr().out
     assert "tiny-sd" in out and "tiny-flux" in out and "present" in out
+    assert "declared" not in out
+
+
+def test_models_lists_a_case_files_own(capsys):
+    from conformance import PACKAGE_DIR
+
+    assert main(["models", "--cases", str(PACKAGE_DIR / "cases-variants.toml")]) == 0
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("tiny-sd-local"))
+    assert "declared" in line and "fixtures/tiny-sd" in line and "cases-variants.toml" in line
 
 
 def test_fingerprint_json(capsys):
