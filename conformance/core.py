@@ -1,7 +1,9 @@
 """The suite's vocabulary: what a check is, how it ended, and the tier it was held to.
 
 Everything that records, judges or reports an outcome uses these three enums (their values
-are what results files and manifests hold).
+are what results files and manifests hold). Each is a ``str`` too, equal to its value
+(``Status.PASSED == "passed"``), so that code comparing with the text still reads them; text
+shows them by ``.value``.
 """
 
 from __future__ import annotations
@@ -9,7 +11,7 @@ from __future__ import annotations
 import enum
 
 
-class Check(enum.Enum):
+class Check(str, enum.Enum):
     """What an outcome checked."""
 
     REPEATABLE = "repeatable"
@@ -19,7 +21,7 @@ class Check(enum.Enum):
     FIDELITY = "fidelity"
 
 
-class Status(enum.Enum):
+class Status(str, enum.Enum):
     """How a check ended."""
 
     PASSED = "passed"
@@ -29,7 +31,7 @@ class Status(enum.Enum):
     ERROR = "error"
 
 
-class Tier(enum.Enum):
+class Tier(str, enum.Enum):
     """What a comparison must satisfy: ``exact`` (pixels and every step's latents equal),
     or the tolerance file's bounds for ``close``, ``perceptual`` or ``fidelity``."""
 

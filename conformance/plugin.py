@@ -24,8 +24,8 @@ from conformance.errors import ConformanceInputError
 from conformance.generate import VARIANTS
 from conformance.options import OPTION_BY_NAME, OPTIONS, add_options, resolve
 from conformance.precision import REFERENCE_PRECISION
+from conformance.records import Outcome
 from conformance.report.fidelity import fidelity_markdown, fidelity_rows
-from conformance.report.results import Outcome
 from conformance.session import ConformanceSession, Settings, merge_stats
 from conformance.tolerances import load_tolerances
 
@@ -225,7 +225,7 @@ class ConformancePlugin:
         self.started = time.perf_counter()
         self.results_path: Path | None = None
         self._shared_dir: str | None = None
-        self.xfailed: set[tuple[str, str, str | None]] = set()
+        self.xfailed: set[tuple[str, Check, str | None]] = set()
 
     @property
     def is_worker(self) -> bool:
@@ -373,7 +373,7 @@ class ConformancePlugin:
         report = yield
         outcome = item.stash.get(OUTCOME_KEY, None)
         if outcome is not None and report.when == "call":
-            setattr(report, _REPORT_ATTR, outcome.to_dict())
+            setattr(report, _REPORT_ATTR, outcome.to_json())
         return report
 
     def pytest_report_teststatus(
@@ -387,7 +387,8 @@ class ConformancePlugin:
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         data = getattr(report, _REPORT_ATTR, None)
         if data and report.when == "call":
-            outcome = Outcome.from_dict(data)
+            # a worker's outcome comes as its JSON object (the results file's form)
+            outcome = Outcome.from_json(data, report.nodeid)
             self.outcomes.append(outcome)
             if hasattr(report, "wasxfail"):  # a known deviation: pytest counts it xfailed
                 self.xfailed.add((outcome.id, outcome.check, outcome.variant))
@@ -427,11 +428,12 @@ class ConformancePlugin:
         tr = terminalreporter
         tr.section("conformance")
         counts = Counter(
-            (o.check, "xfailed" if (o.id, o.check, o.variant) in self.xfailed else o.status)
+            (o.check,
+             "xfailed" if (o.id, o.check, o.variant) in self.xfailed else o.status.value)
             for o in self.outcomes
         )
         for check in Check:
-            row = {st: counts.get((check.value, st), 0)
+            row = {st: counts.get((check, st), 0)
                    for st in [*(s.value for s in Status), "xfailed"]}
             if any(row.values()):
                 tr.write_line(
@@ -533,11 +535,11 @@ def conformance_check(
             item, Check(kind), request.node.nodeid, variant=variant
         )
         request.node.stash[OUTCOME_KEY] = outcome
-        if outcome.status in (Status.FAILED.value, Status.ERROR.value):
+        if outcome.status in (Status.FAILED, Status.ERROR):
             pytest.fail(
                 f"{outcome.message}\n  reproduce: {outcome.reproduce}", pytrace=False
             )
-        if outcome.status == Status.SKIPPED.value:
+        if outcome.status is Status.SKIPPED:
             pytest.skip(outcome.message)
         return outcome
 

@@ -1,7 +1,7 @@
 """The conformance session: settings, generation cache, and the one check algorithm.
 
 Plain Python, no pytest: :meth:`ConformanceSession.evaluate` turns an item and a check kind
-into an :class:`~conformance.report.results.Outcome`; the pytest plugin only maps outcomes to
+into an :class:`~conformance.records.Outcome`; the pytest plugin only maps outcomes to
 pass / fail / skip and collects them.
 """
 
@@ -11,7 +11,7 @@ import json
 import shlex
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -35,7 +35,15 @@ from conformance.metrics import (
     pixel_sha256,
 )
 from conformance.precision import REFERENCE_PRECISION
-from conformance.report.results import Outcome, results_document
+from conformance.records import (
+    Artifacts,
+    ClassComparison,
+    GenerationError,
+    Outcome,
+    RecordedMetrics,
+    StepDelta,
+)
+from conformance.report.results import results_document
 from conformance.tolerances import Tolerances, load_tolerances
 from conformance.trace import StepTrace, first_divergent_step, step_deltas
 
@@ -113,18 +121,38 @@ _BY_CLASS_METRICS = tuple(dict.fromkeys(["mae", *(m.name for m in headline_metri
 _LOCALIZABLE = frozenset({Check.REPEATABLE, Check.INVARIANCE, Check.FIDELITY})
 
 
+@dataclass(frozen=True)
+class Verdict:
+    """The fields of an :class:`~conformance.records.Outcome` that its check decides
+    (:meth:`ConformanceSession.evaluate` adds the item's and the timings)."""
+
+    status: Status
+    message: str = ""
+    tier: Tier | None = None
+    golden_class: str | None = None
+    metrics: RecordedMetrics | None = None
+    first_divergent_step: int | None = None
+    step_deltas: tuple[StepDelta, ...] | None = None
+    by_class: dict[str, ClassComparison] = field(default_factory=dict)
+    artifacts: Artifacts = field(default_factory=Artifacts)
+    generate_seconds: float | None = None
+    error: GenerationError | None = None
+    localization: dict[str, Any] | None = None
+
+
 class GenerationFailed(Exception):
     """A generation raised: the check becomes an ERROR outcome naming the exception."""
 
     def __init__(self, item: Item, device: str, exc: BaseException) -> None:
-        self.error = {
-            "type": type(exc).__name__,
-            "message": str(exc).strip().splitlines()[0][:500] if str(exc).strip() else "",
-            "device": device,
-            "precision": item.precision,
-        }
+        text = str(exc).strip()
+        self.error = GenerationError(
+            type=type(exc).__name__,
+            message=text.splitlines()[0][:500] if text else "",
+            device=device,
+            precision=item.precision,
+        )
         super().__init__(
-            f"{item.id}: generation raised {self.error['type']}: {self.error['message']} "
+            f"{item.id}: generation raised {self.error.type}: {self.error.message} "
             f"(device {device}, precision {item.precision})"
         )
 
@@ -226,55 +254,47 @@ class ConformanceSession:
     ) -> Outcome:
         """Run one check on ``item``; never raises for bad goldens (they become ERROR)."""
         start = time.perf_counter()
-        base = {
-            "id": item.id,
-            "check": check.value,
-            "model": item.model,
-            "case": item.case.name,
-            "resolution": str(item.resolution),
-            "precision": item.precision,
-            "hardware_class": self.hardware_class.name,
-            "reproduce": self.reproduce_command(nodeid),
-            "variant": variant,
-        }
         try:
-            if check is Check.REPEATABLE:
-                fields = self._repeatable(item)
-            elif check is Check.INVARIANCE:
-                fields = self._invariance(item, variant or "")
-            elif check is Check.FIDELITY:
-                fields = self._fidelity(item)
-            elif check is Check.OWN_CLASS:
-                fields = self._against(item, self.hardware_class.name, own=True)
-            else:
-                fields = self._against(item, self.settings.reference_class, own=False)
+            verdict = self._check(item, check, variant)
         except ModelUnavailable as exc:
-            fields = {"status": Status.SKIPPED, "message": str(exc)}
+            verdict = Verdict(Status.SKIPPED, str(exc))
         except ConformanceInputError as exc:
-            fields = {"status": Status.ERROR, "message": str(exc)}
+            verdict = Verdict(Status.ERROR, str(exc))
         except GenerationFailed as exc:
-            fields = {"status": Status.ERROR, "message": str(exc), "error": exc.error}
-        fields.setdefault("tier", None)
-        fields.setdefault("golden_class", None)
-        fields.setdefault("metrics", None)
-        fields["peak_memory_mb"] = self.runner.peak_memory_mb()
-        if item.id in self._generations and fields["status"] is not Status.SKIPPED:
-            fields.setdefault("pixel_sha256", pixel_sha256(self._generations[item.id].image))
-        fields["status"] = fields["status"].value
-        if isinstance(fields["tier"], Tier):
-            fields["tier"] = fields["tier"].value
-        outcome = Outcome(**base, **fields, seconds=round(time.perf_counter() - start, 4))
+            verdict = Verdict(Status.ERROR, str(exc), error=exc.error)
+        peak = self.runner.peak_memory_mb()
+        sha = None
+        if item.id in self._generations and verdict.status is not Status.SKIPPED:
+            sha = pixel_sha256(self._generations[item.id].image)
+        outcome = Outcome(
+            id=item.id, check=check, model=item.model, case=item.case.name,
+            resolution=str(item.resolution), precision=item.precision,
+            hardware_class=self.hardware_class.name, variant=variant,
+            reproduce=self.reproduce_command(nodeid), peak_memory_mb=peak, pixel_sha256=sha,
+            seconds=round(time.perf_counter() - start, 4), **vars(verdict),
+        )
         self.outcomes.append(outcome)
         return outcome
 
-    def _repeatable(self, item: Item) -> dict[str, Any]:
+    def _check(self, item: Item, check: Check, variant: str | None) -> Verdict:
+        if check is Check.REPEATABLE:
+            return self._repeatable(item)
+        if check is Check.INVARIANCE:
+            return self._invariance(item, variant or "")
+        if check is Check.FIDELITY:
+            return self._fidelity(item)
+        if check is Check.OWN_CLASS:
+            return self._against(item, self.hardware_class.name, own=True)
+        return self._against(item, self.settings.reference_class, own=False)
+
+    def _repeatable(self, item: Item) -> Verdict:
         first = self.generation(item)
         second = self._generate(item)
         return self._judge(Comparison(
             item, Check.REPEATABLE, second, first.image, first.trace, Tier.EXACT,
             "the first generation in this process"))
 
-    def _invariance(self, item: Item, variant: str) -> dict[str, Any]:
+    def _invariance(self, item: Item, variant: str) -> Verdict:
         """The plain generation against one with ``variant`` applied, at the close tier."""
         base = self.generation(item)
         other = self._generate(item, variant)
@@ -286,7 +306,7 @@ class ConformanceSession:
         """The same case and resolution at the reference precision (fp32)."""
         return Item(item.case, item.resolution, REFERENCE_PRECISION)
 
-    def _fidelity(self, item: Item) -> dict[str, Any]:
+    def _fidelity(self, item: Item) -> Verdict:
         """This precision against fp32 on the same device, within the fidelity bounds."""
         gen = self.generation(item)
         ref = self.generation(self.reference_item(item))
@@ -313,24 +333,21 @@ class ConformanceSession:
             for prec, ms in sums.items()
         }
 
-    def _against(self, item: Item, golden_class: str, own: bool) -> dict[str, Any]:
+    def _against(self, item: Item, golden_class: str, own: bool) -> Verdict:
         s = self.settings
         if not own and golden_class == self.hardware_class.name:
-            return {
-                "status": Status.SKIPPED,
-                "golden_class": golden_class,
-                "message": f"this machine is the reference class {golden_class}; "
+            return Verdict(
+                Status.SKIPPED,
+                f"this machine is the reference class {golden_class}; "
                 "the own-class check covers it",
-            }
+                golden_class=golden_class,
+            )
         entry = self.store.lookup(item, golden_class)
         if own and s.record and (entry is None or s.force):
             return self._record(item)
         if entry is None:
-            return {
-                "status": Status.SKIPPED,
-                "golden_class": golden_class,
-                "message": self._missing_reason(item, golden_class, own),
-            }
+            return Verdict(Status.SKIPPED, self._missing_reason(item, golden_class, own),
+                           golden_class=golden_class)
         stale = _param_changes(item.case.generation_params(), entry.params)
         if stale:
             raise ConformanceInputError(
@@ -350,13 +367,13 @@ class ConformanceSession:
             diffs, tier = self._own_tier(item, golden_class, entry)
         else:
             diffs, tier = [], Tier.PERCEPTUAL
-        fields = self._judge(Comparison(
+        verdict = self._judge(Comparison(
             item, Check.OWN_CLASS if own else Check.REFERENCE, gen, expected, entry.steps(),
             tier, f"the {golden_class} golden", golden_class=golden_class,
             why_not_exact=diffs, expected_sha=entry.pixel_sha256))
         if own:
-            fields["by_class"] = self._against_every_class(item, gen)
-        return fields
+            verdict = replace(verdict, by_class=self._against_every_class(item, gen))
+        return verdict
 
     def _own_tier(self, item: Item, golden_class: str,
                   entry: GoldenEntry) -> tuple[list[str], Tier]:
@@ -374,15 +391,13 @@ class ConformanceSession:
         return ([] if verdict.exact else [verdict.reason]), (
             Tier.EXACT if verdict.exact else Tier.CLOSE)
 
-    def _judge(self, cmp: Comparison) -> dict[str, Any]:
+    def _judge(self, cmp: Comparison) -> Verdict:
         """The one verdict of every check: the tier decides what must hold (exact: pixels
         and every step's latents; the other tiers: the tolerance file's bounds for the
         precision), then metrics, the per-step trace, images and the message follow."""
         item, obs = cmp.item, cmp.observed
         metrics = compare(obs.image, cmp.expected_image)
         step = first_divergent_step(obs.trace, cmp.expected_trace)
-        observed_sha = pixel_sha256(obs.image)
-        expected_sha = cmp.expected_sha or pixel_sha256(cmp.expected_image)
         exact = metrics.identical and (step is None or not cmp.expected_trace)
         if cmp.tier is Tier.EXACT:
             problems = [] if exact else (
@@ -390,48 +405,29 @@ class ConformanceSession:
                 + ([f"the latents differ from step {step} on"] if step is not None else []))
         else:
             problems = self.tolerances.bounds(cmp.tier, item.precision).violations(metrics)
-        # an invariance row reads exact when the variant changed no bit; every other check
-        # reports the tier it was held to
-        tier = Tier.EXACT if exact and cmp.check is Check.INVARIANCE else cmp.tier
-        fields: dict[str, Any] = {
-            "tier": tier,
-            "golden_class": cmp.golden_class,
-            "metrics": metrics.to_dict(),
-            "first_divergent_step": step,
-            "step_deltas": step_deltas(obs.trace, cmp.expected_trace),
-            "generate_seconds": round(obs.seconds, 4),
-        }
-        note = f" ({cmp.tier.value} tier because {'; '.join(cmp.why_not_exact)})" if (
-            cmp.why_not_exact) else ""
+        localization = None
         if self.settings.localize and not exact and cmp.check in _LOCALIZABLE:
-            fields["localization"] = self._localize(cmp, step)
+            localization = self._localize(cmp, step)
+        verdict = Verdict(
+            Status.PASSED,
+            # an invariance row reads exact when the variant changed no bit; every other
+            # check reports the tier it was held to
+            tier=Tier.EXACT if exact and cmp.check is Check.INVARIANCE else cmp.tier,
+            golden_class=cmp.golden_class,
+            metrics=RecordedMetrics.measured(metrics),
+            first_divergent_step=step,
+            step_deltas=StepDelta.of(step_deltas(obs.trace, cmp.expected_trace)),
+            generate_seconds=round(obs.seconds, 4),
+            localization=localization,
+        )
+        where = [localization["message"]] if localization else []
         if not problems:
-            if self.settings.save_images:
-                fields["artifacts"] = self._write_artifacts(
-                    item, cmp.check, obs.image, cmp.expected_image, cmp.variant)
-            what = "identical to" if exact else f"within the {cmp.tier.value} tier of"
-            detail = "" if exact else f" ({metrics.summary()})"
-            prefix = f"{cmp.variant}: " if cmp.variant else ""
-            where = (f"; {fields['localization']['message']}"
-                     if fields.get("localization") else "")
-            return fields | {"status": Status.PASSED,
-                             "message": f"{prefix}{what} {cmp.expected}{detail}{note}{where}"}
-        artifacts = self._write_artifacts(item, cmp.check, obs.image, cmp.expected_image,
-                                          cmp.variant)
-        if fields.get("localization"):
-            problems = [*problems, fields["localization"]["message"]]
-        subject = f"with {cmp.variant} " if cmp.variant else ""
-        headline = f"{subject}differs from {cmp.expected} at the {cmp.tier.value} tier"
-        if cmp.why_not_exact:
-            headline += f" (not exact because {'; '.join(cmp.why_not_exact)})"
-        return fields | {
-            "status": Status.FAILED,
-            "artifacts": artifacts,
-            "message": self._explain(
-                item, headline, metrics, step, len(cmp.expected_trace), artifacts,
-                observed_sha, expected_sha, problems,
-            ),
-        }
+            artifacts = self._write_artifacts(cmp) if self.settings.save_images else Artifacts()
+            return replace(verdict, artifacts=artifacts,
+                           message=_passed_message(cmp, metrics, exact, where))
+        artifacts = self._write_artifacts(cmp)
+        message = self._explain(cmp, metrics, step, artifacts, [*problems, *where])
+        return replace(verdict, status=Status.FAILED, artifacts=artifacts, message=message)
 
     def _localize(self, cmp: Comparison, step: int | None) -> dict[str, Any]:
         """Generate both sides again with module probes on the first divergent step (or,
@@ -447,9 +443,9 @@ class ConformanceSession:
         found = localize(a.records, b.records, top=5)
         return found.to_dict()
 
-    def _against_every_class(self, item: Item, gen: Generation) -> dict[str, dict[str, Any]]:
+    def _against_every_class(self, item: Item, gen: Generation) -> dict[str, ClassComparison]:
         """Metrics of this generation against every golden class that has the item."""
-        out: dict[str, dict[str, Any]] = {}
+        out: dict[str, ClassComparison] = {}
         for cls in self.store.classes(item.model):
             try:
                 entry = self.store.lookup(item, cls)
@@ -457,18 +453,19 @@ class ConformanceSession:
                     continue
                 expected = self.store.load_image(entry, cls)
             except ConformanceInputError as exc:
-                out[cls] = {"error": str(exc)}
+                out[cls] = ClassComparison(cls, None, None, error=str(exc))
                 continue
             if expected.shape != gen.image.shape:
-                out[cls] = {"error": "size differs"}
+                out[cls] = ClassComparison(cls, None, None, error="size differs")
                 continue
             # the matrix cells' numbers only: every class, every item, so kept cheap
-            out[cls] = compare(gen.image, expected, _BY_CLASS_METRICS).to_dict() | {
-                "first_divergent_step": first_divergent_step(gen.trace, entry.steps())
-            }
+            out[cls] = ClassComparison(
+                cls, RecordedMetrics.measured(compare(gen.image, expected, _BY_CLASS_METRICS)),
+                first_divergent_step(gen.trace, entry.steps()),
+            )
         return out
 
-    def _record(self, item: Item) -> dict[str, Any]:
+    def _record(self, item: Item) -> Verdict:
         gen = self.generation(item)
         path, replaced = self.store.record(
             item,
@@ -482,12 +479,8 @@ class ConformanceSession:
             identity=self.identity,
         )
         verb = "replaced" if replaced else "recorded"
-        return {
-            "status": Status.RECORDED,
-            "golden_class": self.hardware_class.name,
-            "tier": Tier.EXACT,
-            "message": f"{verb} {path}",
-        }
+        return Verdict(Status.RECORDED, f"{verb} {path}", tier=Tier.EXACT,
+                       golden_class=self.hardware_class.name)
 
     # -- messages and artifacts --------------------------------------------------------
     def reproduce_command(self, nodeid: str) -> str:
@@ -516,17 +509,13 @@ class ConformanceSession:
                     f"ATEN_CPU_CAPABILITY={level} {self.record_command(item)})")
         return f"{reason}; it is recorded on a {golden_class} machine{hint}"
 
-    def _write_artifacts(
-        self,
-        item: Item,
-        check: Check,
-        actual: np.ndarray,
-        expected: np.ndarray,
-        variant: str | None = None,
-    ) -> dict[str, str]:
-        out = self.artifacts_dir / item.id / check.value
-        if variant:
-            out = out / variant
+    def _write_artifacts(self, cmp: Comparison) -> Artifacts:
+        """The observed and expected images of a comparison, their difference and FLIP
+        maps, as PNGs under :attr:`artifacts_dir`."""
+        actual, expected = cmp.observed.image, cmp.expected_image
+        out = self.artifacts_dir / cmp.item.id / cmp.check.value
+        if cmp.variant:
+            out = out / cmp.variant
         out.mkdir(parents=True, exist_ok=True)
         base = self.artifacts_dir.parent
         paths = {}
@@ -540,23 +529,22 @@ class ConformanceSession:
             path.write_bytes(encode_png(image))
             # relative to the results file's folder: results and images move together
             paths[name] = path.relative_to(base).as_posix()
-        return paths
+        return Artifacts(**paths)
 
-    def _explain(
-        self,
-        item: Item,
-        headline: str,
-        metrics: Metrics,
-        step: int | None,
-        n_steps: int,
-        artifacts: dict[str, str],
-        observed_sha: str,
-        expected_sha: str,
-        problems: list[str] | None = None,
-    ) -> str:
-        case = item.case
+    def _explain(self, cmp: Comparison, metrics: Metrics, step: int | None,
+                 artifacts: Artifacts, problems: list[str]) -> str:
+        """The message of a failed comparison: what differs, by how much, from which step,
+        the images, and the case."""
+        item, case = cmp.item, cmp.item.case
+        headline = (f"{f'with {cmp.variant} ' if cmp.variant else ''}differs from "
+                    f"{cmp.expected} at the {cmp.tier.value} tier")
+        if cmp.why_not_exact:
+            headline += f" (not exact because {'; '.join(cmp.why_not_exact)})"
+        observed_sha = pixel_sha256(cmp.observed.image)
+        expected_sha = cmp.expected_sha or pixel_sha256(cmp.expected_image)
+        n_steps = len(cmp.expected_trace)
         lines = [f"{item.id} {headline}"]
-        lines += [f"  {p}" for p in problems or []]
+        lines += [f"  {p}" for p in problems]
         lines.append(
             f"  pixel_sha256: observed={observed_sha[:16]}... expected={expected_sha[:16]}..."
         )
@@ -606,6 +594,17 @@ class ConformanceSession:
         tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         tmp.replace(path)
         return path
+
+
+def _passed_message(cmp: Comparison, metrics: Metrics, exact: bool, where: list[str]) -> str:
+    """``identical to the ... golden`` or ``within the close tier of ...`` with the metrics,
+    why the tier is not exact, and where a localized run parts."""
+    what = "identical to" if exact else f"within the {cmp.tier.value} tier of"
+    detail = "" if exact else f" ({metrics.summary()})"
+    note = (f" ({cmp.tier.value} tier because {'; '.join(cmp.why_not_exact)})"
+            if cmp.why_not_exact else "")
+    prefix = f"{cmp.variant}: " if cmp.variant else ""
+    return f"{prefix}{what} {cmp.expected}{detail}{note}" + "".join(f"; {w}" for w in where)
 
 
 def _display_path(path: Path) -> str:

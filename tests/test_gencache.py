@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -69,8 +70,6 @@ def test_weights_bytes_count_every_component_once():
 
     shared = torch.nn.Linear(4, 3)  # 12 + 3 floats
 
-    class Pipe:
-        components = {"a": shared, "b": shared, "c": torch.nn.Linear(2, 2).half(),
-                      "tokenizer": object()}
-
-    assert weights_bytes(Pipe()) == (12 + 3) * 4 + (4 + 2) * 2
+    pipe = SimpleNamespace(components={"a": shared, "b": shared,
+                                       "c": torch.nn.Linear(2, 2).half(), "tokenizer": object()})
+    assert weights_bytes(pipe) == (12 + 3) * 4 + (4 + 2) * 2

@@ -580,7 +580,7 @@ def test_a_run_errors_only_the_items_of_the_broken_set(tmp_path):
     items = {i.case.name: i for i in run.items()}
     own = run.evaluate(items["dot"], Check.OWN_CLASS)
     assert own.status == "passed", own.message
-    assert "has a tEXt chunk" in own.by_class[REF]["error"] and OTHER in own.by_class
+    assert "has a tEXt chunk" in own.by_class[REF].error and OTHER in own.by_class
     ref = run.evaluate(items["dot"], Check.REFERENCE)
     assert ref.status == "error" and "has a tEXt chunk (text)" in ref.message
     assert str(ref_png) in ref.message

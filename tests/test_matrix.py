@@ -19,6 +19,7 @@ import pytest
 from PIL import Image
 
 from conformance.errors import ConformanceInputError
+from conformance.records import StepDelta
 from conformance.report import command
 from conformance.report.matrix import (
     GOLDEN,
@@ -27,7 +28,6 @@ from conformance.report.matrix import (
     Column,
     ItemKey,
     Matrix,
-    StepDelta,
     bit_groups,
     build_matrix,
     disambiguate,
@@ -528,7 +528,7 @@ def test_absolute_paths_from_another_machine_fall_back_to_the_results_folder(tmp
         "actual": "/gone/artifacts/x/actual.png",  # nowhere: kept as written
     }
     run = load_run(results(copy / "results.json", "cpu-avx2", [outcome(artifacts=arts)]))
-    assert run.outcomes[0].artifacts == {
+    assert run.outcomes[0].artifacts.to_json() == {
         "diff": str(copy / "artifacts" / "x" / "diff.png"),
         "golden": str(copy / "artifacts" / "x" / "golden.png"),  # the copy beside the file
         "actual": "/gone/artifacts/x/actual.png",

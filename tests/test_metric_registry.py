@@ -29,11 +29,11 @@ from conformance.metrics import (
     unregister_metric,
     worst,
 )
+from conformance.records import Outcome
 from conformance.report.fidelity import fidelity_markdown, fidelity_rows
 from conformance.report.matrix import build_matrix, load_run, matrix_from_dict
 from conformance.report.render import cell_text, legend, render_json, render_markdown
 from conformance.report.render_html import by_class_table, metrics_table, render_html
-from conformance.report.results import Outcome
 
 ALL = list(METRICS.values())
 sides = st.integers(min_value=8, max_value=32)
@@ -307,7 +307,7 @@ def test_a_registered_metric_reaches_results_and_renderers(
     again = matrix_from_dict(json.loads(render_json(matrix)))
     assert again.cells[0][0].metrics.fake == 0.25
 
-    fid = Outcome.from_dict(_outcome(m.to_dict(), check="fidelity", tier="fidelity"))
+    fid = Outcome.from_json(_outcome(m.to_dict(), check="fidelity", tier="fidelity"), "test")
     table = fidelity_markdown(fidelity_rows([fid], {}))
     header = table.splitlines()[0]
     assert header.endswith("| FLIP | Fake |")

@@ -24,6 +24,7 @@ from PIL import Image
 from conformance.errors import ConformanceInputError
 from conformance.report import command
 from conformance.report import matrix as matrix_module
+from conformance.report import results as results_module
 from conformance.report.fidelity import fidelity_markdown
 from conformance.report.matrix import build_matrix, load_golden, load_run
 from conformance.report.render import render_json, render_markdown
@@ -205,6 +206,12 @@ RESULTS_CORPUS: list[tuple[str, Any, tuple[str, ...]]] = [
      ("identity.digest must be a string of lower-case hex digits",)),
     ("label-an-object", document(label={"a": 1}), ("label must be a non-empty string",)),
     ("fingerprint-a-list", document(fingerprint=[1]), ("fingerprint must be an object",)),
+    ("tier-not-a-tier", document([outcome(tier="\x1b[2J\nFAKE")]),
+     ("tier '\\x1b[2J\\nFAKE' is not one of close, exact, fidelity, perceptual",)),
+    ("artifact-of-another-name", document([outcome(artifacts={"colour": "a.png"})]),
+     ("artifacts.colour is not an image name",)),
+    ("error-of-another-key", document([outcome(status="error", error={"colour": "red"})]),
+     ("error.colour is not a field of an error",)),
     ("check-a-megabyte-long", document([outcome(check="x" * 1_000_000)]),
      ("check 'xxxx", "chars) is not one of")),
     ("key-a-megabyte-long", document([outcome() | {"k" * 1_000_000: 1}]),
@@ -276,7 +283,7 @@ def test_results_file_that_is_not_a_regular_file(tmp_path, capsys, monkeypatch, 
     path = tmp_path / f"{name}.json"
     make(path)
     if name == "oversize":
-        monkeypatch.setattr(matrix_module, "RESULTS_LIMIT", 100)
+        monkeypatch.setattr(results_module, "RESULTS_LIMIT", 100)
     code, out, err = run([str(path), "--markdown", "-"], capsys)  # a FIFO would block here
     _assert_refused(code, out, err, path, texts)
 
@@ -437,7 +444,7 @@ def hostile_matrix_inputs(tmp_path: Path) -> list[Path]:
     for n, (kind, text) in enumerate(HOSTILE_TEXTS.items()):
         outs = [
             outcome(status="failed", message=text, first_divergent_step=1,
-                    reproduce=text, tier=text, golden_class=REF),
+                    reproduce=text, golden_class=REF),
             outcome("tiny-sd/red-circle/64x64/bf16", status="error", metrics=None,
                     message=text, error={"type": text, "message": text, "device": text,
                                          "precision": text}),

@@ -11,7 +11,7 @@ from typing import Any
 from conformance.core import Check
 from conformance.metrics import METRICS
 from conformance.precision import PRECISIONS
-from conformance.report.results import Outcome
+from conformance.records import Outcome, RecordedMetrics
 from conformance.report.safe_text import md_inline
 
 
@@ -29,9 +29,9 @@ def fidelity_rows(
 ) -> list[dict[str, Any]]:
     """Mean metrics per (model, precision) over the fidelity outcomes that have metrics;
     a row holds a key per registered metric (None where no outcome recorded it)."""
-    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    groups: dict[tuple[str, str], list[RecordedMetrics]] = {}
     for o in outcomes:
-        if o.check == Check.FIDELITY.value and o.metrics:
+        if o.check is Check.FIDELITY and o.metrics is not None:
             groups.setdefault((o.model, o.precision), []).append(o.metrics)
     order = {name: n for n, name in enumerate(PRECISIONS)}
     rows = []
@@ -45,8 +45,8 @@ def fidelity_rows(
             "denoiser_bytes": denoiser_bytes.get(f"{model}/{prec}"),
             "items": len(ms),
         }
-        for name, metric in METRICS.items():
-            values = [metric.from_json(m[name]) for m in ms if name in m]
+        for name in METRICS:
+            values = [m.get(name) for m in ms]
             row[name] = _mean([float(v) for v in values if v is not None])
         rows.append(row)
     return rows

@@ -39,7 +39,6 @@ renderers in :mod:`conformance.report.render` are pure functions from a matrix t
 
 from __future__ import annotations
 
-import dataclasses
 import enum
 import hashlib
 import json
@@ -48,23 +47,27 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 from conformance.core import Check, Status
 from conformance.errors import ConformanceInputError, ManifestError
-from conformance.metrics import METRICS
-from conformance.report.results import READABLE_VERSIONS, Outcome
+from conformance.records import (
+    Artifacts,
+    ClassComparison,
+    GenerationError,
+    Outcome,
+    RecordedMetrics,
+    StepDelta,
+)
+from conformance.report.results import deep_key, read_results, too_deep
 from conformance.report.safe_text import bounded
 from conformance.safeio import (
     IMAGE_LIMIT,
     JSON_MAX_DEPTH,
-    JSON_MAX_INT_DIGITS,
     MANIFEST_LIMIT,
-    RESULTS_LIMIT,
     key_label,
-    read_text,
     regular_file_problem,
     show,
 )
@@ -92,9 +95,6 @@ PRECISION_ORDER = ("fp32", "bf16", "fp16", "fp8-e4m3", "fp8-e5m2")
 
 _RESOLUTION = re.compile(r"([0-9]{1,9})x([0-9]{1,9})")
 _DIGITS = re.compile(r"([0-9]+)")
-_HEX = re.compile(r"[0-9a-f]{6,64}")
-#: Integers a results file's number fields may hold (larger ones are not measurements).
-_INT_RANGE = 2**63
 
 
 class CellState(enum.Enum):
@@ -123,75 +123,6 @@ class ItemKey:
 
 
 @dataclass(frozen=True, slots=True)
-class CellMetrics:
-    """Image metrics of one comparison: ``identical`` and a value per registered metric
-    (:data:`conformance.metrics.METRICS`; None: not recorded), also read as attributes
-    (``metrics.ssim``). A results file's ``null`` reads as the metric's null value (PSNR:
-    ``inf``, identical images)."""
-
-    identical: bool
-    values: Mapping[str, float | None] = dataclasses.field(default_factory=dict)
-
-    def __getattr__(self, name: str) -> float | None:
-        if name in METRICS:
-            return self.values.get(name)
-        raise AttributeError(f"CellMetrics has no attribute {name!r}")
-
-    def __hash__(self) -> int:
-        return hash((self.identical, tuple(self.values.items())))
-
-    def get(self, name: str) -> float | None:
-        """The value of metric ``name`` (None: not recorded)."""
-        return self.values.get(name)
-
-    @classmethod
-    def from_record(cls, data: Mapping[str, Any]) -> CellMetrics:
-        """From a results file's metrics object (validated): every registered metric it
-        holds, ``null`` read as the metric's null value."""
-        return cls(
-            bool(data["identical"]),
-            {n: m.from_json(data[n]) for n, m in METRICS.items() if n in data},
-        )
-
-    @classmethod
-    def identical_images(cls) -> CellMetrics:
-        """Every registered metric at its best: the metrics of an image against itself."""
-        return cls(True, {n: m.best for n, m in METRICS.items()})
-
-
-class StepDelta(NamedTuple):
-    """How far one denoising step's latents moved from the golden's.
-
-    A named tuple rather than a dataclass: a large matrix holds hundreds of thousands.
-    """
-
-    step: int
-    equal: bool
-    mean_delta: float
-    std_delta: float
-
-
-@dataclass(frozen=True, slots=True)
-class ClassComparison:
-    """This run's image against the golden of one class (``error`` when it could not)."""
-
-    golden_class: str
-    metrics: CellMetrics | None
-    first_divergent_step: int | None
-    error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Artifacts:
-    """PNG paths (resolved against the results file's folder) of one comparison."""
-
-    actual: str | None = None
-    golden: str | None = None
-    diff: str | None = None
-    flip: str | None = None  # NVIDIA FLIP's error map
-
-
-@dataclass(frozen=True, slots=True)
 class CheckResult:
     """The status of one check of the item on this column (all checks, for context)."""
 
@@ -208,21 +139,14 @@ class CheckResult:
 
 
 @dataclass(frozen=True, slots=True)
-class CellError:
-    """What a generation raised (an outcome's ``error``); None where it was not recorded."""
-
-    type: str | None = None
-    message: str | None = None
-    device: str | None = None
-    precision: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
 class Cell:
     """One item on one column (``column`` is its label, ``hardware_class`` its class).
 
-    ``pixel_sha256`` is the digest of the column's image of the item (groups bit-identical
-    columns); ``error`` what a generation raised, for an ``error`` cell.
+    The measurements are the outcome's records (:mod:`conformance.records`); ``check``,
+    ``status`` and ``tier`` are their values as text, as a golden-set column's cells have a
+    check of their own (:data:`GOLDEN_CHECK`). ``pixel_sha256`` is the digest of the
+    column's image of the item (groups bit-identical columns); ``error`` what a generation
+    raised, for an ``error`` cell.
     """
 
     item: ItemKey
@@ -233,11 +157,11 @@ class Cell:
     status: str | None = None
     tier: str | None = None
     golden_class: str | None = None
-    metrics: CellMetrics | None = None
+    metrics: RecordedMetrics | None = None
     first_divergent_step: int | None = None
     step_deltas: tuple[StepDelta, ...] = ()
     by_class: tuple[ClassComparison, ...] = ()
-    artifacts: Artifacts = Artifacts()
+    artifacts: Artifacts = field(default_factory=Artifacts)
     seconds: float | None = None
     generate_seconds: float | None = None
     peak_memory_mb: float | None = None
@@ -247,7 +171,7 @@ class Cell:
     source: str = ""
     checks: tuple[CheckResult, ...] = ()
     pixel_sha256: str | None = None
-    error: CellError | None = None
+    error: GenerationError | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -404,163 +328,6 @@ def column_key(label: str, hardware_class: str, reference_class: str | None) -> 
 
 
 # -- loading and validation ------------------------------------------------------------------
-def _is_number(value: Any) -> bool:
-    """A float (NaN and infinities included: they are shown as such), or an int of at most
-    64 bits."""
-    if type(value) is float:
-        return True
-    return type(value) is int and -_INT_RANGE <= value < _INT_RANGE
-
-
-def _is_int(value: Any) -> bool:
-    return type(value) is int and -_INT_RANGE <= value < _INT_RANGE
-
-
-def _json_kind(value: Any) -> str:
-    """The JSON name of a parsed value's type, for messages."""
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    return _JSON_KINDS.get(type(value), type(value).__name__)
-
-
-_JSON_KINDS = {dict: "an object", list: "a list", str: "a string", type(None): "null"}
-
-
-def _got(value: Any) -> str:
-    """``not a string ('high')``: what a field held instead, shortened."""
-    if isinstance(value, (dict, list)):
-        return f"not {_json_kind(value)}"
-    if _is_number(value) or isinstance(value, bool) or value is None:
-        return f"not {_json_kind(value)} ({show(value, 30)})"
-    if isinstance(value, int):  # an integer outside 64 bits
-        return f"not {show(value, 30)} (outside the 64-bit range)"
-    return f"not {_json_kind(value)} ({show(value, 40)})"
-
-
-def _check_metrics(value: Any, where: str, allow_error: bool = False) -> str | None:
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        return f"{where} must be an object or null, {_got(value)}"
-    if allow_error and "error" in value:
-        if isinstance(value["error"], str):
-            return None
-        return f"{where}.error must be a string, {_got(value['error'])}"
-    if not isinstance(value.get("identical"), bool):
-        return f"{where}.identical must be true or false, {_got(value.get('identical'))}"
-    for key in METRICS:
-        if value.get(key) is not None and not _is_number(value[key]):
-            return f"{where}.{key} must be a number or null, {_got(value[key])}"
-    fds = value.get("first_divergent_step")
-    if fds is not None and not _is_int(fds):
-        return f"{where}.first_divergent_step must be an integer or null, {_got(fds)}"
-    return None
-
-
-def _step_delta_problem(index: int, delta: Any) -> str:
-    """Which field of ``step_deltas[index]`` is wrong, and how."""
-    where = f"step_deltas[{index}]"
-    if type(delta) is not dict:
-        return (
-            f"{where} must be {{step: integer, equal: boolean, mean_delta: number, "
-            f"std_delta: number}}, {_got(delta)}"
-        )
-    for key, ok, what in (
-        ("step", _is_int, "an integer"),
-        ("equal", lambda v: type(v) is bool, "true or false"),
-        ("mean_delta", _is_number, "a number"),
-        ("std_delta", _is_number, "a number"),
-    ):
-        if key not in delta:
-            return f"{where}.{key} is missing"
-        if not ok(delta[key]):
-            return f"{where}.{key} must be {what}, {_got(delta[key])}"
-    return f"{where} is malformed"  # pragma: no cover - the fast check agrees with these
-
-
-def _outcome_problem(o: Outcome) -> str | None:
-    """What is wrong with one outcome's fields, or None (the field's key is named)."""
-    for name in ("id", "model", "case", "resolution", "precision", "status", "check"):
-        value = getattr(o, name)
-        if not isinstance(value, str) or not value:
-            return f"{name} must be a non-empty string, {_got(value)}"
-    if o.check not in _CHECKS:
-        return f"check {show(o.check)} is not one of {', '.join(sorted(_CHECKS))}"
-    if o.status not in _STATUSES:
-        return f"status {show(o.status)} is not one of {', '.join(sorted(_STATUSES))}"
-    for name in ("tier", "golden_class", "variant"):
-        value = getattr(o, name)
-        if value is not None and not isinstance(value, str):
-            return f"{name} must be a string or null, {_got(value)}"
-    for name in ("message", "reproduce"):
-        if not isinstance(getattr(o, name), str):
-            return f"{name} must be a string, {_got(getattr(o, name))}"
-    if not _is_number(o.seconds):
-        return f"seconds must be a number, {_got(o.seconds)}"
-    for name in ("generate_seconds", "peak_memory_mb"):
-        value = getattr(o, name)
-        if value is not None and not _is_number(value):
-            return f"{name} must be a number or null, {_got(value)}"
-    if o.first_divergent_step is not None and not _is_int(o.first_divergent_step):
-        return f"first_divergent_step must be an integer or null, {_got(o.first_divergent_step)}"
-    problem = _check_metrics(o.metrics, "metrics")
-    if problem:
-        return problem
-    if not isinstance(o.artifacts, dict):
-        return f"artifacts must map names to path strings, {_got(o.artifacts)}"
-    for key, value in o.artifacts.items():
-        if not isinstance(value, str):
-            return f"artifacts must map names to path strings: artifacts.{key_label(key)} is " \
-                + _got(value).removeprefix("not ")
-    if o.step_deltas is not None:
-        if not isinstance(o.step_deltas, list):
-            return f"step_deltas must be a list or null, {_got(o.step_deltas)}"
-        for i, d in enumerate(o.step_deltas):
-            # exact types (JSON gives no subclasses): fast, and bool is not a number here
-            if (
-                type(d) is not dict
-                or type(d.get("step")) is not int
-                or not -_INT_RANGE <= d["step"] < _INT_RANGE
-                or type(d.get("equal")) is not bool
-                or type(d.get("mean_delta")) not in _NUMBER_TYPES
-                or type(d.get("std_delta")) not in _NUMBER_TYPES
-            ):
-                return _step_delta_problem(i, d)
-    if not isinstance(o.by_class, dict):
-        return f"by_class must be an object, {_got(o.by_class)}"
-    for cls, value in o.by_class.items():
-        if not isinstance(value, dict):
-            return f"by_class[{show(cls)}] must be an object, {_got(value)}"
-        problem = _check_metrics(value, f"by_class[{show(cls)}]", allow_error=True)
-        if problem:
-            return problem
-    sha = o.pixel_sha256
-    if sha is not None and (type(sha) is not str or not _HEX.fullmatch(sha)):
-        return f"pixel_sha256 must be a string of lower-case hex digits or null, {_got(sha)}"
-    if o.error is not None:
-        if not isinstance(o.error, dict):
-            return f"error must be an object or null, {_got(o.error)}"
-        for key, value in o.error.items():
-            if value is not None and not isinstance(value, str):
-                return f"error.{key_label(key)} must be a string or null, {_got(value)}"
-    loc = o.localization
-    if loc is not None:
-        if not isinstance(loc, dict):
-            return f"localization must be an object or null, {_got(loc)}"
-        for key in ("first_divergent_module", "first_divergent_class", "message"):
-            value = loc.get(key)
-            if value is not None and not isinstance(value, str):
-                return f"localization.{key} must be a string or null, {_got(value)}"
-    return None
-
-
-_CHECKS = frozenset(c.value for c in Check)
-_NUMBER_TYPES = (int, float)
-_STATUSES = frozenset(s.value for s in Status)
-
-
 def resolve_artifact(results_dir: str, value: str) -> str:
     """An artifact path from a results file, made usable from here.
 
@@ -628,303 +395,30 @@ def identity_summary(identity: Mapping[str, Any] | None) -> tuple[tuple[str, str
     return tuple(out)
 
 
-def _identity_problem(identity: Any) -> str | None:
-    """What is wrong with a results file's ``identity`` (None or an object), or None."""
-    if identity is None:
-        return None
-    if not isinstance(identity, dict):
-        return f"identity must be an object or null, {_got(identity)}"
-    digest = identity.get("digest")
-    if not isinstance(digest, str) or not _HEX.fullmatch(digest):
-        return f"identity.digest must be a string of lower-case hex digits, {_got(digest)}"
-    if identity.get("class") is not None and not isinstance(identity["class"], str):
-        return f"identity.class must be a string, {_got(identity['class'])}"
-    for key in ("features", "precision_digests", "probes"):
-        if identity.get(key) is not None and not isinstance(identity[key], dict):
-            return f"identity.{key} must be an object or null, {_got(identity[key])}"
-    return None
-
-
-# -- reading results files ---------------------------------------------------------------------
-#: Outcome fields (a results file's outcome objects have these keys, the first ones always).
-_OUTCOME_FIELDS = tuple(f.name for f in dataclasses.fields(Outcome))
-_OUTCOME_REQUIRED = tuple(
-    f.name
-    for f in dataclasses.fields(Outcome)
-    if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
-)
-_OUTCOME_FIELD_SET = frozenset(_OUTCOME_FIELDS)
-
-
-class _Problem:
-    """What a JSON hook found wrong, kept in the tree where it was found (so that the
-    message can name the key) instead of raised."""
-
-    __slots__ = ("text",)
-
-    def __init__(self, text: str) -> None:
-        self.text = text
-
-
-class _Duplicated(dict):  # type: ignore[type-arg]
-    """An object with a key given twice (the key in ``duplicate``)."""
-
-    duplicate: str = ""
-
-
-def _json_hooks() -> tuple[dict[str, Any], list[bool]]:
-    """``json.loads`` hooks that keep what they refuse as :class:`_Problem` /
-    :class:`_Duplicated` in the tree, and a list that is not empty when they did."""
-    found: list[bool] = []
-
-    def parse_int(text: str) -> int | _Problem:
-        if len(text) > JSON_MAX_INT_DIGITS and len(text.lstrip("-")) > JSON_MAX_INT_DIGITS:
-            found.append(True)
-            return _Problem(
-                f"an integer of {len(text.lstrip('-'))} digits; at most "
-                f"{JSON_MAX_INT_DIGITS} digits are read"
-            )
-        return int(text)
-
-    def parse_float(text: str) -> float | _Problem:
-        if len(text) > 400:
-            found.append(True)
-            return _Problem(
-                f"a number written with {len(text)} characters; at most 400 are read"
-            )
-        return float(text)  # NaN, Infinity and overflow are kept: shown as nan / inf / null
-
-    def object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        out = dict(pairs)
-        if len(out) == len(pairs):
-            return out
-        found.append(True)
-        seen: set[str] = set()
-        dup = _Duplicated(out)
-        for key, _ in pairs:
-            if key in seen:
-                dup.duplicate = key
-                break
-            seen.add(key)
-        return dup
-
-    hooks = {"object_pairs_hook": object_pairs, "parse_int": parse_int,
-             "parse_float": parse_float}
-    return hooks, found
-
-
-def _key_path(parent: str, key: Any) -> str:
-    if isinstance(key, int):
-        return f"{parent}[{key}]"
-    return f"{parent}.{key_label(key)}" if parent else key_label(key)
-
-
-def _find_problem(value: Any) -> tuple[str, str] | None:
-    """(key, text) of the first :class:`_Problem` or duplicated key in a parsed tree."""
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        node, key = stack.pop()
-        if isinstance(node, _Problem):
-            return key or "the top level", node.text
-        if isinstance(node, dict):
-            if isinstance(node, _Duplicated):
-                return (_key_path(key, node.duplicate),
-                        "appears twice in one object; write each key once")
-            stack.extend((v, _key_path(key, k)) for k, v in reversed(node.items()))
-        elif isinstance(node, list):
-            stack.extend((v, _key_path(key, i)) for i, v in reversed(list(enumerate(node))))
-    return None
-
-
-_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
-
-
-def _deep_key(text: str, depth: int) -> str:
-    """The key at which ``text`` (JSON) nests deeper than ``depth`` levels (a rough scan, for
-    the message when the parser gave up)."""
-    path: list[Any] = []  # per open container: the current key or index
-    last_string = None
-    for match in _JSON_TOKEN.finditer(text):
-        token = match.group()
-        if token in "[{":
-            if len(path) >= depth:
-                return _short_key("".join(
-                    f"[{p}]" if isinstance(p, int) else f".{key_label(p)}" for p in path
-                ).lstrip(".")) or "the top level"
-            path.append(0 if token == "[" else "?")
-        elif token in "]}":
-            if path:
-                path.pop()
-        elif token == ",":
-            if path and isinstance(path[-1], int):
-                path[-1] += 1
-        elif token == ":":
-            if path and last_string is not None:
-                try:
-                    path[-1] = json.loads(last_string)
-                except ValueError:
-                    path[-1] = "?"
-        else:
-            last_string = token
-    return "the top level"
-
-
-def read_results_file(path: str | Path) -> tuple[dict[str, Any], list[Outcome]]:
-    """Read a results file: a regular file of at most
-    :data:`~conformance.safeio.RESULTS_LIMIT` bytes of UTF-8 JSON (read by
-    :func:`conformance.safeio.read_text`), an object of a readable ``schema_version`` whose
-    ``outcomes`` is a list of outcome objects.
-
-    As :mod:`conformance.safeio`'s JSON: no key twice in one object, integers of at most
-    :data:`~conformance.safeio.JSON_MAX_INT_DIGITS` digits, numbers of at most 400
-    characters, no nesting so deep that the parser gives up (the message names the key
-    where the nesting passes :data:`~conformance.safeio.JSON_MAX_DEPTH` levels; the free-form
-    parts, fingerprint and identity, are held to that depth by :func:`load_run`). Unlike
-    it, ``NaN`` and ``Infinity`` are read, as runs write them for a latent trace that went
-    non-finite (the matrix shows them as ``nan`` / ``inf``, and its JSON as null); a field
-    that must be an integer or a string refuses them. Every problem is a
-    :class:`~conformance.errors.ConformanceInputError` naming the file and the key, whatever
-    the shape of the JSON.
-    """
-    text = read_text(path, "results file", RESULTS_LIMIT)
-    hooks, flagged = _json_hooks()
-    try:
-        data = json.loads(text, **hooks)
-    except RecursionError:
-        raise ConformanceInputError(
-            path, f"key {_deep_key(text, JSON_MAX_DEPTH)}: nested too deeply; results files "
-            f"nest at most {JSON_MAX_DEPTH} levels"
-        ) from None
-    except json.JSONDecodeError as exc:
-        raise ConformanceInputError(
-            path, f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        ) from None
-    except (ValueError, OverflowError) as exc:
-        raise ConformanceInputError(path, f"not valid JSON: {show(str(exc), 80)}") from None
-    found = _find_problem(data) if flagged else None
-    if found is not None:
-        raise ConformanceInputError(path, f"key {found[0]}: {found[1]}")
-    version = data.get("schema_version") if isinstance(data, dict) else None
-    if type(version) is not int or version not in READABLE_VERSIONS:
-        raise ConformanceInputError(
-            path, "not a results file of schema_version "
-            + " or ".join(str(v) for v in READABLE_VERSIONS)
-            + (f" (schema_version: {show(version, 40)})" if isinstance(data, dict) else
-               f" (the top level is {_json_kind(data)}, not an object)")
-        )
-    if "outcomes" not in data:
-        raise ConformanceInputError(
-            path, "malformed outcomes: key 'outcomes' is missing; it must be a list of outcome "
-            "objects"
-        )
-    raw = data["outcomes"]
-    if not isinstance(raw, list):
-        raise ConformanceInputError(
-            path, f"malformed outcomes: key 'outcomes' must be a list of outcome objects, "
-            f"{_got(raw)}"
-        )
-    outcomes = []
-    for index, o in enumerate(raw):
-        if type(o) is not dict:
-            raise ConformanceInputError(
-                path, f"malformed outcomes: outcome {index} (outcomes[{index}]) must be an "
-                f"object, {_got(o)}"
-            )
-        unknown = o.keys() - _OUTCOME_FIELD_SET
-        missing = [k for k in _OUTCOME_REQUIRED if k not in o]
-        if unknown or missing:
-            label = show(o["id"]) if isinstance(o.get("id"), str) else "?"
-            what = (
-                f"unknown key {key_label(min(unknown))} (an outcome has "
-                f"{', '.join(_OUTCOME_FIELDS)})"
-                if unknown
-                else f"key {missing[0]} is missing"
-            )
-            raise ConformanceInputError(
-                path, f"malformed outcomes: outcome {index} ({label}): {what}"
-            )
-        outcomes.append(Outcome(**o))
-    return data, outcomes
-
-
-def _short_key(key: str, limit: int = 60) -> str:
-    """A key path of a deep nesting, cut (``outcomes[0].metrics[0][0]...``)."""
-    return key if len(key) <= limit else key[: limit - 3] + "..."
-
-
-def _too_deep(value: Any, key: str, limit: int = JSON_MAX_DEPTH) -> str | None:
-    """The key of the first list or object in ``value`` (at ``key``) that is nested deeper
-    than ``limit`` levels below it (cut by :func:`_short_key`), or None."""
-    stack: list[tuple[Any, int, str]] = [(value, 0, key)]
-    while stack:
-        node, depth, where = stack.pop()
-        if isinstance(node, (dict, list)):
-            if depth >= limit:
-                return _short_key(where)
-            items = node.items() if isinstance(node, dict) else enumerate(node)
-            stack.extend((v, depth + 1, _key_path(where, k)) for k, v in items)
-    return None
-
-
 def load_run(path: str | Path) -> Run:
-    """Read and validate one results file (:func:`read_results_file`); bad input raises
-    ConformanceInputError naming the file and the key."""
+    """Read and validate one results file (:func:`conformance.report.results.read_results`);
+    bad input raises ConformanceInputError naming the file and the key. Artifact paths are
+    resolved against the file's folder (:func:`resolve_artifact`)."""
     path = Path(path)
-    data, outcomes = read_results_file(path)
-    cls = data.get("hardware_class")
-    if not isinstance(cls, str) or not cls:
-        raise ConformanceInputError(
-            path, f"hardware_class must be a non-empty string, {_got(cls)}"
-        )
-    label = data.get("label", cls)
-    if label is None:
-        label = cls
-    if not isinstance(label, str) or not label:
-        raise ConformanceInputError(path, f"label must be a non-empty string, {_got(label)}")
-    fingerprint = data.get("fingerprint") or {}
-    if not isinstance(fingerprint, dict):
-        raise ConformanceInputError(path, f"fingerprint must be an object, {_got(fingerprint)}")
-    stamps = {k: data.get(k) for k in ("started_at", "finished_at")}
-    for key, value in stamps.items():
-        if value is not None and not isinstance(value, str):
-            raise ConformanceInputError(path, f"{key} must be a string, {_got(value)}")
-    identity = data.get("identity")
-    for key, value in (("fingerprint", fingerprint), ("identity", identity)):
-        deep = _too_deep(value, key, JSON_MAX_DEPTH - 2)
-        if deep is not None:
-            raise ConformanceInputError(
-                path, f"key {deep}: nested too deeply; results files nest at most "
-                f"{JSON_MAX_DEPTH} levels"
-            )
-    problem = _identity_problem(identity)
-    if problem:
-        raise ConformanceInputError(path, problem)
+    found = read_results(path)
     results_dir = str(path.parent)
-    checked = []
-    for index, outcome in enumerate(outcomes):
-        problem = _outcome_problem(outcome)
-        if problem:
-            name = show(outcome.id) if isinstance(outcome.id, str) else "?"
-            raise ConformanceInputError(
-                path, f"malformed outcomes: outcome {index} ({name}): {problem}"
-            )
-        if outcome.artifacts:
-            outcome = replace(
-                outcome,
-                artifacts={
-                    k: resolve_artifact(results_dir, v) for k, v in outcome.artifacts.items()
-                },
-            )
-        checked.append(outcome)
+    outcomes = tuple(
+        replace(o, artifacts=Artifacts(
+            **{k: resolve_artifact(results_dir, v) for k, v in o.artifacts.items()}))
+        if o.artifacts else o
+        for o in found.outcomes
+    )
+    identity, fingerprint = found.identity, found.fingerprint
     return Run(
         path=str(path),
-        hardware_class=cls,
-        label=label,
-        outcomes=tuple(checked),
+        hardware_class=found.hardware_class,
+        label=found.label,
+        outcomes=outcomes,
         fingerprint=tuple((str(k), _text(v)) for k, v in fingerprint.items()),
-        started_at=stamps["started_at"],
-        finished_at=stamps["finished_at"],
-        key=f"id:{identity['digest']}" if identity else legacy_key(cls, fingerprint),
+        started_at=found.started_at,
+        finished_at=found.finished_at,
+        key=f"id:{identity['digest']}" if identity else legacy_key(found.hardware_class,
+                                                                    fingerprint),
         identity=identity_summary(identity),
     )
 
@@ -934,93 +428,59 @@ def _text(value: Any) -> str:
 
 
 # -- building ---------------------------------------------------------------------------------
-def _metrics(data: Mapping[str, Any] | None) -> CellMetrics | None:
-    return None if data is None else CellMetrics.from_record(data)
-
-
-def _by_class(data: Mapping[str, Mapping[str, Any]]) -> tuple[ClassComparison, ...]:
-    out = []
-    for cls in sorted(data, key=natural_key):
-        value = data[cls]
-        if "error" in value:
-            out.append(ClassComparison(cls, None, None, str(value["error"])))
-        else:
-            out.append(ClassComparison(cls, _metrics(value), value.get("first_divergent_step")))
-    return tuple(out)
-
-
-def _steps(data: list[dict[str, Any]] | None) -> tuple[StepDelta, ...]:
-    if not data:
-        return ()
-    return tuple(
-        [
-            StepDelta(d["step"], d["equal"], float(d["mean_delta"]), float(d["std_delta"]))
-            for d in data
-        ]
-    )
-
-
-def _artifacts(data: Mapping[str, str]) -> Artifacts:
-    if not data:
-        return Artifacts()
-    return Artifacts(data.get("actual"), data.get("golden"), data.get("diff"),
-                     data.get("flip"))
-
-
 def _state(outcome: Outcome) -> CellState:
-    if outcome.status == Status.ERROR.value:
+    if outcome.status is Status.ERROR:
         return CellState.ERROR
-    if outcome.status == Status.FAILED.value:
+    if outcome.status is Status.FAILED:
         return CellState.DIVERGED
-    if outcome.status == Status.PASSED.value:
-        identical = bool(outcome.metrics and outcome.metrics.get("identical"))
+    if outcome.status is Status.PASSED:
+        identical = outcome.metrics is not None and outcome.metrics.identical
         return CellState.IDENTICAL if identical else CellState.WITHIN
     return CellState.MISSING
 
 
 def _missing_reason(outcome: Outcome) -> str:
-    if outcome.status == Status.RECORDED.value:
+    if outcome.status is Status.RECORDED:
         text = "the golden was recorded in this run, so nothing was compared"
         return f"{text} ({outcome.message})" if outcome.message else text
-    return outcome.message or f"{outcome.check} check {outcome.status}"
+    return outcome.message or f"{outcome.check.value} check {outcome.status.value}"
 
 
-def _cell_error(outcome: Outcome) -> CellError:
+def _cell_error(outcome: Outcome) -> GenerationError:
     """The error of an ``error`` outcome (its message when the generation left no record)."""
-    data = outcome.error or {}
-    if not data:
-        return CellError(message=outcome.message or None)
-    return CellError(
-        type=data.get("type"),
-        message=data.get("message"),
-        device=data.get("device"),
-        precision=data.get("precision"),
-    )
+    if outcome.error is None or outcome.error == GenerationError():
+        return GenerationError(message=outcome.message or None)
+    return outcome.error
+
+
+def _check_result(o: Outcome) -> CheckResult:
+    return CheckResult(o.check.value, o.status.value, o.tier.value if o.tier else None,
+                       o.variant, _module(o))
 
 
 #: One merged outcome and the results file it came from.
 Sourced = tuple[Outcome, str]
 #: Merge key of an outcome within a column: (item, check, variant).
-OutcomeKey = tuple[ItemKey, str, str | None]
+OutcomeKey = tuple[ItemKey, Check, str | None]
 
 
 def _choose(
-    found: Mapping[str, Sourced], hardware_class: str, reference_class: str | None
+    found: Mapping[Check, Sourced], hardware_class: str, reference_class: str | None
 ) -> Sourced | None:
     """The outcome a cell shows (see the module docstring), or None."""
-    ref = found.get(Check.REFERENCE.value)
-    own = found.get(Check.OWN_CLASS.value)
+    ref = found.get(Check.REFERENCE)
+    own = found.get(Check.OWN_CLASS)
     if ref is not None and ref[0].metrics is not None:
         return ref
-    if ref is None or ref[0].status in (Status.SKIPPED.value, Status.RECORDED.value):
+    if ref is None or ref[0].status in (Status.SKIPPED, Status.RECORDED):
         # nothing compared with the reference: a crash elsewhere is what the cell shows
         for check in (Check.OWN_CLASS, Check.REPEATABLE, Check.FIDELITY, Check.INVARIANCE):
-            sourced = found.get(check.value)
-            if sourced is not None and sourced[0].status == Status.ERROR.value:
+            sourced = found.get(check)
+            if sourced is not None and sourced[0].status is Status.ERROR:
                 return sourced
     is_reference = hardware_class == reference_class or (
         ref is not None
-        and ref[0].status == Status.SKIPPED.value
+        and ref[0].status is Status.SKIPPED
         and ref[0].golden_class == hardware_class
     )
     if is_reference and own is not None:
@@ -1028,12 +488,12 @@ def _choose(
     return ref
 
 
-def _image_digest(found: Mapping[str, Sourced], chosen: Sourced | None) -> str | None:
+def _image_digest(found: Mapping[Check, Sourced], chosen: Sourced | None) -> str | None:
     """The pixel SHA-256 of the column's image of the item: the shown outcome's, else the
     own-class or reference check's (both checks compare the same generated image)."""
     if chosen is not None and chosen[0].pixel_sha256:
         return chosen[0].pixel_sha256
-    for check in (Check.OWN_CLASS.value, Check.REFERENCE.value):
+    for check in (Check.OWN_CLASS, Check.REFERENCE):
         sourced = found.get(check)
         if sourced is not None and sourced[0].pixel_sha256:
             return sourced[0].pixel_sha256
@@ -1043,10 +503,15 @@ def _image_digest(found: Mapping[str, Sourced], chosen: Sourced | None) -> str |
 def _module(outcome: Outcome) -> str | None:
     """``name (Class)`` of the first divergent module a ``--localize`` run named."""
     loc = outcome.localization
-    if not isinstance(loc, dict) or not isinstance(loc.get("first_divergent_module"), str):
+    if loc is None or not isinstance(loc.get("first_divergent_module"), str):
         return None
     cls = loc.get("first_divergent_class")
     return loc["first_divergent_module"] + (f" ({cls})" if isinstance(cls, str) else "")
+
+
+def _by_class(comparisons: Iterable[ClassComparison]) -> tuple[ClassComparison, ...]:
+    """The comparisons in natural order of their class."""
+    return tuple(sorted(comparisons, key=lambda c: natural_key(c.golden_class)))
 
 
 def make_cell(
@@ -1057,9 +522,8 @@ def make_cell(
     reference_class: str | None,
 ) -> Cell:
     """One cell from every outcome of one item on one column."""
-    ordered = sorted(outcomes, key=lambda s: (_CHECK_ORDER.get(s[0].check, 9), s[0].variant or ""))
-    checks = tuple(CheckResult(o.check, o.status, o.tier, o.variant, _module(o))
-                   for o, _ in ordered)
+    ordered = sorted(outcomes, key=lambda s: (_CHECK_ORDER[s[0].check], s[0].variant or ""))
+    checks = tuple(_check_result(o) for o, _ in ordered)
     found = {o.check: (o, src) for o, src in ordered if o.variant is None}
     chosen = _choose(found, hardware_class, reference_class)
     digest = _image_digest(found, chosen)
@@ -1079,7 +543,7 @@ def make_cell(
     outcome, source = chosen
     state = _state(outcome)
     by_class = outcome.by_class
-    own = found.get(Check.OWN_CLASS.value)
+    own = found.get(Check.OWN_CLASS)
     if not by_class and own is not None:
         by_class = own[0].by_class
     return Cell(
@@ -1087,15 +551,15 @@ def make_cell(
         column=column,
         hardware_class=hardware_class,
         state=state,
-        check=outcome.check,
-        status=outcome.status,
-        tier=outcome.tier,
+        check=outcome.check.value,
+        status=outcome.status.value,
+        tier=outcome.tier.value if outcome.tier else None,
         golden_class=outcome.golden_class,
-        metrics=_metrics(outcome.metrics),
+        metrics=outcome.metrics,
         first_divergent_step=outcome.first_divergent_step,
-        step_deltas=_steps(outcome.step_deltas),
-        by_class=_by_class(by_class or {}),
-        artifacts=_artifacts(outcome.artifacts),
+        step_deltas=outcome.step_deltas or (),
+        by_class=_by_class(by_class.values()),
+        artifacts=outcome.artifacts,
         seconds=outcome.seconds,
         generate_seconds=outcome.generate_seconds,
         peak_memory_mb=outcome.peak_memory_mb,
@@ -1109,7 +573,7 @@ def make_cell(
     )
 
 
-_CHECK_ORDER = {c.value: i for i, c in enumerate(Check)}
+_CHECK_ORDER = {c: i for i, c in enumerate(Check)}
 
 
 def _reference_class(runs: Sequence[Run], notes: list[str]) -> str | None:
@@ -1117,7 +581,7 @@ def _reference_class(runs: Sequence[Run], notes: list[str]) -> str | None:
     where: dict[str, str] = {}
     for run in runs:
         for o in run.outcomes:
-            if o.check == Check.REFERENCE.value and o.golden_class:
+            if o.check is Check.REFERENCE and o.golden_class:
                 seen[o.golden_class] += 1
                 where.setdefault(o.golden_class, run.path)
     if not seen:
@@ -1344,36 +808,56 @@ def build_matrix(
             "its own column is absent"
         )
 
+    columns = [columns[j] for j in order]
+    rows, by_column = _column_cells(columns, [payloads[j] for j in order], reference_class,
+                                    notes)
+    columns, by_column, new_groups = _grouped(columns, by_column, rows, notes)
+    for col in columns:  # every input, and the column it went to
+        what = "results file" if col.kind == RUN else "golden set"
+        what = what if len(col.sources) == 1 else f"{what}s"
+        notes.append(f"column {col.label}: {what} {', '.join(col.sources)}")
+    return Matrix(
+        reference_class=reference_class,
+        items=tuple(rows),
+        columns=tuple(columns),
+        cells=tuple(zip(*by_column, strict=True)),
+        notes=tuple(notes),
+        groups=new_groups,
+    )
+
+
+def _column_cells(
+    columns: Sequence[Column],
+    payloads: Sequence[list[Run] | GoldenColumn],
+    reference_class: str | None,
+    notes: list[str],
+) -> tuple[list[ItemKey], list[list[Cell]]]:
+    """The rows (every item of any column, in row order) and each column's cells: a run
+    column's from its merged outcomes (:func:`make_cell`), a golden column's as read."""
     tables: list[dict[ItemKey, list[Sourced]] | Mapping[ItemKey, Cell]] = []
     items: set[ItemKey] = set()
-    for j in order:
-        payload = payloads[j]
+    for col, payload in zip(columns, payloads, strict=True):
         if isinstance(payload, GoldenColumn):
             tables.append(payload.cells)
             items.update(payload.cells)
             continue
         table: dict[ItemKey, list[Sourced]] = {}
-        for (item, _, _), value in _merge(payload, columns[j].label, notes).items():
+        for (item, _, _), value in _merge(payload, col.label, notes).items():
             table.setdefault(item, []).append(value)
         tables.append(table)
         items.update(table)
-    columns = [columns[j] for j in order]
     rows = sorted(items, key=item_key)
     by_column: list[list[Cell]] = []
     for col, table in zip(columns, tables, strict=True):
-        cells: list[Cell]
         if col.kind == GOLDEN:
-            cells = []
-            for item in rows:
-                cell = table.get(item)
-                cells.append(
-                    Cell(
-                        item, col.label, col.hardware_class, CellState.MISSING,
-                        check=GOLDEN_CHECK, reason=f"no golden for it in the {col.label} set",
-                    )
-                    if cell is None
-                    else replace(cell, column=col.label)
-                )
+            missing = f"no golden for it in the {col.label} set"
+            cells = [
+                Cell(item, col.label, col.hardware_class, CellState.MISSING,
+                     check=GOLDEN_CHECK, reason=missing)
+                if (cell := table.get(item)) is None
+                else replace(cell, column=col.label)  # type: ignore[arg-type]
+                for item in rows
+            ]
         else:
             cells = [
                 make_cell(item, col.label, col.hardware_class, table.get(item, ()),
@@ -1381,7 +865,15 @@ def build_matrix(
                 for item in rows
             ]
         by_column.append(cells)
+    return rows, by_column
 
+
+def _grouped(
+    columns: list[Column], by_column: list[list[Cell]], rows: Sequence[ItemKey],
+    notes: list[str],
+) -> tuple[list[Column], list[list[Cell]], tuple[tuple[int, ...], ...]]:
+    """Columns and their cells reordered so that the columns of a bit-identical group are
+    adjacent (:func:`bit_groups`), and the groups by new column index."""
     digests = [
         {c.item: c.pixel_sha256 for c in cells if c.pixel_sha256} for cells in by_column
     ]
@@ -1402,19 +894,7 @@ def build_matrix(
     by_column = [by_column[j] for j in final]
     position = {j: n for n, j in enumerate(final)}
     new_groups = tuple(tuple(position[j] for j in group) for group in groups)
-
-    for col in columns:  # every input, and the column it went to
-        what = "results file" if col.kind == RUN else "golden set"
-        what = what if len(col.sources) == 1 else f"{what}s"
-        notes.append(f"column {col.label}: {what} {', '.join(col.sources)}")
-    return Matrix(
-        reference_class=reference_class,
-        items=tuple(rows),
-        columns=tuple(columns),
-        cells=tuple(zip(*by_column, strict=True)),
-        notes=tuple(notes),
-        groups=new_groups,
-    )
+    return columns, by_column, new_groups
 
 
 def _plural(n: int, word: str = "item") -> str:
@@ -1505,7 +985,7 @@ def _read_golden_set(
             fingerprint = next(
                 e.fingerprint for e in entries if legacy_key(cls, e.fingerprint) == common
             )
-        deep = _too_deep(fingerprint, "fingerprint") or _too_deep(identity, "identity")
+        deep = too_deep(fingerprint, "fingerprint") or too_deep(identity, "identity")
         if deep is not None:
             raise ManifestError(
                 path, f"key {deep}: nested too deeply; at most {JSON_MAX_DEPTH} levels"
@@ -1544,7 +1024,7 @@ def _manifest_problem(exc: BaseException, path: str) -> str:
         return _exception_text(exc)
     if isinstance(exc, RecursionError):
         return (
-            f"key {_deep_key(text, JSON_MAX_DEPTH)}: nested too deeply; at most "
+            f"key {deep_key(text, JSON_MAX_DEPTH)}: nested too deeply; at most "
             f"{JSON_MAX_DEPTH} levels are read"
         )
     match = _HUGE_INT_KEY.search(text) if "integer string conversion" in str(exc) else None
@@ -1673,13 +1153,25 @@ def load_golden(
     class named ``...-default...``, else of the first class in natural order; the notes say
     which. A bad manifest raises :class:`~conformance.errors.ConformanceInputError` naming it.
     """
-    from conformance.metrics import compare
-    from conformance.tolerances import Tier, load_tolerances
-    from conformance.trace import first_divergent_step, step_deltas
+    from conformance.tolerances import load_tolerances
 
     if tolerances is None:
         tolerances = load_tolerances()
     notes: list[str] = []
+    drafts = _golden_drafts(roots, notes)
+    ref_class, reference = _golden_reference(drafts, reference_class, preferred_reference, notes)
+    comparer = _GoldenComparer(reference, ref_class, tolerances)
+    columns = [
+        _golden_column(draft, {item: comparer.cell(item, entry, gset, draft)
+                               for item, (entry, gset) in draft.entries.items()})
+        for draft in drafts
+    ]
+    return GoldenSets(reference_class=ref_class, columns=tuple(columns), notes=tuple(notes))
+
+
+def _golden_drafts(roots: Iterable[str | Path], notes: list[str]) -> list[_GoldenDraft]:
+    """The golden sets under ``roots`` by (class, identity): a root given twice is read
+    once, and a later root's golden of an item replaces an earlier one's (with a note)."""
     sets: list[_GoldenSet] = []
     seen: dict[str, Path] = {}
     for root in map(Path, roots):
@@ -1689,7 +1181,6 @@ def load_golden(
             continue
         seen[real] = root
         sets += _read_golden_root(root)
-
     drafts: dict[tuple[str, str], _GoldenDraft] = {}
     for gset in sets:
         draft = drafts.setdefault(
@@ -1706,115 +1197,117 @@ def load_golden(
                 f"{gset.path}: {_plural(replaced, 'golden')} of the same identity came "
                 "from an earlier golden root too; this one's were used"
             )
-    ref_class, reference = _golden_reference(
-        list(drafts.values()), reference_class, preferred_reference, notes
-    )
+    return list(drafts.values())
 
-    expected: dict[ItemKey, Any] = {}
 
-    def reference_image(item: ItemKey) -> Any:
-        if item not in expected:
-            entry, gset = reference.entries[item]  # type: ignore[union-attr]
+class _GoldenComparer:
+    """The cells of golden sets against the reference set (its images read once each)."""
+
+    def __init__(self, reference: _GoldenDraft | None, ref_class: str | None,
+                 tolerances: Tolerances) -> None:
+        self.reference, self.ref_class, self.tolerances = reference, ref_class, tolerances
+        self._expected: dict[ItemKey, Any] = {}
+
+    def reference_image(self, item: ItemKey) -> Any:
+        if item not in self._expected:
+            entry, gset = self.reference.entries[item]  # type: ignore[union-attr]
             try:
-                expected[item] = _load_golden_image(gset.store, entry, gset.hardware_class)
+                self._expected[item] = _load_golden_image(gset.store, entry, gset.hardware_class)
             except ManifestError as exc:
-                expected[item] = exc
-        if isinstance(expected[item], Exception):
-            raise expected[item]
-        return expected[item]
+                self._expected[item] = exc
+        if isinstance(self._expected[item], Exception):
+            raise self._expected[item]
+        return self._expected[item]
 
-    columns: list[GoldenColumn] = []
-    for draft in drafts.values():
-        cls = draft.hardware_class
-        cells: dict[ItemKey, Cell] = {}
-        for item, (entry, gset) in draft.entries.items():
-            png = str(gset.store.set_dir(entry.model, cls) / entry.file)
-            base: dict[str, Any] = {
-                "item": item, "column": cls, "hardware_class": cls, "check": GOLDEN_CHECK,
-                "golden_class": ref_class, "source": gset.path, "reproduce": entry.command,
-                "pixel_sha256": entry.pixel_sha256, "artifacts": Artifacts(actual=png),
+    def cell(self, item: ItemKey, entry: Any, gset: _GoldenSet, draft: _GoldenDraft) -> Cell:
+        """The cell of one golden of the set ``gset`` (of column ``draft``)."""
+        cls, ref_class, reference = draft.hardware_class, self.ref_class, self.reference
+        png = str(gset.store.set_dir(entry.model, cls) / entry.file)
+        base: dict[str, Any] = {
+            "item": item, "column": cls, "hardware_class": cls, "check": GOLDEN_CHECK,
+            "golden_class": ref_class, "source": gset.path, "reproduce": entry.command,
+            "pixel_sha256": entry.pixel_sha256, "artifacts": Artifacts(actual=png),
+        }
+        ref = reference.entries.get(item) if reference is not None else None
+        if reference is None:
+            state, fields = CellState.MISSING, {
+                "reason": f"no golden set of the reference class {ref_class} to compare with"
             }
-            ref = reference.entries.get(item) if reference is not None else None
-            if reference is None:
-                state, fields = CellState.MISSING, {
-                    "reason": f"no golden set of the reference class {ref_class} to compare with"
-                }
-            elif draft is reference:
-                state, fields = CellState.IDENTICAL, {
-                    "metrics": CellMetrics.identical_images(),
-                    "message": "the reference golden set",
-                    "artifacts": Artifacts(actual=png, golden=png), "golden_class": cls,
-                }
-            elif ref is None:
-                state, fields = CellState.MISSING, {
-                    "reason": f"no golden for it in the reference set ({ref_class})"
-                }
-            else:
-                ref_entry, ref_set = ref
-                ref_png = str(ref_set.store.set_dir(ref_entry.model, ref_class) / ref_entry.file)
-                mine, theirs = entry.steps(), ref_entry.steps()
-                fields = {
-                    "tier": "perceptual",
-                    "artifacts": Artifacts(actual=png, golden=ref_png),
-                    "first_divergent_step": first_divergent_step(mine, theirs),
-                    "step_deltas": _steps(step_deltas(mine, theirs)),
-                }
-                if entry.pixel_sha256 == ref_entry.pixel_sha256:
-                    state = CellState.IDENTICAL
-                    fields |= {"metrics": CellMetrics.identical_images(),
-                               "message": f"the same pixels as the {ref_class} golden"}
-                else:
-                    try:
-                        observed = _load_golden_image(gset.store, entry, cls)
-                        m = compare(observed, reference_image(item))
-                    except ManifestError as exc:
-                        state = CellState.ERROR
-                        fields |= {
-                            "message": str(exc),
-                            "error": CellError(type=type(exc).__name__, message=str(exc),
-                                               precision=item.precision),
-                        }
-                    else:
-                        problems = tolerances.bounds(Tier.PERCEPTUAL, item.precision).violations(
-                            m
-                        )
-                        state = CellState.DIVERGED if problems else CellState.WITHIN
-                        fields["metrics"] = _metrics(m.to_dict())
-                        fields["message"] = (
-                            f"differs from the {ref_class} golden beyond the perceptual "
-                            "bounds: " + "; ".join(problems)
-                            if problems
-                            else f"within the perceptual bounds of the {ref_class} golden"
-                        )
-            status = _GOLDEN_STATUS[state]
-            tier = fields.get("tier")
-            cells[item] = Cell(
-                **(base | fields),
-                state=state,
-                status=status,
-                checks=(CheckResult(GOLDEN_CHECK, status, tier),),
-            )
-        stamps = sorted(e.recorded_at for e, _ in draft.entries.values())
-        identity = next((s.identity for s in draft.sets if s.identity), None)
-        columns.append(
-            GoldenColumn(
-                Column(
-                    label=cls,
-                    hardware_class=cls,
-                    sources=tuple(s.path for s in draft.sets),
-                    fingerprint=tuple(
-                        (str(k), _text(v)) for k, v in draft.sets[-1].fingerprint.items()
-                    ),
-                    started_at=stamps[0] if stamps else None,
-                    finished_at=stamps[-1] if stamps else None,
-                    key=draft.key,
-                    kind=GOLDEN,
-                    identity=identity_summary(identity),
-                ),
-                cells,
-            )
-        )
-    return GoldenSets(reference_class=ref_class, columns=tuple(columns), notes=tuple(notes))
+        elif draft is reference:
+            state, fields = CellState.IDENTICAL, {
+                "metrics": RecordedMetrics.identical_images(),
+                "message": "the reference golden set",
+                "artifacts": Artifacts(actual=png, golden=png), "golden_class": cls,
+            }
+        elif ref is None:
+            state, fields = CellState.MISSING, {
+                "reason": f"no golden for it in the reference set ({ref_class})"
+            }
+        else:
+            state, fields = self._compared(item, entry, gset, cls, png, *ref)
+        status = _GOLDEN_STATUS[state]
+        return Cell(**(base | fields), state=state, status=status,
+                    checks=(CheckResult(GOLDEN_CHECK, status, fields.get("tier")),))
+
+    def _compared(self, item: ItemKey, entry: Any, gset: _GoldenSet, cls: str, png: str,
+                  ref_entry: Any, ref_set: _GoldenSet) -> tuple[CellState, dict[str, Any]]:
+        """A golden against the reference set's golden of the item: its cell's fields."""
+        from conformance.metrics import compare
+        from conformance.tolerances import Tier
+        from conformance.trace import first_divergent_step, step_deltas
+
+        ref_class = self.ref_class
+        ref_png = str(ref_set.store.set_dir(ref_entry.model, ref_class) / ref_entry.file)
+        mine, theirs = entry.steps(), ref_entry.steps()
+        fields: dict[str, Any] = {
+            "tier": "perceptual",
+            "artifacts": Artifacts(actual=png, golden=ref_png),
+            "first_divergent_step": first_divergent_step(mine, theirs),
+            "step_deltas": StepDelta.of(step_deltas(mine, theirs)),
+        }
+        if entry.pixel_sha256 == ref_entry.pixel_sha256:
+            return CellState.IDENTICAL, fields | {
+                "metrics": RecordedMetrics.identical_images(),
+                "message": f"the same pixels as the {ref_class} golden",
+            }
+        try:
+            observed = _load_golden_image(gset.store, entry, cls)
+            m = compare(observed, self.reference_image(item))
+        except ManifestError as exc:
+            return CellState.ERROR, fields | {
+                "message": str(exc),
+                "error": GenerationError(type=type(exc).__name__, message=str(exc),
+                                         precision=item.precision),
+            }
+        problems = self.tolerances.bounds(Tier.PERCEPTUAL, item.precision).violations(m)
+        return (CellState.DIVERGED if problems else CellState.WITHIN), fields | {
+            "metrics": RecordedMetrics.measured(m),
+            "message": (
+                f"differs from the {ref_class} golden beyond the perceptual bounds: "
+                + "; ".join(problems)
+                if problems
+                else f"within the perceptual bounds of the {ref_class} golden"
+            ),
+        }
+
+
+def _golden_column(draft: _GoldenDraft, cells: Mapping[ItemKey, Cell]) -> GoldenColumn:
+    """The column of one (class, identity) of golden sets."""
+    cls = draft.hardware_class
+    stamps = sorted(e.recorded_at for e, _ in draft.entries.values())
+    identity = next((s.identity for s in draft.sets if s.identity), None)
+    column = Column(
+        label=cls,
+        hardware_class=cls,
+        sources=tuple(s.path for s in draft.sets),
+        fingerprint=tuple((str(k), _text(v)) for k, v in draft.sets[-1].fingerprint.items()),
+        started_at=stamps[0] if stamps else None,
+        finished_at=stamps[-1] if stamps else None,
+        key=draft.key,
+        kind=GOLDEN,
+        identity=identity_summary(identity),
+    )
+    return GoldenColumn(column, cells)
 
 
 def image_paths(matrix: Matrix) -> list[str]:
@@ -1837,7 +1330,7 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _metrics_dict(m: CellMetrics | None) -> dict[str, Any] | None:
+def _metrics_dict(m: RecordedMetrics | None) -> dict[str, Any] | None:
     if m is None:
         return None
     # a metric not recorded is left out: its null would read back as the metric's null value
@@ -1964,7 +1457,7 @@ def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
         status=d["status"],
         tier=d["tier"],
         golden_class=d["golden_class"],
-        metrics=_metrics(d["metrics"]),
+        metrics=RecordedMetrics.parse(d["metrics"]),
         first_divergent_step=d["first_divergent_step"],
         step_deltas=tuple(
             StepDelta(*fields)
@@ -1972,8 +1465,8 @@ def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
                 *(d["step_deltas"][name] for name in StepDelta._fields), strict=True
             )
         ),
-        by_class=_by_class(d["by_class"]),
-        artifacts=_artifacts(d["artifacts"]),
+        by_class=_by_class(ClassComparison.parse(c, v) for c, v in d["by_class"].items()),
+        artifacts=Artifacts.parse(d["artifacts"]),
         seconds=d["seconds"],
         generate_seconds=d["generate_seconds"],
         peak_memory_mb=d["peak_memory_mb"],
@@ -1986,7 +1479,7 @@ def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
             for c in d["checks"]
         ),
         pixel_sha256=d.get("pixel_sha256"),
-        error=None if d.get("error") is None else CellError(**d["error"]),
+        error=GenerationError.parse(d.get("error")),
     )
 
 

@@ -25,10 +25,10 @@ import json
 import math
 
 from conformance.metrics import METRICS, Metric, headline_metrics
+from conformance.records import RecordedMetrics
 from conformance.report.matrix import (
     GOLDEN,
     Cell,
-    CellMetrics,
     CellState,
     Column,
     Matrix,
@@ -85,7 +85,7 @@ def fmt_number(value: float | None, digits: int = 4) -> str:
     return f"{value:.{digits}g}"
 
 
-def metric_values(metrics: CellMetrics, compact: bool = False) -> list[tuple[Metric, str]]:
+def metric_values(metrics: RecordedMetrics, compact: bool = False) -> list[tuple[Metric, str]]:
     """(metric, formatted value) of every registered metric, in registry order (``?`` for
     one not recorded)."""
     return [

@@ -32,14 +32,12 @@ from importlib import resources
 from string import Template
 
 from conformance.metrics import METRICS
+from conformance.records import ClassComparison, RecordedMetrics, StepDelta
 from conformance.report.matrix import (
     GOLDEN_CHECK,
     Cell,
-    CellMetrics,
     CellState,
-    ClassComparison,
     Matrix,
-    StepDelta,
 )
 from conformance.report.render import (
     cell_text,
@@ -353,7 +351,7 @@ def step_plot_svg(
     return "".join(parts) + note
 
 
-def metrics_table(m: CellMetrics | None) -> str:
+def metrics_table(m: RecordedMetrics | None) -> str:
     """The metrics of the cell's comparison as a key/value table: every registered metric
     (:data:`conformance.metrics.METRICS`) by its label, in its display format."""
     if m is None:
