@@ -19,6 +19,9 @@ class Check(str, enum.Enum):
     REFERENCE = "reference"
     INVARIANCE = "invariance"
     FIDELITY = "fidelity"
+    #: a case of the case file against a base case of the same prompt and seed
+    #: (``[compare.NAME]``)
+    COMPARE = "compare"
 
 
 class Status(str, enum.Enum):
@@ -33,9 +36,11 @@ class Status(str, enum.Enum):
 
 class Tier(str, enum.Enum):
     """What a comparison must satisfy: ``exact`` (pixels and every step's latents equal),
-    or the tolerance file's bounds for ``close``, ``perceptual`` or ``fidelity``."""
+    the tolerance file's bounds for ``close``, ``perceptual`` or ``fidelity``, or ``differ``
+    (a compare relation's variant must change the image: not bit-identical)."""
 
     EXACT = "exact"
     CLOSE = "close"
     PERCEPTUAL = "perceptual"
     FIDELITY = "fidelity"
+    DIFFER = "differ"

@@ -25,7 +25,7 @@ from conformance.generate import VARIANTS
 from conformance.options import OPTION_BY_NAME, OPTIONS, add_options, resolve
 from conformance.precision import REFERENCE_PRECISION
 from conformance.records import Outcome
-from conformance.report.fidelity import fidelity_markdown, fidelity_rows
+from conformance.report.fidelity import compare_markdown, fidelity_markdown, fidelity_rows
 from conformance.session import ConformanceSession, Settings, merge_stats
 from conformance.tolerances import load_tolerances
 
@@ -115,6 +115,7 @@ def _activate(config: pytest.Config) -> ConformancePlugin:
 
 
 _SUITE_FIXTURES = frozenset({"conformance_item", "conformance_model", "conformance_variant",
+                             "conformance_relation",
                              "conformance_check", "conformance_session"})
 
 
@@ -312,8 +313,16 @@ class ConformancePlugin:
             metafunc.parametrize("conformance_model", list(models))
         if "conformance_item" not in metafunc.fixturenames:
             return
-        items = self.cases.items(s.models, s.precisions, s.resolutions)
         kind = _check_kind(metafunc.definition)
+        if kind == Check.COMPARE.value:
+            pairs = self.cases.compare_pairs(s.models, s.precisions, s.resolutions)
+            metafunc.parametrize(("conformance_item", "conformance_relation"), [
+                pytest.param(other, rel.name, id=f"{other.id}-vs-{base.case.name}",
+                             marks=[pytest.mark.conformance,
+                                    pytest.mark.xdist_group(_group(other))])
+                for rel, base, other in pairs])
+            return
+        items = self.cases.items(s.models, s.precisions, s.resolutions)
         if kind == Check.INVARIANCE.value:
             items = invariance_items(items)
         elif kind == Check.FIDELITY.value:
@@ -344,8 +353,15 @@ class ConformancePlugin:
         if kind == Check.INVARIANCE.value:  # ids read ITEM-VARIANT
             metafunc.parametrize("conformance_variant", list(VARIANTS))
 
-    def pytest_collection_modifyitems(self, items: list[pytest.Item]) -> None:
-        """Known deviations become xfail / skip marks here, and only here."""
+    def pytest_collection_modifyitems(self, config: pytest.Config,
+                                      items: list[pytest.Item]) -> None:
+        """Known deviations become xfail / skip marks here, and only here. A case file
+        without ``[compare.*]`` relations has no compare test (not a skipped one)."""
+        if not self.cases.relations:
+            idle = [t for t in items if _check_kind(t) == Check.COMPARE.value]
+            if idle:
+                items[:] = [t for t in items if t not in idle]
+                config.hook.pytest_deselected(items=idle)
         if not self.deviations:
             return
         hardware_class = self.session.hardware_class.name
@@ -445,6 +461,11 @@ class ConformancePlugin:
             tr.write_line("precision against fp32 on this device (means over cases):")
             for line in table.splitlines():
                 tr.write_line(line)
+        table = compare_markdown(self.outcomes)
+        if table:
+            tr.write_line("model against model (same prompt and seed; against the base case):")
+            for line in table.splitlines():
+                tr.write_line(line)
         tr.write_line(
             f"model loads: {st['model_loads']} ({st['load_seconds']:.1f} s), generations: "
             f"{st['generations']} ({st['generate_seconds']:.1f} s in pipeline calls), "
@@ -507,6 +528,12 @@ def conformance_item(request: pytest.FixtureRequest) -> Item:
 @pytest.fixture
 def conformance_model(request: pytest.FixtureRequest) -> str:
     """A model of the case file (after the filters): per-model checks run once for each."""
+    return request.param
+
+
+@pytest.fixture
+def conformance_relation(request: pytest.FixtureRequest) -> str:
+    """The ``[compare.NAME]`` relation a compare test checks its item in."""
     return request.param
 
 

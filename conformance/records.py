@@ -335,6 +335,69 @@ class GenerationError:
                 "precision": self.precision}
 
 
+@dataclass(frozen=True, slots=True)
+class ComparedSide:
+    """One side of a ``compare`` outcome: its item, generation time, the bytes of its
+    pipeline's weights and (CUDA / XPU) its peak device memory, in MiB."""
+
+    id: str
+    seconds: float | None = None
+    weights_mib: float | None = None
+    peak_mib: float | None = None
+
+    @classmethod
+    def parse(cls, value: Any, key: str) -> ComparedSide:
+        if type(value) is not dict or set(value) != {"id", "seconds", "weights_mib",
+                                                     "peak_mib"}:
+            raise FieldError(f"{key} must be {{id, seconds, weights_mib, peak_mib}}, "
+                             f"{got(value)}")
+        if not isinstance(value["id"], str) or not value["id"]:
+            raise FieldError(f"{key}.id must be a non-empty string, {got(value['id'])}")
+        for name in ("seconds", "weights_mib", "peak_mib"):
+            if value[name] is not None and not is_number(value[name]):
+                raise FieldError(f"{key}.{name} must be a number or null, {got(value[name])}")
+        return cls(**value)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"id": self.id, "seconds": self.seconds, "weights_mib": self.weights_mib,
+                "peak_mib": self.peak_mib}
+
+
+@dataclass(frozen=True, slots=True)
+class ModelComparison:
+    """What a ``compare`` outcome set side by side: the relation of the case file, what it
+    expected, and the base and the other side."""
+
+    relation: str
+    expect: str
+    base: ComparedSide
+    other: ComparedSide
+
+    def ratio(self, name: str) -> float | None:
+        """other / base of ``seconds``, ``weights_mib`` or ``peak_mib``."""
+        a, b = getattr(self.base, name), getattr(self.other, name)
+        return b / a if a and b is not None else None
+
+    @classmethod
+    def parse(cls, value: Any) -> ModelComparison | None:
+        if value is None:
+            return None
+        if type(value) is not dict or set(value) != {"relation", "expect", "base", "other"}:
+            raise FieldError(f"comparison must be {{relation, expect, base, other}} or null, "
+                             f"{got(value)}")
+        for name in ("relation", "expect"):
+            if not isinstance(value[name], str) or not value[name]:
+                raise FieldError(f"comparison.{name} must be a non-empty string, "
+                                 f"{got(value[name])}")
+        return cls(value["relation"], value["expect"],
+                   ComparedSide.parse(value["base"], "comparison.base"),
+                   ComparedSide.parse(value["other"], "comparison.other"))
+
+    def to_json(self) -> dict[str, Any]:
+        return {"relation": self.relation, "expect": self.expect,
+                "base": self.base.to_json(), "other": self.other.to_json()}
+
+
 #: The keys of a ``--localize`` record (:mod:`conformance.localize`) that readers use.
 _LOCALIZATION_TEXT = ("first_divergent_module", "first_divergent_class", "message")
 
@@ -385,9 +448,17 @@ class Outcome:
     #: With ``--localize``: where the two runs of a same-machine check part
     #: (:meth:`conformance.localize.Localization.to_dict`, ranking cut to five), as is.
     localization: dict[str, Any] | None = None
+    #: A ``compare`` check: the two sides (only then written to the results file)
+    comparison: ModelComparison | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The object a results file holds for this outcome."""
+        out = self._json()
+        if self.comparison is not None:
+            out["comparison"] = self.comparison.to_json()
+        return out
+
+    def _json(self) -> dict[str, Any]:
         return {
             "id": self.id,
             "check": self.check.value,
@@ -502,6 +573,7 @@ def _outcome_fields(o: dict[str, Any]) -> dict[str, Any]:
         )
     out["error"] = GenerationError.parse(o.get("error"))
     out["localization"] = _localization(o.get("localization"))
+    out["comparison"] = ModelComparison.parse(o.get("comparison"))
     return out
 
 

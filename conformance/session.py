@@ -38,7 +38,9 @@ from conformance.precision import REFERENCE_PRECISION
 from conformance.records import (
     Artifacts,
     ClassComparison,
+    ComparedSide,
     GenerationError,
+    ModelComparison,
     Outcome,
     RecordedMetrics,
     StepDelta,
@@ -138,6 +140,12 @@ class Verdict:
     generate_seconds: float | None = None
     error: GenerationError | None = None
     localization: dict[str, Any] | None = None
+    comparison: ModelComparison | None = None
+
+
+#: the tier a compare relation's ``expect`` holds each image to
+_EXPECT_TIER = {"identical": Tier.EXACT, "differ": Tier.DIFFER, "close": Tier.CLOSE,
+                "perceptual": Tier.PERCEPTUAL}
 
 
 class GenerationFailed(Exception):
@@ -283,6 +291,8 @@ class ConformanceSession:
             return self._invariance(item, variant or "")
         if check is Check.FIDELITY:
             return self._fidelity(item)
+        if check is Check.COMPARE:
+            return self._compare(item, variant or "")
         if check is Check.OWN_CLASS:
             return self._against(item, self.hardware_class.name, own=True)
         return self._against(item, self.settings.reference_class, own=False)
@@ -313,6 +323,18 @@ class ConformanceSession:
         return self._judge(Comparison(
             item, Check.FIDELITY, gen, ref.image, ref.trace, Tier.FIDELITY,
             f"{REFERENCE_PRECISION} on this device"))
+
+    def _compare(self, item: Item, relation: str) -> Verdict:
+        """A case against the base case of ``[compare.<relation>]`` (same prompt and seed),
+        held to what the relation expects, with both sides' time, weights and memory."""
+        rel = next(r for r in self.cases.relations if r.name == relation)
+        base_item = Item(self.cases.case(rel.base), item.resolution, item.precision)
+        base, other = self.generation(base_item), self.generation(item)
+        verdict = self._judge(Comparison(
+            item, Check.COMPARE, other, base.image, base.trace, _EXPECT_TIER[rel.expect],
+            f"{base_item.id} (the base of [compare.{rel.name}])", variant=rel.name))
+        return replace(verdict, comparison=ModelComparison(
+            rel.name, rel.expect, _side(base_item, base), _side(item, other)))
 
     def ladder_means(self, model: str) -> dict[str, dict[str, float]]:
         """Mean MAE / SSIM / pHash distance against fp32 per precision over ``model``'s items."""
@@ -403,6 +425,9 @@ class ConformanceSession:
             problems = [] if exact else (
                 (["the decoded pixels differ"] if not metrics.identical else [])
                 + ([f"the latents differ from step {step} on"] if step is not None else []))
+        elif cmp.tier is Tier.DIFFER:
+            problems = ["the image is bit-identical to the base's: the variant changed "
+                        "nothing"] if metrics.identical else []
         else:
             problems = self.tolerances.bounds(cmp.tier, item.precision).violations(metrics)
         localization = None
@@ -596,11 +621,20 @@ class ConformanceSession:
         return path
 
 
+def _side(item: Item, gen: Generation) -> ComparedSide:
+    def mib(n: int | None) -> float | None:
+        return None if n is None else round(n / 2**20, 3)
+
+    return ComparedSide(item.id, round(gen.seconds, 4), mib(gen.weights_bytes),
+                        mib(gen.peak_bytes))
+
+
 def _passed_message(cmp: Comparison, metrics: Metrics, exact: bool, where: list[str]) -> str:
     """``identical to the ... golden`` or ``within the close tier of ...`` with the metrics,
     why the tier is not exact, and where a localized run parts."""
-    what = "identical to" if exact else f"within the {cmp.tier.value} tier of"
-    detail = "" if exact else f" ({metrics.summary()})"
+    what = ("differs from" if cmp.tier is Tier.DIFFER else "identical to" if exact
+            else f"within the {cmp.tier.value} tier of")
+    detail = "" if exact and cmp.tier is not Tier.DIFFER else f" ({metrics.summary()})"
     note = (f" ({cmp.tier.value} tier because {'; '.join(cmp.why_not_exact)})"
             if cmp.why_not_exact else "")
     prefix = f"{cmp.variant}: " if cmp.variant else ""

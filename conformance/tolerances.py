@@ -177,8 +177,8 @@ class Tolerances:
 
     def bounds(self, tier: Tier, precision: str) -> Bounds:
         """The bounds for ``precision`` at ``tier`` (``default`` if not listed)."""
-        if tier is Tier.EXACT:
-            raise ValueError("the exact tier has no bounds: it requires equal pixel hashes")
+        if tier in (Tier.EXACT, Tier.DIFFER):
+            raise ValueError(f"the {tier.value} tier has no bounds: it compares pixel hashes")
         table = self.tiers[tier]
         return table.get(precision) or table["default"]
 
@@ -206,12 +206,14 @@ def load_tolerances(path: str | Path | None = None) -> Tolerances:
 
 def parse_tolerances(data: dict[str, Any], path: Path) -> Tolerances:
     accepted = [
-        "schema_version", "ladder", *(t.value for t in Tier if t is not Tier.EXACT), "vae"
+        "schema_version", "ladder",
+        *(t.value for t in Tier if t not in (Tier.EXACT, Tier.DIFFER)), "vae"
     ]
     for key in data:
-        if key == Tier.EXACT.value:
+        if key in (Tier.EXACT.value, Tier.DIFFER.value):
             raise ToleranceFileError(
-                path, "[exact] takes no bounds: the exact tier requires equal pixel hashes"
+                path, f"[{key}] takes no bounds: the {key} tier requires "
+                + ("equal pixel hashes" if key == Tier.EXACT.value else "unequal pixel hashes")
             )
         if key not in accepted:
             raise ToleranceFileError(

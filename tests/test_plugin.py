@@ -678,3 +678,103 @@ def test_localized_module_reaches_the_matrix(run, tmp_path):
         pytest.skip("the math backend gives the same bits on this machine")
     assert loc["first_divergent_module"] in html.read_text()
     assert loc["first_divergent_module"] in (tmp_path / "m.json").read_text()
+
+
+# [compare.NAME] -------------------------------------------------------------------------
+def _compare_cases(tmp_path, relations: str):
+    from conformance import PROJECT_ROOT
+
+    fixtures = PROJECT_ROOT / "fixtures"
+    text = SMALL_CASES + f"""
+[models.sd-copy]
+source = "{fixtures / 'tiny-sd'}"
+resolution_multiple = 16
+min_side = 32
+max_side = 256
+
+[cases.dot-copy]
+model = "sd-copy"
+prompt = "a red circle on a white background"
+seed = 3
+steps = 2
+scheduler = "euler"
+guidance_scale = 4.0
+
+[cases.dot-vae]
+model = "tiny-sd"
+prompt = "a red circle on a white background"
+seed = 3
+steps = 2
+scheduler = "euler"
+guidance_scale = 4.0
+vae = "{fixtures / 'tiny-sd-vae-mse'}"
+
+[cases.dot-3]
+model = "tiny-sd"
+prompt = "a red circle on a white background"
+seed = 3
+steps = 3
+scheduler = "euler"
+guidance_scale = 4.0
+""" + relations
+    path = tmp_path / "compare.toml"
+    path.write_text(text)
+    return path
+
+
+def test_compare_relations_judge_each_side_and_record_both(run, tmp_path):
+    cases = _compare_cases(tmp_path, """
+[compare.same]
+base = "dot"
+against = ["dot-copy"]
+expect = "identical"
+
+[compare.vae]
+base = "dot"
+against = ["dot-vae"]
+""")
+    r = run("--model", "sd-copy,tiny-sd", "--precision", "fp32", cases_file=cases,
+            modules=("test_compare.py",))
+    outcomes = {o["variant"]: o for o in results_of(r)["outcomes"] if o["check"] == "compare"}
+    assert set(outcomes) == {"same", "vae"}
+    same, vae = outcomes["same"], outcomes["vae"]
+    assert same["status"] == "passed" and same["tier"] == "exact", same["message"]
+    assert vae["status"] == "passed" and vae["tier"] == "differ"
+    assert vae["metrics"]["mae"] > 1
+    c = vae["comparison"]
+    assert c["relation"] == "vae" and c["expect"] == "differ"
+    assert c["base"]["id"] == "tiny-sd/dot/32x32/fp32"
+    assert c["other"]["id"] == "tiny-sd/dot-vae/32x32/fp32"
+    assert c["base"]["seconds"] > 0 and c["base"]["weights_mib"] > 1
+    assert c["base"]["peak_mib"] is None  # no per-generation peak on the CPU
+    r.stdout.fnmatch_lines(["*model against model*", "*| vae | dot | dot-vae | 32x32 | fp32 "
+                            "| differ | passed |*"])
+
+
+def test_compare_relations_fail_when_the_expectation_does_not_hold(run, tmp_path):
+    cases = _compare_cases(tmp_path, """
+[compare.should-differ]
+base = "dot"
+against = ["dot-copy"]
+expect = "differ"
+
+[compare.should-match]
+base = "dot"
+against = ["dot-3"]
+expect = "identical"
+""")
+    r = run("--model", "sd-copy,tiny-sd", "--precision", "fp32", cases_file=cases,
+            modules=("test_compare.py",))
+    outcomes = {o["variant"]: o for o in results_of(r)["outcomes"] if o["check"] == "compare"}
+    assert outcomes["should-differ"]["status"] == "failed"
+    assert "bit-identical to the base's: the variant changed nothing" in \
+        outcomes["should-differ"]["message"]
+    assert outcomes["should-match"]["status"] == "failed"
+    assert "the decoded pixels differ" in outcomes["should-match"]["message"]
+
+
+def test_no_compare_test_without_relations(run):
+    """A case file without [compare.*] has no compare test: deselected, not skipped."""
+    r = run("--model", "tiny-sd", "--precision", "fp32", modules=("test_compare.py",))
+    last = r.stdout.str().splitlines()[-1]
+    assert "1 deselected" in last and "skipped" not in last and "passed" not in last, last

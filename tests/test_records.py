@@ -20,8 +20,10 @@ from conformance.records import (
     ARTIFACT_NAMES,
     Artifacts,
     ClassComparison,
+    ComparedSide,
     FieldError,
     GenerationError,
+    ModelComparison,
     Outcome,
     RecordedMetrics,
     StepDelta,
@@ -61,7 +63,8 @@ def test_to_json_writes_the_results_file_keys_in_order():
     o = Outcome.from_json(good(), "r.json")
     data = o.to_json()
     assert list(data) == OUTCOME_KEYS
-    assert [f.name for f in fields(Outcome)] == OUTCOME_KEYS
+    # a compare outcome's comparison is written only where there is one
+    assert [f.name for f in fields(Outcome)] == [*OUTCOME_KEYS, "comparison"]
     assert data["check"] == "own-class" and data["status"] == "passed" and data["tier"] == "exact"
     assert data["metrics"] == {"identical": True, "mae": 0.0, "psnr": None}
     assert data["artifacts"] == {} and data["by_class"] == {} and data["step_deltas"] is None
@@ -111,9 +114,11 @@ REFUSED: list[tuple[Any, str]] = [
     ([1], "malformed outcomes: outcome 3 (outcomes[3]) must be an object, not a list"),
     (good(hardware_class=""), "hardware_class must be a non-empty string, not a string ('')"),
     (good(hardware_class=None), "hardware_class must be a non-empty string, not null"),
-    (good(tier="bitwise"), "tier 'bitwise' is not one of close, exact, fidelity, perceptual"),
-    (good(tier=""), "tier '' is not one of close, exact, fidelity, perceptual"),
-    (good(check="own_class"), "check 'own_class' is not one of fidelity, invariance, own-class"),
+    (good(tier="bitwise"),
+     "tier 'bitwise' is not one of close, differ, exact, fidelity, perceptual"),
+    (good(tier=""), "tier '' is not one of close, differ, exact, fidelity, perceptual"),
+    (good(check="own_class"),
+     "check 'own_class' is not one of compare, fidelity, invariance, own-class"),
     (good(golden_class=3), "golden_class must be a string or null, not a number (3)"),
     (good(reproduce=["pytest"]), "reproduce must be a string, not a list"),
     (good(generate_seconds="1 s"), "generate_seconds must be a number or null, not a string"),
@@ -253,6 +258,10 @@ outcomes = st.builds(
     error=st.none() | st.builds(GenerationError, maybe_text, maybe_text, maybe_text,
                                 maybe_text),
     localization=localizations,
+    comparison=st.none() | st.builds(
+        ModelComparison, names, names,
+        *[st.builds(ComparedSide, names, st.none() | finite, st.none() | finite,
+                    st.none() | finite)] * 2),
 )
 
 
@@ -264,3 +273,34 @@ def test_from_json_of_to_json_is_the_outcome(outcome):
     again = Outcome.from_json(json.loads(json.dumps(outcome.to_json())), "r.json", 0)
     assert again == outcome
     assert again.to_json() == outcome.to_json()
+
+
+# -- compare outcomes ----------------------------------------------------------------------------
+SIDE = {"id": "tiny-sd/dot/32x32/fp32", "seconds": 0.5, "weights_mib": 8.6, "peak_mib": None}
+
+
+def test_a_comparison_is_written_only_where_there_is_one():
+    plain = Outcome.from_json(good(), "r.json", 0)
+    assert "comparison" not in plain.to_json()  # the results file keeps its keys
+    cmp = {"relation": "vae", "expect": "differ", "base": SIDE,
+           "other": {**SIDE, "id": "tiny-sd/dot-vae/32x32/fp32", "seconds": 1.0}}
+    o = Outcome.from_json(good(check="compare", tier="differ", comparison=cmp), "r.json", 0)
+    assert o.comparison.other.id.endswith("dot-vae/32x32/fp32")
+    assert o.comparison.ratio("seconds") == 2.0 and o.comparison.ratio("peak_mib") is None
+    assert o.to_json()["comparison"] == cmp
+
+
+@pytest.mark.parametrize(("comparison", "text"), [
+    ("vae", "comparison must be {relation, expect, base, other} or null"),
+    ({"relation": "vae", "expect": "differ", "base": SIDE}, "comparison must be"),
+    ({"relation": "", "expect": "differ", "base": SIDE, "other": SIDE},
+     "comparison.relation must be a non-empty string"),
+    ({"relation": "v", "expect": "differ", "base": [], "other": SIDE},
+     "comparison.base must be {id, seconds, weights_mib, peak_mib}"),
+    ({"relation": "v", "expect": "differ", "base": SIDE, "other": {**SIDE, "seconds": "1"}},
+     "comparison.other.seconds must be a number or null"),
+    ({"relation": "v", "expect": "differ", "base": SIDE, "other": {**SIDE, "id": 3}},
+     "comparison.other.id must be a non-empty string"),
+])
+def test_malformed_comparisons_are_refused_with_the_key(comparison, text):
+    assert text in refused(good(comparison=comparison))

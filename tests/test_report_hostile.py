@@ -207,7 +207,7 @@ RESULTS_CORPUS: list[tuple[str, Any, tuple[str, ...]]] = [
     ("label-an-object", document(label={"a": 1}), ("label must be a non-empty string",)),
     ("fingerprint-a-list", document(fingerprint=[1]), ("fingerprint must be an object",)),
     ("tier-not-a-tier", document([outcome(tier="\x1b[2J\nFAKE")]),
-     ("tier '\\x1b[2J\\nFAKE' is not one of close, exact, fidelity, perceptual",)),
+     ("tier '\\x1b[2J\\nFAKE' is not one of close, differ, exact, fidelity, perceptual",)),
     ("artifact-of-another-name", document([outcome(artifacts={"colour": "a.png"})]),
      ("artifacts.colour is not an image name",)),
     ("error-of-another-key", document([outcome(status="error", error={"colour": "red"})]),

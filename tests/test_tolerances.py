@@ -70,6 +70,8 @@ def test_violations_name_metric_observed_and_bound():
     [
         (GOOD.replace("schema_version = 1", "schema_version = 3"), "schema_version is 3"),
         (GOOD + "[exact.default]\nmae_max = 0\n", r"\[exact\] takes no bounds"),
+        (GOOD + "[differ.default]\nmae_max = 0\n",
+         r"\[differ\] takes no bounds: the differ tier requires unequal pixel hashes"),
         (GOOD + "[other.default]\nmae_max = 1\n", "unknown top-level key 'other'"),
         (GOOD.replace('"gguf-q8_0"]', '"int2"]'), r"\[ladder\] order: unknown precision 'int2'"),
         (GOOD.replace('"gguf-q8_0"]', '"fp16"]'), r"\[ladder\] order lists a precision twice"),

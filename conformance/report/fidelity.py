@@ -74,3 +74,40 @@ def fidelity_markdown(rows: list[dict[str, Any]]) -> str:
             f"| {r['items']} | {values} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def compare_markdown(outcomes: Iterable[Outcome]) -> str:
+    """The model-against-model table of the ``compare`` outcomes (empty string when there
+    are none): per other case and precision, the metrics against the base case, each side's
+    generation time and weights, and other / base."""
+    rows = sorted((o for o in outcomes if o.check is Check.COMPARE and o.comparison),
+                  key=lambda o: (o.variant or "", o.case, o.resolution, o.precision))
+    if not rows:
+        return ""
+    metrics = list(METRICS.values())
+
+    def num(value: float | None, fmt: str) -> str:
+        return "?" if value is None else format(value, fmt)
+
+    lines = [
+        "| relation | base | case | resolution | precision | expect | status | "
+        + " | ".join(m.header for m in metrics)
+        + " | base s | case s | time ratio | base MiB | case MiB | peak MiB base / case |",
+        "|---|---|---|---|---|---|---|" + "--:|" * (len(metrics) + 6),
+    ]
+    for o in rows:
+        c = o.comparison
+        assert c is not None
+        values = " | ".join(m.format(o.metrics.get(m.name) if o.metrics else None)
+                            for m in metrics)
+        peak = ("n/a (CPU)" if c.base.peak_mib is None and c.other.peak_mib is None else
+                f"{num(c.base.peak_mib, '.1f')} / {num(c.other.peak_mib, '.1f')}")
+        lines.append(
+            f"| {md_inline(c.relation)} | {md_inline(c.base.id.split('/')[1])} "
+            f"| {md_inline(o.case)} | {o.resolution} | {md_inline(o.precision)} "
+            f"| {md_inline(c.expect)} | {o.status.value} | {values} "
+            f"| {num(c.base.seconds, '.2f')} | {num(c.other.seconds, '.2f')} "
+            f"| {num(c.ratio('seconds'), '.2f')} | {num(c.base.weights_mib, '.2f')} "
+            f"| {num(c.other.weights_mib, '.2f')} | {peak} |"
+        )
+    return "\n".join(lines) + "\n"
