@@ -1067,9 +1067,11 @@ class GoldenStore:
             self._manifests[(item.model, hardware_class)] = manifest
         return target, replaced
 
-    def record_probes(self, item: Item, hardware_class: str, records: Any) -> Path:
+    def record_probes(self, item: Item, hardware_class: str, records: Any,
+                      identity: Identity | None = None) -> Path:
         """Store module probes (:class:`~conformance.localize.ProbeRecords`) beside the
-        recorded golden of ``item``: ``<stem>.probes.json.gz``, named in its entry."""
+        recorded golden of ``item``: ``<stem>.probes.json.gz``, named in its entry. Only
+        the set's own identity adds them (they describe its machine's bits)."""
         import gzip
 
         directory = self.set_dir(item.model, hardware_class)
@@ -1082,6 +1084,11 @@ class GoldenStore:
             manifest = self.manifest(item.model, hardware_class)
             if manifest is None or item.id not in manifest.entries:
                 raise KeyError(f"{item.id}: no golden in {directory} to attach probes to")
+            if not _same_owner(manifest.identity, identity):
+                raise IdentityMismatchError(
+                    directory / MANIFEST, f"holds the goldens of {_describe(manifest.identity)}; "
+                    f"this machine is {_describe(identity)}: its probes would not describe "
+                    "the set's bits")
             entry = manifest.entries[item.id]
             target = directory / (entry.file.removesuffix(".png") + PROBES_SUFFIX)
             manifest.entries[item.id] = replace(

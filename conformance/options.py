@@ -205,10 +205,14 @@ OPTIONS: tuple[Option, ...] = (
     Option("force", "with --record: replace existing goldens", flag=True),
     Option("save-images", "write actual / golden / diff images for every item, not only "
            "failures (for the matrix report)", flag=True),
-    Option("localize", "where the bits of two runs on this machine part (repeatable, "
-           "invariance and fidelity checks), name the first divergent module: the item is "
-           "generated again with forward hooks on every module (conformance.localize)",
+    Option("localize", "where the bits of two runs part, name the first divergent module: "
+           "for repeatable, invariance and fidelity checks both sides are generated again "
+           "with forward hooks on every module (conformance.localize); for golden checks, "
+           "this machine's run is probed against the golden's stored probes (--probes)",
            flag=True),
+    Option("probes", "with --record: store each golden's module probes of denoising step 0 "
+           "beside it (<stem>.probes.json.gz), so --localize on another machine names the "
+           "first module whose bits differ from this one's", flag=True),
     Option("results", "results JSON to write (default: conformance-results/results.json); "
            "failure images go to an artifacts/ folder beside it", _results_file,
            Path("conformance-results") / "results.json", metavar="PATH", ini=True),

@@ -108,6 +108,9 @@ def _activate(config: pytest.Config) -> ConformancePlugin:
             raise pytest.UsageError(f"--device {settings.device}: {problem}")
     if settings.force and not settings.record:
         raise pytest.UsageError("--force only applies with --record")
+    if settings.probes and not settings.record:
+        raise pytest.UsageError("--probes only applies with --record (a check run reads a "
+                                "golden's stored probes with --localize)")
     plugin = ConformancePlugin(config, settings, cases, deviations)
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, "conformance-session")
@@ -190,6 +193,7 @@ def _settings(config: pytest.Config) -> Settings:
         deviations_path=get("deviations"),
         save_images=get("save-images"),
         localize=get("localize"),
+        probes=get("probes"),
     )
 
 

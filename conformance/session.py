@@ -71,6 +71,7 @@ class Settings:
     save_images: bool = False
     localize: bool = False
     deviations_path: Path | None = None
+    probes: bool = False
 
     def command_flags(self) -> list[str]:
         """Flags that reproduce what this session generated and what it compared with:
@@ -395,6 +396,15 @@ class ConformanceSession:
             why_not_exact=diffs, expected_sha=entry.pixel_sha256))
         if own:
             verdict = replace(verdict, by_class=self._against_every_class(item, gen))
+        if (own and s.record and s.probes and entry.probes is None
+                and verdict.status is Status.PASSED and verdict.tier is Tier.EXACT):
+            # an existing golden this machine reproduces bit for bit takes its probes
+            from conformance.localize import probe_item
+
+            run = probe_item(self.runner, item, steps=(0,), stop_early=True)
+            path = self.store.record_probes(item, golden_class, run.records, self.identity)
+            verdict = replace(verdict, message=f"{verdict.message}; module probes of step 0 "
+                              f"added: {path.name}, {path.stat().st_size} bytes")
         return verdict
 
     def _own_tier(self, item: Item, golden_class: str,
@@ -433,6 +443,8 @@ class ConformanceSession:
         localization = None
         if self.settings.localize and not exact and cmp.check in _LOCALIZABLE:
             localization = self._localize(cmp, step)
+        elif self.settings.localize and not exact and cmp.golden_class is not None:
+            localization = self._localize_against_golden(cmp)
         verdict = Verdict(
             Status.PASSED,
             # an invariance row reads exact when the variant changed no bit; every other
@@ -445,7 +457,9 @@ class ConformanceSession:
             generate_seconds=round(obs.seconds, 4),
             localization=localization,
         )
-        where = [localization["message"]] if localization else []
+        where = [localization["message"] + (f" (against {localization['against']})"
+                                             if "against" in localization else "")
+                 ] if localization else []
         if not problems:
             artifacts = self._write_artifacts(cmp) if self.settings.save_images else Artifacts()
             return replace(verdict, artifacts=artifacts,
@@ -467,6 +481,22 @@ class ConformanceSession:
                        stop_early=step is not None)
         found = localize(a.records, b.records, top=5)
         return found.to_dict()
+
+    def _localize_against_golden(self, cmp: Comparison) -> dict[str, Any] | None:
+        """Probe this item here at the golden's probed steps and name the first module whose
+        bits differ from the golden's stored probes (another machine's run); None when the
+        golden has no probes (``--record --probes`` stores them)."""
+        from conformance.localize import localize, probe_item
+
+        assert cmp.golden_class is not None
+        entry = self.store.lookup(cmp.item, cmp.golden_class)
+        golden = self.store.load_probes(entry, cmp.golden_class) if entry else None
+        if golden is None:
+            return None
+        here = probe_item(self.runner, cmp.item, steps=tuple(golden.steps), stop_early=True)
+        found = localize(golden, here.records, top=5).to_dict()
+        found["against"] = f"the {cmp.golden_class} golden's stored probes"
+        return found
 
     def _against_every_class(self, item: Item, gen: Generation) -> dict[str, ClassComparison]:
         """Metrics of this generation against every golden class that has the item."""
@@ -504,6 +534,13 @@ class ConformanceSession:
             identity=self.identity,
         )
         verb = "replaced" if replaced else "recorded"
+        if self.settings.probes:
+            from conformance.localize import probe_item
+
+            run = probe_item(self.runner, item, steps=(0,), stop_early=True)
+            probes = self.store.record_probes(item, self.hardware_class.name, run.records,
+                                              self.identity)
+            verb += f" (module probes of step 0: {probes.name}, {probes.stat().st_size} bytes)"
         return Verdict(Status.RECORDED, f"{verb} {path}", tier=Tier.EXACT,
                        golden_class=self.hardware_class.name)
 

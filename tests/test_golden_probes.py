@@ -43,8 +43,17 @@ def stored(tmp_path, probed):
     store = GoldenStore(tmp_path)
     store.record(item, CLS, gen.image, gen.trace, FP, "t", "c",
                  identity=identity_for(CLS, FP))
-    path = store.record_probes(item, CLS, records)
+    path = store.record_probes(item, CLS, records, identity_for(CLS, FP))
     return store, item, records, path
+
+
+def test_probes_of_another_identity_are_refused(stored):
+    from conformance.golden import IdentityMismatchError
+
+    store, item, records, _ = stored
+    other = identity_for(CLS, {**FP, "threads": 2})
+    with pytest.raises(IdentityMismatchError, match="its probes would not describe"):
+        store.record_probes(item, CLS, records, other)
 
 
 def test_probes_round_trip_beside_the_golden(stored):

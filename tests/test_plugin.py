@@ -778,3 +778,65 @@ def test_no_compare_test_without_relations(run):
     r = run("--model", "tiny-sd", "--precision", "fp32", modules=("test_compare.py",))
     last = r.stdout.str().splitlines()[-1]
     assert "1 deselected" in last and "skipped" not in last and "passed" not in last, last
+
+
+# --record --probes and --localize against a golden's stored probes -----------------------
+def test_goldens_store_probes_and_localize_names_the_module_that_parts(run):
+    import gzip
+    import hashlib
+
+    from conformance.golden import encode_png
+    from conformance.metrics import pixel_sha256
+
+    r = run("--record", "--probes", "--model", "tiny-sd", "--precision", "fp32,bf16")
+    recorded = by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]
+    assert "module probes of step 0: dot-32x32-fp32.probes.json.gz" in recorded["message"]
+    set_dir = r.golden / "tiny-sd" / OWN
+    manifest = json.loads((set_dir / "manifest.json").read_text())
+    entry = manifest["entries"]["tiny-sd/dot/32x32/fp32"]
+    assert entry["probes"]["steps"] == [0]
+    # another machine's golden, made here: one module's bits and the image differ
+    probes_path = set_dir / entry["probes"]["file"]
+    records = json.loads(gzip.decompress(probes_path.read_bytes()))
+    step0 = next(s for s in records["sections"] if s["name"] == "step0")
+    conv_in = next(rec for rec in step0["records"] if rec["name"] == "unet.conv_in")
+    conv_in["out"]["digest"] = conv_in["out_all"] = "0" * 16
+    data = gzip.compress(json.dumps(records).encode())
+    probes_path.write_bytes(data)
+    png_path = set_dir / entry["file"]
+    from PIL import Image
+
+    image = np.asarray(Image.open(png_path).convert("RGB")).copy()
+    image[0, 0, 0] ^= 1
+    png = encode_png(image)
+    png_path.write_bytes(png)
+    entry.update(pixel_sha256=pixel_sha256(image), file_sha256=hashlib.sha256(png).hexdigest())
+    entry["probes"]["sha256"] = hashlib.sha256(data).hexdigest()
+    (set_dir / "manifest.json").write_text(json.dumps(manifest))
+
+    r = run("--localize", "--model", "tiny-sd", "--precision", "fp32,bf16")
+    own = by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]
+    assert own["status"] == "failed"
+    loc = own["localization"]
+    assert loc["first_divergent_module"] == "unet.conv_in", loc
+    assert loc["against"] == f"the {OWN} golden's stored probes"
+    assert "first divergent module: unet.conv_in" in own["message"]
+    # the other items' goldens agree bit for bit: nothing is probed for them
+    others = [o for o in results_of(r)["outcomes"]
+              if o["check"] == "own-class" and o["id"] != "tiny-sd/dot/32x32/fp32"]
+    assert others and all(o["localization"] is None for o in others)
+
+
+def test_probes_needs_record(run):
+    r = run("--probes")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(["*--probes only applies with --record*"])
+
+
+def test_record_probes_adds_them_to_goldens_this_machine_reproduces(run):
+    run("--record", "--model", "tiny-sd", "--precision", "fp32")
+    r = run("--record", "--probes", "--model", "tiny-sd", "--precision", "fp32")
+    own = by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]
+    assert own["status"] == "passed" and own["tier"] == "exact"
+    assert "module probes of step 0 added: dot-32x32-fp32.probes.json.gz" in own["message"]
+    assert (r.golden / "tiny-sd" / OWN / "dot-32x32-fp32.probes.json.gz").is_file()
