@@ -84,7 +84,8 @@ def parse_side(text: str, arg: str, models: Collection[str] | None = None) -> Si
                 f"{', '.join(PRECISIONS)}")
         return Side(arg, text, case=name, precision=precision or REFERENCE_PRECISION)
     path = Path(text)
-    looks_like_file = path.suffix.lower() == ".json" or "/" in text or "\\" in text
+    looks_like_file = (path.suffix.lower() == ".json" or text.lower().endswith(".json.gz")
+                       or "/" in text or "\\" in text)
     if looks_like_file or (path.is_file() and text.split("@")[0].split("+")[0] not in known):
         if not path.exists():
             raise ConformanceInputError(

@@ -41,7 +41,14 @@ from conformance.errors import ConformanceInputError, GoldenExistsError, Manifes
 from conformance.hardware import HardwareClass
 from conformance.identity import Identity
 from conformance.metrics import as_rgb_uint8, perceptual_hashes, pixel_sha256
-from conformance.safeio import IMAGE_LIMIT, MANIFEST_LIMIT, key_label, loads_json, show
+from conformance.safeio import (
+    IMAGE_LIMIT,
+    MANIFEST_LIMIT,
+    gunzip_bounded,
+    key_label,
+    loads_json,
+    show,
+)
 from conformance.trace import StepTrace
 
 SCHEMA_VERSION = 2
@@ -1115,15 +1122,7 @@ class GoldenStore:
             raise ManifestError(path, f"declared as the probes of {show(entry.id)} but missing")
         if hashlib.sha256(data).hexdigest() != entry.probes["sha256"]:
             raise ManifestError(path, "SHA-256 does not match the manifest's")
-        inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-        try:
-            text = inflate.decompress(data, PROBES_JSON_LIMIT + 1)
-        except zlib.error as exc:
-            raise ManifestError(path, f"is not a gzip file ({exc})") from None
-        if len(text) > PROBES_JSON_LIMIT or inflate.unconsumed_tail:
-            raise ManifestError(path, f"inflates to more than {PROBES_JSON_LIMIT} bytes")
-        if not inflate.eof:
-            raise ManifestError(path, "is a truncated gzip file")
+        text = gunzip_bounded(data, PROBES_JSON_LIMIT, str(path), ManifestError)
         try:
             return ProbeRecords.from_json(text, str(path))
         except ProbeFileError as exc:

@@ -45,7 +45,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from conformance.errors import ConformanceInputError, type_name
-from conformance.safeio import RESULTS_LIMIT, loads_json, read_bytes, show
+from conformance.safeio import RESULTS_LIMIT, gunzip_bounded, loads_json, read_bytes, show
 
 #: Bump when the record layout or the projection changes.
 SCHEMA_VERSION = 1
@@ -530,7 +530,10 @@ class ProbeRecords:
 
     @classmethod
     def load(cls, path: str | Path) -> ProbeRecords:
+        """A probe file: JSON, or gzip of it (a golden's ``<stem>.probes.json.gz``)."""
         raw = read_bytes(path, "probe file", PROBE_FILE_LIMIT, error=ProbeFileError)
+        if raw[:2] == b"\x1f\x8b":
+            raw = gunzip_bounded(raw, PROBE_FILE_LIMIT, str(path), ProbeFileError)
         return cls.from_json(raw, str(path))
 
 

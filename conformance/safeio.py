@@ -140,6 +140,24 @@ def _not_regular(mode: int) -> str | None:
     return "not a regular file"
 
 
+def gunzip_bounded(data: bytes, limit: int, where: str,
+                   error: type[ConformanceInputError] = ConformanceInputError) -> bytes:
+    """The gzip member ``data`` inflated, refusing more than ``limit`` bytes of output (a
+    gzip bomb), a truncated stream and data that is not gzip; errors name ``where``."""
+    import zlib
+
+    inflate = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        out = inflate.decompress(data, limit + 1)
+    except zlib.error as exc:
+        raise error(where, f"is not a gzip file ({exc})") from None
+    if len(out) > limit or inflate.unconsumed_tail:
+        raise error(where, f"inflates to more than {limit} bytes")
+    if not inflate.eof:
+        raise error(where, "is a truncated gzip file")
+    return out
+
+
 def read_bytes(
     path: str | os.PathLike[str],
     kind: str,

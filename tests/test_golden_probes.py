@@ -142,3 +142,24 @@ def test_replacing_a_golden_removes_its_probes(stored, probed):
     store.record(item, CLS, gen.image, gen.trace, FP, "t", "c", force=True,
                  identity=identity_for(CLS, FP))
     assert not path.exists() and store.lookup(item, CLS).probes is None
+
+
+def test_a_goldens_probe_file_is_a_blocks_side(stored, capsys):
+    """`conformance blocks` reads a golden's .probes.json.gz (its case from the file) and
+    compares it with a run here: the same machine, the same bits."""
+    _store, _item, _records, path = stored
+    code = main(["blocks", str(path), "tiny-sd@fp32", "--steps", "2"])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "no divergent module" in out.out
+
+
+def test_a_gzip_bomb_probe_file_is_refused(tmp_path, monkeypatch):
+    from conformance import localize
+    from conformance.localize import ProbeFileError, ProbeRecords
+
+    monkeypatch.setattr(localize, "PROBE_FILE_LIMIT", 4096)
+    bomb = tmp_path / "x.probes.json.gz"
+    bomb.write_bytes(gzip.compress(b" " * 4097))
+    with pytest.raises(ProbeFileError, match="inflates to more than"):
+        ProbeRecords.load(bomb)
