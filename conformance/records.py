@@ -411,6 +411,18 @@ def _localization(value: Any) -> dict[str, Any] | None:
         text = value.get(key)
         if text is not None and not isinstance(text, str):
             raise FieldError(f"localization.{key} must be a string or null, {got(text)}")
+    blocks = value.get("blocks")
+    if blocks is not None:
+        if type(blocks) is not list or len(blocks) > 512:
+            raise FieldError(f"localization.blocks must be a list of at most 512 blocks, "
+                             f"{got(blocks)}")
+        for i, b in enumerate(blocks):
+            rel = b.get("rel_err") if type(b) is dict else None
+            if (type(b) is not dict or not isinstance(b.get("name"), str)
+                    or not isinstance(b.get("bits"), str)
+                    or not (rel is None or is_number(rel) or rel in ("inf", "nan"))):
+                raise FieldError(f"localization.blocks[{i}] must be {{name: string, bits: "
+                                 f"string, rel_err: number or null}}, {got(b)}")
     return value
 
 

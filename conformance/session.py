@@ -480,7 +480,7 @@ class ConformanceSession:
         b = probe_item(self.runner, cmp.item, variant=cmp.variant, steps=steps,
                        stop_early=step is not None)
         found = localize(a.records, b.records, top=5)
-        return found.to_dict()
+        return _with_profile(found.to_dict(), a.records, b.records)
 
     def _localize_against_golden(self, cmp: Comparison) -> dict[str, Any] | None:
         """Probe this item here at the golden's probed steps and name the first module whose
@@ -496,7 +496,7 @@ class ConformanceSession:
         here = probe_item(self.runner, cmp.item, steps=tuple(golden.steps), stop_early=True)
         found = localize(golden, here.records, top=5).to_dict()
         found["against"] = f"the {cmp.golden_class} golden's stored probes"
-        return found
+        return _with_profile(found, golden, here.records)
 
     def _against_every_class(self, item: Item, gen: Generation) -> dict[str, ClassComparison]:
         """Metrics of this generation against every golden class that has the item."""
@@ -656,6 +656,27 @@ class ConformanceSession:
         tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
         tmp.replace(path)
         return path
+
+
+#: the most blocks a localization's profile keeps
+PROFILE_BLOCKS = 64
+
+
+def _with_profile(found: dict[str, Any], a: Any, b: Any) -> dict[str, Any]:
+    """``found`` with ``blocks``: the relative output error of every top-level block along
+    the network in the section where the runs part (the first probed section otherwise),
+    for the report's per-module plot."""
+    from conformance.blocks import block_rows
+    from conformance.localize import json_number
+
+    tables = block_rows(a, b)
+    section = found.get("section") if found.get("section") in tables else next(iter(tables), None)
+    rows = tables.get(section, []) if section else []
+    found["blocks_section"] = section
+    found["blocks"] = [{"name": r.name, "bits": r.bits,
+                        "rel_err": None if r.rel_err is None else json_number(r.rel_err)}
+                       for r in rows[:PROFILE_BLOCKS]]
+    return found
 
 
 def _side(item: Item, gen: Generation) -> ComparedSide:

@@ -1339,3 +1339,35 @@ def test_unreadable_golden_folders_are_one_line(tmp_path, capsys, monkeypatch):
     monkeypatch.setattr(Path, "iterdir", no_listing)
     code, _, err = run([str(root), "--markdown", "-"], capsys)
     _assert_one_line_error(code, err, root, "cannot read the golden root: Permission denied")
+
+
+def test_localize_profile_is_plotted_along_the_network_and_round_trips(tmp_path):
+    """A --localize outcome's per-block errors become the cell's profile, a log-scale bar
+    per block in the HTML panel (the first differing block marked), kept by the JSON."""
+    loc = {"message": "first divergent module: unet.mid_block", "section": "step0",
+           "first_divergent_module": "unet.mid_block", "blocks_section": "step0",
+           "blocks": [{"name": "unet.conv_in", "bits": "equal", "rel_err": 0.0},
+                      {"name": "unet.mid_block", "bits": "differ", "rel_err": 1e-6},
+                      {"name": "unet.up_blocks.0", "bits": "differ", "rel_err": 3e-4},
+                      {"name": "unet.conv_out", "bits": "differ", "rel_err": "inf"}]}
+    m = matrix_of(tmp_path, ("cpu-avx2", [outcome(localization=loc)]))
+    cell = m.cells[0][0]
+    assert [p.name for p in cell.profile] == ["unet.conv_in", "unet.mid_block",
+                                               "unet.up_blocks.0", "unet.conv_out"]
+    assert cell.profile[3].rel_err == math.inf and cell.profile_of == "reference, step0"
+    page = render_html(m, {})
+    assert "Per-module error along the network" in page
+    assert "<title>unet.conv_in: equal bits</title>" in page
+    assert 'fill="#e5484d"><title>unet.mid_block' in page  # the first that differs
+    data = json.loads(render_json(m))
+    assert data["rows"][0]["cells"]["cpu-avx2"]["profile"][3] == ["unet.conv_out", "differ",
+                                                                  None]
+    back = matrix_from_dict(data).cells[0][0]
+    assert [p.name for p in back.profile] == [p.name for p in cell.profile]
+
+
+def test_malformed_profile_blocks_are_refused(tmp_path):
+    bad = outcome(localization={"message": "m", "blocks": [{"name": 3, "bits": "equal"}]})
+    path = results(tmp_path / "r.json", "cpu-avx2", [bad])
+    with pytest.raises(ConformanceInputError, match=r"localization.blocks\[0\] must be"):
+        load_run(path)

@@ -648,6 +648,10 @@ def test_localize_names_the_first_divergent_module(run):
     assert loc["divergent"] and loc["first_divergent_module"], loc
     assert "Attention" in (loc["first_divergent_class"] or ""), loc
     assert "first divergent module" in sdpa["message"]
+    # the profile along the network, for the report's plot: top-level blocks in order
+    names = [b["name"] for b in loc["blocks"]]
+    assert loc["blocks_section"] == loc["section"] and names, loc
+    assert any(b["bits"] == "differ" for b in loc["blocks"])
     plain = outcomes.get("nondeterministic")
     if plain is not None and plain["metrics"]["identical"] and (
             plain["first_divergent_step"] is None):

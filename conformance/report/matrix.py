@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 from conformance.core import Check, Status
 from conformance.errors import ConformanceInputError, ManifestError
@@ -138,6 +138,15 @@ class CheckResult:
         return f"{self.check}[{self.variant}]" if self.variant else self.check
 
 
+class ModuleError(NamedTuple):
+    """One top-level block along the network in a ``--localize`` profile: its output bits
+    (``equal`` / ``differ`` / ...) and relative error against the other run."""
+
+    name: str
+    bits: str
+    rel_err: float | None
+
+
 @dataclass(frozen=True, slots=True)
 class Cell:
     """One item on one column (``column`` is its label, ``hardware_class`` its class).
@@ -172,6 +181,10 @@ class Cell:
     checks: tuple[CheckResult, ...] = ()
     pixel_sha256: str | None = None
     error: GenerationError | None = None
+    #: with ``--localize``: the per-block error along the network where the runs part
+    #: (``profile_of`` names the check and section)
+    profile: tuple[ModuleError, ...] = ()
+    profile_of: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -514,6 +527,19 @@ def _by_class(comparisons: Iterable[ClassComparison]) -> tuple[ClassComparison, 
     return tuple(sorted(comparisons, key=lambda c: natural_key(c.golden_class)))
 
 
+def _profile(outcomes: Sequence[Outcome]) -> tuple[tuple[ModuleError, ...], str]:
+    """The first ``--localize`` block profile among ``outcomes`` (chosen outcome first)."""
+    for o in outcomes:
+        loc = o.localization
+        blocks = loc.get("blocks") if loc else None
+        if blocks:
+            rows = tuple(ModuleError(b["name"], b["bits"], None if b.get("rel_err") is None
+                                     else float(b["rel_err"])) for b in blocks)
+            what = o.check.value + (f"[{o.variant}]" if o.variant else "")
+            return rows, f"{what}, {loc.get('blocks_section') or '?'}"
+    return (), ""
+
+
 def make_cell(
     item: ItemKey,
     column: str,
@@ -541,6 +567,7 @@ def make_cell(
             checks=checks, pixel_sha256=digest,
         )
     outcome, source = chosen
+    profile, profile_of = _profile([outcome, *(o for o, _ in ordered)])
     state = _state(outcome)
     by_class = outcome.by_class
     own = found.get(Check.OWN_CLASS)
@@ -570,6 +597,8 @@ def make_cell(
         checks=checks,
         pixel_sha256=digest,
         error=_cell_error(outcome) if state is CellState.ERROR else None,
+        profile=profile,
+        profile_of=profile_of,
     )
 
 
@@ -1406,6 +1435,8 @@ def cell_to_dict(cell: Cell) -> dict[str, Any]:
             "device": cell.error.device,
             "precision": cell.error.precision,
         },
+        **({"profile": [[m.name, m.bits, _finite(m.rel_err)] for m in cell.profile],
+            "profile_of": cell.profile_of} if cell.profile else {}),
     }
 
 
@@ -1480,6 +1511,8 @@ def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
         ),
         pixel_sha256=d.get("pixel_sha256"),
         error=GenerationError.parse(d.get("error")),
+        profile=tuple(ModuleError(*m) for m in d.get("profile", ())),
+        profile_of=d.get("profile_of", ""),
     )
 
 

@@ -38,6 +38,7 @@ from conformance.report.matrix import (
     Cell,
     CellState,
     Matrix,
+    ModuleError,
 )
 from conformance.report.render import (
     cell_text,
@@ -278,6 +279,47 @@ def image_row(cell: Cell, images: PageImages) -> str:
     return "".join(images.figure(name, path) for name, path in figures)
 
 
+def module_plot_svg(profile: Sequence[ModuleError], what: str = "", width: int = 520) -> str:
+    """Inline SVG: the relative output error of each top-level block along the network
+    (``--localize``), on a log scale; blocks whose bits are equal sit on the baseline."""
+    if not profile:
+        return ""
+    row, left, top = 16, 230, 22
+    height = top + row * len(profile) + 8
+    errors = [m.rel_err for m in profile if m.rel_err is not None and math.isfinite(m.rel_err)
+              and m.rel_err > 0]
+    lo = math.log10(min(errors)) if errors else -8.0
+    hi = math.log10(max(errors)) if errors else 0.0
+    lo, hi = min(lo, hi - 1.0), hi
+    bar_w = width - left - 70
+
+    def length(rel: float | None) -> float:
+        if rel is None or not math.isfinite(rel) or rel <= 0:
+            return 0.0
+        return 4 + (math.log10(rel) - lo) / (hi - lo) * (bar_w - 4)
+
+    parts = [
+        f'<h3>Per-module error along the network</h3><svg class="plot" width="{width}" '
+        f'height="{height}" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="per-module relative error">',
+        f'<text x="{left}" y="12">relative output error, log scale ({esc(what)})</text>',
+    ]
+    first = next((i for i, m in enumerate(profile) if m.bits != "equal"), None)
+    for i, m in enumerate(profile):
+        y = top + i * row
+        colour = "#9aa5b1" if m.bits == "equal" else ("#e5484d" if i == first else "#f08c00")
+        value = "equal bits" if m.bits == "equal" else (
+            m.bits if m.rel_err is None else fmt_number(m.rel_err, 3))
+        parts.append(
+            f'<text x="{left - 6}" y="{y + 11}" text-anchor="end">{esc(m.name[-34:])}</text>'
+            f'<rect x="{left}" y="{y + 2}" width="{max(length(m.rel_err), 1):.1f}" height="11" '
+            f'fill="{colour}"><title>{esc(m.name)}: {esc(value)}</title></rect>'
+            f'<text x="{left + length(m.rel_err) + 6:.1f}" y="{y + 11}">{esc(value)}</text>'
+        )
+    parts.append("</svg>")
+    return "".join(parts)
+
+
 def step_plot_svg(
     deltas: Sequence[StepDelta], first_divergent_step: int | None, width: int = 520
 ) -> str:
@@ -473,7 +515,8 @@ def panel(cell: Cell, panel_id: str, images: PageImages) -> str:
         what=esc(what),
         message=message,
         images=image_row(cell, images),
-        plot=step_plot_svg(cell.step_deltas, cell.first_divergent_step),
+        plot=step_plot_svg(cell.step_deltas, cell.first_divergent_step)
+        + module_plot_svg(cell.profile, cell.profile_of),
         metrics=metrics_table(cell.metrics),
         by_class=by_class_table(cell.by_class),
         run=run_table(cell),
