@@ -431,15 +431,8 @@ class ConformanceSession:
         metrics = compare(obs.image, cmp.expected_image)
         step = first_divergent_step(obs.trace, cmp.expected_trace)
         exact = metrics.identical and (step is None or not cmp.expected_trace)
-        if cmp.tier is Tier.EXACT:
-            problems = [] if exact else (
-                (["the decoded pixels differ"] if not metrics.identical else [])
-                + ([f"the latents differ from step {step} on"] if step is not None else []))
-        elif cmp.tier is Tier.DIFFER:
-            problems = ["the image is bit-identical to the base's: the variant changed "
-                        "nothing"] if metrics.identical else []
-        else:
-            problems = self.tolerances.bounds(cmp.tier, item.precision).violations(metrics)
+        problems = self.tolerances.problems(cmp.tier, item.precision, metrics,
+                                            step if cmp.expected_trace else None)
         localization = None
         if self.settings.localize and not exact and cmp.check in _LOCALIZABLE:
             localization = self._localize(cmp, step)

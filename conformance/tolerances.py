@@ -175,6 +175,21 @@ class Tolerances:
     #: ``vae[table][precision]``; empty when the file has no ``[vae]`` tables.
     vae: dict[str, dict[str, VaeBounds]] = field(default_factory=dict)
 
+    def problems(self, tier: Tier, precision: str, metrics: Metrics,
+                 first_divergent_step: int | None = None) -> list[str]:
+        """What does not hold of a comparison at ``tier``: the one rule every check, the
+        golden validator and the matrix's golden columns judge by. ``exact``: the decoded
+        pixels and every step's latents are equal (``first_divergent_step`` None);
+        ``differ``: the pixels are not; the other tiers: the bounds for ``precision``."""
+        if tier is Tier.EXACT:
+            return ((["the decoded pixels differ"] if not metrics.identical else [])
+                    + ([f"the latents differ from step {first_divergent_step} on"]
+                       if first_divergent_step is not None else []))
+        if tier is Tier.DIFFER:
+            return (["the image is bit-identical to the base's: the variant changed nothing"]
+                    if metrics.identical else [])
+        return self.bounds(tier, precision).violations(metrics)
+
     def bounds(self, tier: Tier, precision: str) -> Bounds:
         """The bounds for ``precision`` at ``tier`` (``default`` if not listed)."""
         if tier in (Tier.EXACT, Tier.DIFFER):

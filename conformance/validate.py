@@ -458,7 +458,7 @@ class Validator:
         if expected.shape != pixels.shape:
             return [Problem(where, f"size differs from the {self.reference_class} golden")]
         metrics = compare(pixels, expected)
-        bad = self.tolerances.bounds(Tier.PERCEPTUAL, entry.precision).violations(metrics)
+        bad = self.tolerances.problems(Tier.PERCEPTUAL, entry.precision, metrics)
         if bad:
             return [Problem(where, f"differs from the {self.reference_class} golden beyond the "
                                    f"perceptual tier: {'; '.join(bad)} (a broken environment?)")]

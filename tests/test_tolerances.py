@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 from conformance.errors import ToleranceFileError
@@ -232,3 +233,24 @@ def test_vae_errors(tmp_path, text, message):
     with pytest.raises(ToleranceFileError, match=message) as info:
         load_tolerances(path)
     assert str(info.value).startswith(str(path))
+
+
+def test_one_rule_per_tier():
+    """Tolerances.problems: exact is pixels and latents, differ is not-identical, the other
+    tiers are the bounds of the precision."""
+    from conformance.metrics import compare
+
+    tol = load_tolerances()
+    a = np.zeros((8, 8, 3), np.uint8)
+    b = a.copy()
+    b[0, 0, 0] = 200
+    same, other = compare(a, a), compare(a, b)
+    assert tol.problems(Tier.EXACT, "fp32", same) == []
+    assert tol.problems(Tier.EXACT, "fp32", same, first_divergent_step=3) == [
+        "the latents differ from step 3 on"]
+    assert tol.problems(Tier.EXACT, "fp32", other) == ["the decoded pixels differ"]
+    assert tol.problems(Tier.DIFFER, "fp32", other) == []
+    assert "bit-identical" in tol.problems(Tier.DIFFER, "fp32", same)[0]
+    assert tol.problems(Tier.CLOSE, "fp32", same) == []
+    assert tol.problems(Tier.CLOSE, "fp32", other) == \
+        tol.bounds(Tier.CLOSE, "fp32").violations(other) != []

@@ -1308,7 +1308,7 @@ class _GoldenComparer:
                 "error": GenerationError(type=type(exc).__name__, message=str(exc),
                                          precision=item.precision),
             }
-        problems = self.tolerances.bounds(Tier.PERCEPTUAL, item.precision).violations(m)
+        problems = self.tolerances.problems(Tier.PERCEPTUAL, item.precision, m)
         return (CellState.DIVERGED if problems else CellState.WITHIN), fields | {
             "metrics": RecordedMetrics.measured(m),
             "message": (
