@@ -102,6 +102,8 @@ _STEP_FIELDS = ("step", "timestep", "digest", "mean", "std", "min", "max")
 #: :class:`conformance.localize.ProbeRecords` JSON) with its SHA-256 and probed steps
 _OPTIONAL_FIELDS: dict[str, type] = {"probes": dict}
 PROBES_SUFFIX = ".probes.json.gz"
+#: the denoiser's step-0 input (``--probe-inputs``): safetensors, for replay elsewhere
+INPUTS_SUFFIX = ".inputs.safetensors"
 #: a golden's probe file: at most this many bytes compressed, and 64 MiB of JSON inflated
 PROBES_LIMIT = 16 * 2**20
 PROBES_JSON_LIMIT = 64 * 2**20
@@ -434,8 +436,16 @@ def _parse_entry(key: str, raw: Any, path: Path, model: str) -> GoldenEntry:
 
 
 def _probes_problem(probes: Any, stem: str) -> str | None:
-    if not isinstance(probes, dict) or set(probes) != {"file", "sha256", "steps"}:
-        return "must be an object with exactly the keys file, sha256, steps"
+    if not isinstance(probes, dict) or not (
+            {"file", "sha256", "steps"} <= set(probes) <= {"file", "sha256", "steps", "inputs"}):
+        return "must be an object with the keys file, sha256, steps (and optional inputs)"
+    inputs = probes.get("inputs")
+    if inputs is not None and (
+            not isinstance(inputs, dict) or set(inputs) != {"file", "sha256"}
+            or inputs["file"] != stem + INPUTS_SUFFIX
+            or not isinstance(inputs["sha256"], str) or not _HEX64.fullmatch(inputs["sha256"])):
+        return (f"inputs must be {{file: {stem + INPUTS_SUFFIX!r}, sha256: 64 lower-case hex "
+                "digits}")
     if probes["file"] != stem + PROBES_SUFFIX:
         return f"file must be {stem + PROBES_SUFFIX!r}, not {show(probes['file'])}"
     if not isinstance(probes["sha256"], str) or not _HEX64.fullmatch(probes["sha256"]):
@@ -1071,11 +1081,13 @@ class GoldenStore:
             atomic_write(directory / MANIFEST, text.encode("utf-8"))
             if old is not None and old.probes is not None:  # --force: they probed the old image
                 (directory / old.probes["file"]).unlink(missing_ok=True)
+                if old.probes.get("inputs"):
+                    (directory / old.probes["inputs"]["file"]).unlink(missing_ok=True)
             self._manifests[(item.model, hardware_class)] = manifest
         return target, replaced
 
     def record_probes(self, item: Item, hardware_class: str, records: Any,
-                      identity: Identity | None = None) -> Path:
+                      identity: Identity | None = None, inputs: Any = None) -> Path:
         """Store module probes (:class:`~conformance.localize.ProbeRecords`) beside the
         recorded golden of ``item``: ``<stem>.probes.json.gz``, named in its entry. Only
         the set's own identity adds them (they describe its machine's bits)."""
@@ -1098,11 +1110,18 @@ class GoldenStore:
                     "the set's bits")
             entry = manifest.entries[item.id]
             target = directory / (entry.file.removesuffix(".png") + PROBES_SUFFIX)
-            manifest.entries[item.id] = replace(
-                entry, probes={"file": target.name, "sha256": hashlib.sha256(data).hexdigest(),
-                               "steps": sorted(records.steps)})
+            probes: dict[str, Any] = {"file": target.name,
+                                      "sha256": hashlib.sha256(data).hexdigest(),
+                                      "steps": sorted(records.steps)}
+            blob = None if inputs is None else inputs.to_bytes()
+            if blob is not None:
+                probes["inputs"] = {"file": entry.file.removesuffix(".png") + INPUTS_SUFFIX,
+                                    "sha256": hashlib.sha256(blob).hexdigest()}
+            manifest.entries[item.id] = replace(entry, probes=probes)
             text = manifest.to_json()
             parse_manifest(text, directory / MANIFEST, item.model, hardware_class)
+            if blob is not None:
+                atomic_write(directory / probes["inputs"]["file"], blob)
             atomic_write(target, data)
             atomic_write(directory / MANIFEST, text.encode("utf-8"))
             self._manifests[(item.model, hardware_class)] = manifest
@@ -1125,5 +1144,24 @@ class GoldenStore:
         text = gunzip_bounded(data, PROBES_JSON_LIMIT, str(path), ManifestError)
         try:
             return ProbeRecords.from_json(text, str(path))
+        except ProbeFileError as exc:
+            raise ManifestError(path, exc.message) from None
+
+    def load_inputs(self, entry: GoldenEntry, hardware_class: str) -> Any:
+        """The golden's captured denoiser input (:class:`~conformance.localize.InputCapture`),
+        or ``None``; untrusted: size-capped, hash-checked, validated."""
+        inputs = (entry.probes or {}).get("inputs")
+        if not inputs:
+            return None
+        from conformance.localize import MAX_CAPTURE_BYTES, InputCapture, ProbeFileError
+
+        path = self.set_dir(entry.model, hardware_class) / inputs["file"]
+        data = read_plain_file(path, "input capture", MAX_CAPTURE_BYTES + 2**20)
+        if data is None:
+            raise ManifestError(path, f"declared as the inputs of {show(entry.id)} but missing")
+        if hashlib.sha256(data).hexdigest() != inputs["sha256"]:
+            raise ManifestError(path, "SHA-256 does not match the manifest's")
+        try:
+            return InputCapture.from_bytes(data, str(path))
         except ProbeFileError as exc:
             raise ManifestError(path, exc.message) from None

@@ -213,6 +213,10 @@ OPTIONS: tuple[Option, ...] = (
     Option("probes", "with --record: store each golden's module probes of denoising step 0 "
            "beside it (<stem>.probes.json.gz), so --localize on another machine names the "
            "first module whose bits differ from this one's", flag=True),
+    Option("probe-inputs", "with --record --probes: also store the denoiser's step-0 input "
+           "(<stem>.inputs.safetensors, at most 4 MiB), so --localize elsewhere replays it "
+           "there: does that denoiser compute differently, or was only its input different",
+           flag=True),
     Option("results", "results JSON to write (default: conformance-results/results.json); "
            "failure images go to an artifacts/ folder beside it", _results_file,
            Path("conformance-results") / "results.json", metavar="PATH", ini=True),

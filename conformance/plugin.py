@@ -108,6 +108,8 @@ def _activate(config: pytest.Config) -> ConformancePlugin:
             raise pytest.UsageError(f"--device {settings.device}: {problem}")
     if settings.force and not settings.record:
         raise pytest.UsageError("--force only applies with --record")
+    if settings.probe_inputs and not settings.probes:
+        raise pytest.UsageError("--probe-inputs only applies with --record --probes")
     if settings.probes and not settings.record:
         raise pytest.UsageError("--probes only applies with --record (a check run reads a "
                                 "golden's stored probes with --localize)")
@@ -194,6 +196,7 @@ def _settings(config: pytest.Config) -> Settings:
         save_images=get("save-images"),
         localize=get("localize"),
         probes=get("probes"),
+        probe_inputs=get("probe-inputs"),
     )
 
 

@@ -72,6 +72,7 @@ class Settings:
     localize: bool = False
     deviations_path: Path | None = None
     probes: bool = False
+    probe_inputs: bool = False
 
     def command_flags(self) -> list[str]:
         """Flags that reproduce what this session generated and what it compared with:
@@ -399,13 +400,28 @@ class ConformanceSession:
         if (own and s.record and s.probes and entry.probes is None
                 and verdict.status is Status.PASSED and verdict.tier is Tier.EXACT):
             # an existing golden this machine reproduces bit for bit takes its probes
-            from conformance.localize import probe_item
-
-            run = probe_item(self.runner, item, steps=(0,), stop_early=True)
-            path = self.store.record_probes(item, golden_class, run.records, self.identity)
             verdict = replace(verdict, message=f"{verdict.message}; module probes of step 0 "
-                              f"added: {path.name}, {path.stat().st_size} bytes")
+                              f"added: {self._store_probes(item)}")
         return verdict
+
+    def _store_probes(self, item: Item) -> str:
+        """Probe step 0 of ``item`` and store the records (and, with ``--probe-inputs``,
+        the denoiser's step-0 input) beside its golden; what was written, for messages."""
+        from conformance.localize import probe_item
+
+        root = item.case.model_spec.family.denoiser
+        capture = [f"step0/{root}"] if self.settings.probe_inputs else []
+        run = probe_item(self.runner, item, steps=(0,), stop_early=True, capture=capture)
+        inputs = run.captures.get(f"step0/{root}")
+        if capture and inputs is None:
+            problem = run.capture_problems.get(f"step0/{root}", "not captured")
+            raise ConformanceInputError(f"--probe-inputs ({item.id})", problem)
+        path = self.store.record_probes(item, self.hardware_class.name, run.records,
+                                        self.identity, inputs)
+        text = f"{path.name}, {path.stat().st_size} bytes"
+        if inputs is not None:
+            text += f"; {root}'s input: {inputs.nbytes} bytes"
+        return text
 
     def _own_tier(self, item: Item, golden_class: str,
                   entry: GoldenEntry) -> tuple[list[str], Tier]:
@@ -489,6 +505,15 @@ class ConformanceSession:
         here = probe_item(self.runner, cmp.item, steps=tuple(golden.steps), stop_early=True)
         found = localize(golden, here.records, top=5).to_dict()
         found["against"] = f"the {cmp.golden_class} golden's stored probes"
+        inputs = self.store.load_inputs(entry, cmp.golden_class)
+        if inputs is not None:
+            # the Polygraphy --load-inputs idea: the golden machine's own denoiser input, run
+            # here, tells this denoiser's computation from what it was given
+            from conformance.localize import replay
+
+            result = replay(self.runner.pipeline_for(cmp.item), inputs)
+            found["replay"] = result.to_dict()
+            found["message"] = f"{found['message']}; replay: {result.message}"
         return _with_profile(found, golden, here.records)
 
     def _against_every_class(self, item: Item, gen: Generation) -> dict[str, ClassComparison]:
@@ -528,12 +553,7 @@ class ConformanceSession:
         )
         verb = "replaced" if replaced else "recorded"
         if self.settings.probes:
-            from conformance.localize import probe_item
-
-            run = probe_item(self.runner, item, steps=(0,), stop_early=True)
-            probes = self.store.record_probes(item, self.hardware_class.name, run.records,
-                                              self.identity)
-            verb += f" (module probes of step 0: {probes.name}, {probes.stat().st_size} bytes)"
+            verb += f" (module probes of step 0: {self._store_probes(item)})"
         return Verdict(Status.RECORDED, f"{verb} {path}", tier=Tier.EXACT,
                        golden_class=self.hardware_class.name)
 

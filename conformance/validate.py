@@ -256,6 +256,8 @@ class Validator:
         declared = None if manifest is None else {
             **{e.file: e for e in manifest.entries.values()},
             **{e.probes["file"]: e for e in manifest.entries.values() if e.probes},
+            **{e.probes["inputs"]["file"]: e for e in manifest.entries.values()
+               if e.probes and e.probes.get("inputs")},
         }
         problems += self._check_tree(set_dir, declared)
         if manifest is not None:
@@ -432,7 +434,9 @@ class Validator:
         problems += self._against_reference(str(path), cls, entry, pixels)
         if entry.probes is not None:
             try:
-                GoldenStore(set_dir.parent.parent).load_probes(entry, cls)
+                store = GoldenStore(set_dir.parent.parent)
+                store.load_probes(entry, cls)
+                store.load_inputs(entry, cls)
             except ManifestError as exc:
                 problems.append(Problem(exc.where, exc.message))
         return problems

@@ -121,8 +121,9 @@ def test_hostile_probe_files_are_refused_by_name(stored, data, message):
     ("probes", "message"),
     [
         ({"file": "x.probes.json.gz", "sha256": "0" * 64, "steps": [0]}, "file must be"),
-        ({"file": None}, "exactly the keys file, sha256, steps"),
-        ("yes", "exactly the keys"),
+        ({"file": None}, "must be an object with the keys file, sha256, steps"),
+        ("yes", "must be an object with the keys"),
+        ({"sha256": "0" * 64, "steps": [0], "inputs": {"file": "x"}}, "inputs must be"),
         ({"sha256": "Z" * 64, "steps": [0]}, "sha256 is not 64"),
         ({"sha256": "0" * 64, "steps": []}, "steps must be a list"),
         ({"sha256": "0" * 64, "steps": [True]}, "steps must be a list"),

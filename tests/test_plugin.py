@@ -6,6 +6,8 @@ with a small case file (32x32, 2 steps) so each run takes about a second.
 
 from __future__ import annotations
 
+import dataclasses
+import hashlib
 import json
 import shutil
 
@@ -787,14 +789,15 @@ def test_no_compare_test_without_relations(run):
 # --record --probes and --localize against a golden's stored probes -----------------------
 def test_goldens_store_probes_and_localize_names_the_module_that_parts(run):
     import gzip
-    import hashlib
 
     from conformance.golden import encode_png
     from conformance.metrics import pixel_sha256
 
-    r = run("--record", "--probes", "--model", "tiny-sd", "--precision", "fp32,bf16")
+    r = run("--record", "--probes", "--probe-inputs", "--model", "tiny-sd",
+            "--precision", "fp32,bf16")
     recorded = by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]
     assert "module probes of step 0: dot-32x32-fp32.probes.json.gz" in recorded["message"]
+    assert "unet's input: " in recorded["message"]
     set_dir = r.golden / "tiny-sd" / OWN
     manifest = json.loads((set_dir / "manifest.json").read_text())
     entry = manifest["entries"]["tiny-sd/dot/32x32/fp32"]
@@ -825,6 +828,23 @@ def test_goldens_store_probes_and_localize_names_the_module_that_parts(run):
     assert loc["first_divergent_module"] == "unet.conv_in", loc
     assert loc["against"] == f"the {OWN} golden's stored probes"
     assert "first divergent module: unet.conv_in" in own["message"]
+    # the golden machine's own UNet input, replayed here: this UNet computes the same
+    assert loc["replay"]["reproduced"] is True and loc["replay"]["name"] == "unet", loc
+    assert "replay: unet (UNet2DConditionModel) reproduces the captured output" in \
+        own["message"]
+    # a capture whose recorded output differs from what this UNet gives on it
+    from conformance.localize import InputCapture
+
+    inputs_path = set_dir / entry["probes"]["inputs"]["file"]
+    capture = InputCapture.load(inputs_path)
+    blob = dataclasses.replace(capture, output_digest="0" * 16).to_bytes()
+    inputs_path.write_bytes(blob)
+    entry["probes"]["inputs"]["sha256"] = hashlib.sha256(blob).hexdigest()
+    (set_dir / "manifest.json").write_text(json.dumps(manifest))
+    r = run("--localize", "--model", "tiny-sd", "--precision", "fp32,bf16")
+    loc = by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]["localization"]
+    assert loc["replay"]["reproduced"] is False
+    assert "the module itself computes differently here" in loc["replay"]["message"]
     # the other items' goldens agree bit for bit: nothing is probed for them
     others = [o for o in results_of(r)["outcomes"]
               if o["check"] == "own-class" and o["id"] != "tiny-sd/dot/32x32/fp32"]
@@ -835,6 +855,9 @@ def test_probes_needs_record(run):
     r = run("--probes")
     assert r.ret == pytest.ExitCode.USAGE_ERROR
     r.stderr.fnmatch_lines(["*--probes only applies with --record*"])
+    r = run("--record", "--probe-inputs")
+    assert r.ret == pytest.ExitCode.USAGE_ERROR
+    r.stderr.fnmatch_lines(["*--probe-inputs only applies with --record --probes*"])
 
 
 def test_record_probes_adds_them_to_goldens_this_machine_reproduces(run):
