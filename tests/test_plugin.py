@@ -867,3 +867,14 @@ def test_record_probes_adds_them_to_goldens_this_machine_reproduces(run):
     assert own["status"] == "passed" and own["tier"] == "exact"
     assert "module probes of step 0 added: dot-32x32-fp32.probes.json.gz" in own["message"]
     assert (r.golden / "tiny-sd" / OWN / "dot-32x32-fp32.probes.json.gz").is_file()
+
+
+def test_workers_of_a_cpu_run_wait_passively():
+    """Several CPU workers oversubscribe the cores in the threads-2 variant: their OpenMP
+    threads wait passively; one process, or a GPU run, keeps OpenMP's default."""
+    from conformance.plugin import worker_environment
+
+    assert worker_environment("cpu", 2) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert worker_environment("cpu", 0) == {} and worker_environment("cpu", None) == {}
+    assert worker_environment("cpu", 1) == {} and worker_environment("cuda", 4) == {}
+    assert worker_environment("cpu", "auto") == {}  # not yet resolved: nothing assumed
