@@ -1147,9 +1147,11 @@ class GoldenStore:
         except ProbeFileError as exc:
             raise ManifestError(path, exc.message) from None
 
-    def load_inputs(self, entry: GoldenEntry, hardware_class: str) -> Any:
+    def load_inputs(self, entry: GoldenEntry, hardware_class: str,
+                    header_only: bool = False) -> Any:
         """The golden's captured denoiser input (:class:`~conformance.localize.InputCapture`),
-        or ``None``; untrusted: size-capped, hash-checked, validated."""
+        or ``None``; untrusted: size-capped, hash-checked, validated (``header_only``: from
+        the safetensors header, without torch; returns its metadata)."""
         inputs = (entry.probes or {}).get("inputs")
         if not inputs:
             return None
@@ -1162,6 +1164,8 @@ class GoldenStore:
         if hashlib.sha256(data).hexdigest() != inputs["sha256"]:
             raise ManifestError(path, "SHA-256 does not match the manifest's")
         try:
+            if header_only:
+                return InputCapture.check_bytes(data, str(path))
             return InputCapture.from_bytes(data, str(path))
         except ProbeFileError as exc:
             raise ManifestError(path, exc.message) from None

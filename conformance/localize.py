@@ -899,10 +899,11 @@ class InputCapture:
         return save(self.tensors, metadata={_CAPTURE_META: json.dumps(header)})
 
     @classmethod
-    def from_bytes(cls, data: bytes, where: str = "input capture",
-                   limit: int = MAX_CAPTURE_BYTES) -> InputCapture:
-        from safetensors.torch import load
-
+    @staticmethod
+    def check_bytes(data: bytes, where: str = "input capture",
+                    limit: int = MAX_CAPTURE_BYTES) -> dict[str, Any]:
+        """Validate a capture file from its safetensors header alone (no torch: what
+        ``conformance validate`` uses); returns the capture metadata."""
         if len(data) > limit + 2**20:
             raise ProbeFileError(
                 where, f"input capture is {len(data)} bytes; at most {limit} bytes of tensors "
@@ -932,6 +933,31 @@ class InputCapture:
         if not isinstance(obj["class"], str) or not _CLASS.fullmatch(obj["class"]):
             raise ProbeFileError(where, f"class {show(obj['class'])} is not a class name")
         _hex(obj["output_digest"], f"{where}: output_digest")
+        names = {k for k in head if k != "__metadata__"}
+        total = 0
+        for name in names:
+            spec = head[name]
+            offsets = spec.get("data_offsets") if isinstance(spec, dict) else None
+            if (not isinstance(offsets, list) or len(offsets) != 2
+                    or not all(type(o) is int for o in offsets) or offsets[1] < offsets[0]):
+                raise ProbeFileError(where, f"tensor {show(name)}: bad data_offsets")
+            total += offsets[1] - offsets[0]
+        if total > limit:
+            raise ProbeFileError(where, f"its tensors hold {total} bytes; at most {limit}")
+        used = _check_structure(obj["structure"], where)
+        if used != names:
+            raise ProbeFileError(
+                where, f"the structure names tensors {sorted(used)}, the file holds "
+                f"{sorted(names)}"
+            )
+        return obj
+
+    @classmethod
+    def from_bytes(cls, data: bytes, where: str = "input capture",
+                   limit: int = MAX_CAPTURE_BYTES) -> InputCapture:
+        from safetensors.torch import load
+
+        obj = cls.check_bytes(data, where, limit)
         try:
             tensors = load(data)
         except Exception as exc:  # safetensors raises its own error types

@@ -169,3 +169,32 @@ def test_a_gzip_bomb_probe_file_is_refused(tmp_path, monkeypatch):
     bomb.write_bytes(gzip.compress(b" " * 4097))
     with pytest.raises(ProbeFileError, match="inflates to more than"):
         ProbeRecords.load(bomb)
+
+
+def test_validate_checks_a_stored_input_without_importing_torch(tmp_path, probed):
+    """--probe-inputs files are checked from their header, hash and structure: validate
+    stays free of torch."""
+    import subprocess
+    import sys
+
+    from conformance.generate import Runner
+    from conformance.localize import probe_item
+
+    item, gen, _ = probed
+    run = probe_item(Runner("cpu"), item, steps=(0,), stop_early=True, capture=["step0/unet"])
+    store = GoldenStore(tmp_path)
+    ident = identity_for(CLS, FP)
+    store.record(item, CLS, gen.image, gen.trace, FP, "t", "c", identity=ident)
+    store.record_probes(item, CLS, run.records, ident, run.captures["step0/unet"])
+    entry = store.lookup(item, CLS)
+    assert entry.probes["inputs"]["file"] == item.stem + ".inputs.safetensors"
+    assert store.load_inputs(entry, CLS).name == "unet"
+    code = ("import sys; from conformance.cli import main; "
+            f"rc = main(['validate', {str(tmp_path)!r}, '--reference-dir', {str(tmp_path)!r}]); "
+            "print(rc, 'torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=120)
+    assert out.stdout.split()[-2:] == ["0", "False"], out.stdout + out.stderr
+    inputs = store.set_dir("tiny-sd", CLS) / entry.probes["inputs"]["file"]
+    inputs.write_bytes(inputs.read_bytes()[:-3])
+    assert main(["validate", str(tmp_path), "--reference-dir", str(tmp_path)]) == 1
