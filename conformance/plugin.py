@@ -22,6 +22,7 @@ from conformance.core import Check, Status
 from conformance.deviations import DEFAULT_DEVIATIONS, Deviation, load_deviations, match
 from conformance.errors import ConformanceInputError
 from conformance.generate import VARIANTS
+from conformance.hardware import now_utc
 from conformance.options import OPTION_BY_NAME, OPTIONS, add_options, resolve
 from conformance.precision import REFERENCE_PRECISION
 from conformance.records import Outcome
@@ -121,6 +122,24 @@ def _activate(config: pytest.Config) -> ConformancePlugin:
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, "conformance-session")
     return plugin
+
+
+def _machine_lines(machines: list[dict[str, Any]]) -> list[str]:
+    """The header lines of the machine the workers measured (what a single process prints
+    at the start), and a warning when the workers measured different identities."""
+    from conformance.hardware import format_fingerprint
+    from conformance.identity import Identity, format_identity
+
+    first = machines[0]
+    lines = format_fingerprint(first["fingerprint"])
+    if first["identity"] is not None:
+        lines += format_identity(Identity.from_dict(first["identity"]))
+    digests = {(m["identity"] or {}).get("digest") for m in machines}
+    if len(digests) > 1:
+        lines.append(f"conformance: the {len(machines)} workers measured different identities "
+                     f"({', '.join(sorted(str(d) for d in digests))}); the results file names "
+                     "the first")
+    return lines
 
 
 def worker_environment(device: str, workers: Any) -> dict[str, str]:
@@ -249,6 +268,9 @@ class ConformancePlugin:
         self.outcomes: list[Outcome] = []
         self.worker_stats: list[dict[str, Any]] = []
         self.started = time.perf_counter()
+        self.started_at = now_utc()
+        #: what each xdist worker measured of the machine (class, fingerprint, identity)
+        self.worker_machines: list[dict[str, Any]] = []
         self.results_path: Path | None = None
         self._shared_dir: str | None = None
         self.xfailed: set[tuple[str, Check, str | None]] = set()
@@ -311,12 +333,28 @@ class ConformancePlugin:
             self._shared_dir = tempfile.mkdtemp(prefix="conformance-generations-")
         node.workerinput[WORKER_KEY] = self._shared_dir
 
+    @property
+    def is_controller(self) -> bool:
+        """An xdist controller: its workers generate and measure; it imports no torch."""
+        workers = getattr(self.config.option, "numprocesses", None)
+        return not self.is_worker and isinstance(workers, int) and workers > 0 and (
+            getattr(self.config.option, "dist", "no") != "no")
+
     def pytest_report_header(self, config: pytest.Config) -> list[str] | None:
         if not self.engaged() or self.is_worker:
             return None
         from conformance.hardware import format_fingerprint
         from conformance.identity import format_identity
 
+        if self.is_controller:  # the workers measure the machine: the summary names it
+            st = self.settings
+            return [
+                f"conformance: device={st.device} threads={st.threads} (class, identity and "
+                "fingerprint: measured by the workers, printed in the summary)",
+                f"conformance: golden dir {st.golden_dir}, reference class "
+                f"{st.reference_class}, cases {self.cases.path}"
+                + (" [recording]" if st.record else ""),
+            ]
         s = self.session
         lines = format_fingerprint(s.fingerprint)
         if s.identity is not None:
@@ -440,6 +478,9 @@ class ConformancePlugin:
         raw = output.get("conformance_stats")
         if raw:
             self.worker_stats.append(json.loads(raw))
+        machine = output.get("conformance_machine")
+        if machine:
+            self.worker_machines.append(json.loads(machine))
         # deviations are applied where collection happens: on the workers
         self.used_deviations.update(output.get("conformance_deviations", ()))
 
@@ -456,18 +497,30 @@ class ConformancePlugin:
                 self.config.workeroutput["conformance_stats"] = json.dumps(  # type: ignore[attr-defined]
                     self._session.stats()
                 )
+                self.config.workeroutput["conformance_machine"] = json.dumps(  # type: ignore[attr-defined]
+                    self._session.machine())
             return
         if not self.outcomes:
             return
-        self.results_path = self.session.write_results(
-            self.outcomes, merge_stats(self._all_stats()), time.perf_counter() - self.started
-        )
+        from conformance.session import write_results
+
+        stats = merge_stats(self._all_stats())
+        wall = time.perf_counter() - self.started
+        if self.is_controller and self.worker_machines:
+            self.results_path = write_results(
+                self.settings.results_path, self.outcomes, self.worker_machines[0],
+                self.started_at, stats, wall)
+        else:
+            self.results_path = self.session.write_results(self.outcomes, stats, wall)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker or not self.outcomes:
             return
         tr = terminalreporter
         tr.section("conformance")
+        if self.is_controller and self.worker_machines:
+            for line in _machine_lines(self.worker_machines):
+                tr.write_line(line)
         counts = Counter(
             (o.check,
              "xfailed" if (o.id, o.check, o.variant) in self.xfailed else o.status.value)

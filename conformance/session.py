@@ -658,17 +658,29 @@ class ConformanceSession:
     def write_results(
         self, outcomes: list[Outcome], stats: dict[str, Any], wall_seconds: float
     ) -> Path:
-        doc = results_document(
-            outcomes, self.hardware_class.name, self.fingerprint, self.started_at, now_utc(),
-            stats | {"wall_seconds": round(wall_seconds, 3)},
-            identity=None if self.identity is None else self.identity.to_dict(),
-        )
-        path = self.settings.results_path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        return path
+        return write_results(
+            self.settings.results_path, outcomes, self.machine(), self.started_at, stats,
+            wall_seconds)
+
+    def machine(self) -> dict[str, Any]:
+        """What a results file says of the machine: class, fingerprint, identity (an xdist
+        worker sends it to the controller, which measures nothing itself)."""
+        return {"hardware_class": self.hardware_class.name, "fingerprint": self.fingerprint,
+                "identity": None if self.identity is None else self.identity.to_dict()}
+
+
+def write_results(path: Path, outcomes: list[Outcome], machine: dict[str, Any],
+                  started_at: str, stats: dict[str, Any], wall_seconds: float) -> Path:
+    """The run's results file (written to a temporary file, then renamed into place)."""
+    doc = results_document(
+        outcomes, machine["hardware_class"], machine["fingerprint"], started_at, now_utc(),
+        stats | {"wall_seconds": round(wall_seconds, 3)}, identity=machine["identity"],
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
+    tmp.replace(path)
+    return path
 
 
 #: the most blocks a localization's profile keeps

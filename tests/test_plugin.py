@@ -878,3 +878,30 @@ def test_workers_of_a_cpu_run_wait_passively():
     assert worker_environment("cpu", 0) == {} and worker_environment("cpu", None) == {}
     assert worker_environment("cpu", 1) == {} and worker_environment("cuda", 4) == {}
     assert worker_environment("cpu", "auto") == {}  # not yet resolved: nothing assumed
+
+
+def test_an_xdist_controller_imports_no_torch_and_names_the_workers_machine(pytester, tmp_path):
+    """With -n 2 the workers generate and measure; the controller imports neither torch nor
+    diffusers, prints the machine the workers measured in the summary, and writes it to
+    the results file."""
+    cases = tmp_path / "cases.toml"
+    cases.write_text(SMALL_CASES)
+    pytester.makepyfile(ctlcheck="""
+        import sys
+
+        def pytest_unconfigure(config):  # after the results and the summary are written
+            if not hasattr(config, "workerinput"):
+                print("CONTROLLER-TORCH", "torch" in sys.modules, "diffusers" in sys.modules)
+    """)
+    results = tmp_path / "out" / "results.json"
+    r = pytester.runpytest_subprocess(
+        str(PACKAGE_DIR / "test_repeatability.py"), "-p", "ctlcheck", "-p", "no:randomly",
+        "-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "--device", "cpu",
+        "--cases", str(cases), "--model", "tiny-sd", "--precision", "fp32",
+        "--golden-dir", str(tmp_path / "golden"), "--results", str(results), "-s")
+    r.stdout.fnmatch_lines(["*class, identity and fingerprint: measured by the workers*",
+                            f"*conformance: identity {OWN} [[]*",
+                            "*CONTROLLER-TORCH False False*"])
+    doc = json.loads(results.read_text())
+    assert doc["hardware_class"] == OWN and doc["identity"]["class"] == OWN
+    assert doc["fingerprint"]["threads"] == 1
