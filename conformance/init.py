@@ -64,6 +64,27 @@ seed = {seed}
 steps = {steps}
 scheduler = "{scheduler}"
 guidance_scale = {guidance}
+
+# Your own model (paths relative to this file; read offline): a diffusers folder, a
+# .safetensors checkpoint with `config`, a GGUF denoiser with `base`, or hf:repo[@rev].
+# [models.my-model]
+# source = "../models/my-model"
+# vae = "../models/my-vae"          # optional: a VAE of your own
+#
+# A variant is a case of its own; a LoRA, and a comparison with the plain case:
+# [cases.starter-lora]
+# model = "{model}"
+# prompt = "{prompt}"
+# seed = {seed}
+# steps = {steps}
+# scheduler = "{scheduler}"
+# guidance_scale = {guidance}
+# lora = [{{ path = "../loras/my-lora.safetensors", scale = 0.8 }}]
+#
+# [compare.lora]
+# base = "starter"
+# against = ["starter-lora"]
+# expect = "differ"                 # or identical, close, perceptual
 """
 
 GOLDEN_README = """\

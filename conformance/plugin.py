@@ -567,7 +567,11 @@ class ConformancePlugin:
         )
         if self.results_path:
             tr.write_line(f"results: {self.results_path}")
-        for dev in self.deviations:
+        # the packaged deviations are written for the packaged cases: with a case file of
+        # one's own they are not reported as unmatched unless the file was named
+        report_unused = (self.settings.deviations_path is not None
+                         or self.settings.cases_path is None)
+        for dev in self.deviations if report_unused else ():
             if dev.index not in self.used_deviations:
                 tr.write_line(
                     f"{self.settings.deviations_path or DEFAULT_DEVIATIONS}: {dev.describe()} "

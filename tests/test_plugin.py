@@ -905,3 +905,10 @@ def test_an_xdist_controller_imports_no_torch_and_names_the_workers_machine(pyte
     doc = json.loads(results.read_text())
     assert doc["hardware_class"] == OWN and doc["identity"]["class"] == OWN
     assert doc["fingerprint"]["threads"] == 1
+
+
+def test_packaged_deviations_are_not_reported_unmatched_for_ones_own_cases(run):
+    """A run of a case file of one's own does not list the packaged deviations (written for
+    the packaged cases) as unmatched; a deviations file it names still is."""
+    r = run("--model", "tiny-sd", "--precision", "fp32")
+    assert "matched no collected test" not in r.stdout.str()
