@@ -112,7 +112,7 @@ def fit_lora(recipe: LoraRecipe, base: Path, out: Path, log_every: int = 20) -> 
 
     from conformance.models import data as shapes
     from conformance.models import tiny
-    from conformance.models.train import _lr_lambda, _Meter, _TextCache
+    from conformance.models.train import _lr_lambda, _Meter, _TextCache, optimizer_step
 
     pipe = StableDiffusionPipeline.from_pretrained(str(base), local_files_only=True,
                                                    use_safetensors=True)
@@ -162,11 +162,7 @@ def fit_lora(recipe: LoraRecipe, base: Path, out: Path, log_every: int = 20) -> 
         w = torch.clamp(snr[t], min=1.0, max=recipe.min_snr_gamma) / (snr[t] + 1.0)
         per = F.mse_loss(unet(zt, t, cond).sample, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (w * per).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, recipe.grad_clip)
-        opt.step()
-        sched.step()
+        optimizer_step(opt, sched, params, loss, recipe.grad_clip)
         meter.step(i, per.mean().item())
     unet.eval()
     seconds = meter.seconds()

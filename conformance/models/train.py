@@ -165,6 +165,16 @@ class _Meter:
         return time.perf_counter() - self.t0
 
 
+def optimizer_step(opt: Any, sched: Any, params: Any, loss: Any, grad_clip: float) -> None:
+    """One step of every training loop here: backward, clip the gradient norm, step the
+    optimizer and the learning-rate schedule."""
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, grad_clip)
+    opt.step()
+    sched.step()
+
+
 def _batches(
     data: ShapesDataset, batch_sizes: tuple[int, ...], seed: int
 ) -> Iterator[tuple[int, torch.Tensor, list[str]]]:
@@ -212,11 +222,7 @@ def train_vae(vae: AutoencoderKL, data: ShapesDataset, recipe: Recipe) -> StageR
         w = shape_weights(x, recipe.vae_shape_weight)
         err = (rec - x).abs() + (rec - x).square()
         loss = (w * err).mean() / w.mean() + 1e-6 * kl
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), recipe.grad_clip)
-        opt.step()
-        sched.step()
+        optimizer_step(opt, sched, vae.parameters(), loss, recipe.grad_clip)
         meter.step(i, loss.item())
     vae.eval()
     # held-out reconstruction error and latent statistics (for scaling / shift factors)
@@ -317,11 +323,7 @@ def train_unet(pipe: StableDiffusionPipeline, data: ShapesDataset, recipe: Recip
             w = torch.clamp(snr[t], max=recipe.min_snr_gamma) / snr[t]
         per = F.mse_loss(pred, target, reduction="none").mean(dim=(1, 2, 3))
         loss = (w * per).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(unet.parameters(), recipe.grad_clip)
-        opt.step()
-        sched.step()
+        optimizer_step(opt, sched, unet.parameters(), loss, recipe.grad_clip)
         ema.update(unet, i)
         meter.step(i, per.mean().item())
     ema.copy_to(unet)
@@ -397,11 +399,7 @@ def train_flux_transformer(pipe: FluxPipeline, data: ShapesDataset, recipe: Reci
             return_dict=False,
         )[0]
         loss = F.mse_loss(pred, target)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained.parameters(), recipe.grad_clip)
-        opt.step()
-        sched.step()
+        optimizer_step(opt, sched, trained.parameters(), loss, recipe.grad_clip)
         ema.update(trained, i)
         meter.step(i, loss.item())
     ema.copy_to(trained)
@@ -448,11 +446,7 @@ def finetune_vae_decoder_mse(
         with torch.no_grad():
             z = vae.encode(x).latent_dist.mode()
         loss = F.mse_loss(vae.decode(z).sample, x)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained.parameters(), recipe.grad_clip)
-        opt.step()
-        sched.step()
+        optimizer_step(opt, sched, trained.parameters(), loss, recipe.grad_clip)
         meter.step(i, loss.item())
     trained.eval()
     vae.requires_grad_(False)
