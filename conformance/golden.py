@@ -854,6 +854,15 @@ def _describe(identity: Identity | None) -> str:
     return "an unknown identity" if identity is None else identity.describe()
 
 
+def _require_owner(manifest: Manifest, identity: Identity | None, directory: Path,
+                   consequence: str) -> None:
+    """Only the identity a set belongs to writes into it (``consequence`` ends the error)."""
+    if not _same_owner(manifest.identity, identity):
+        raise IdentityMismatchError(
+            directory / MANIFEST, f"holds the goldens of {_describe(manifest.identity)}; "
+            f"this machine is {_describe(identity)}{consequence}")
+
+
 class GoldenStore:
     """Golden sets under ``root`` (one directory per model, then per hardware class).
 
@@ -1051,13 +1060,9 @@ class GoldenStore:
             manifest = self.manifest(item.model, hardware_class) or Manifest(
                 item.model, hardware_class, identity=identity
             )
-            if not _same_owner(manifest.identity, identity):
-                raise IdentityMismatchError(
-                    directory / MANIFEST,
-                    f"holds the goldens of {_describe(manifest.identity)}; this machine is "
-                    f"{_describe(identity)}. Two configurations with different bits never "
-                    "share a set: record into another --golden-dir (or --out)",
-                )
+            _require_owner(manifest, identity, directory,
+                           ". Two configurations with different bits never share a set: "
+                           "record into another --golden-dir (or --out)")
             replaced = item.id in manifest.entries
             target = directory / entry.file
             if replaced and not force:
@@ -1103,11 +1108,8 @@ class GoldenStore:
             manifest = self.manifest(item.model, hardware_class)
             if manifest is None or item.id not in manifest.entries:
                 raise KeyError(f"{item.id}: no golden in {directory} to attach probes to")
-            if not _same_owner(manifest.identity, identity):
-                raise IdentityMismatchError(
-                    directory / MANIFEST, f"holds the goldens of {_describe(manifest.identity)}; "
-                    f"this machine is {_describe(identity)}: its probes would not describe "
-                    "the set's bits")
+            _require_owner(manifest, identity, directory,
+                           ": its probes would not describe the set's bits")
             entry = manifest.entries[item.id]
             target = directory / (entry.file.removesuffix(".png") + PROBES_SUFFIX)
             probes: dict[str, Any] = {"file": target.name,
@@ -1127,6 +1129,18 @@ class GoldenStore:
             self._manifests[(item.model, hardware_class)] = manifest
         return target
 
+    def _sidecar(self, entry: GoldenEntry, hardware_class: str, ref: dict[str, Any],
+                 what: str, kind: str, limit: int) -> tuple[Path, bytes]:
+        """A file an entry names beside its PNG (``ref``: ``file`` and ``sha256``): read as
+        a plain file of at most ``limit`` bytes and checked against its SHA-256."""
+        path = self.set_dir(entry.model, hardware_class) / ref["file"]
+        data = read_plain_file(path, kind, limit)
+        if data is None:
+            raise ManifestError(path, f"declared as the {what} of {show(entry.id)} but missing")
+        if hashlib.sha256(data).hexdigest() != ref["sha256"]:
+            raise ManifestError(path, "SHA-256 does not match the manifest's")
+        return path, data
+
     def load_probes(self, entry: GoldenEntry, hardware_class: str) -> Any:
         """The golden's module probes (untrusted: size-capped, hash-checked, inflated with a
         bound, validated), or ``None`` when it has none; a bad file raises
@@ -1135,12 +1149,8 @@ class GoldenStore:
             return None
         from conformance.localize import ProbeFileError, ProbeRecords
 
-        path = self.set_dir(entry.model, hardware_class) / entry.probes["file"]
-        data = read_plain_file(path, "probe file", PROBES_LIMIT)
-        if data is None:
-            raise ManifestError(path, f"declared as the probes of {show(entry.id)} but missing")
-        if hashlib.sha256(data).hexdigest() != entry.probes["sha256"]:
-            raise ManifestError(path, "SHA-256 does not match the manifest's")
+        path, data = self._sidecar(entry, hardware_class, entry.probes, "probes", "probe file",
+                                   PROBES_LIMIT)
         text = gunzip_bounded(data, PROBES_JSON_LIMIT, str(path), ManifestError)
         try:
             return ProbeRecords.from_json(text, str(path))
@@ -1157,12 +1167,8 @@ class GoldenStore:
             return None
         from conformance.localize import MAX_CAPTURE_BYTES, InputCapture, ProbeFileError
 
-        path = self.set_dir(entry.model, hardware_class) / inputs["file"]
-        data = read_plain_file(path, "input capture", MAX_CAPTURE_BYTES + 2**20)
-        if data is None:
-            raise ManifestError(path, f"declared as the inputs of {show(entry.id)} but missing")
-        if hashlib.sha256(data).hexdigest() != inputs["sha256"]:
-            raise ManifestError(path, "SHA-256 does not match the manifest's")
+        path, data = self._sidecar(entry, hardware_class, inputs, "inputs", "input capture",
+                                   MAX_CAPTURE_BYTES + 2**20)
         try:
             if header_only:
                 return InputCapture.check_bytes(data, str(path))
