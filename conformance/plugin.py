@@ -124,20 +124,6 @@ def _activate(config: pytest.Config) -> ConformancePlugin:
     return plugin
 
 
-def _golden_classes(root: Path, items: list[Item]) -> list[str]:
-    """``conformance: <model> goldens: <classes>`` per model of the run (no torch)."""
-    from conformance.golden import GoldenStore
-
-    store, lines = GoldenStore(root), []
-    for model in dict.fromkeys(i.model for i in items):
-        try:
-            classes = ", ".join(store.classes(model)) or "none"
-        except ConformanceInputError as exc:  # the items of that model report it
-            classes = f"unreadable: {exc}"
-        lines.append(f"conformance: {model} goldens: {classes}")
-    return lines
-
-
 def _machine_lines(machines: list[dict[str, Any]]) -> list[str]:
     """The header lines of the machine the workers measured (what a single process prints
     at the start), and a warning when the workers measured different identities."""
@@ -361,6 +347,9 @@ class ConformancePlugin:
         from conformance.identity import format_identity
 
         if self.is_controller:  # the workers measure the machine: the summary names it
+            from conformance.golden import GoldenStore
+            from conformance.session import golden_provenance
+
             st = self.settings
             return [
                 f"conformance: device={st.device} threads={st.threads} (class, identity and "
@@ -368,8 +357,8 @@ class ConformancePlugin:
                 f"conformance: golden dir {st.golden_dir}, reference class "
                 f"{st.reference_class}, cases {self.cases.path}"
                 + (" [recording]" if st.record else ""),
-                *_golden_classes(st.golden_dir, self.cases.items(st.models, st.precisions,
-                                                                 st.resolutions)),
+                *golden_provenance(GoldenStore(st.golden_dir), [
+                    i.model for i in self.cases.items(st.models, st.precisions, st.resolutions)]),
             ]
         s = self.session
         lines = format_fingerprint(s.fingerprint)

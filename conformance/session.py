@@ -197,29 +197,8 @@ class ConformanceSession:
 
     def golden_provenance(self) -> list[str]:
         """One line per model: the golden classes present and how this class's were made."""
-        lines = []
-        for model in dict.fromkeys(i.model for i in self.items()):
-            try:
-                classes = self.store.classes(model)
-            except ConformanceInputError as exc:  # the items of that model report it
-                lines.append(f"conformance: {model} goldens: unreadable: {exc}")
-                continue
-            line = f"conformance: {model} goldens: {', '.join(classes) or 'none'}"
-            try:
-                manifest = self.store.manifest(model, self.hardware_class.name)
-            except ConformanceInputError as exc:
-                manifest = None
-                line += f" ({self.hardware_class}: unreadable: {exc.message})"
-            if manifest and manifest.entries:
-                entry = max(manifest.entries.values(), key=lambda e: e.recorded_at)
-                fp = entry.fingerprint
-                line += (
-                    f"; {self.hardware_class}: {len(manifest.entries)} recorded up to "
-                    f"{entry.recorded_at} with torch {fp.get('torch')}, diffusers "
-                    f"{fp.get('diffusers')}, {fp.get('threads')} thread(s)"
-                )
-            lines.append(line)
-        return lines
+        return golden_provenance(self.store, [i.model for i in self.items()],
+                                 self.hardware_class.name)
 
     # -- items ------------------------------------------------------------------------
     def items(self) -> list[Item]:
@@ -667,6 +646,38 @@ class ConformanceSession:
         worker sends it to the controller, which measures nothing itself)."""
         return {"hardware_class": self.hardware_class.name, "fingerprint": self.fingerprint,
                 "identity": None if self.identity is None else self.identity.to_dict()}
+
+
+def golden_provenance(store: GoldenStore, models: Sequence[str],
+                      hardware_class: str | None = None) -> list[str]:
+    """One line per model: the golden classes present and, for ``hardware_class``, how its
+    goldens were made (an xdist controller, which measures no class, gives none)."""
+    lines = []
+    for model in dict.fromkeys(models):
+        try:
+            classes = store.classes(model)
+        except ConformanceInputError as exc:  # the items of that model report it
+            lines.append(f"conformance: {model} goldens: unreadable: {exc}")
+            continue
+        line = f"conformance: {model} goldens: {', '.join(classes) or 'none'}"
+        if hardware_class is None:
+            lines.append(line)
+            continue
+        try:
+            manifest = store.manifest(model, hardware_class)
+        except ConformanceInputError as exc:
+            manifest = None
+            line += f" ({hardware_class}: unreadable: {exc.message})"
+        if manifest and manifest.entries:
+            entry = max(manifest.entries.values(), key=lambda e: e.recorded_at)
+            fp = entry.fingerprint
+            line += (
+                f"; {hardware_class}: {len(manifest.entries)} recorded up to "
+                f"{entry.recorded_at} with torch {fp.get('torch')}, diffusers "
+                f"{fp.get('diffusers')}, {fp.get('threads')} thread(s)"
+            )
+        lines.append(line)
+    return lines
 
 
 def write_results(path: Path, outcomes: list[Outcome], machine: dict[str, Any],
