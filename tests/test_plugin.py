@@ -687,42 +687,24 @@ def test_localized_module_reaches_the_matrix(run, tmp_path):
 
 
 # [compare.NAME] -------------------------------------------------------------------------
+def _dot(name: str, model: str = "tiny-sd", steps: int = 2, extra: str = "") -> str:
+    """A [cases.NAME] of the dot case's prompt and seed (what a compare relation needs)."""
+    return (f'\n[cases.{name}]\nmodel = "{model}"\n'
+            'prompt = "a red circle on a white background"\nseed = 3\n'
+            f'steps = {steps}\nscheduler = "euler"\nguidance_scale = 4.0\n{extra}')
+
+
 def _compare_cases(tmp_path, relations: str):
     from conformance import PROJECT_ROOT
 
     fixtures = PROJECT_ROOT / "fixtures"
-    text = SMALL_CASES + f"""
-[models.sd-copy]
-source = "{fixtures / 'tiny-sd'}"
-resolution_multiple = 16
-min_side = 32
-max_side = 256
-
-[cases.dot-copy]
-model = "sd-copy"
-prompt = "a red circle on a white background"
-seed = 3
-steps = 2
-scheduler = "euler"
-guidance_scale = 4.0
-
-[cases.dot-vae]
-model = "tiny-sd"
-prompt = "a red circle on a white background"
-seed = 3
-steps = 2
-scheduler = "euler"
-guidance_scale = 4.0
-vae = "{fixtures / 'tiny-sd-vae-mse'}"
-
-[cases.dot-3]
-model = "tiny-sd"
-prompt = "a red circle on a white background"
-seed = 3
-steps = 3
-scheduler = "euler"
-guidance_scale = 4.0
-""" + relations
+    text = (SMALL_CASES
+            + f'\n[models.sd-copy]\nsource = "{fixtures / "tiny-sd"}"\n'
+              "resolution_multiple = 16\nmin_side = 32\nmax_side = 256\n"
+            + _dot("dot-copy", model="sd-copy")
+            + _dot("dot-vae", extra=f'vae = "{fixtures / "tiny-sd-vae-mse"}"\n')
+            + _dot("dot-3", steps=3)
+            + relations)
     path = tmp_path / "compare.toml"
     path.write_text(text)
     return path
