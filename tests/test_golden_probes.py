@@ -198,3 +198,39 @@ def test_validate_checks_a_stored_input_without_importing_torch(tmp_path, probed
     inputs = store.set_dir("tiny-sd", CLS) / entry.probes["inputs"]["file"]
     inputs.write_bytes(inputs.read_bytes()[:-3])
     assert main(["validate", str(tmp_path), "--reference-dir", str(tmp_path)]) == 1
+
+
+def _capture_bytes(structure=None, **header_edit):
+    """A valid capture file (one tensor), with its safetensors header edited."""
+    import json as _json
+
+    import torch
+
+    from conformance.localize import InputCapture
+
+    cap = InputCapture("step0", "unet", "UNet2DConditionModel",
+                       structure or {"args": [{"tensor": "t0"}], "kwargs": {}},
+                       {"t0": torch.zeros(4)}, "0" * 16)
+    data = cap.to_bytes()
+    n = int.from_bytes(data[:8], "little")
+    head = _json.loads(data[8:8 + n])
+    head.update(header_edit)
+    text = _json.dumps(head).encode()
+    return len(text).to_bytes(8, "little") + text + data[8 + n:]
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"t0": {"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}}, "bad data_offsets"),
+    ({"t0": {"dtype": "F32", "shape": [4], "data_offsets": [0, 10**9]}}, "its tensors hold"),
+    ({"structure": {"args": [{"tensor": "t1"}], "kwargs": {}}}, "the structure names tensors"),
+])
+def test_capture_headers_are_checked_without_loading(kwargs, message):
+    from conformance.localize import InputCapture, ProbeFileError
+
+    structure = kwargs.pop("structure", None)
+    data = _capture_bytes(structure, **kwargs)
+    with pytest.raises(ProbeFileError, match=message):
+        InputCapture.check_bytes(data, "cap.safetensors")
+    with pytest.raises(ProbeFileError, match=message):
+        InputCapture.from_bytes(data, "cap.safetensors")
+    assert InputCapture.from_bytes(_capture_bytes(), "ok").name == "unet"
