@@ -173,6 +173,8 @@ class Runner:
         #: keyed by (model spec, precision, VAE swap, LoRA adapters)
         self._pipelines: dict[tuple[Any, ...], Any] = {}
         self._scheduler_configs: dict[tuple[Any, ...], Any] = {}
+        #: weight bytes per loaded pipeline (by id: the pipelines are kept for the process)
+        self._weights: dict[int, int] = {}
 
     def model_path(self, spec: ModelSpec) -> Path:
         return spec.verified_path(self.fixtures_dir)  # shipped checksums, once per process
@@ -389,7 +391,9 @@ class Runner:
         self.stats.generations += 1
         self.stats.generate_seconds += seconds
         image = np.asarray(result.images[0].convert("RGB"), dtype=np.uint8).copy()
-        return Generation(item.id, image, trace, seconds, weights_bytes(pipe), peak)
+        if id(pipe) not in self._weights:
+            self._weights[id(pipe)] = weights_bytes(pipe)
+        return Generation(item.id, image, trace, seconds, self._weights[id(pipe)], peak)
 
 
 def _memory_backend(device: str) -> Any:
