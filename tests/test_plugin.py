@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import re
 import shutil
 
 import numpy as np
@@ -611,6 +612,9 @@ def test_two_workers_make_the_generations_of_one(run, tmp_path):
     assert two["stats"]["processes"] == 2
     assert two["stats"]["generations"] == one["stats"]["generations"]
     assert two["stats"]["reused"] >= 1
+    # the scheduler keeps each pipeline on one worker: the second one loads one more
+    assert one["stats"]["model_loads"] <= two["stats"]["model_loads"] \
+        <= one["stats"]["model_loads"] + 1, (one["stats"]["loaded"], two["stats"]["loaded"])
     sha = {(o["id"], o["check"]): o["pixel_sha256"] for o in one["outcomes"]}
     assert {(o["id"], o["check"]): o["pixel_sha256"] for o in two["outcomes"]} == sha
     parallel.stdout.fnmatch_lines(["*reused from another process: *, processes: 2*"])
@@ -894,3 +898,40 @@ def test_packaged_deviations_are_not_reported_unmatched_for_ones_own_cases(run):
     the packaged cases) as unmatched; a deviations file it names still is."""
     r = run("--model", "tiny-sd", "--precision", "fp32")
     assert "matched no collected test" not in r.stdout.str()
+
+
+GRID_CASES = "schema_version = 1\n[axes]\nresolutions = [\"32x32\"]\n" + "".join(f"""
+[cases.c{n}]
+model = "tiny-sd"
+prompt = "a red circle on a white background"
+seed = {n}
+steps = 2
+scheduler = "euler"
+guidance_scale = 4.0
+precisions = ["fp32", "bf16", "fp16"]
+""" for n in range(4))
+
+
+def test_two_workers_keep_an_items_checks_and_each_pipeline_together(run, tmp_path):
+    """-n 2 --dist loadgroup: every check of an item runs on one worker (xdist 3.8's own
+    loadgroup no longer groups under pytest 9.2), each (model, precision) pipeline is
+    loaded by one worker, plus at most one more to keep both busy: the same generations as
+    -n 0 (the fidelity verdicts of this 2-step case do not matter here)."""
+    cases = tmp_path / "grid.toml"
+    cases.write_text(GRID_CASES)
+    modules = ("test_golden.py", "test_repeatability.py", "test_fidelity.py")
+    serial = results_of(run("--record", cases_file=cases, modules=modules))
+    shutil.rmtree(tmp_path / "golden")
+    r = run("--record", "-n", "2", "--dist", "loadgroup", "-v", cases_file=cases,
+            modules=modules)
+    two = results_of(r)
+    assert two["stats"]["generations"] == serial["stats"]["generations"]
+    assert serial["stats"]["model_loads"] == 3
+    assert two["stats"]["model_loads"] <= 4, two["stats"]["loaded"]
+    workers: dict[str, set[str]] = {}
+    for line in r.stdout.lines:
+        m = re.match(r"\[(gw\d+)\].*::test_\w+\[([^\]]+)\]", line)
+        if m and m.group(2).count("/") == 3:  # an item's check (not the ladder)
+            workers.setdefault(m.group(2), set()).add(m.group(1))
+    assert len(workers) == 12
+    assert all(len(w) == 1 for w in workers.values()), workers

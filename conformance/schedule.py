@@ -1,0 +1,173 @@
+"""How a conformance run under ``-n N --dist loadgroup`` hands its tests to the workers.
+
+Each conformance item is one xdist group (its checks share one generation). xdist's own
+``loadgroup`` hands the groups out in queue order, so both workers soon hold every
+(model, precision) pipeline, and a worker whose fidelity check needs the fp32 image of the
+same case waits for the worker that is making it. This scheduler hands a free worker:
+
+1. a group of a pipeline it already holds, whose fp32 reference is finished;
+2. else a group of a pipeline no worker holds yet (fp32 first: they are the references;
+   then the pipeline with the most groups left), reference finished;
+3. else a group of a pipeline it holds whose reference is not finished (it waits for it, or
+   makes it itself when no worker has it yet: never twice, see ``gencache``);
+4. else a group of a pipeline another worker holds (one more load, to keep both busy to the
+   end), most groups left first;
+5. groups that are not items (the VAE checks, the precision ladder) last: the ladder reads
+   every precision's generation, which by then is made.
+
+The pipeline and the groups an item needs come from the case file (:func:`plan`), so the
+controller imports neither torch nor diffusers for it. Bits never depend on the order:
+every worker pins its threads, and a generation another worker made is read, not redone.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from conformance.precision import REFERENCE_PRECISION
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What the scheduler knows of one xdist group."""
+
+    #: "model/precision" (the case's own model spec, VAE swap and LoRA count as the model)
+    pipeline: str
+    #: groups whose generation this group's checks read (the fp32 reference, a compare base)
+    needs: tuple[str, ...] = ()
+
+
+def pipeline_key(item: Any) -> str:
+    """The pipeline an item runs on, as the scheduler names it."""
+    case = item.case
+    name = case.model_spec.name
+    if case.vae is not None:
+        name += f"+vae:{case.vae}"
+    if case.lora:
+        name += "+lora:" + ",".join(f"{r.path}@{r.scale:g}" for r in case.lora)
+    return f"{name}/{item.precision}"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The run's groups (item ids) and, per test parameter id, the group it belongs to."""
+
+    units: dict[str, Unit]
+    #: a test's parameter id (what its node id holds in brackets) -> its group
+    groups: dict[str, str]
+
+    def group_of(self, nodeid: str) -> str:
+        """The group of a test node id; a test of no item (VAE check, ladder) is its own.
+
+        The groups come from the case file, not from ``@group`` node id suffixes: with
+        pytest 9.2 xdist 3.8's ``loadgroup`` no longer adds them (pytest-xdist#1386)."""
+        if nodeid.rfind("@") > nodeid.rfind("]"):
+            nodeid = nodeid[: nodeid.rfind("@")]
+        if nodeid.endswith("]") and "[" in nodeid:
+            return self.groups.get(nodeid[nodeid.index("[") + 1 : -1], nodeid)
+        return nodeid
+
+
+def plan(items: Iterable[Any], pairs: Iterable[tuple[Any, Any, Any]] = (),
+         variants: Iterable[str] = ()) -> Plan:
+    """The run's :class:`Plan`: per item its pipeline and the items it reads (the fp32
+    reference of a non-fp32 item; the base of each compare relation it is the other side
+    of). ``items`` are :class:`~conformance.cases.Item`; ``pairs`` what
+    ``Cases.compare_pairs`` returns; ``variants`` the invariance variants (their tests'
+    ids read ITEM-VARIANT)."""
+    from conformance.cases import Item
+
+    units: dict[str, Unit] = {}
+    needs: dict[str, list[str]] = {}
+    groups: dict[str, str] = {}
+    variants = tuple(variants)
+    for item in items:
+        units[item.id] = Unit(pipeline_key(item))
+        groups[item.id] = item.id
+        groups.update({f"{item.id}-{v}": item.id for v in variants})
+        if item.precision != REFERENCE_PRECISION:
+            needs.setdefault(item.id, []).append(
+                Item(item.case, item.resolution, REFERENCE_PRECISION).id)
+    for _rel, base, other in pairs:
+        units.setdefault(other.id, Unit(pipeline_key(other)))
+        units.setdefault(base.id, Unit(pipeline_key(base)))
+        groups[f"{other.id}-vs-{base.case.name}"] = other.id
+        needs.setdefault(other.id, []).append(base.id)
+    return Plan({gid: Unit(u.pipeline, tuple(dict.fromkeys(needs.get(gid, ()))))
+                 for gid, u in units.items()}, groups)
+
+
+def choose(queue: Sequence[str], units: Mapping[str, Unit], held: set[str],
+           held_elsewhere: set[str], done: set[str], known: set[str],
+           given: set[str] = frozenset()) -> str:  # type: ignore[assignment]
+    """The group of ``queue`` (not empty) a free worker takes next (see the module text).
+
+    ``held``: pipelines this worker holds; ``held_elsewhere``: pipelines other workers
+    hold; ``done``: finished groups; ``known``: every group of the run (a needed group that
+    is not one, e.g. dropped by ``-k``, counts as ready: whoever needs it makes it);
+    ``given``: groups already handed to this worker (it runs them first, so a group that
+    needs one of them is ready too)."""
+    left = Counter(units[g].pipeline for g in queue if g in units)
+
+    def ready(group: str) -> bool:
+        return all(n in done or n in given or n not in known for n in units[group].needs)
+
+    def rank(index: int, group: str) -> tuple[int, int, int, int]:
+        unit = units.get(group)
+        if unit is None:
+            return (5, 0, 0, index)
+        pipeline, is_ready = unit.pipeline, ready(group)
+        if pipeline in held and is_ready:
+            return (1, 0, 0, index)
+        if pipeline not in held and pipeline not in held_elsewhere and is_ready:
+            is_reference = pipeline.rsplit("/", 1)[-1] == REFERENCE_PRECISION
+            return (2, 0 if is_reference else 1, -left[pipeline], index)
+        if pipeline in held:
+            return (3, 0, 0, index)
+        return (4, 0 if is_ready else 1, -left[pipeline], index)
+
+    return min(enumerate(queue), key=lambda pair: rank(*pair))[1]
+
+
+def make_scheduler(config: Any, log: Any, the_plan: Plan) -> Any:
+    """xdist's ``loadgroup`` scheduling with :func:`choose` picking each worker's next
+    group (imported here: xdist is needed only for ``-n``)."""
+    from xdist.scheduler import LoadGroupScheduling
+
+    class PipelineAffinityScheduling(LoadGroupScheduling):  # type: ignore[misc]
+        def __init__(self) -> None:
+            super().__init__(config, log)
+            self.units = the_plan.units
+            self.held: dict[Any, set[str]] = {}
+
+        def _split_scope(self, nodeid: str) -> str:
+            return the_plan.group_of(nodeid)
+
+        def _done(self) -> set[str]:
+            return {scope for work in self.assigned_work.values()
+                    for scope, tests in work.items() if all(tests.values())}
+
+        def _assign_work_unit(self, node: Any) -> None:
+            queue = list(self.workqueue)
+            held = self.held.setdefault(node, set())
+            elsewhere = {p for other, ps in self.held.items() if other is not node for p in ps}
+            known = set(queue) | {s for work in self.assigned_work.values() for s in work}
+            given = set(self.assigned_work.get(node, {}))
+            scope = choose(queue, self.units, held, elsewhere, self._done(), known, given)
+            unit = self.units.get(scope)
+            if unit is not None:
+                held.add(unit.pipeline)
+            work_unit = self.workqueue.pop(scope)
+            self.assigned_work.setdefault(node, {})[scope] = work_unit
+            collection = self.registered_collections[node]
+            node.send_runtest_some([collection.index(nodeid)
+                                    for nodeid, finished in work_unit.items() if not finished])
+
+        def remove_node(self, node: Any) -> Any:
+            self.held.pop(node, None)
+            return super().remove_node(node)
+
+    return PipelineAffinityScheduling()
