@@ -61,7 +61,10 @@ class RunnerStats:
     loads: int = 0
     load_seconds: float = 0.0
     generations: int = 0
+    #: wall time inside pipeline calls, the trace digests included
     generate_seconds: float = 0.0
+    #: of which in the step callback's latent digests (harness work, not the model's)
+    trace_seconds: float = 0.0
     loaded: list[str] = field(default_factory=list)
     #: stored size of the denoiser's weights per "model/precision"
     denoiser_bytes: dict[str, int] = field(default_factory=dict)
@@ -362,8 +365,12 @@ class Runner:
         )
         trace: list[StepTrace] = []
 
+        stats = self.stats
+
         def on_step(_pipe: Any, step: int, timestep: Any, kwargs: dict[str, Any]) -> dict:
+            begin = time.perf_counter()
             trace.append(StepTrace.from_latents(step, timestep, kwargs["latents"][:1]))
+            stats.trace_seconds += time.perf_counter() - begin
             return kwargs
 
         call: dict[str, Any] = {

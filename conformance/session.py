@@ -191,6 +191,9 @@ class ConformanceSession:
         self.store = GoldenStore(settings.golden_dir)
         self.runner = runner or Runner(settings.device)
         self.started_at = now_utc()
+        from conformance.vae import model_seconds
+
+        self._vae_seconds_before = model_seconds()  # the clock is the process's
         self.outcomes: list[Outcome] = []
         self._generations: dict[str, Generation] = {}
         self._failures: dict[str, GenerationFailed] = {}
@@ -623,12 +626,16 @@ class ConformanceSession:
 
     # -- results -----------------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
+        from conformance.vae import model_seconds
+
         st = self.runner.stats
         return {
             "model_loads": st.loads,
             "load_seconds": round(st.load_seconds, 3),
             "generations": st.generations,
             "generate_seconds": round(st.generate_seconds, 3),
+            "trace_seconds": round(st.trace_seconds, 3),
+            "vae_check_seconds": round(model_seconds() - self._vae_seconds_before, 3),
             "reused": self.shared.reused if self.shared is not None else 0,
             "loaded": list(st.loaded),
             "denoiser_bytes": dict(st.denoiser_bytes),
@@ -745,16 +752,18 @@ def _display_path(path: Path) -> str:
 
 def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
     """Sum per-process runner stats (xdist workers)."""
+    seconds = ("load_seconds", "generate_seconds", "trace_seconds", "vae_check_seconds")
     out: dict[str, Any] = {"model_loads": 0, "load_seconds": 0.0, "generations": 0,
-                           "generate_seconds": 0.0, "reused": 0, "loaded": [],
+                           "generate_seconds": 0.0, "trace_seconds": 0.0,
+                           "vae_check_seconds": 0.0, "reused": 0, "loaded": [],
                            "denoiser_bytes": {}, "processes": len(parts)}
     for p in parts:
-        for k in ("model_loads", "load_seconds", "generations", "generate_seconds", "reused"):
+        for k in ("model_loads", "generations", "reused", *seconds):
             out[k] += p.get(k, 0)
         out["loaded"] += p.get("loaded", [])
         out["denoiser_bytes"].update(p.get("denoiser_bytes", {}))
-    out["load_seconds"] = round(out["load_seconds"], 3)
-    out["generate_seconds"] = round(out["generate_seconds"], 3)
+    for k in seconds:
+        out[k] = round(out[k], 3)
     return out
 
 

@@ -30,11 +30,13 @@ point is to measure the VAE computing in that dtype.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import math
+import time
 import zlib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -255,6 +257,27 @@ def _check_side(vae: AutoencoderKL, shape: Sequence[int]) -> None:
             )
 
 
+class _ModelClock:
+    """Seconds this process spent inside the VAE's own encode and decode calls (the VAE
+    checks' model work, beside the pipelines'; benchmarks/bench_suite.py reads it)."""
+
+    seconds = 0.0
+
+    @classmethod
+    @contextlib.contextmanager
+    def timing(cls) -> Iterator[None]:
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            cls.seconds += time.perf_counter() - start
+
+
+def model_seconds() -> float:
+    """Seconds spent in VAE encode / decode calls made through this module."""
+    return _ModelClock.seconds
+
+
 def encode_images(vae: AutoencoderKL, images: Any) -> torch.Tensor:
     """Encode uint8 images (one ``H x W x 3`` or a batch) to float32 pipeline latents.
 
@@ -266,7 +289,7 @@ def encode_images(vae: AutoencoderKL, images: Any) -> torch.Tensor:
     batch, _ = _batch(images)
     _check_side(vae, batch.shape[1:3])
     x = images_to_tensor(batch, vae.dtype)
-    with torch.inference_mode():
+    with torch.inference_mode(), _ModelClock.timing():
         mean = vae.encode(x).latent_dist.mean
         return scale_latents(vae, mean).float()
 
@@ -280,7 +303,7 @@ def decode_sample(vae: AutoencoderKL, latents: torch.Tensor) -> torch.Tensor:
 
     if latents.ndim != 4:
         raise ValueError(f"expected N x C x h x w latents, got shape {tuple(latents.shape)}")
-    with torch.inference_mode():
+    with torch.inference_mode(), _ModelClock.timing():
         z = unscale_latents(vae, latents.to(vae.dtype))
         return vae.decode(z).sample
 

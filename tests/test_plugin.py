@@ -374,6 +374,10 @@ def test_results_file_schema(run):
     assert doc["identity"]["class"] == OWN and len(doc["identity"]["digest"]) == 12
     assert doc["hardware_class"] == OWN and doc["fingerprint"]["hardware_class"] == OWN
     assert doc["stats"]["model_loads"] == 3  # tiny-sd fp32, tiny-sd bf16, tiny-flux fp32
+    st = doc["stats"]
+    # the step callback's digests are timed inside the pipeline calls they are part of
+    assert 0 < st["trace_seconds"] < st["generate_seconds"]
+    assert st["vae_check_seconds"] == 0  # no VAE check in this run
     required = {"id", "model", "case", "resolution", "precision", "hardware_class", "status",
                 "tier", "golden_class", "metrics", "seconds"}
     assert len(doc["outcomes"]) == 9
@@ -389,6 +393,22 @@ def test_results_merged_across_xdist_workers(run):
     assert len(doc["outcomes"]) == 9
     assert doc["stats"]["processes"] == 2
     assert {o["status"] for o in doc["outcomes"]} == {"passed", "skipped"}
+    assert doc["stats"]["trace_seconds"] > 0
+
+
+def test_merged_stats_sum_every_process():
+    from conformance.session import merge_stats
+
+    a = {"model_loads": 2, "load_seconds": 0.5, "generations": 3, "generate_seconds": 2.0,
+         "trace_seconds": 0.1, "vae_check_seconds": 0.25, "reused": 1, "loaded": ["x/fp32"],
+         "denoiser_bytes": {"x/fp32": 10}}
+    b = {"model_loads": 1, "load_seconds": 0.25, "generations": 2, "generate_seconds": 1.0,
+         "trace_seconds": 0.05, "loaded": ["y/bf16"], "denoiser_bytes": {"y/bf16": 5}}
+    st = merge_stats([a, b])  # b: a process that ran no VAE check and reused nothing
+    assert st == {"model_loads": 3, "load_seconds": 0.75, "generations": 5,
+                  "generate_seconds": 3.0, "trace_seconds": 0.15, "vae_check_seconds": 0.25,
+                  "reused": 1, "loaded": ["x/fp32", "y/bf16"],
+                  "denoiser_bytes": {"x/fp32": 10, "y/bf16": 5}, "processes": 2}
 
 
 # ini and environment ----------------------------------------------------------------------

@@ -601,3 +601,16 @@ def test_the_vae_tests_read_their_bounds_from_the_file(
     plain.write_text(TIERS)
     result = pytester.runpytest(module, "--tolerances", str(plain), *select)
     result.assert_outcomes(passed=1)
+
+
+def test_encode_and_decode_time_counts_as_model_time(small_vae_dir: Path) -> None:
+    """The VAE checks' own encode/decode calls are timed (the benchmark counts them as
+    model work beside the pipeline calls); a refused input adds nothing."""
+    vae = V.load_vae(small_vae_dir, "fp32")
+    before = V.model_seconds()
+    V.round_trip(vae, np.zeros((16, 16, 3), np.uint8))
+    after = V.model_seconds()
+    assert after > before
+    with pytest.raises(ValueError):
+        V.decode_latents(vae, torch.zeros(4, 8, 8))
+    assert V.model_seconds() == after
