@@ -362,11 +362,13 @@ class ConformancePlugin:
         if config.getvalue("dist") != "loadgroup":
             return None
         from conformance.schedule import make_scheduler, plan
+        from conformance.vae import VAE_MODELS, VAE_PRECISIONS
 
         s = self.settings
         the_plan = plan(self.cases.items(s.models, s.precisions, s.resolutions),
                         self.cases.compare_pairs(s.models, s.precisions, s.resolutions),
-                        VARIANTS)
+                        VARIANTS, {f"{m}/vae/{p}": f"{m}/vae" for m in VAE_MODELS
+                                   for p in VAE_PRECISIONS})
         return make_scheduler(config, log, the_plan)
 
     @property

@@ -10,10 +10,11 @@ same case waits for the worker that is making it. This scheduler hands a free wo
    then the pipeline with the most groups left), reference finished;
 3. else a group of a pipeline it holds whose reference is not finished (it waits for it, or
    makes it itself when no worker has it yet: never twice, see ``gencache``);
-4. else a group of a pipeline another worker holds (one more load, to keep both busy to the
-   end), most groups left first;
-5. groups that are not items (the VAE checks, the precision ladder) last: the ladder reads
-   every precision's generation, which by then is made.
+4. else the VAE checks, one group per model (they share that model's fp32 decodes in one
+   process); else a group of a pipeline another worker holds (one more load, to keep
+   both busy to the end), most groups left first;
+5. tests of no item last: the precision ladder reads every precision's generation, which
+   by then is made.
 
 The pipeline and the groups an item needs come from the case file (:func:`plan`), so the
 controller imports neither torch nor diffusers for it. Bits never depend on the order:
@@ -34,8 +35,9 @@ from conformance.precision import REFERENCE_PRECISION
 class Unit:
     """What the scheduler knows of one xdist group."""
 
-    #: "model/precision" (the case's own model spec, VAE swap and LoRA count as the model)
-    pipeline: str
+    #: "model/precision" (the case's own model spec, VAE swap and LoRA count as the model);
+    #: None for a group of tests of no item (they load no pipeline)
+    pipeline: str | None
     #: groups whose generation this group's checks read (the fp32 reference, a compare base)
     needs: tuple[str, ...] = ()
 
@@ -72,17 +74,19 @@ class Plan:
 
 
 def plan(items: Iterable[Any], pairs: Iterable[tuple[Any, Any, Any]] = (),
-         variants: Iterable[str] = ()) -> Plan:
+         variants: Iterable[str] = (), together: Mapping[str, str] | None = None) -> Plan:
     """The run's :class:`Plan`: per item its pipeline and the items it reads (the fp32
     reference of a non-fp32 item; the base of each compare relation it is the other side
     of). ``items`` are :class:`~conformance.cases.Item`; ``pairs`` what
     ``Cases.compare_pairs`` returns; ``variants`` the invariance variants (their tests'
-    ids read ITEM-VARIANT)."""
+    ids read ITEM-VARIANT); ``together`` maps parameter ids of tests of no item to a group
+    they share (the VAE checks of one model reuse one process's fp32 decodes)."""
     from conformance.cases import Item
 
     units: dict[str, Unit] = {}
     needs: dict[str, list[str]] = {}
-    groups: dict[str, str] = {}
+    groups: dict[str, str] = dict(together or {})
+    units.update({g: Unit(None) for g in groups.values()})
     variants = tuple(variants)
     for item in items:
         units[item.id] = Unit(pipeline_key(item))
@@ -119,6 +123,8 @@ def choose(queue: Sequence[str], units: Mapping[str, Unit], held: set[str],
         unit = units.get(group)
         if unit is None:
             return (5, 0, 0, index)
+        if unit.pipeline is None:  # before taking over another worker's pipeline
+            return (4, -1, 0, index)
         pipeline, is_ready = unit.pipeline, ready(group)
         if pipeline in held and is_ready:
             return (1, 0, 0, index)
@@ -158,7 +164,7 @@ def make_scheduler(config: Any, log: Any, the_plan: Plan) -> Any:
             given = set(self.assigned_work.get(node, {}))
             scope = choose(queue, self.units, held, elsewhere, self._done(), known, given)
             unit = self.units.get(scope)
-            if unit is not None:
+            if unit is not None and unit.pipeline is not None:
                 held.add(unit.pipeline)
             work_unit = self.workqueue.pop(scope)
             self.assigned_work.setdefault(node, {})[scope] = work_unit

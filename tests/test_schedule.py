@@ -24,7 +24,7 @@ def default_plan() -> Plan:
 def test_every_item_is_a_group_with_its_pipeline_and_fp32_reference():
     p = default_plan()
     items = CASES.items()
-    assert set(p.units) == {i.id for i in items}
+    assert set(p.units) == {i.id for i in items}  # no VAE groups named
     for item in items:
         unit = p.units[item.id]
         assert unit.pipeline == f"{item.model}/{item.precision}"
@@ -47,6 +47,27 @@ def test_node_ids_map_to_their_item_group():
                    "conformance/test_fidelity.py::test_precision_ladder[tiny-sd]",
                    "conformance/test_other.py::test_plain"):
         assert p.group_of(nodeid) == nodeid
+
+
+def test_tests_named_together_share_a_group_and_come_last():
+    p = plan(CASES.items(), (), VARIANTS, {"tiny-sd/vae/fp32": "tiny-sd/vae",
+                                           "tiny-sd/vae/bf16": "tiny-sd/vae"})
+    ids = [f"conformance/test_vae.py::test_{t}[tiny-sd/vae/{prec}]"
+           for t in ("decode_repeatable", "photo_round_trip") for prec in ("fp32", "bf16")]
+    assert {p.group_of(n) for n in ids} == {"tiny-sd/vae"}
+    assert p.units["tiny-sd/vae"].pipeline is None
+    fp32 = next(g for g, u in p.units.items() if u.pipeline == "tiny-sd/fp32")
+    bf16 = next(g for g, u in p.units.items() if u.pipeline == "tiny-sd/bf16")
+    known = set(p.units)
+    # after a worker's own work and fresh pipelines, before another worker's pipeline
+    assert choose(["tiny-sd/vae", fp32], p.units, set(), set(), set(), known) == fp32
+    assert choose(["tiny-sd/vae", fp32], p.units, set(), {"tiny-sd/fp32"}, set(),
+                  known) == "tiny-sd/vae"
+    assert choose(["tiny-sd/vae", bf16], p.units, {"tiny-sd/bf16"}, set(), set(),
+                  known) == bf16  # its own, reference not made: still first
+    ladder = "conformance/test_fidelity.py::test_precision_ladder[tiny-sd]"
+    assert choose([ladder, "tiny-sd/vae"], p.units, set(), set(), set(), known) == \
+        "tiny-sd/vae"
 
 
 def test_compare_tests_join_their_item_and_need_the_base():
@@ -148,7 +169,7 @@ def simulate(p: Plan, workers: int, cost: dict[str, float], extra: list[str]):
         queue.remove(group)
         unit = p.units.get(group)
         seconds = cost.get(group, 0.1)
-        if unit is not None:
+        if unit is not None and unit.pipeline is not None:
             if unit.pipeline not in held[w]:
                 seconds += 0.3  # a load
             held[w].add(unit.pipeline)
@@ -161,15 +182,17 @@ def simulate(p: Plan, workers: int, cost: dict[str, float], extra: list[str]):
 @settings(max_examples=60, deadline=None)
 @given(workers=st.integers(1, 4), seed=st.randoms(use_true_random=False))
 def test_every_group_once_and_one_worker_loads_each_pipeline_once(workers, seed):
-    p = default_plan()
+    p = plan(CASES.items(), CASES.compare_pairs(), VARIANTS,
+             {f"{m}/vae/{prec}": f"{m}/vae" for m in ("tiny-sd", "tiny-flux")
+              for prec in ("fp32", "bf16")})
     cost = {g: seed.uniform(0.1, 3.0) for g in p.units}
-    extra = [f"conformance/test_vae.py::test_v[{i}]" for i in range(3)]
+    extra = [f"conformance/test_fidelity.py::test_precision_ladder[m{i}]" for i in range(3)]
     order, held, _ = simulate(p, workers, cost, extra)
     groups = [g for _, g in order]
     assert sorted(groups) == sorted(list(p.units) + extra)
     # the tests of no item are handed out after every item
     assert groups[-len(extra):] == extra or set(groups[-len(extra):]) == set(extra)
-    pipelines = {u.pipeline for u in p.units.values()}
+    pipelines = {u.pipeline for u in p.units.values() if u.pipeline is not None}
     if workers == 1:
         assert held[0] == pipelines
     # each pipeline on few workers: at most one extra load per worker beyond the first
