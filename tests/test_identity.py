@@ -85,9 +85,11 @@ def test_thread_count_is_measured():
     one = probes.run_battery("cpu").digests
     differ = probes.differing_probes(one, two)
     # full reductions split their partial sums by thread on every CPU; which GEMMs also
-    # split by thread depends on the CPU (on an Intel Xeon with AMX the K=1280 one does)
+    # split by thread depends on the CPU (on an Intel Xeon with AMX the K=1280 one does);
+    # on a loaded machine the elementwise exp/sin probe did too once (where its vector
+    # loop's scalar tail falls moves with the chunk a thread gets)
     assert "reduce/fp32" in differ, differ
-    assert all(k.startswith(("reduce/", "linear-")) for k in differ), differ
+    assert all(k.startswith(("reduce/", "linear-", "exp_sin/")) for k in differ), differ
 
 
 def test_precision_digests_depend_on_their_probes_only(battery):
