@@ -166,6 +166,18 @@ def _variant(pipe: Any, variant: str | None) -> Iterator[None]:
         yield
 
 
+def pipeline_label(model: str, precision: str, vae: Path | None = None,
+                   lora: tuple[LoraRef, ...] = ()) -> str:
+    """How a loaded pipeline is named ("tiny-sd/fp32", "tiny-sd/fp32+vae:NAME",
+    "tiny-sd/fp32+lora:STEM@SCALE"): in the run's stats, and by the xdist scheduler."""
+    label = f"{model}/{precision}"
+    if vae is not None:
+        label += f"+vae:{vae.name}"
+    if lora:
+        label += "+lora:" + ",".join(f"{r.path.stem}@{r.scale:g}" for r in lora)
+    return label
+
+
 class Runner:
     """Generates conformance items on one device, caching pipelines per process."""
 
@@ -198,12 +210,7 @@ class Runner:
             self._pipelines[key] = self._load(spec, precision, vae, lora)
             self.stats.loads += 1
             self.stats.load_seconds += time.perf_counter() - start
-            label = f"{spec.name}/{precision}"
-            if vae is not None:
-                label += f"+vae:{vae.name}"
-            if lora:
-                label += "+lora:" + ",".join(f"{r.path.stem}@{r.scale:g}" for r in lora)
-            self.stats.loaded.append(label)
+            self.stats.loaded.append(pipeline_label(spec.name, precision, vae, lora))
         return self._pipelines[key]
 
     def pipeline_for(self, item: Item) -> Any:

@@ -362,12 +362,12 @@ class ConformancePlugin:
         if config.getvalue("dist") != "loadgroup":
             return None
         from conformance.schedule import make_scheduler, plan
-        from conformance.vae import VAE_MODELS, VAE_PRECISIONS
+        from conformance.vae import VAE_MODELS, VAE_PRECISIONS, vae_test_id
 
         s = self.settings
         the_plan = plan(self.cases.items(s.models, s.precisions, s.resolutions),
                         self.cases.compare_pairs(s.models, s.precisions, s.resolutions),
-                        VARIANTS, {f"{m}/vae/{p}": f"{m}/vae" for m in VAE_MODELS
+                        VARIANTS, {vae_test_id(m, p): f"{m}/vae" for m in VAE_MODELS
                                    for p in VAE_PRECISIONS})
         return make_scheduler(config, log, the_plan)
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from conformance.precision import REFERENCE_PRECISION
@@ -35,22 +35,25 @@ from conformance.precision import REFERENCE_PRECISION
 class Unit:
     """What the scheduler knows of one xdist group."""
 
-    #: "model/precision" (the case's own model spec, VAE swap and LoRA count as the model);
-    #: None for a group of tests of no item (they load no pipeline)
+    #: the pipeline's :func:`~conformance.generate.pipeline_label` (the case's own model
+    #: spec, VAE swap and LoRA make it another); None for a group of tests of no item
     pipeline: str | None
     #: groups whose generation this group's checks read (the fp32 reference, a compare base)
     needs: tuple[str, ...] = ()
+    #: an item at the reference precision (the other items' references)
+    reference: bool = False
 
 
 def pipeline_key(item: Any) -> str:
     """The pipeline an item runs on, as the scheduler names it."""
+    from conformance.generate import pipeline_label
+
     case = item.case
-    name = case.model_spec.name
-    if case.vae is not None:
-        name += f"+vae:{case.vae}"
-    if case.lora:
-        name += "+lora:" + ",".join(f"{r.path}@{r.scale:g}" for r in case.lora)
-    return f"{name}/{item.precision}"
+    return pipeline_label(case.model_spec.name, item.precision, case.vae, case.lora)
+
+
+def _unit(item: Any) -> Unit:
+    return Unit(pipeline_key(item), reference=item.precision == REFERENCE_PRECISION)
 
 
 @dataclass(frozen=True)
@@ -89,18 +92,18 @@ def plan(items: Iterable[Any], pairs: Iterable[tuple[Any, Any, Any]] = (),
     units.update({g: Unit(None) for g in groups.values()})
     variants = tuple(variants)
     for item in items:
-        units[item.id] = Unit(pipeline_key(item))
+        units[item.id] = _unit(item)
         groups[item.id] = item.id
         groups.update({f"{item.id}-{v}": item.id for v in variants})
         if item.precision != REFERENCE_PRECISION:
             needs.setdefault(item.id, []).append(
                 Item(item.case, item.resolution, REFERENCE_PRECISION).id)
     for _rel, base, other in pairs:
-        units.setdefault(other.id, Unit(pipeline_key(other)))
-        units.setdefault(base.id, Unit(pipeline_key(base)))
+        units.setdefault(other.id, _unit(other))
+        units.setdefault(base.id, _unit(base))
         groups[f"{other.id}-vs-{base.case.name}"] = other.id
         needs.setdefault(other.id, []).append(base.id)
-    return Plan({gid: Unit(u.pipeline, tuple(dict.fromkeys(needs.get(gid, ()))))
+    return Plan({gid: replace(u, needs=tuple(dict.fromkeys(needs.get(gid, ()))))
                  for gid, u in units.items()}, groups)
 
 
@@ -129,8 +132,7 @@ def choose(queue: Sequence[str], units: Mapping[str, Unit], held: set[str],
         if pipeline in held and is_ready:
             return (1, 0, 0, index)
         if pipeline not in held and pipeline not in held_elsewhere and is_ready:
-            is_reference = pipeline.rsplit("/", 1)[-1] == REFERENCE_PRECISION
-            return (2, 0 if is_reference else 1, -left[pipeline], index)
+            return (2, 0 if unit.reference else 1, -left[pipeline], index)
         if pipeline in held:
             return (3, 0, 0, index)
         return (4, 0 if is_ready else 1, -left[pipeline], index)
@@ -144,36 +146,26 @@ def make_scheduler(config: Any, log: Any, the_plan: Plan) -> Any:
     from xdist.scheduler import LoadGroupScheduling
 
     class PipelineAffinityScheduling(LoadGroupScheduling):  # type: ignore[misc]
-        def __init__(self) -> None:
-            super().__init__(config, log)
-            self.units = the_plan.units
-            self.held: dict[Any, set[str]] = {}
-
         def _split_scope(self, nodeid: str) -> str:
             return the_plan.group_of(nodeid)
 
-        def _done(self) -> set[str]:
-            return {scope for work in self.assigned_work.values()
-                    for scope, tests in work.items() if all(tests.values())}
+        def _pipelines(self, work: Mapping[str, Any]) -> set[str]:
+            """The pipelines a worker holds: those of the groups it was given."""
+            units = (the_plan.units.get(scope) for scope in work)
+            return {u.pipeline for u in units if u is not None and u.pipeline is not None}
 
         def _assign_work_unit(self, node: Any) -> None:
-            queue = list(self.workqueue)
-            held = self.held.setdefault(node, set())
-            elsewhere = {p for other, ps in self.held.items() if other is not node for p in ps}
-            known = set(queue) | {s for work in self.assigned_work.values() for s in work}
-            given = set(self.assigned_work.get(node, {}))
-            scope = choose(queue, self.units, held, elsewhere, self._done(), known, given)
-            unit = self.units.get(scope)
-            if unit is not None and unit.pipeline is not None:
-                held.add(unit.pipeline)
-            work_unit = self.workqueue.pop(scope)
-            self.assigned_work.setdefault(node, {})[scope] = work_unit
-            collection = self.registered_collections[node]
-            node.send_runtest_some([collection.index(nodeid)
-                                    for nodeid, finished in work_unit.items() if not finished])
+            """xdist's assignment of the queue's first group, with :func:`choose`'s
+            group moved to the front first."""
+            mine = self.assigned_work.get(node, {})
+            elsewhere = set().union(*(self._pipelines(work) for other, work
+                                      in self.assigned_work.items() if other is not node))
+            assigned = {s for work in self.assigned_work.values() for s in work}
+            done = {s for work in self.assigned_work.values()
+                    for s, tests in work.items() if all(tests.values())}
+            scope = choose(list(self.workqueue), the_plan.units, self._pipelines(mine),
+                           elsewhere, done, set(self.workqueue) | assigned, set(mine))
+            self.workqueue.move_to_end(scope, last=False)
+            super()._assign_work_unit(node)
 
-        def remove_node(self, node: Any) -> Any:
-            self.held.pop(node, None)
-            return super().remove_node(node)
-
-    return PipelineAffinityScheduling()
+    return PipelineAffinityScheduling(config, log)

@@ -37,7 +37,7 @@ REDUCED: tuple[str, ...] = tuple(p for p in PRECISIONS if p != "fp32")
 
 def _params(precisions: tuple[str, ...]) -> list[Any]:
     params = [
-        pytest.param(model, precision, id=f"{model}/vae/{precision}")
+        pytest.param(model, precision, id=V.vae_test_id(model, precision))
         for model in V.VAE_MODELS
         for precision in precisions
     ]

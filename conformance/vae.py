@@ -58,6 +58,11 @@ if TYPE_CHECKING:
 VAE_MODELS: tuple[str, ...] = ("tiny-sd", "tiny-flux")
 #: Precisions the checks cover; the first is the reference.
 VAE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
+
+
+def vae_test_id(model: str, precision: str) -> str:
+    """The parameter id of a VAE check (conformance/test_vae.py): ``MODEL/vae/PRECISION``."""
+    return f"{model}/vae/{precision}"
 #: Photographs of scikit-image's data directory used for round trips: name -> file.
 PHOTO_FILES: dict[str, str] = {
     "astronaut": "astronaut.png",

@@ -28,6 +28,7 @@ def test_every_item_is_a_group_with_its_pipeline_and_fp32_reference():
     for item in items:
         unit = p.units[item.id]
         assert unit.pipeline == f"{item.model}/{item.precision}"
+        assert unit.reference == (item.precision == "fp32")
         if item.precision == "fp32":
             assert unit.needs == ()
         else:
@@ -96,9 +97,9 @@ def test_a_variant_case_is_a_pipeline_of_its_own():
 
 # -- choosing ------------------------------------------------------------------------------
 UNITS = {
-    "sd/a/fp32": Unit("sd/fp32"), "sd/b/fp32": Unit("sd/fp32"),
+    "sd/a/fp32": Unit("sd/fp32", reference=True), "sd/b/fp32": Unit("sd/fp32", reference=True),
     "sd/a/bf16": Unit("sd/bf16", ("sd/a/fp32",)), "sd/b/bf16": Unit("sd/bf16", ("sd/b/fp32",)),
-    "fx/a/fp32": Unit("fx/fp32"), "fx/a/fp16": Unit("fx/fp16", ("fx/a/fp32",)),
+    "fx/a/fp32": Unit("fx/fp32", reference=True), "fx/a/fp16": Unit("fx/fp16", ("fx/a/fp32",)),
 }
 KNOWN = set(UNITS) | {"vae-test"}
 
