@@ -935,7 +935,9 @@ precisions = ["fp32", "bf16", "fp16"]
 def test_two_workers_keep_an_items_checks_and_each_pipeline_together(run, tmp_path):
     """-n 2 --dist loadgroup: every check of an item runs on one worker (xdist 3.8's own
     loadgroup no longer groups under pytest 9.2), each (model, precision) pipeline is
-    loaded by one worker, plus at most one more to keep both busy: the same generations as
+    loaded by one worker, plus at most two more (the second worker's first pipeline, while
+    the fp32 references it needs are being made, and one taken over at the end to keep both
+    busy: the bound tests/test_schedule.py checks for any costs): the same generations as
     -n 0 (the fidelity verdicts of this 2-step case do not matter here)."""
     cases = tmp_path / "grid.toml"
     cases.write_text(GRID_CASES)
@@ -947,7 +949,7 @@ def test_two_workers_keep_an_items_checks_and_each_pipeline_together(run, tmp_pa
     two = results_of(r)
     assert two["stats"]["generations"] == serial["stats"]["generations"]
     assert serial["stats"]["model_loads"] == 3
-    assert two["stats"]["model_loads"] <= 4, two["stats"]["loaded"]
+    assert two["stats"]["model_loads"] <= 3 + 2, two["stats"]["loaded"]
     workers: dict[str, set[str]] = {}
     for line in r.stdout.lines:
         m = re.match(r"\[(gw\d+)\].*::test_\w+\[([^\]]+)\]", line)
