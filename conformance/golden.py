@@ -435,10 +435,19 @@ def _parse_entry(key: str, raw: Any, path: Path, model: str) -> GoldenEntry:
     return entry
 
 
+#: the keys of an entry's ``probes``; recorded_at and command say how they were added
+#: (an existing golden takes its probes from a later run that reproduces it)
+_PROBES_KEYS = {"file", "sha256", "steps", "inputs", "recorded_at", "command"}
+
+
 def _probes_problem(probes: Any, stem: str) -> str | None:
     if not isinstance(probes, dict) or not (
-            {"file", "sha256", "steps"} <= set(probes) <= {"file", "sha256", "steps", "inputs"}):
-        return "must be an object with the keys file, sha256, steps (and optional inputs)"
+            {"file", "sha256", "steps"} <= set(probes) <= _PROBES_KEYS):
+        return ("must be an object with the keys file, sha256, steps (and optional inputs, "
+                "recorded_at, command)")
+    for k, most in (("recorded_at", _MAX_VALUE_CHARS), ("command", _MAX_COMMAND_CHARS)):
+        if k in probes and (not isinstance(probes[k], str) or len(probes[k]) > most):
+            return f"{k} must be a string of at most {most} characters"
     inputs = probes.get("inputs")
     if inputs is not None and (
             not isinstance(inputs, dict) or set(inputs) != {"file", "sha256"}
@@ -1092,10 +1101,12 @@ class GoldenStore:
         return target, replaced
 
     def record_probes(self, item: Item, hardware_class: str, records: Any,
-                      identity: Identity | None = None, inputs: Any = None) -> Path:
+                      identity: Identity | None = None, inputs: Any = None,
+                      recorded_at: str | None = None, command: str | None = None) -> Path:
         """Store module probes (:class:`~conformance.localize.ProbeRecords`) beside the
-        recorded golden of ``item``: ``<stem>.probes.json.gz``, named in its entry. Only
-        the set's own identity adds them (they describe its machine's bits)."""
+        recorded golden of ``item``: ``<stem>.probes.json.gz``, named in its entry with
+        when and by which command (``recorded_at``, ``command``) when given. Only the
+        set's own identity adds them (they describe its machine's bits)."""
         import gzip
 
         directory = self.set_dir(item.model, hardware_class)
@@ -1115,6 +1126,8 @@ class GoldenStore:
             probes: dict[str, Any] = {"file": target.name,
                                       "sha256": hashlib.sha256(data).hexdigest(),
                                       "steps": sorted(records.steps)}
+            probes.update({k: v for k, v in (("recorded_at", recorded_at),
+                                             ("command", command)) if v is not None})
             blob = None if inputs is None else inputs.to_bytes()
             if blob is not None:
                 probes["inputs"] = {"file": entry.file.removesuffix(".png") + INPUTS_SUFFIX,

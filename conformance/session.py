@@ -399,7 +399,7 @@ class ConformanceSession:
             problem = run.capture_problems.get(f"step0/{root}", "not captured")
             raise ConformanceInputError(f"--probe-inputs ({item.id})", problem)
         path = self.store.record_probes(item, self.hardware_class.name, run.records,
-                                        self.identity, inputs)
+                                        self.identity, inputs, now_utc(), self.command)
         text = f"{path.name}, {path.stat().st_size} bytes"
         if inputs is not None:
             text += f"; {root}'s input: {inputs.nbytes} bytes"

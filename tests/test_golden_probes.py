@@ -65,6 +65,16 @@ def test_probes_round_trip_beside_the_golden(stored):
     assert back.to_dict() == records.to_dict()
 
 
+def test_probes_say_when_and_by_which_command_they_were_added(stored, probed):
+    store, item, records, _ = stored
+    store.record_probes(item, CLS, records, identity_for(CLS, FP),
+                        recorded_at="2026-12-02T10:00:00Z", command="conformance record --probes")
+    entry = GoldenStore(store.root).lookup(item, CLS)
+    assert entry.probes["recorded_at"] == "2026-12-02T10:00:00Z"
+    assert entry.probes["command"] == "conformance record --probes"
+    assert entry.command == "c"  # the image's own command is kept
+
+
 def test_entries_without_probes_keep_their_layout(tmp_path, probed):
     item, gen, _ = probed
     store = GoldenStore(tmp_path)
@@ -127,6 +137,9 @@ def test_hostile_probe_files_are_refused_by_name(stored, data, message):
         ({"sha256": "Z" * 64, "steps": [0]}, "sha256 is not 64"),
         ({"sha256": "0" * 64, "steps": []}, "steps must be a list"),
         ({"sha256": "0" * 64, "steps": [True]}, "steps must be a list"),
+        ({"sha256": "0" * 64, "steps": [0], "command": 3}, "command must be a string"),
+        ({"sha256": "0" * 64, "steps": [0], "recorded_at": "x" * 5000},
+         "recorded_at must be a string"),
     ],
 )
 def test_malformed_probes_key_is_refused(stored, probes, message):
