@@ -241,7 +241,7 @@ class TensorStats:
     def from_dict(cls, data: Any, where: str, dim: int) -> TensorStats:
         obj = _object(data, where, ("digest", "dtype", "shape", "mean", "std", "absmax",
                                     "proj"))
-        digest = _hex(obj["digest"], f"{where}.digest")
+        digest = _hex(obj["digest"], where, ".digest")
         dtype = obj["dtype"]
         if not isinstance(dtype, str) or not _DTYPE.fullmatch(dtype):
             raise ProbeFileError(where, f"dtype: {show(dtype)} is not a dtype name")
@@ -260,9 +260,10 @@ class TensorStats:
                 "file's projection dim)"
             )
         return cls(
-            digest, dtype, tuple(shape), _float(obj["mean"], f"{where}.mean"),
-            _float(obj["std"], f"{where}.std"), _float(obj["absmax"], f"{where}.absmax"),
-            tuple(_float(v, f"{where}.proj[{i}]") for i, v in enumerate(proj)),
+            digest, dtype, tuple(shape), _float(obj["mean"], where, ".mean"),
+            _float(obj["std"], where, ".std"), _float(obj["absmax"], where, ".absmax"),
+            tuple(proj) if all(type(v) is float for v in proj)  # as JSON numbers parse
+            else tuple(_float(v, where, f".proj[{i}]") for i, v in enumerate(proj)),
         )
 
 
@@ -281,25 +282,31 @@ def _object(data: Any, where: str, keys: Sequence[str],
     return data
 
 
-def _hex(value: Any, where: str) -> str:
+def _hex(value: Any, where: str, key: str = "") -> str:
     if not isinstance(value, str) or not _HEX16.fullmatch(value):
-        raise ProbeFileError(where, f"{show(value)} is not a digest (16 lower-case hex digits)")
+        raise ProbeFileError(where + key,
+                             f"{show(value)} is not a digest (16 lower-case hex digits)")
     return value
 
 
-def _float(value: Any, where: str) -> float:
+def _float(value: Any, where: str, key: str = "") -> float:
+    """A statistic: a number, or one of the strings that stand for non-finite ones
+    (``where + key`` names it in the error; joined only then: files hold many)."""
+    if type(value) is float:
+        return value
     if isinstance(value, str) and value in _NONFINITE:
         return _NONFINITE[value]
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise ProbeFileError(
-            where, f"{show(value)} is not a number (or one of \"nan\", \"inf\", \"-inf\")"
+            where + key,
+            f"{show(value)} is not a number (or one of \"nan\", \"inf\", \"-inf\")"
         )
     return float(value)
 
 
-def _int(value: Any, where: str, lo: int = 0, hi: int = 2**40) -> int:
+def _int(value: Any, where: str, lo: int = 0, hi: int = 2**40, key: str = "") -> int:
     if type(value) is not int or not lo <= value <= hi:
-        raise ProbeFileError(where, f"{show(value)}; accepted: an integer {lo}..{hi}")
+        raise ProbeFileError(where + key, f"{show(value)}; accepted: an integer {lo}..{hi}")
     return value
 
 
@@ -353,8 +360,8 @@ class ModuleRecord:
         klass = obj["class"]
         if not isinstance(klass, str) or not _CLASS.fullmatch(klass):
             raise ProbeFileError(where, f"class: {show(klass)} is not a class name")
-        t0 = _int(obj["t0"], f"{where}.t0")
-        t1 = _int(obj["t1"], f"{where}.t1")
+        t0 = _int(obj["t0"], where, key=".t0")
+        t1 = _int(obj["t1"], where, key=".t1")
         if t1 <= t0:
             raise ProbeFileError(where, f"t1 ({t1}) must be after t0 ({t0})")
         stats = {}
@@ -372,7 +379,7 @@ class ModuleRecord:
             else:
                 if stats[part] is None:
                     raise ProbeFileError(where, f"{key} is set but {part!r} is null")
-                digests[key] = _hex(value, f"{where}.{key}")
+                digests[key] = _hex(value, where, f".{key}")
         return cls(name, klass, t0, t1, stats["out"], stats["in"], digests["out_all"],
                    digests["in_all"])
 

@@ -271,6 +271,11 @@ def _json_int(text: str) -> int:
     return int(text)
 
 
+#: what a number must hold for :func:`_json_int` or :func:`_json_float` to refuse it: more
+#: than JSON_MAX_INT_DIGITS digits in a row, or a three-digit exponent (1e309 is infinite)
+_LONG_NUMBER = re.compile(rf"[0-9]{{{JSON_MAX_INT_DIGITS + 1}}}|[eE][-+]?0*[1-9][0-9][0-9]")
+
+
 def _json_float(text: str) -> float:
     if len(text) > 400:
         raise _Refused(f"a number written with {len(text)} characters; at most 400 are read")
@@ -303,12 +308,15 @@ def loads_json(
 ) -> Any:
     """Parse JSON ``data`` (read from ``where``) with this module's rules."""
     text = _decode(data, where, kind, error) if isinstance(data, bytes) else data
+    # numbers are parsed by the hooks' rules only where one could break them: a document
+    # of plain numbers (probe files hold hundreds of thousands) takes json's own fast path
+    strict = _LONG_NUMBER.search(text) is not None
     try:
         value = json.loads(
             text,
             object_pairs_hook=_json_object,
-            parse_int=_json_int,
-            parse_float=_json_float,
+            parse_int=_json_int if strict else None,
+            parse_float=_json_float if strict else None,
             parse_constant=_json_constant,
         )
     except _Refused as exc:
@@ -321,7 +329,8 @@ def loads_json(
         ) from None
     except (ValueError, OverflowError) as exc:
         raise error(where, f"{kind}: invalid JSON ({show(str(exc), 80)})") from None
-    _check_tree(value, where, kind, max_depth, None, error)
+    _check_tree(value, where, kind, max_depth, None, error,
+                strings=not isinstance(data, bytes) or bool(_SURROGATE_ESCAPE.search(text)))
     return value
 
 
@@ -365,9 +374,18 @@ def key_label(key: Any) -> str:
     return show(key)
 
 
-def _key_path(parent: str, key: Any) -> str:
-    part = key_label(key)
-    return f"{parent}.{part}" if parent else part
+def _key_path(trail: tuple[Any, ...] | None) -> str:
+    """The dotted path (``a.b[2].c``) of a trail of ``(parent_trail, key)`` links."""
+    parts: list[str] = []
+    while trail is not None:
+        trail, key = trail
+        parts.append(f"[{key}]" if isinstance(key, int) else f".{key_label(key)}")
+    return "".join(reversed(parts)).removeprefix(".")
+
+
+#: a JSON escape of a UTF-16 surrogate; without one, a document parsed from strict UTF-8
+#: holds no lone surrogate, and its strings need no check
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def _check_tree(
@@ -378,43 +396,55 @@ def _check_tree(
     max_items: int | None,
     error: type[ConformanceInputError],
     int_range: tuple[int, int] | None = None,
+    strings: bool = True,
 ) -> None:
-    """Depth, item count, integer range and lone surrogates over a parsed tree."""
-    stack: list[tuple[Any, int, str]] = [(value, 0, "")]
+    """Depth, item count, integer range and (with ``strings``) lone surrogates over a
+    parsed tree. Key paths are built only for a message."""
+    stack: list[tuple[Any, int, tuple[Any, ...] | None]] = [(value, 0, None)]
     items = 0
+    containers = (dict, list)
     while stack:
-        node, depth, key = stack.pop()
-        if isinstance(node, (dict, list)):
+        node, depth, trail = stack.pop()
+        if isinstance(node, containers):
             if depth >= max_depth:
                 raise error(
                     where, f"{kind}: nested deeper than {max_depth} levels (at "
-                    f"{key or 'the top level'})"
+                    f"{_key_path(trail) or 'the top level'})"
                 )
             items += len(node)
             if max_items is not None and items > max_items:
                 raise error(where, f"{kind}: more than {max_items} keys and array items")
             if isinstance(node, dict):
                 for k, v in node.items():
-                    _check_string(k, where, kind, key, error)
-                    stack.append((v, depth + 1, _key_path(key, k)))
+                    if strings:
+                        _check_string(k, where, kind, trail, error)
+                    if isinstance(v, containers) or (strings and isinstance(v, str)) or (
+                            int_range and isinstance(v, int)):
+                        stack.append((v, depth + 1, (trail, k)))
             else:
-                stack.extend((v, depth + 1, f"{key}[{i}]") for i, v in enumerate(node))
+                stack.extend((v, depth + 1, (trail, i)) for i, v in enumerate(node)
+                             if isinstance(v, containers) or (strings and isinstance(v, str))
+                             or (int_range and isinstance(v, int)))
         elif isinstance(node, str):
-            _check_string(node, where, kind, key, error)
+            _check_string(node, where, kind, trail, error)
         elif int_range and isinstance(node, int) and not isinstance(node, bool):
             if not int_range[0] <= node <= int_range[1]:
                 raise error(
-                    where, f"{kind}: key {key!r}: {show(node, 40)} is outside the 64-bit "
-                    "integer range TOML allows"
+                    where, f"{kind}: key {_key_path(trail)!r}: {show(node, 40)} is outside "
+                    "the 64-bit integer range TOML allows"
                 )
 
 
 def _check_string(
-    text: str, where: Any, kind: str, key: str, error: type[ConformanceInputError]
+    text: str, where: Any, kind: str, trail: tuple[Any, ...] | None,
+    error: type[ConformanceInputError]
 ) -> None:
+    if text.isascii():
+        return
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
+        key = _key_path(trail)
         raise error(
             where, f"{kind}: {f'key {key!r}: ' if key else ''}a string holds a lone "
             "surrogate (\\ud800-\\udfff), which is not text"
