@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Generator
@@ -228,6 +229,25 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
         os.cpu_count() or 1)
     return max(1, cores // max(1, int(threads or 1)))
+
+
+#: the name hypothesis registers its pytest plugin under (its ``pytest11`` entry point)
+HYPOTHESIS_PLUGIN = "hypothesispytest"
+
+
+def _set_aside_unused_hypothesis(config: pytest.Config) -> None:
+    """Unregister hypothesis' pytest plugin when no test of the run imported hypothesis.
+
+    That plugin's terminal summary imports hypothesis to look for observability files, in
+    every run: about 1 s at the end of a conformance run (pytest also rewrites the asserts
+    of its 70 modules), after the last test. A run in which nothing imported hypothesis has
+    nothing for it to report. Called in ``pytest_sessionfinish``, which pytest's terminal
+    reporter runs before the summary."""
+    if "hypothesis" in sys.modules:
+        return
+    plugin = config.pluginmanager.get_plugin(HYPOTHESIS_PLUGIN)
+    if plugin is not None:
+        config.pluginmanager.unregister(plugin)
 
 
 def _settings(config: pytest.Config) -> Settings:
@@ -528,6 +548,7 @@ class ConformancePlugin:
         self.used_deviations.update(output.get("conformance_deviations", ()))
 
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        _set_aside_unused_hypothesis(self.config)
         if self._shared_dir is not None:
             import shutil
 

@@ -957,3 +957,46 @@ def test_two_workers_keep_an_items_checks_and_each_pipeline_together(run, tmp_pa
             workers.setdefault(m.group(2), set()).add(m.group(1))
     assert len(workers) == 12
     assert all(len(w) == 1 for w in workers.values()), workers
+
+
+# the end of a run ------------------------------------------------------------------------
+def test_a_conformance_run_that_uses_no_hypothesis_does_not_import_it():
+    """hypothesis' pytest plugin imports hypothesis in its terminal summary (about 1 s);
+    the suite sets that plugin aside when no test imported hypothesis (a fresh interpreter:
+    this test run has imported it)."""
+    import subprocess
+    import sys
+
+    code = ("import sys, pytest\n"
+            f"pytest.main([{str(PACKAGE_DIR / 'test_golden.py')!r}, '--device', 'cpu', "
+            "'--collect-only', '-q', '-p', 'no:cacheprovider'])\n"
+            "print('hypothesis' in sys.modules, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.stderr.strip().splitlines()[-1] == "False", proc.stderr[-2000:]
+
+
+def test_hypothesis_plugin_stays_when_a_test_imported_hypothesis(monkeypatch):
+    import sys
+    import types
+
+    from conformance.plugin import HYPOTHESIS_PLUGIN, _set_aside_unused_hypothesis
+
+    class Plugins:
+        def __init__(self):
+            self.registered = {HYPOTHESIS_PLUGIN: object()}
+
+        def get_plugin(self, name):
+            return self.registered.get(name)
+
+        def unregister(self, plugin):
+            self.registered = {k: v for k, v in self.registered.items() if v is not plugin}
+
+    config = types.SimpleNamespace(pluginmanager=Plugins())
+    monkeypatch.setitem(sys.modules, "hypothesis", types.ModuleType("hypothesis"))
+    _set_aside_unused_hypothesis(config)
+    assert HYPOTHESIS_PLUGIN in config.pluginmanager.registered
+    monkeypatch.delitem(sys.modules, "hypothesis")
+    _set_aside_unused_hypothesis(config)
+    assert config.pluginmanager.registered == {}
+    _set_aside_unused_hypothesis(config)  # none registered (-p no:hypothesispytest): nothing
