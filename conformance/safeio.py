@@ -271,11 +271,6 @@ def _json_int(text: str) -> int:
     return int(text)
 
 
-#: what a number must hold for :func:`_json_int` or :func:`_json_float` to refuse it: more
-#: than JSON_MAX_INT_DIGITS digits in a row, or a three-digit exponent (1e309 is infinite)
-_LONG_NUMBER = re.compile(rf"[0-9]{{{JSON_MAX_INT_DIGITS + 1}}}|[eE][-+]?0*[1-9][0-9][0-9]")
-
-
 def _json_float(text: str) -> float:
     if len(text) > 400:
         raise _Refused(f"a number written with {len(text)} characters; at most 400 are read")
@@ -308,15 +303,12 @@ def loads_json(
 ) -> Any:
     """Parse JSON ``data`` (read from ``where``) with this module's rules."""
     text = _decode(data, where, kind, error) if isinstance(data, bytes) else data
-    # numbers are parsed by the hooks' rules only where one could break them: a document
-    # of plain numbers (probe files hold hundreds of thousands) takes json's own fast path
-    strict = _LONG_NUMBER.search(text) is not None
     try:
         value = json.loads(
             text,
             object_pairs_hook=_json_object,
-            parse_int=_json_int if strict else None,
-            parse_float=_json_float if strict else None,
+            parse_int=_json_int,
+            parse_float=_json_float,
             parse_constant=_json_constant,
         )
     except _Refused as exc:

@@ -87,7 +87,8 @@ def snapshot(root):
 
 
 def validate(capsys, *args):
-    code = main(["validate", *map(str, args)])
+    """In this process (--jobs 1); the worker processes have tests of their own."""
+    code = main(["validate", *map(str, args), *(() if "--jobs" in args else ("--jobs", "1"))])
     out, err = capsys.readouterr()
     assert "Traceback" not in out + err
     return code, out, err
@@ -261,6 +262,64 @@ def test_every_problem_is_reported_at_once(golden, capsys):
     code, out, err = validate(capsys, golden, "--reference-dir", golden)
     assert code == 1 and len(out.splitlines()) == 3
     assert "3 problems" in err
+
+
+def _broken_set(golden):
+    """Two more sets with problems, so that the workers have several sets to share."""
+    store = GoldenStore(golden)
+    for cls in ("cpu-amd-avx512+bf16", "cpu-intel-avx512"):
+        fp = FP | {"hardware_class": cls}
+        store.record(_item("dot", 1), cls, _image(1), [], fp, "2026-01-01T00:00:00Z",
+                     "conformance record", identity=identity_for(cls, fp))
+    (golden / "tiny-sd" / "cpu-intel-avx512" / "notes.txt").write_text("x")
+    manifest_edit(golden, lambda d, e: e.update(file_sha256="0" * 64))
+
+
+def test_sets_checked_in_worker_processes_report_as_in_one(golden):
+    """--jobs 2 (a fresh interpreter, as the command runs: workers are forked there) gives
+    the lines, the order and the summary of --jobs 1."""
+    _broken_set(golden)
+
+    def command(jobs):
+        return subprocess.run(
+            [sys.executable, "-m", "conformance.cli", "validate", str(golden),
+             "--reference-dir", str(golden), "--jobs", jobs],
+            capture_output=True, text=True, timeout=300)
+
+    one, two = command("1"), command("2")
+    assert one.returncode == two.returncode == 1
+    assert one.stdout == two.stdout and one.stdout.count("\n") >= 2
+    assert one.stderr == two.stderr and "4 golden sets, 6 images verified, 2 problems" in one.stderr
+
+
+def _die(_set_dir):
+    os._exit(3)  # a worker killed mid-set (out of memory, a signal)
+
+
+def test_a_worker_that_dies_is_replaced_by_this_process(golden, capsys, monkeypatch):
+    from conformance import validate as module
+
+    _broken_set(golden)
+    expected = validate(capsys, golden, "--reference-dir", golden, "--jobs", "1")
+
+    monkeypatch.setattr(module, "_validate_in_worker", _die)
+    monkeypatch.setattr(module, "_start_method", lambda: "fork")  # carries the patch along
+    assert validate(capsys, golden, "--reference-dir", golden, "--jobs", "2") == expected
+
+
+def test_worker_count():
+    from conformance.validate import _jobs, _usable_cores
+
+    assert _jobs(None, 100) == min(_usable_cores(), 8)
+    assert _jobs(None, 1) == 1 and _jobs(4, 2) == 2 and _jobs(3, 10) == 3
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "two"])
+def test_jobs_must_be_a_positive_number(capsys, value):
+    with pytest.raises(SystemExit) as info:
+        main(["validate", "x", "--jobs", value])
+    assert info.value.code == 2
+    assert "argument --jobs" in capsys.readouterr().err
 
 
 def test_usage_errors(capsys):
