@@ -445,10 +445,13 @@ def _check_string(
 
 # -- TOML ------------------------------------------------------------------------------------
 
-_KEY_PART = r"""(?:[A-Za-z0-9_-]++|"(?:[^"\\\n]|\\.)*+"|'[^'\n]*+')"""
+#: a bare, basic-string or literal-string key part. No possessive quantifiers (Python 3.11
+#: only): each part has one way to match, and a shorter match is followed by a key character
+#: where the pattern needs a dot, so backtracking fails at once and the scan stays linear
+_KEY_PART = r"""(?:[A-Za-z0-9_-]+|"(?:[^"\\\n]|\\.)*"|'[^'\n]*')"""
 #: ``TOML_MAX_DOTTED_PARTS + 1`` key parts joined by dots, starting at a part boundary
 _DOTTED_RUN = re.compile(
-    rf"(?<![A-Za-z0-9_-])(?:{_KEY_PART}[ \t]*+\.[ \t]*+){{{TOML_MAX_DOTTED_PARTS}}}{_KEY_PART}"
+    rf"(?<![A-Za-z0-9_-])(?:{_KEY_PART}[ \t]*\.[ \t]*){{{TOML_MAX_DOTTED_PARTS}}}{_KEY_PART}"
 )
 
 
