@@ -546,7 +546,6 @@ def _start_worker(reference_dir: Path, reference_class: str, tolerances: Path | 
     from conformance.tolerances import load_tolerances
 
     os.environ["OMP_NUM_THREADS"] = str(threads)
-
     _WORKER = Validator(reference_dir, reference_class, load_tolerances(tolerances), base)
 
 
