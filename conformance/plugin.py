@@ -23,7 +23,7 @@ from conformance.core import Check, Status
 from conformance.deviations import DEFAULT_DEVIATIONS, Deviation, load_deviations, match
 from conformance.errors import ConformanceInputError
 from conformance.generate import VARIANTS
-from conformance.hardware import now_utc
+from conformance.hardware import now_utc, usable_cores
 from conformance.options import OPTION_BY_NAME, OPTIONS, add_options, resolve
 from conformance.precision import REFERENCE_PRECISION
 from conformance.records import Outcome
@@ -226,9 +226,7 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
         backend = torch.cuda if kind == "cuda" else getattr(torch, "xpu", None)
         count = backend.device_count() if backend is not None and backend.is_available() else 0
         return max(1, count) if ":" not in str(device) else 1
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
-    return max(1, cores // max(1, int(threads or 1)))
+    return max(1, usable_cores() // max(1, int(threads or 1)))
 
 
 #: the name hypothesis registers its pytest plugin under (its ``pytest11`` entry point)

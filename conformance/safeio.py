@@ -395,6 +395,8 @@ def _check_tree(
     stack: list[tuple[Any, int, tuple[Any, ...] | None]] = [(value, 0, None)]
     items = 0
     containers = (dict, list)
+    # the values with something to check: containers, and strings / integers when asked
+    visited = containers + ((str,) if strings else ()) + ((int,) if int_range else ())
     while stack:
         node, depth, trail = stack.pop()
         if isinstance(node, containers):
@@ -410,13 +412,11 @@ def _check_tree(
                 for k, v in node.items():
                     if strings:
                         _check_string(k, where, kind, trail, error)
-                    if isinstance(v, containers) or (strings and isinstance(v, str)) or (
-                            int_range and isinstance(v, int)):
+                    if isinstance(v, visited):
                         stack.append((v, depth + 1, (trail, k)))
             else:
                 stack.extend((v, depth + 1, (trail, i)) for i, v in enumerate(node)
-                             if isinstance(v, containers) or (strings and isinstance(v, str))
-                             or (int_range and isinstance(v, int)))
+                             if isinstance(v, visited))
         elif isinstance(node, str):
             _check_string(node, where, kind, trail, error)
         elif int_range and isinstance(node, int) and not isinstance(node, bool):

@@ -46,8 +46,8 @@ from conformance.golden import (
     plain_file_problem,
     read_plain_file,
 )
-from conformance.hardware import HardwareClass
-from conformance.safeio import MANIFEST_LIMIT, show
+from conformance.hardware import HardwareClass, usable_cores
+from conformance.safeio import MANIFEST_LIMIT, require_int, show
 
 MAX_MANIFEST_BYTES = MANIFEST_LIMIT
 MAX_PNG_BYTES = PNG_LIMIT
@@ -490,32 +490,27 @@ def register(subparsers: Any) -> None:
                    help="golden root the sets are merged into (e.g. the target branch's "
                    "golden/): a set there under the same path must keep its identity and "
                    "every golden")
-    p.add_argument("--jobs", type=_positive_int, default=None, metavar="N",
+    p.add_argument("--jobs", type=_jobs_option, default=None, metavar="N",
                    help="check the sets in N processes (default: one per usable core, at "
                         "most 8; 1: in this process)")
     p.set_defaults(func=run)
 
 
-def _positive_int(text: str) -> int:
+#: the most worker processes --jobs starts
+MAX_JOBS = 256
+
+
+def _jobs_option(text: str) -> int:
     try:
-        value = int(text)
-    except ValueError:
-        value = 0
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{show(text)} is not a positive whole number")
-    return value
-
-
-def _usable_cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1  # pragma: no cover - platforms without affinity
+        return require_int(text, "--jobs", what="the number of processes", lo=1, hi=MAX_JOBS)
+    except ConformanceInputError as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
 
 
 def _jobs(requested: int | None, sets: int) -> int:
     """Processes for ``sets`` golden sets: ``--jobs``, else one per usable core (at most 8)."""
     if requested is None:
-        requested = min(_usable_cores(), 8)
+        requested = min(usable_cores(), 8)
     return max(1, min(requested, sets))
 
 
@@ -584,7 +579,7 @@ def _validate_sets(validator: Validator, sets: list[Path], jobs: int,
     with ProcessPoolExecutor(jobs, mp_context=context, initializer=_start_worker,
                              initargs=(args.reference_dir, args.reference_class,
                                        args.tolerances, args.base,
-                                       max(1, _usable_cores() // jobs))) as pool:
+                                       max(1, usable_cores() // jobs))) as pool:
         futures = {s: pool.submit(_validate_in_worker, s)
                    for s in sorted(sets, key=_set_bytes, reverse=True)}
         for set_dir in sets:

@@ -308,13 +308,14 @@ def test_a_worker_that_dies_is_replaced_by_this_process(golden, capsys, monkeypa
 
 
 def test_worker_count():
-    from conformance.validate import _jobs, _usable_cores
+    from conformance.hardware import usable_cores
+    from conformance.validate import _jobs
 
-    assert _jobs(None, 100) == min(_usable_cores(), 8)
+    assert _jobs(None, 100) == min(usable_cores(), 8)
     assert _jobs(None, 1) == 1 and _jobs(4, 2) == 2 and _jobs(3, 10) == 3
 
 
-@pytest.mark.parametrize("value", ["0", "-1", "two"])
+@pytest.mark.parametrize("value", ["0", "-1", "two", "257", "1_0", "\u0663"])
 def test_jobs_must_be_a_positive_number(capsys, value):
     with pytest.raises(SystemExit) as info:
         main(["validate", "x", "--jobs", value])
