@@ -11,6 +11,12 @@ the wall, split into model loads, latent trace digests and the rest.
 Model calls are the pipeline calls less the trace digests made in their step callback,
 plus the VAE checks' own encode and decode calls (both from the results file's stats).
 
+Before the timed runs, one untimed warm-up run (the repeatability check of one 64x64 fp32
+item per model and the two fp32 VAE decode checks, about 10 s) imports every library and reads every
+fixture once: the first timed run would otherwise pay a cold page cache (on a fresh
+machine that made the first -n 0 run's model loads 11 s instead of 6 s). ``--no-warmup``
+skips it.
+
 ``--repeat N`` alternates the two configurations N times (n0, n2, n0, n2, ...) and
 judges the fastest run of each (shared machines are noisy; every run is printed).
 ``--profile`` runs -n 0 once more, under cProfile, and lists where its time went (imports,
@@ -61,6 +67,9 @@ def run(label: str, args: list[str], out: Path, profile: bool = False) -> dict:
             "in_model": model / processes / wall}
 
 
+#: the warm-up run's selection: one tiny-sd and one tiny-flux pipeline, one VAE each
+WARMUP = "64x64/fp32 and repeatable and (red-circle or purple-circle) or vae/fp32 and decode"
+
 #: where the time of a run goes: (label, predicate on (file, function)); cumulative times
 #: of these entry points (they do not nest in one another, except as noted)
 CATEGORIES: tuple[tuple[str, Any], ...] = (
@@ -107,6 +116,8 @@ def main() -> int:
     p.add_argument("--repeat", type=int, default=1, metavar="N",
                    help="alternate the two configurations N times; judge the fastest")
     p.add_argument("--profile", action="store_true")
+    p.add_argument("--no-warmup", action="store_true",
+                   help="time the first run with whatever the page cache holds")
     p.add_argument("pytest_args", nargs=argparse.REMAINDER)
     args = p.parse_args()
     extra = [a for a in args.pytest_args if a != "--"]
@@ -114,6 +125,10 @@ def main() -> int:
         p.error(f"--repeat must be at least 1, not {args.repeat}")
     out = Path(tempfile.mkdtemp(prefix="bench-suite-"))
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    if not args.no_warmup:
+        start = time.perf_counter()
+        run("warm-up", ["-n", "0", "-k", WARMUP], out)
+        print(f"warm-up (-k {WARMUP!r}, not counted): {time.perf_counter() - start:.1f} s")
     serials, parallels = [], []
     for i in range(args.repeat):
         tag = f"-{i + 1}" if args.repeat > 1 else ""

@@ -23,6 +23,7 @@ import numpy as np
 
 from conformance.cases import Case, Item, LoraRef
 from conformance.errors import ConformanceInputError
+from conformance.heap import long_lived
 from conformance.models import (
     Family,
     ModelSpec,
@@ -207,7 +208,8 @@ class Runner:
         key = (spec, precision, vae, lora)
         if key not in self._pipelines:
             start = time.perf_counter()
-            self._pipelines[key] = self._load(spec, precision, vae, lora)
+            with long_lived():  # kept for the process (see conformance/heap.py)
+                self._pipelines[key] = self._load(spec, precision, vae, lora)
             self.stats.loads += 1
             self.stats.load_seconds += time.perf_counter() - start
             self.stats.loaded.append(pipeline_label(spec.name, precision, vae, lora))

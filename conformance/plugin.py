@@ -24,6 +24,7 @@ from conformance.deviations import DEFAULT_DEVIATIONS, Deviation, load_deviation
 from conformance.errors import ConformanceInputError
 from conformance.generate import VARIANTS
 from conformance.hardware import now_utc, usable_cores
+from conformance.heap import freeze_at_exit, long_lived
 from conformance.options import OPTION_BY_NAME, OPTIONS, add_options, resolve
 from conformance.precision import REFERENCE_PRECISION
 from conformance.records import Outcome
@@ -85,7 +86,7 @@ def _activate(config: pytest.Config) -> ConformancePlugin:
     existing = config.stash.get(PLUGIN_KEY, None)
     if existing is not None:
         return existing
-    _exit_without_final_collection()
+    freeze_at_exit()
     try:
         settings = _settings(config)
         cases = load_cases(settings.cases_path)
@@ -124,26 +125,6 @@ def _activate(config: pytest.Config) -> ConformancePlugin:
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, "conformance-session")
     return plugin
-
-
-_EXIT_HOOKED = False
-
-
-def _exit_without_final_collection() -> None:
-    """At interpreter exit, freeze the garbage collector's objects first.
-
-    A process that imported torch, diffusers and transformers spent 0.9-1.0 s of its exit
-    in the final cyclic collection over their millions of objects (0.14 s frozen), once
-    per xdist worker and once in a single process. Frozen objects are not collected: the
-    memory is the operating system's again a moment later, and nothing written is lost
-    (files are closed and flushed before ``atexit`` handlers run out)."""
-    global _EXIT_HOOKED
-    if not _EXIT_HOOKED:
-        import atexit
-        import gc
-
-        atexit.register(gc.freeze)
-        _EXIT_HOOKED = True
 
 
 def _machine_lines(machines: list[dict[str, Any]]) -> list[str]:
@@ -321,33 +302,35 @@ class ConformancePlugin:
     @property
     def session(self) -> ConformanceSession:
         if self._session is None:
-            from dataclasses import replace
-
-            from conformance.generate import Runner, configure_torch
-            from conformance.hardware import detect_class, fingerprint
-            from conformance.identity import measure
-
-            device = _worker_device(self.settings.device, self.config)
-            configure_torch(self.settings.threads, deterministic=True, device=device)
-            settings = replace(self.settings, device=device)
-            fp = fingerprint(device, self.settings.threads)
-            from conformance.gencache import WORKER_KEY, SharedGenerations
-            from conformance.hardware import command_line
-
-            workerinput = getattr(self.config, "workerinput", {})
-            shared_dir = workerinput.get(WORKER_KEY)
-            # a worker's own argv is xdist's ("-c"): a golden names the command the user ran
-            main_argv = workerinput.get("mainargv")
-            self._session = ConformanceSession(
-                settings,
-                detect_class(device),
-                fp,
-                Runner(device),
-                identity=measure(device, fp),
-                shared=SharedGenerations(shared_dir) if shared_dir else None,
-                command=command_line(main_argv) if main_argv else None,
-            )
+            with long_lived():  # torch, diffusers and the probe battery: kept to the end
+                self._session = self._open_session()
         return self._session
+
+    def _open_session(self) -> ConformanceSession:
+        from dataclasses import replace
+
+        from conformance.gencache import WORKER_KEY, SharedGenerations
+        from conformance.generate import Runner, configure_torch
+        from conformance.hardware import command_line, detect_class, fingerprint
+        from conformance.identity import measure
+
+        device = _worker_device(self.settings.device, self.config)
+        configure_torch(self.settings.threads, deterministic=True, device=device)
+        settings = replace(self.settings, device=device)
+        fp = fingerprint(device, self.settings.threads)
+        workerinput = getattr(self.config, "workerinput", {})
+        shared_dir = workerinput.get(WORKER_KEY)
+        # a worker's own argv is xdist's ("-c"): a golden names the command the user ran
+        main_argv = workerinput.get("mainargv")
+        return ConformanceSession(
+            settings,
+            detect_class(device),
+            fp,
+            Runner(device),
+            identity=measure(device, fp),
+            shared=SharedGenerations(shared_dir) if shared_dir else None,
+            command=command_line(main_argv) if main_argv else None,
+        )
 
     def engaged(self) -> bool:
         """Whether this run is a conformance run (for the report header)."""

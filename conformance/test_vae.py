@@ -22,6 +22,7 @@ import pytest
 import torch
 
 from conformance import vae as V
+from conformance.heap import long_lived
 from conformance.metrics import pixel_sha256
 from conformance.options import OPTION_BY_NAME, resolve
 from conformance.tolerances import DEFAULT_TOLERANCES, Tolerances, VaeBounds, load_tolerances
@@ -76,7 +77,8 @@ class Measurements:
     def vae(self, model: str, precision: str) -> AutoencoderKL:
         key = (model, precision)
         if key not in self._vaes:
-            self._vaes[key] = V.load_vae(_vae_path(model), precision)
+            with long_lived():  # kept for the process (see conformance/heap.py)
+                self._vaes[key] = V.load_vae(_vae_path(model), precision)
         return self._vaes[key]
 
     def reference_decode(self, model: str) -> tuple[torch.Tensor, np.ndarray]:
