@@ -12,10 +12,10 @@ Model calls are the pipeline calls less the trace digests made in their step cal
 plus the VAE checks' own encode and decode calls (both from the results file's stats).
 
 Before the timed runs, one untimed warm-up run (the repeatability check of one 64x64 fp32
-item per model and the two fp32 VAE decode checks, about 10 s) imports every library and reads every
-fixture once: the first timed run would otherwise pay a cold page cache (on a fresh
-machine that made the first -n 0 run's model loads 11 s instead of 6 s). ``--no-warmup``
-skips it.
+item per model and the two fp32 VAE decode checks, about 10 s) imports every library and
+reads every fixture once: the first timed run would otherwise pay a cold page cache (on a
+fresh machine that made the first -n 0 run's model loads 11 s instead of 6 s).
+``--no-warmup`` skips it.
 
 ``--repeat N`` alternates the two configurations N times (n0, n2, n0, n2, ...) and
 judges the fastest run of each (shared machines are noisy; every run is printed).

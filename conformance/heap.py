@@ -31,15 +31,16 @@ def long_lived() -> Iterator[None]:
     With the collector off, everything the block allocates stays in the youngest
     generation, so ``gc.collect(0)`` afterwards frees the block's cyclic garbage (about 50
     objects per model load) without scanning the older heap; ``gc.freeze()`` then moves
-    the survivors out of all later collections. A collector the caller had turned off
-    stays off."""
+    the survivors out of all later collections. A block that raises freezes nothing: its
+    traceback still holds what it half built, and that is not kept. A collector the
+    caller had turned off stays off."""
     enabled = gc.isenabled()
     gc.disable()
     try:
         yield
-    finally:
         gc.collect(0)
         gc.freeze()
+    finally:
         if enabled:
             gc.enable()
 

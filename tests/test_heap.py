@@ -67,11 +67,14 @@ def test_a_collector_the_caller_turned_off_stays_off() -> None:
     assert not gc.isenabled()
 
 
-def test_an_error_inside_still_turns_the_collector_back_on() -> None:
+def test_an_error_inside_freezes_nothing_and_turns_the_collector_back_on() -> None:
     gc.enable()
+    before = gc.get_freeze_count()
     with pytest.raises(RuntimeError, match="load failed"), heap.long_lived():
+        half_built = [_Node() for _ in range(100)]  # noqa: F841
         raise RuntimeError("load failed")
     assert gc.isenabled()
+    assert gc.get_freeze_count() == before
 
 
 def test_freeze_at_exit_registers_once(monkeypatch: pytest.MonkeyPatch) -> None:
