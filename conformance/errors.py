@@ -36,6 +36,12 @@ class GoldenExistsError(ConformanceInputError):
     """Recording would overwrite an existing golden and ``--force`` was not given."""
 
 
+class OutputError(ConformanceInputError):
+    """A file or folder the suite writes cannot be written: a full disk, a read-only or
+    unwritable folder, a lock file that cannot be opened. The message names the path and the
+    operating system's reason; no temporary file is left behind."""
+
+
 def type_name(value: object) -> str:
     """The TOML/JSON name of a parsed value's type, for messages."""
     names = {

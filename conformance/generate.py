@@ -90,37 +90,148 @@ def configure_torch(threads: int, deterministic: bool = True, device: str = "cpu
 
 
 CACHE_ENV = "CONFORMANCE_CACHE"
+#: The cache's folder under ``$XDG_CACHE_HOME`` (or ``~/.cache``).
+CACHE_NAME = "diffusion-conformance"
 
 
 def cache_dir() -> Path:
-    """``$CONFORMANCE_CACHE``, else ``~/.cache/diffusion-conformance``."""
+    """``$CONFORMANCE_CACHE``, else ``$XDG_CACHE_HOME/diffusion-conformance`` (an absolute
+    ``XDG_CACHE_HOME``; the XDG base directory rules ignore a relative one), else
+    ``~/.cache/diffusion-conformance``."""
     env = os.environ.get(CACHE_ENV)
-    return Path(env) if env else Path.home() / ".cache" / "diffusion-conformance"
+    if env:
+        return Path(env)
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and os.path.isabs(xdg):
+        return Path(xdg) / CACHE_NAME
+    return Path.home() / ".cache" / CACHE_NAME
+
+
+#: The checksum file beside each cached artifact: ``<file>`` + this suffix.
+CHECKSUM_SUFFIX = ".sha256.json"
+#: the cached files this process found damaged and rebuilt (one line each, also printed to
+#: standard error when it happened; a test's captured output may hide that)
+CACHE_NOTICES: list[str] = []
+#: paths of cached files verified by this process, with the (inode, size, mtime) they had
+_VERIFIED: dict[Path, tuple[int, int, int]] = {}
+
+
+def _file_sha256(path: Path) -> str:
+    """The SHA-256 of the regular file ``path``, read in pieces (it may be gigabytes)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(4 * 2**20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _cache_problem(path: Path, source: str, recipe: str) -> str | None:
+    """Why the cached artifact ``path`` cannot be used, or ``None``: it must be a regular
+    file whose size and SHA-256 are those its checksum file recorded when it was built, from
+    the weights of SHA-256 ``source`` with ``recipe``. ``"missing"`` when it was never built."""
+    from conformance.safeio import load_json_object, regular_file_problem
+
+    problem = regular_file_problem(path)
+    if problem == "no such file":
+        return "missing"
+    if problem:
+        return f"cannot be used: {problem}"
+    sidecar = path.with_name(path.name + CHECKSUM_SUFFIX)
+    try:
+        st = os.stat(path)
+        meta = load_json_object(sidecar, "cache checksum file", 64 * 1024)
+    except ConformanceInputError as exc:
+        return f"has no usable checksum file ({exc.message})"
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    expected = {k: meta.get(k) for k in ("sha256", "size", "source_sha256", "recipe")}
+    if expected["source_sha256"] != source or expected["recipe"] != recipe:
+        return "was built from other weights or with another recipe than its name says"
+    if expected["size"] != st.st_size:
+        return (f"is {st.st_size} bytes but was {_show_int(expected['size'])} bytes when "
+                "built (truncated or damaged)")
+    key = (st.st_ino, st.st_size, st.st_mtime_ns)
+    if _VERIFIED.get(path) == key:
+        return None
+    try:
+        found = _file_sha256(path)
+    except OSError as exc:
+        return f"cannot be read: {exc.strerror or exc}"
+    if found != expected["sha256"]:
+        return (f"has SHA-256 {found[:16]}..., not the {str(expected['sha256'])[:16]}... "
+                "recorded when it was built (damaged or changed)")
+    _VERIFIED[path] = key
+    return None
+
+
+def _show_int(value: Any) -> str:
+    """An integer as digits, anything else as a short repr (for messages)."""
+    from conformance.safeio import show
+
+    return str(value) if type(value) is int else show(value, 30)
 
 
 def gguf_file(model_dir: Path, recipe: str) -> Path:
     """A GGUF file of ``model_dir`` (config.json + safetensors) quantized with ``recipe``.
 
     Built with the project's own ``conformance quantize`` and cached under
-    :func:`cache_dir`, keyed by the weights' SHA-256: it is rebuilt, never stored.
+    :func:`cache_dir`, keyed by the weights' SHA-256: it is rebuilt, never stored. Beside it,
+    ``<file>.sha256.json`` records the file's SHA-256 and size and the weights' SHA-256 it was
+    built from; a cached file that does not match (a flipped byte, a truncation, a file that
+    cannot be read, no checksum file) is never used: it is rebuilt, with one line on
+    standard error saying so. Processes building the same file take turns (a file lock).
     """
     import argparse
     import hashlib
+    import json
 
+    from conformance.errors import OutputError
+    from conformance.golden import file_lock
     from conformance.quant.command import run_quantize
+    from conformance.safeio import write_atomic
 
     digest = hashlib.sha256()
     for weights in sorted(model_dir.glob("*.safetensors")):
         digest.update(weights.read_bytes())
-    out = cache_dir() / "gguf" / f"{model_dir.parent.name}-{model_dir.name}-" \
-        f"{digest.hexdigest()[:16]}-{recipe}.gguf"
-    if not out.is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
+    source = digest.hexdigest()
+    folder = cache_dir() / "gguf"
+    out = folder / f"{model_dir.parent.name}-{model_dir.name}-{source[:16]}-{recipe}.gguf"
+    sidecar = out.with_name(out.name + CHECKSUM_SUFFIX)
+    with contextlib.ExitStack() as stack:
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            stack.enter_context(file_lock(out.with_name(out.name + ".lock")))
+        except OSError as exc:
+            raise OutputError(folder, f"cannot use the GGUF cache folder: "
+                              f"{exc.strerror or exc} (set {CACHE_ENV} to a writable "
+                              "folder)") from None
+        problem = _cache_problem(out, source, recipe)
+        if problem is None:
+            return out
+        if problem != "missing":
+            line = f"{out}: the cached GGUF file {problem}; rebuilding it"
+            CACHE_NOTICES.append(line)
+            print(f"conformance: {line}", file=sys.stderr, flush=True)
+        _VERIFIED.pop(out, None)
+        for stale in (sidecar, out):
+            try:
+                stale.unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise OutputError(stale, f"cannot remove the damaged cached file: "
+                                  f"{exc.strerror or exc}; remove it by hand") from None
         args = argparse.Namespace(src=str(model_dir), qtype=recipe, out=str(out), force=True)
         with contextlib.redirect_stdout(sys.stderr):
             code = run_quantize(args)
         if code != 0 or not out.is_file():
             raise RuntimeError(f"conformance quantize {model_dir} --type {recipe} failed ({code})")
+        meta = {"file": out.name, "sha256": _file_sha256(out), "size": out.stat().st_size,
+                "source": str(model_dir), "source_sha256": source, "recipe": recipe}
+        write_atomic(sidecar, (json.dumps(meta, indent=1) + "\n").encode("utf-8"),
+                     kind="cache checksum file")
     return out
 
 

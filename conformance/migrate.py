@@ -29,9 +29,10 @@ from conformance.golden import (
     MANIFEST,
     SCHEMA_VERSION,
     Manifest,
-    _locked,
+    _make_set_dir,
     atomic_write,
     parse_manifest,
+    set_lock,
 )
 from conformance.hardware import STEERING_FLAGS, cpu_class_name
 from conformance.identity import Identity, stack_of
@@ -167,20 +168,20 @@ def _write_set(src: Path, manifest: Manifest, target: Path) -> str:
         raise ConformanceInputError(
             target, "a golden set exists here; migration never replaces one (move it away)"
         )
-    target.mkdir(parents=True, exist_ok=True)
-    with _locked(target):
+    _make_set_dir(target)
+    with set_lock(target):  # the lock of the set written, as every writer takes it
         for entry in manifest.entries.values():
             data = (src / entry.file).read_bytes()
             if hashlib.sha256(data).hexdigest() != entry.file_sha256:
                 raise ManifestError(src / entry.file, "file SHA-256 does not match the manifest")
             if (target / entry.file).exists():
                 raise ConformanceInputError(target / entry.file, "exists; not replaced")
-            atomic_write(target / entry.file, data)
+            atomic_write(target / entry.file, data, "golden PNG")
             if hashlib.sha256((target / entry.file).read_bytes()).hexdigest() != (
                 entry.file_sha256
             ):  # pragma: no cover - a failing disk
                 raise ManifestError(target / entry.file, "copy does not match its source")
-        atomic_write(target / MANIFEST, text.encode("utf-8"))
+        atomic_write(target / MANIFEST, text.encode("utf-8"), "golden manifest")
     parse_manifest((target / MANIFEST).read_text(encoding="utf-8"), target / MANIFEST,
                    manifest.model, manifest.hardware_class)
     return f"{len(manifest.entries)} goldens"

@@ -23,6 +23,7 @@ what is accepted. The ``require_*`` helpers check single parsed values the same 
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
@@ -33,7 +34,7 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
-from conformance.errors import ConformanceInputError, type_name
+from conformance.errors import ConformanceInputError, OutputError, type_name
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -61,6 +62,7 @@ __all__ = [
     "load_toml",
     "loads_json",
     "loads_toml",
+    "new_file_mode",
     "read_bytes",
     "read_text",
     "regular_file_problem",
@@ -69,6 +71,8 @@ __all__ = [
     "require_name",
     "require_str",
     "show",
+    "writable_problem",
+    "write_atomic",
 ]
 
 KiB = 1024
@@ -651,3 +655,111 @@ def is_within(path: Path, root: Path) -> bool:
     except (OSError, RuntimeError, ValueError):
         return False
     return resolved == base or base in resolved.parents
+
+
+# -- writing ---------------------------------------------------------------------------------
+
+
+def current_umask() -> int:
+    """The process's file-creation mask: read from ``/proc/self/status`` where the kernel
+    reports it (Linux 4.7+), else set and put back at once."""
+    try:
+        with open("/proc/self/status", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8) & 0o777
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask & 0o777
+
+
+def new_file_mode() -> int:
+    """The mode a new file gets from ``open()``: ``0o666`` less the umask (a temporary file
+    from :func:`tempfile.mkstemp` is ``0o600`` whatever the umask)."""
+    return 0o666 & ~current_umask()
+
+
+def write_atomic(
+    path: str | os.PathLike[str],
+    data: bytes,
+    *,
+    kind: str = "file",
+    error: type[ConformanceInputError] = OutputError,
+) -> Path:
+    """Write ``data`` to ``path`` through a temporary file in the same folder, flushed to
+    disk and renamed into place, with the mode of a file the user creates (``0o666`` less
+    the umask, so a team's umask makes it group-readable).
+
+    Any failure of the operating system (a full disk, a read-only or unwritable folder, a
+    path that is not a folder) removes the temporary file and raises ``error`` (an
+    :class:`~conformance.errors.OutputError`) naming ``path``, the ``kind`` of file and the
+    reason, e.g. ``results.json: cannot write results file: No space left on device``; the
+    file at ``path`` is then what it was before.
+    """
+    import tempfile
+
+    target = Path(path)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except (OSError, ValueError) as exc:
+        raise error(target.parent, f"cannot create the folder for the {kind}: "
+                    f"{_os_reason(exc)}") from None
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except (OSError, ValueError) as exc:
+        raise error(target, f"cannot write {kind}: {_os_reason(exc)}") from None
+    try:
+        try:
+            os.fchmod(fd, new_file_mode())
+            view = memoryview(data)
+            while view:
+                written = os.write(fd, view)
+                if written <= 0:  # a file system that takes nothing more says so this way
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                view = view[written:]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, target)
+    except OSError as exc:
+        _remove(tmp)
+        raise error(target, f"cannot write {kind}: {_os_reason(exc)}") from None
+    except BaseException:
+        _remove(tmp)
+        raise
+    return target
+
+
+def _remove(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def writable_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why a file cannot be written at ``path`` (by :func:`write_atomic`), or ``None``:
+    checked before any work, so that a run does not fail at its end. ``path`` must not be a
+    folder; the nearest folder that exists above it must be one, and a temporary file must
+    be creatable there (it is removed at once; the folders between are not created)."""
+    import tempfile
+
+    if "\x00" in os.fsdecode(path):
+        return "the path contains a NUL character"
+    try:
+        target = Path(os.fspath(path))
+        if target.is_dir():
+            return "is a folder; expected a file path"
+        folder = target.parent
+        while not folder.exists() and folder != folder.parent:
+            folder = folder.parent
+        if not folder.is_dir():
+            return f"{folder} is not a folder"
+        fd, tmp = tempfile.mkstemp(prefix=".conformance-probe.", suffix=".tmp", dir=folder)
+    except (OSError, ValueError) as exc:
+        return f"cannot be written: {_os_reason(exc)}"
+    os.close(fd)
+    _remove(tmp)
+    return None

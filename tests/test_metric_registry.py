@@ -264,13 +264,22 @@ def _outcome(metrics: dict[str, Any], **kw: Any) -> dict[str, Any]:
     return base | kw
 
 
+def summary_of(outcomes: Any) -> dict[str, int]:
+    """The ``summary`` a run writes beside ``outcomes`` (the count of each status)."""
+    counts: dict[str, int] = {}
+    for o in outcomes if isinstance(outcomes, list) else ():
+        if isinstance(o, dict) and isinstance(o.get("status"), str):
+            counts[o["status"]] = counts.get(o["status"], 0) + 1
+    return counts
+
+
 def _results(tmp_path: Path, outcomes: list[dict[str, Any]]) -> Path:
     path = tmp_path / "results.json"
     path.write_text(json.dumps({
         "schema_version": 1, "hardware_class": "cpu-avx2", "label": "cpu-avx2",
         "fingerprint": {"torch": "2.13.0"}, "started_at": "2026-01-01T00:00:00Z",
-        "finished_at": "2026-01-01T00:00:00Z", "stats": {}, "summary": {},
-        "outcomes": outcomes,
+        "finished_at": "2026-01-01T00:00:00Z", "stats": {},
+        "summary": summary_of(outcomes), "outcomes": outcomes,
     }))
     return path
 

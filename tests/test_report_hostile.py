@@ -67,13 +67,23 @@ def outcome(item: str = "tiny-sd/red-circle/64x64/fp32", **fields: Any) -> dict[
     return out
 
 
+def summary_of(outcomes: Any) -> dict[str, int]:
+    """The ``summary`` a run writes beside ``outcomes`` (the count of each status)."""
+    counts: dict[str, int] = {}
+    for o in outcomes if isinstance(outcomes, list) else ():
+        if isinstance(o, dict) and isinstance(o.get("status"), str):
+            counts[o["status"]] = counts.get(o["status"], 0) + 1
+    return counts
+
+
 def document(outcomes: list[Any] | None = None, **top: Any) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "schema_version": 2, "hardware_class": "cpu-avx2", "label": "cpu-avx2",
         "identity": None, "fingerprint": {"device_name": "CPU", "torch": "2.13.0"},
         "started_at": "2026-01-01T00:00:00Z", "finished_at": "2026-01-01T00:00:00Z",
-        "stats": {}, "summary": {}, "outcomes": [outcome()] if outcomes is None else outcomes,
+        "stats": {}, "outcomes": [outcome()] if outcomes is None else outcomes,
     }
+    doc["summary"] = summary_of(doc["outcomes"])
     doc.update(top)
     return doc
 

@@ -367,7 +367,9 @@ def run_quantize(args: argparse.Namespace) -> int:
         try:
             write_gguf(out, tensors, arch=arch, file_type=recipe.file_type, metadata=metadata)
         except OSError as exc:
-            print(f"error: --out {args.out}: cannot write ({exc})", file=sys.stderr)
+            # a full disk or a folder that went read-only: the temporary file is removed
+            print(f"error: --out {args.out}: cannot write: {exc.strerror or exc}",
+                  file=sys.stderr)
             return 1
         except ValueError as exc:  # the written file did not read back: nothing was kept
             raise CommandError(f"--out {args.out}: {exc}") from None

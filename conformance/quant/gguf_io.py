@@ -22,6 +22,8 @@ import gguf
 import numpy as np
 from gguf import GGMLQuantizationType as QT
 
+from conformance.safeio import new_file_mode
+
 from . import ggml
 from .recipes import Decision, Recipe, choose_type, get_recipe
 
@@ -212,9 +214,12 @@ def write_gguf(
     """
     target = Path(path)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
     tmp = Path(tmp_name)
     try:
+        try:  # the mode of a file the user creates (mkstemp's 0600 would survive the rename)
+            os.fchmod(fd, new_file_mode())
+        finally:
+            os.close(fd)
         writer = gguf.GGUFWriter(tmp, arch=arch)
         writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
         if file_type is not None:

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from conformance.errors import ConformanceInputError
+from conformance.errors import ConformanceInputError, OutputError
 from conformance.report.matrix import (
     build_matrix,
     load_golden,
@@ -51,7 +51,7 @@ from conformance.report.render_html import (
     render_html,
 )
 from conformance.report.safe_text import visible
-from conformance.safeio import read_bytes, regular_file_problem
+from conformance.safeio import read_bytes, regular_file_problem, write_atomic
 
 #: Images larger than this are not embedded in the HTML (shown as a note instead).
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
@@ -223,19 +223,14 @@ def write_output(target: str, text: str, flag: str) -> None:
             sys.stdout.write(text.encode(encoding, "backslashreplace").decode(encoding))
         sys.stdout.flush()
         return
-    path = Path(target)
-    try:
-        if path.parent and not path.parent.is_dir():
-            path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(path.name + ".tmp")
-        # the renderers escape what they take from the inputs; backslashreplace is for
-        # anything that would still not encode, rather than a traceback
-        tmp.write_text(text, encoding="utf-8", errors="backslashreplace")
-        tmp.replace(path)
-    except (OSError, ValueError) as exc:  # ValueError: a NUL in the name
-        raise ConformanceInputError(
-            f"{flag} {target}", f"cannot write: {getattr(exc, 'strerror', None) or exc}"
-        ) from None
+    # the renderers escape what they take from the inputs; backslashreplace is for anything
+    # that would still not encode, rather than a traceback
+    data = text.encode("utf-8", errors="backslashreplace")
+    try:  # a temporary file renamed into place, removed on failure, with the user's umask
+        write_atomic(Path(target), data, kind="output")
+    except OutputError as exc:  # a full disk, a folder that cannot be written, a NUL
+        message = exc.message.replace("cannot write output: ", "cannot write: ", 1)
+        raise ConformanceInputError(f"{flag} {target}", message) from None
 
 
 def run_matrix(args: argparse.Namespace) -> int:

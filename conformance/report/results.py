@@ -121,7 +121,42 @@ def read_results(path: str | Path) -> ResultsFile:
         )
     run = _run_fields(path, data)
     outcomes = tuple(Outcome.from_json(o, path, index) for index, o in enumerate(raw))
+    problem = _summary_problem(data, outcomes)
+    if problem:
+        raise ConformanceInputError(path, problem)
     return ResultsFile(path=str(path), outcomes=outcomes, data=data, **run)
+
+
+#: the most statuses a summary may name (there are a handful)
+_MAX_SUMMARY_KEYS = 32
+
+
+def _counts(counts: dict[str, int]) -> str:
+    total = sum(counts.values())
+    listed = ", ".join(f"{key_label(k)} {n}" for k, n in sorted(counts.items()) if n) or "none"
+    return f"{listed} ({total} outcome{'s' if total != 1 else ''})"
+
+
+def _summary_problem(data: dict[str, Any], outcomes: tuple[Outcome, ...]) -> str | None:
+    """Why the file's ``summary`` (the count of each status, written with the outcomes)
+    disagrees with its ``outcomes`` (a file cut short or edited), or ``None``. A file
+    without a summary (written by hand) has nothing to disagree with."""
+    if "summary" not in data:
+        return None
+    summary = data["summary"]
+    if not isinstance(summary, dict) or len(summary) > _MAX_SUMMARY_KEYS or any(
+            type(n) is not int or n < 0 for n in summary.values()):
+        return (f"key 'summary' must be an object of status names and counts (integers >= 0)"
+                f", {got(summary)}" if not isinstance(summary, dict) else
+                "key 'summary' must be an object of status names and counts (integers >= 0, "
+                f"at most {_MAX_SUMMARY_KEYS} names)")
+    declared = {k: n for k, n in summary.items() if n}
+    found = dict(Counter(o.status.value for o in outcomes))
+    if declared == found:
+        return None
+    return (f"the outcomes disagree with the file's own summary: the summary counts "
+            f"{_counts(declared)}, the outcomes list holds {_counts(found)}; the file was cut "
+            "short or edited (write it again with --results)")
 
 
 def _load(path: str | Path) -> dict[str, Any]:
