@@ -120,8 +120,39 @@ def _fingerprint(args: argparse.Namespace) -> int:
     identity = measure(args.device, fp)
     for line in format_identity(identity):
         print(line.removeprefix("conformance: "), file=sys.stderr)
-    print(json.dumps(fp | {"identity": identity.to_dict()}, indent=1))
+    sharing = _sharing(identity, args.golden_dir)
+    print(json.dumps(fp | {"identity": identity.to_dict(), "bit_equivalent_goldens": sharing},
+                     indent=1))
     return 0
+
+
+def _sharing(identity: object, golden_dir: object) -> dict[str, list[str]]:
+    """Print, per precision, the golden sets under ``golden_dir`` whose digest equals this
+    machine's (the own-class check holds their goldens to the exact tier); returned for the
+    JSON."""
+    from pathlib import Path
+
+    from conformance.golden import GoldenStore
+    from conformance.lookup import sharing_sets
+    from conformance.precision import PRECISIONS
+
+    root = Path(str(golden_dir))
+    store = GoldenStore(root)
+    sharing = sharing_sets(store, store.models(), identity,  # type: ignore[arg-type]
+                           tuple(PRECISIONS))
+    print(f"golden sets under {root} with this machine's bits (same precision digest; the "
+          "own-class check holds them to the exact tier):", file=sys.stderr)
+    digests = getattr(identity, "precision_digests", None) or {}
+    for precision, sets in sharing.items():
+        by_class: dict[str, list[str]] = {}
+        for name in sets:
+            model, _, cls = name.partition("/")
+            by_class.setdefault(cls, []).append(model)
+        text = "; ".join(f"{cls} ({', '.join(ms)})" for cls, ms in by_class.items()) or (
+            "none: checked against the nearest set (close or perceptual tier)")
+        print(f"  {precision:<12} {str(digests.get(precision, '?'))[:6]}  {text}",
+              file=sys.stderr)
+    return sharing
 
 
 #: Extensions whose modules import torch / diffusers at import time: only the chosen one is
@@ -166,7 +197,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
 
     p = sub.add_parser("fingerprint", help="print this machine's hardware class, measured "
                        "identity and fingerprint")
-    for opt in ("device", "threads"):
+    for opt in ("device", "threads", "golden-dir"):
         o = OPTION_BY_NAME[opt]
         p.add_argument("--" + opt, type=o.type, default=o.default, metavar=o.metavar, help=o.help)
     p.set_defaults(func=_fingerprint)
@@ -188,7 +219,31 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     return parser
 
 
+#: The exit status when the reader of standard output went away (``conformance cases |
+#: head -1``): 128 + SIGPIPE, what a shell reports for a command a closed pipe ended.
+EXIT_BROKEN_PIPE = 141
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one sub-command. A reader that closes standard output early (``| head``) ends
+    the command quietly with :data:`EXIT_BROKEN_PIPE`, without a traceback."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # what is still buffered meets the closed pipe here, not at exit
+        return code
+    except BrokenPipeError:
+        # Python's recipe: point standard output at devnull so that the flush at exit
+        # does not raise again
+        try:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+        except (OSError, ValueError, AttributeError):  # no real stdout (pytest's capture)
+            pass
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: Sequence[str] | None = None) -> int:
     # transformers announces missing optional packages (torchvision) on import; the
     # command's own output is what matters here.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")

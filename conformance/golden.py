@@ -11,14 +11,19 @@ checked to the last nested value; images must be canonical PNGs, checked chunk b
 before anything is inflated (:func:`check_png`); files must be regular files with one link,
 folders plain folders.
 
-Recording writes the PNG and then the manifest, each to a temporary file renamed into place,
-under a lock (xdist workers record into the same manifest), and refuses to replace an
-existing golden unless ``force`` is set.
+Recording writes the PNG and then the manifest, each to a temporary file renamed into place
+with the user's umask, under the set's lock (``<set>/.lock``, an ``flock`` every writer takes:
+xdist workers, two runs with their own ``TMPDIR``, ``migrate``), re-reading the manifest under
+it so no writer's entries are dropped. It refuses to replace an existing golden unless
+``force`` is set; an undeclared PNG that holds exactly the bytes about to be written (an
+interrupted record: a crash between the PNG and the manifest) is adopted. A full disk or an
+unwritable folder is an :class:`~conformance.errors.OutputError` naming the file.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
 import io
 import itertools
@@ -27,7 +32,7 @@ import os
 import re
 import stat
 import struct
-import tempfile
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field, replace
@@ -37,9 +42,15 @@ from typing import Any
 import numpy as np
 
 from conformance.cases import Item
-from conformance.errors import ConformanceInputError, GoldenExistsError, ManifestError, type_name
+from conformance.errors import (
+    ConformanceInputError,
+    GoldenExistsError,
+    ManifestError,
+    OutputError,
+    type_name,
+)
 from conformance.hardware import HardwareClass
-from conformance.identity import Identity
+from conformance.identity import Identity, explain
 from conformance.metrics import as_rgb_uint8, perceptual_hashes, pixel_sha256
 from conformance.safeio import (
     IMAGE_LIMIT,
@@ -48,6 +59,7 @@ from conformance.safeio import (
     key_label,
     loads_json,
     show,
+    write_atomic,
 )
 from conformance.trace import StepTrace
 
@@ -796,20 +808,12 @@ def read_plain_file(path: Path, kind: str, limit: int) -> bytes | None:
     return data
 
 
-def atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+def atomic_write(path: Path, data: bytes, kind: str = "file") -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same directory, with the
+    user's umask (:func:`conformance.safeio.write_atomic`): a full disk or an unwritable
+    folder is an :class:`~conformance.errors.OutputError` naming ``path`` and the cause, and
+    leaves no temporary file."""
+    write_atomic(path, data, kind=kind)
 
 
 @contextlib.contextmanager
@@ -828,10 +832,84 @@ def file_lock(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
 
 
-def _locked(directory: Path) -> contextlib.AbstractContextManager[None]:
-    """An exclusive lock per golden set, kept outside the golden tree (nothing to commit)."""
-    key = hashlib.sha256(str(directory.resolve()).encode()).hexdigest()[:24]
-    return file_lock(Path(tempfile.gettempdir()) / f"conformance-golden-{key}.lock")
+#: The writer lock of a golden set, inside the set's folder. An empty file, never removed
+#: (removing it would let two writers lock two different files); ``validate`` allows it.
+LOCK_FILE = ".lock"
+
+
+def _open_lock(path: Path) -> int:
+    """A descriptor of the lock file ``path``, created (``0o666`` less the umask, so the
+    user's team can take it too) when missing. A lock file made by another user that this one
+    may only read is opened read-only: ``flock`` needs no write access."""
+    flags = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o666)
+    except OSError as exc:
+        fd = -1
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            with contextlib.suppress(OSError):
+                fd = os.open(path, os.O_RDONLY | flags)
+        if fd < 0:
+            raise OutputError(path, f"cannot open the golden set's lock file: "
+                              f"{_os_reason(exc)}{_owner(path)}; every writer into a set "
+                              "takes this lock (make it and its folder writable to the "
+                              "user who records)") from None
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:  # pragma: no cover - fstat of an open descriptor
+        os.close(fd)
+        raise OutputError(path, f"cannot use the golden set's lock file: "
+                          f"{_os_reason(exc)}") from None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise OutputError(path, f"the golden set's lock file is {file_kind(st.st_mode)}, not "
+                          "a regular file; remove it")
+    return fd
+
+
+def _owner(path: Path) -> str:
+    """`` (owned by uid N, mode 0NNN)`` for a file that exists, else ``""``."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return ""
+    return f" (owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"
+
+
+@contextlib.contextmanager
+def set_lock(directory: Path) -> Iterator[None]:
+    """The golden set's writer lock: an exclusive ``flock`` on ``<directory>/.lock`` for the
+    block. Every writer into a set takes it, whatever its ``TMPDIR``; the kernel releases it
+    when the holder exits or is killed, so no lock is ever stale. A lock file that cannot be
+    opened is an :class:`~conformance.errors.OutputError` naming it and the cause."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: single-writer assumption
+        yield
+        return
+    fd = _open_lock(directory / LOCK_FILE)
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                break
+            except InterruptedError:  # pragma: no cover - retried by Python itself (PEP 475)
+                continue
+            except OSError as exc:
+                raise OutputError(directory / LOCK_FILE, f"cannot lock the golden set's lock "
+                                  f"file: {_os_reason(exc)}") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _make_set_dir(directory: Path) -> None:
+    """Create a golden set's folder (and those above it); a failure names the folder."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(directory, f"cannot create the golden set's folder: "
+                          f"{_os_reason(exc)}") from None
 
 
 class IdentityMismatchError(GoldenExistsError):
@@ -867,9 +945,13 @@ def _require_owner(manifest: Manifest, identity: Identity | None, directory: Pat
                    consequence: str) -> None:
     """Only the identity a set belongs to writes into it (``consequence`` ends the error)."""
     if not _same_owner(manifest.identity, identity):
+        differs = ""
+        if manifest.identity is not None and identity is not None:
+            # in words: threads, library versions, the probes and features that differ
+            differs = f" (what differs: {explain(identity, manifest.identity)})"
         raise IdentityMismatchError(
             directory / MANIFEST, f"holds the goldens of {_describe(manifest.identity)}; "
-            f"this machine is {_describe(identity)}{consequence}")
+            f"this machine is {_describe(identity)}{differs}{consequence}")
 
 
 class GoldenStore:
@@ -885,6 +967,8 @@ class GoldenStore:
         self.root = Path(root)
         self._manifests: dict[tuple[str, str], Manifest | None] = {}
         self._refused: dict[tuple[str, str], ManifestError] = {}
+        #: what recording did that a user should hear of (a PNG adopted after a crash)
+        self.notices: list[str] = []
 
     def set_dir(self, model: str, hardware_class: str) -> Path:
         return self.root / model / hardware_class
@@ -938,6 +1022,18 @@ class GoldenStore:
             if folder.is_symlink() or os.path.lexists(folder / MANIFEST):
                 out.append(name)
         return out
+
+    def models(self) -> list[str]:
+        """The model folders under the root (plain folders with a model's name); raises
+        :class:`ManifestError` when the root exists but cannot be listed."""
+        try:
+            names = sorted(os.listdir(self.root))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise ManifestError(self.root, f"cannot be read: {_os_reason(exc)}") from None
+        return [n for n in names if _MODEL.fullmatch(n)
+                and stat.S_ISDIR(os.lstat(self.root / n).st_mode)]
 
     def manifest(self, model: str, hardware_class: str) -> Manifest | None:
         """The manifest of a golden set, or ``None`` if there is none (cached, as is a
@@ -1058,8 +1154,8 @@ class GoldenStore:
         )
         # What is written must read back as a canonical golden PNG.
         check_png(png, directory / entry.file, entry.width, entry.height)
-        directory.mkdir(parents=True, exist_ok=True)
-        with _locked(directory):
+        _make_set_dir(directory)
+        with set_lock(directory):
             # Temporary files are only written under this lock: any left is from a writer
             # that was killed mid-write, and never part of the set.
             for stale in directory.glob(".*.tmp"):
@@ -1080,25 +1176,46 @@ class GoldenStore:
                     f"a golden for {item.id} ({hardware_class}) exists; re-run with --force "
                     "to replace it",
                 )
-            if not replaced and target.exists() and not force:
-                raise GoldenExistsError(
-                    target,
-                    f"exists but is not listed in {MANIFEST}; move it away or re-run with "
-                    "--force to replace it",
-                )
+            adopt = not replaced and not force and self._left_by_a_crash(target, png)
             old = manifest.entries.get(item.id)
             manifest.entries[item.id] = entry
             text = manifest.to_json()
             # What is written must read back: never leave a manifest the store rejects.
             parse_manifest(text, directory / MANIFEST, item.model, hardware_class)
-            atomic_write(target, png)
-            atomic_write(directory / MANIFEST, text.encode("utf-8"))
+            if not adopt:
+                atomic_write(target, png, PNG_KIND)
+            atomic_write(directory / MANIFEST, text.encode("utf-8"), MANIFEST_KIND)
+            if adopt:
+                self._notice(f"{target}: adopted: an interrupted record left this PNG "
+                             f"undeclared, and it holds the same bytes as this generation of "
+                             f"{item.id}; now listed in {MANIFEST}")
             if old is not None and old.probes is not None:  # --force: they probed the old image
                 (directory / old.probes["file"]).unlink(missing_ok=True)
                 if old.probes.get("inputs"):
                     (directory / old.probes["inputs"]["file"]).unlink(missing_ok=True)
             self._manifests[(item.model, hardware_class)] = manifest
         return target, replaced
+
+    def _left_by_a_crash(self, target: Path, png: bytes) -> bool:
+        """Whether ``target``, a PNG no manifest entry names, is one an interrupted record
+        wrote (a crash or a full disk between the PNG and the manifest): the same bytes as
+        ``png``, the golden about to be written, so it is adopted. ``False`` when there is
+        no such file; any other file there is refused (:class:`GoldenExistsError`)."""
+        found = read_plain_file(target, PNG_KIND, PNG_LIMIT)
+        if found is None:
+            return False
+        if found != png:
+            raise GoldenExistsError(
+                target,
+                f"exists but is not listed in {MANIFEST} and differs from this generation; "
+                "move it away or re-run with --force to replace it",
+            )
+        return True
+
+    def _notice(self, line: str) -> None:
+        """Keep ``line`` in :attr:`notices` and print it to standard error."""
+        self.notices.append(line)
+        print(f"conformance: {line}", file=sys.stderr, flush=True)
 
     def record_probes(self, item: Item, hardware_class: str, records: Any,
                       identity: Identity | None = None, inputs: Any = None,
@@ -1114,8 +1231,11 @@ class GoldenStore:
         if len(data) > PROBES_LIMIT:
             raise ValueError(f"{item.id}: the probe file would be {len(data)} bytes; at most "
                              f"{PROBES_LIMIT}")
-        with _locked(directory):
+        if not self._folders_exist(item.model, hardware_class):
+            raise KeyError(f"{item.id}: no golden in {directory} to attach probes to")
+        with set_lock(directory):
             self._manifests.pop((item.model, hardware_class), None)
+            self._refused.pop((item.model, hardware_class), None)
             manifest = self.manifest(item.model, hardware_class)
             if manifest is None or item.id not in manifest.entries:
                 raise KeyError(f"{item.id}: no golden in {directory} to attach probes to")
@@ -1136,9 +1256,9 @@ class GoldenStore:
             text = manifest.to_json()
             parse_manifest(text, directory / MANIFEST, item.model, hardware_class)
             if blob is not None:
-                atomic_write(directory / probes["inputs"]["file"], blob)
-            atomic_write(target, data)
-            atomic_write(directory / MANIFEST, text.encode("utf-8"))
+                atomic_write(directory / probes["inputs"]["file"], blob, "input capture")
+            atomic_write(target, data, "probe file")
+            atomic_write(directory / MANIFEST, text.encode("utf-8"), MANIFEST_KIND)
             self._manifests[(item.model, hardware_class)] = manifest
         return target
 

@@ -182,6 +182,13 @@ def compare(mine: Identity, theirs: Identity | None, precision: str,
 
 def explain(mine: Identity, theirs: Identity, precision: str | None = None) -> str:
     """Why two identities may give different bits: the probes and the features that differ."""
+    return "; ".join(differences(mine, theirs, precision)) or "identities differ"
+
+
+def differences(mine: Identity, theirs: Identity, precision: str | None = None) -> list[str]:
+    """What differs between two identities, in words, one part each: the probes (of what
+    ``precision`` depends on) by group, the CPU / GPU features, the software stack (thread
+    count, library versions)."""
     parts: list[str] = []
     if mine.probes and theirs.probes and mine.battery_version == theirs.battery_version:
         differing = _probes.differing_probes(mine.probes, theirs.probes, precision)
@@ -199,7 +206,7 @@ def explain(mine: Identity, theirs: Identity, precision: str | None = None) -> s
                          "in the golden's")
     if not parts and mine.hardware_class != theirs.hardware_class:
         parts.append(f"class {mine.hardware_class} != {theirs.hardware_class}")
-    return "; ".join(parts) or "identities differ"
+    return parts
 
 
 def feature_differences(mine: dict[str, Any], theirs: dict[str, Any]) -> list[str]:

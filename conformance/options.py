@@ -23,7 +23,13 @@ from conformance.errors import ConformanceInputError
 from conformance.hardware import HardwareClass, parse_device
 from conformance.models import MODELS
 from conformance.precision import PRECISIONS
-from conformance.safeio import regular_file_problem, require_int, require_str, show
+from conformance.safeio import (
+    regular_file_problem,
+    require_int,
+    require_str,
+    show,
+    writable_problem,
+)
 
 MAX_THREADS = 1024
 #: the longest value any option takes (a comma list of every model, a long path)
@@ -123,6 +129,20 @@ def _resolutions(text: str) -> tuple[Resolution, ...]:
     return parsed
 
 
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _boolean(text: str) -> bool:
+    value = _text(text, "value").strip(" ").lower()
+    if value in _TRUE:
+        return True
+    if value in _FALSE:
+        return False
+    raise argparse.ArgumentTypeError(
+        f"{show(text)} is not a boolean; write one of {', '.join(_TRUE + _FALSE)}")
+
+
 def _hardware_class(text: str) -> str:
     _text(text, "the hardware class")
     try:
@@ -203,6 +223,9 @@ OPTIONS: tuple[Option, ...] = (
     Option("record", "record missing goldens for this machine's hardware class (existing "
            "ones are checked, not replaced)", flag=True),
     Option("force", "with --record: replace existing goldens", flag=True),
+    Option("strict-golden", "a missing golden fails instead of skipping, as does an empty "
+           "--golden-dir and a golden no case of the case file makes any more (ini: "
+           "conformance_strict_golden = true)", _boolean, flag=True, ini=True),
     Option("save-images", "write actual / golden / diff images for every item, not only "
            "failures (for the matrix report)", flag=True),
     Option("localize", "where the bits of two runs part, name the first divergent module: "
@@ -246,8 +269,10 @@ def resolve(name: str, cli_value: Any, ini_value: str | None,
     """command line > ini > environment (``CONFORMANCE_<NAME>``) > default; a relative path
     in the ini file is taken relative to ``ini_dir`` (the ini file's folder)."""
     opt = OPTION_BY_NAME[name]
-    if opt.flag:
+    if opt.flag and (cli_value or not opt.ini):
         return bool(cli_value)
+    if opt.flag:
+        cli_value = None  # not given: the ini file or the environment decides
     if cli_value is not None:
         return cli_value
     env = os.environ.get("CONFORMANCE_" + name.upper().replace("-", "_"))
@@ -266,7 +291,7 @@ def resolve(name: str, cli_value: Any, ini_value: str | None,
                     else f"environment variable CONFORMANCE_{name.upper().replace('-', '_')}"
                 )
                 raise ValueError(f"{where}: {exc}") from None
-    return opt.default
+    return bool(opt.default) if opt.flag else opt.default
 
 
 def _creatable_dir(folder: Path) -> str | None:
@@ -308,7 +333,20 @@ def check_results_target(path: str | os.PathLike[str]) -> str | None:
     artifacts = target.parent / "artifacts"
     if artifacts.exists() and not artifacts.is_dir():
         return f"{flag}: {artifacts} (where failure images go) exists and is not a directory"
-    return None
+    problem = writable_problem(target)  # a file can really be made there (not /proc ...)
+    return f"{flag}: {problem}" if problem else None
+
+
+def check_golden_dir(golden_dir: str | os.PathLike[str], record: bool) -> str | None:
+    """Why a run cannot read goldens from ``golden_dir``, or ``None``: a folder that does
+    not exist is a typo unless the run records into it."""
+    root = Path(golden_dir)
+    if record or root.is_dir():
+        return None
+    if root.exists() or root.is_symlink():
+        return f"--golden-dir {root}: is not a directory"
+    return (f"--golden-dir {root}: does not exist; give the folder of your golden sets, or "
+            "create it by recording with --record")
 
 
 def check_record_target(golden_dir: str | os.PathLike[str]) -> str | None:

@@ -10,7 +10,6 @@ import json
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -90,13 +89,20 @@ def _activate(config: pytest.Config) -> ConformancePlugin:
     try:
         settings = _settings(config)
         cases = load_cases(settings.cases_path)
-        from conformance.options import check_record_target, check_results_target
+        from conformance.options import (
+            check_golden_dir,
+            check_record_target,
+            check_results_target,
+        )
 
         problems = [
             cases.filter_problem(settings.models, settings.precisions, settings.resolutions),
             check_results_target(settings.results_path),
-            check_record_target(settings.golden_dir) if settings.record else None,
+            check_record_target(settings.golden_dir) if settings.record else
+            check_golden_dir(settings.golden_dir, settings.record),
         ]
+        if settings.strict_golden and not settings.record and not problems[-1]:
+            problems.append(_empty_golden_dir(settings, cases))
         problems = [p for p in problems if p]
         if problems:  # found before any generation, not after the last one
             raise pytest.UsageError("; ".join(problems))
@@ -119,12 +125,37 @@ def _activate(config: pytest.Config) -> ConformancePlugin:
                                 "golden's stored probes with --localize)")
     if not hasattr(config, "workerinput"):
         for key, value in worker_environment(settings.device,
-                                             getattr(config.option, "numprocesses", None)).items():
-            os.environ.setdefault(key, value)  # xdist workers start with this environment
+                                             getattr(config.option, "numprocesses", None),
+                                             settings.threads).items():
+            # set before torch loads OpenMP (it reads them once); xdist workers inherit them
+            os.environ.setdefault(key, value)
     plugin = ConformancePlugin(config, settings, cases, deviations)
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, "conformance-session")
     return plugin
+
+
+def _empty_golden_dir(settings: Settings, cases: CaseSet) -> str | None:
+    """With ``--strict-golden``: why ``--golden-dir`` holds nothing to check against (no
+    golden set of any model the run collects), or ``None``."""
+    import shlex
+
+    from conformance.golden import GoldenStore
+
+    store = GoldenStore(settings.golden_dir)
+    models = list(dict.fromkeys(
+        i.model for i in cases.items(settings.models, settings.precisions,
+                                     settings.resolutions)))
+    try:
+        if any(store.classes(m) for m in models):
+            return None
+    except ConformanceInputError:
+        return None  # the items report the unreadable set
+    record = shlex.join(["conformance", "record", "--golden-dir", str(settings.golden_dir),
+                         *(["--cases", str(settings.cases_path)] if settings.cases_path
+                           else [])])
+    return (f"--golden-dir {settings.golden_dir}: holds no golden set of "
+            f"{', '.join(models)} (--strict-golden); record them with: {record}")
 
 
 def _machine_lines(machines: list[dict[str, Any]]) -> list[str]:
@@ -145,16 +176,25 @@ def _machine_lines(machines: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def worker_environment(device: str, workers: Any) -> dict[str, str]:
-    """What the xdist workers of a CPU run with several workers need in their environment.
+def worker_environment(device: str, workers: Any, threads: int = 1) -> dict[str, str]:
+    """What the processes of a CPU run need in their environment before torch loads OpenMP
+    (the controller sets it for itself and its xdist workers).
 
-    ``OMP_WAIT_POLICY=PASSIVE``: the invariance check's ``threads-2`` variant and the other
-    workers' threads oversubscribe the cores, and OpenMP threads that spin while they wait
-    starve the other worker (one ``threads-2`` generation of tiny-sd measured 0.35 s alone,
-    2 s beside a busy core and up to 33 s in a ``-n 2`` run; passive: 0.47 s beside a busy
-    core). Waiting changes no bit. A single process keeps OpenMP's default: alone, passive
-    waiting made that generation 3x slower. A value the user set is kept."""
-    if str(device).split(":")[0] != "cpu" or not isinstance(workers, int) or workers < 2:
+    ``OMP_WAIT_POLICY=PASSIVE`` whenever the run's own threads can outnumber the cores they
+    get: several workers, or ``--threads`` above 1 in one process. OpenMP threads that spin
+    while they wait starve whatever else runs on the cores (another worker, a neighbour on a
+    shared machine). Measured on a 2-core Intel Xeon VM, 24 generations of tiny-sd at
+    ``--threads 2 -n 0``, whole runs, median of 3-4: with another process busy beside it,
+    OpenMP's default took 50.8 s (up to 142 s) and passive waiting 19.4 s (up to 22 s); on
+    the quiet machine the default took 13.7 s and passive 30.3 s. A shared CI machine is
+    rarely quiet, so the run takes the policy without the 7x worst case; a value the user
+    set (``OMP_WAIT_POLICY=ACTIVE`` on a dedicated machine) is kept. Waiting changes no
+    bit. A single-threaded process keeps OpenMP's default (its invariance check's one
+    ``threads-2`` generation is too short to matter either way)."""
+    if str(device).split(":")[0] != "cpu":
+        return {}
+    several = isinstance(workers, int) and workers >= 2
+    if not several and not (isinstance(threads, int) and threads >= 2):
         return {}
     return {"OMP_WAIT_POLICY": "PASSIVE"}
 
@@ -254,6 +294,7 @@ def _settings(config: pytest.Config) -> Settings:
         localize=get("localize"),
         probes=get("probes"),
         probe_inputs=get("probe-inputs"),
+        strict_golden=get("strict-golden"),
     )
 
 
@@ -294,6 +335,11 @@ class ConformancePlugin:
         self.results_path: Path | None = None
         self._shared_dir: str | None = None
         self.xfailed: set[tuple[str, Check, str | None]] = set()
+        #: goldens that no item of the case file makes (found at session finish)
+        self.orphans: list[Any] = []
+        #: the workers' notices (:meth:`_notices`), and why the results file was not written
+        self.worker_notices: list[str] = []
+        self.results_error = ""
 
     @property
     def is_worker(self) -> bool:
@@ -525,6 +571,7 @@ class ConformancePlugin:
         machine = output.get("conformance_machine")
         if machine:
             self.worker_machines.append(json.loads(machine))
+        self.worker_notices += output.get("conformance_notices", ())
         # deviations are applied where collection happens: on the workers
         self.used_deviations.update(output.get("conformance_deviations", ()))
 
@@ -538,6 +585,7 @@ class ConformancePlugin:
         if self.is_worker:
             self.config.workeroutput["conformance_deviations"] = sorted(  # type: ignore[attr-defined]
                 self.used_deviations)
+            self.config.workeroutput["conformance_notices"] = self._notices()  # type: ignore[attr-defined]
             if self._session is not None:
                 self.config.workeroutput["conformance_stats"] = json.dumps(  # type: ignore[attr-defined]
                     self._session.stats()
@@ -547,16 +595,58 @@ class ConformancePlugin:
             return
         if not self.outcomes:
             return
+        self.orphans = self._orphans()
+        if self.orphans and self.settings.strict_golden:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
         from conformance.session import write_results
 
         stats = merge_stats(self._all_stats())
         wall = time.perf_counter() - self.started
-        if self.is_controller and self.worker_machines:
-            self.results_path = write_results(
-                self.settings.results_path, self.outcomes, self.worker_machines[0],
-                self.started_at, stats, wall)
-        else:
-            self.results_path = self.session.write_results(self.outcomes, stats, wall)
+        try:
+            if self.is_controller and self.worker_machines:
+                self.results_path = write_results(
+                    self.settings.results_path, self.outcomes, self.worker_machines[0],
+                    self.started_at, stats, wall)
+            else:
+                self.results_path = self.session.write_results(self.outcomes, stats, wall)
+        except ConformanceInputError as exc:  # a full disk at the end: one line, rc 1
+            self.results_error = f"results not written: {exc}"
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def _notices(self) -> list[str]:
+        """What this process repaired on the way (a rebuilt cache file, an adopted PNG of an
+        interrupted record): said once in the summary, as each was also said on stderr."""
+        from conformance.generate import CACHE_NOTICES
+
+        store = self._session.store.notices if self._session is not None else []
+        return [*CACHE_NOTICES, *store]
+
+    def _orphans(self) -> list[Any]:
+        """Goldens of the run's models, precisions and resolutions that no item of the case
+        file makes (only for runs that checked goldens: own-class outcomes)."""
+        from conformance.golden import GoldenStore
+        from conformance.report.summary import orphans
+
+        if not any(o.check is Check.OWN_CLASS for o in self.outcomes):
+            return []
+        s = self.settings
+        items = self.cases.items(s.models, s.precisions, s.resolutions)
+        resolutions = {str(r) for r in s.resolutions} if s.resolutions else None
+        store = GoldenStore(s.golden_dir)
+        sets: dict[str, list[str]] = {}
+        for model in dict.fromkeys(i.model for i in items):
+            try:
+                for cls in store.classes(model):
+                    manifest = store.manifest(model, cls)
+                    if manifest is None:
+                        continue
+                    sets[str(store.set_dir(model, cls))] = [
+                        e.id for e in manifest.entries.values()
+                        if (s.precisions is None or e.precision in s.precisions)
+                        and (resolutions is None or e.resolution in resolutions)]
+            except ConformanceInputError:
+                continue  # the checks of that model report the unreadable set
+        return orphans(sets, {i.id for i in items})
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         if self.is_worker or not self.outcomes:
@@ -566,18 +656,15 @@ class ConformancePlugin:
         if self.is_controller and self.worker_machines:
             for line in _machine_lines(self.worker_machines):
                 tr.write_line(line)
-        counts = Counter(
-            (o.check,
-             "xfailed" if (o.id, o.check, o.variant) in self.xfailed else o.status.value)
-            for o in self.outcomes
-        )
-        for check in Check:
-            row = {st: counts.get((check, st), 0)
-                   for st in [*(s.value for s in Status), "xfailed"]}
-            if any(row.values()):
-                tr.write_line(
-                    f"{check.value:>11}: " + ", ".join(f"{n} {k}" for k, n in row.items() if n)
-                )
+        from conformance.report.summary import check_lines, missing_lines, orphan_lines
+
+        for line in check_lines(self.outcomes, self.xfailed):
+            tr.write_line(line)
+        for line in missing_lines(self.outcomes, self.settings.strict_golden):
+            tr.write_line(line)
+        for line in orphan_lines(self.orphans, str(self.cases.path),
+                                 self.settings.strict_golden):
+            tr.write_line(line, red=self.settings.strict_golden)
         st = merge_stats(self._all_stats())
         table = fidelity_markdown(fidelity_rows(self.outcomes, st["denoiser_bytes"]))
         if table:
@@ -596,6 +683,10 @@ class ConformancePlugin:
         )
         if self.results_path:
             tr.write_line(f"results: {self.results_path}")
+        if self.results_error:
+            tr.write_line(self.results_error, red=True)
+        for line in dict.fromkeys([*self._notices(), *self.worker_notices]):
+            tr.write_line(line)
         # the packaged deviations are written for the packaged cases: with a case file of
         # one's own they are not reported as unmatched unless the file was named
         report_unused = (self.settings.deviations_path is not None

@@ -300,6 +300,15 @@ def differing_probes(mine: Mapping[str, str], theirs: Mapping[str, str],
     return [k for k in keys if mine.get(k) != theirs.get(k)]
 
 
+def agreeing_probes(mine: Mapping[str, str], theirs: Mapping[str, str],
+                    precision: str) -> int:
+    """How many probes that ``precision`` depends on have equal digests on both machines
+    (a probe that failed on either side does not count)."""
+    wanted = _probes_for(precision)
+    return sum(1 for k, v in mine.items()
+               if wanted(k) and not v.startswith("error") and theirs.get(k) == v)
+
+
 def summarize_probes(keys: list[str]) -> str:
     """``["linear-64x256x256/bf16", "sdpa-.../bf16"]`` -> ``"bf16 GEMM, bf16 SDPA"``."""
     groups = {p.name: p.group for p in BATTERY}

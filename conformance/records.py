@@ -37,6 +37,7 @@ __all__ = [
     "ClassComparison",
     "FieldError",
     "GenerationError",
+    "GoldenChoice",
     "Outcome",
     "RecordedMetrics",
     "StepDelta",
@@ -263,6 +264,51 @@ class ClassComparison:
         return metrics | {"first_divergent_step": self.first_divergent_step}
 
 
+#: How an own-class check chose its golden set (see :mod:`conformance.lookup`).
+CHOICE_KINDS = ("identity", "nearest", "class", "missing")
+_MAX_CHOICE_PARTS = 64
+
+
+@dataclass(frozen=True, slots=True)
+class GoldenChoice:
+    """Which set decided an own-class check and how: ``identity`` (its precision digest
+    equals this machine's), ``nearest`` (no set's does: the set that agrees most) or
+    ``class`` (this machine's class name, where no identity was measured); ``missing``: no
+    set holds the item (a reference check, too). ``sharing``: the
+    other sets with the same digest; ``differs``: what differs from the chosen set, in
+    words (empty when the tier is exact)."""
+
+    by: str
+    sharing: tuple[str, ...] = ()
+    differs: tuple[str, ...] = ()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"by": self.by, "sharing": list(self.sharing), "differs": list(self.differs)}
+
+    @classmethod
+    def parse(cls, value: Any) -> GoldenChoice | None:
+        if value is None:
+            return None
+        if type(value) is not dict:
+            raise FieldError(f"golden_choice must be an object or null, {got(value)}")
+        unknown = value.keys() - {"by", "sharing", "differs"}
+        if unknown:
+            raise FieldError(f"golden_choice.{key_label(min(unknown))} is not a key (it has "
+                             "by, sharing, differs)")
+        if value.get("by") not in CHOICE_KINDS:
+            raise FieldError(f"golden_choice.by must be one of {', '.join(CHOICE_KINDS)}, "
+                             f"{got(value.get('by'))}")
+        parts = {}
+        for key in ("sharing", "differs"):
+            seq = value.get(key, [])
+            if (type(seq) is not list or len(seq) > _MAX_CHOICE_PARTS
+                    or not all(isinstance(x, str) and len(x) <= 4096 for x in seq)):
+                raise FieldError(f"golden_choice.{key} must be a list of at most "
+                                 f"{_MAX_CHOICE_PARTS} strings, {got(seq)}")
+            parts[key] = tuple(seq)
+        return cls(value["by"], **parts)
+
+
 #: The images a failed (or ``--save-images``) comparison writes, in the order they are named.
 ARTIFACT_NAMES = ("actual", "golden", "diff", "flip")
 
@@ -462,12 +508,16 @@ class Outcome:
     localization: dict[str, Any] | None = None
     #: A ``compare`` check: the two sides (only then written to the results file)
     comparison: ModelComparison | None = None
+    #: An own-class check: how its golden set (``golden_class``) was chosen
+    golden_choice: GoldenChoice | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The object a results file holds for this outcome."""
         out = self._json()
         if self.comparison is not None:
             out["comparison"] = self.comparison.to_json()
+        if self.golden_choice is not None:
+            out["golden_choice"] = self.golden_choice.to_json()
         return out
 
     def _json(self) -> dict[str, Any]:
@@ -586,6 +636,7 @@ def _outcome_fields(o: dict[str, Any]) -> dict[str, Any]:
     out["error"] = GenerationError.parse(o.get("error"))
     out["localization"] = _localization(o.get("localization"))
     out["comparison"] = ModelComparison.parse(o.get("comparison"))
+    out["golden_choice"] = GoldenChoice.parse(o.get("golden_choice"))
     return out
 
 

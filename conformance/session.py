@@ -25,7 +25,6 @@ from conformance.generate import Generation, ModelUnavailable, Runner
 from conformance.golden import GoldenEntry, GoldenStore, encode_png
 from conformance.hardware import PINNED_KEYS, HardwareClass, command_line, now_utc
 from conformance.identity import Identity
-from conformance.identity import compare as compare_identity
 from conformance.metrics import (
     Metrics,
     compare,
@@ -40,6 +39,7 @@ from conformance.records import (
     ClassComparison,
     ComparedSide,
     GenerationError,
+    GoldenChoice,
     ModelComparison,
     Outcome,
     RecordedMetrics,
@@ -73,6 +73,7 @@ class Settings:
     deviations_path: Path | None = None
     probes: bool = False
     probe_inputs: bool = False
+    strict_golden: bool = False
 
     def command_flags(self) -> list[str]:
         """Flags that reproduce what this session generated and what it compared with:
@@ -88,6 +89,8 @@ class Settings:
         ):
             if value is not None and value != default_value:
                 flags += [flag, str(value)]
+        if self.strict_golden:
+            flags.append("--strict-golden")
         return flags
 
 
@@ -143,6 +146,7 @@ class Verdict:
     error: GenerationError | None = None
     localization: dict[str, Any] | None = None
     comparison: ModelComparison | None = None
+    golden_choice: GoldenChoice | None = None
 
 
 #: the tier a compare relation's ``expect`` holds each image to
@@ -340,8 +344,9 @@ class ConformanceSession:
         }
 
     def _against(self, item: Item, golden_class: str, own: bool) -> Verdict:
-        s = self.settings
-        if not own and golden_class == self.hardware_class.name:
+        if own:
+            return self._own_class(item)
+        if golden_class == self.hardware_class.name:
             return Verdict(
                 Status.SKIPPED,
                 f"this machine is the reference class {golden_class}; "
@@ -349,11 +354,64 @@ class ConformanceSession:
                 golden_class=golden_class,
             )
         entry = self.store.lookup(item, golden_class)
-        if own and s.record and (entry is None or s.force):
-            return self._record(item)
         if entry is None:
-            return Verdict(Status.SKIPPED, self._missing_reason(item, golden_class, own),
-                           golden_class=golden_class)
+            return self._missing(item, golden_class, own)
+        expected = self._golden_image(item, golden_class, entry)
+        gen = self.generation(item)
+        return self._judge(Comparison(
+            item, Check.REFERENCE, gen, expected, entry.steps(), Tier.PERCEPTUAL,
+            f"the {golden_class} golden", golden_class=golden_class,
+            expected_sha=entry.pixel_sha256))
+
+    def _own_class(self, item: Item) -> Verdict:
+        """This machine's image against the golden its identity chooses
+        (:func:`conformance.lookup.choose`): exact where a set's digest equals this
+        machine's, else the nearest set at the close or perceptual tier; recorded under
+        this machine's class with ``--record`` where its own set lacks the item."""
+        from conformance.lookup import choose
+
+        s = self.settings
+        own_class = self.hardware_class.name
+        own_entry = self.store.lookup(item, own_class)
+        if s.record and (own_entry is None or s.force):
+            return self._record(item)
+        if own_entry is not None:
+            self._check_fresh(item, own_class, own_entry)  # a stale own golden is an error
+        params = item.case.generation_params()
+        size = (item.resolution.width, item.resolution.height)
+        choice = choose(
+            self.store, item, own_class, self.identity,
+            lambda e: pinned_differences(self.fingerprint, e.fingerprint),
+            fits=lambda e: not _param_changes(params, e.params) and (e.width, e.height) == size,
+        )
+        if choice is None:
+            return self._missing(item, own_class, True)
+        entry = choice.entry
+        expected = self._golden_image(item, choice.golden_class, entry)
+        gen = self.generation(item)
+        verdict = self._judge(Comparison(
+            item, Check.OWN_CLASS, gen, expected, entry.steps(), choice.tier,
+            choice.describe(), golden_class=choice.golden_class,
+            why_not_exact=choice.why_not_exact, expected_sha=entry.pixel_sha256))
+        verdict = replace(
+            verdict, by_class=self._against_every_class(item, gen),
+            golden_choice=GoldenChoice(choice.by, choice.sharing, choice.why_not_exact))
+        if (s.record and s.probes and choice.golden_class == own_class
+                and entry.probes is None
+                and verdict.status is Status.PASSED and verdict.tier is Tier.EXACT):
+            # an existing golden this machine reproduces bit for bit takes its probes
+            verdict = replace(verdict, message=f"{verdict.message}; module probes of step 0 "
+                              f"added: {self._store_probes(item)}")
+        return verdict
+
+    def _missing(self, item: Item, golden_class: str, own: bool) -> Verdict:
+        """No golden to compare with: skipped, or failed with ``--strict-golden``."""
+        status = Status.FAILED if self.settings.strict_golden else Status.SKIPPED
+        return Verdict(status, self._missing_reason(item, golden_class, own),
+                       golden_class=golden_class, golden_choice=GoldenChoice("missing"))
+
+    def _check_fresh(self, item: Item, golden_class: str, entry: GoldenEntry) -> None:
+        """A golden recorded from other case parameters is stale: an error naming them."""
         stale = _param_changes(item.case.generation_params(), entry.params)
         if stale:
             raise ConformanceInputError(
@@ -361,30 +419,19 @@ class ConformanceSession:
                 f"golden for {item.id} is stale: the case changed since recording "
                 f"({'; '.join(stale)}); re-record with --record --force",
             )
+
+    def _golden_image(self, item: Item, golden_class: str, entry: GoldenEntry) -> np.ndarray:
+        """The golden's pixels, checked against the case (stale) and the item's size."""
+        self._check_fresh(item, golden_class, entry)
         expected = self.store.load_image(entry, golden_class)
-        gen = self.generation(item)
-        if gen.image.shape != expected.shape:
+        width, height = item.resolution.width, item.resolution.height
+        if expected.shape[:2] != (height, width):
             raise ConformanceInputError(
                 self.store.set_dir(item.model, golden_class) / entry.file,
-                f"golden is {expected.shape[1]}x{expected.shape[0]} but {item.id} generated "
-                f"{gen.image.shape[1]}x{gen.image.shape[0]}",
+                f"golden is {expected.shape[1]}x{expected.shape[0]} but {item.id} generates "
+                f"{width}x{height}",
             )
-        if own:
-            diffs, tier = self._own_tier(item, golden_class, entry)
-        else:
-            diffs, tier = [], Tier.PERCEPTUAL
-        verdict = self._judge(Comparison(
-            item, Check.OWN_CLASS if own else Check.REFERENCE, gen, expected, entry.steps(),
-            tier, f"the {golden_class} golden", golden_class=golden_class,
-            why_not_exact=diffs, expected_sha=entry.pixel_sha256))
-        if own:
-            verdict = replace(verdict, by_class=self._against_every_class(item, gen))
-        if (own and s.record and s.probes and entry.probes is None
-                and verdict.status is Status.PASSED and verdict.tier is Tier.EXACT):
-            # an existing golden this machine reproduces bit for bit takes its probes
-            verdict = replace(verdict, message=f"{verdict.message}; module probes of step 0 "
-                              f"added: {self._store_probes(item)}")
-        return verdict
+        return expected
 
     def _store_probes(self, item: Item) -> str:
         """Probe step 0 of ``item`` and store the records (and, with ``--probe-inputs``,
@@ -404,22 +451,6 @@ class ConformanceSession:
         if inputs is not None:
             text += f"; {root}'s input: {inputs.nbytes} bytes"
         return text
-
-    def _own_tier(self, item: Item, golden_class: str,
-                  entry: GoldenEntry) -> tuple[list[str], Tier]:
-        """Exact only where the golden set's measured identity predicts this machine's bits
-        for the item's precision; otherwise close, with the reason."""
-        manifest = self.store.manifest(item.model, golden_class)
-        theirs = manifest.identity if manifest else None
-        if self.identity is None:  # no probes measured in this process (unit tests)
-            diffs = pinned_differences(self.fingerprint, entry.fingerprint)
-            return diffs, Tier.CLOSE if diffs else Tier.EXACT
-        verdict = compare_identity(
-            self.identity, theirs, item.precision,
-            pinned_differences(self.fingerprint, entry.fingerprint),
-        )
-        return ([] if verdict.exact else [verdict.reason]), (
-            Tier.EXACT if verdict.exact else Tier.CLOSE)
 
     def _judge(self, cmp: Comparison) -> Verdict:
         """The one verdict of every check: the tier decides what must hold (exact: pixels
@@ -473,17 +504,21 @@ class ConformanceSession:
         found = localize(a.records, b.records, top=5)
         return _with_profile(found.to_dict(), a.records, b.records)
 
-    def _localize_against_golden(self, cmp: Comparison) -> dict[str, Any] | None:
+    def _localize_against_golden(self, cmp: Comparison) -> dict[str, Any]:
         """Probe this item here at the golden's probed steps and name the first module whose
-        bits differ from the golden's stored probes (another machine's run); None when the
-        golden has no probes (``--record --probes`` stores them)."""
+        bits differ from the golden's stored probes (another machine's run); when the golden
+        has none, a message saying so and how they are added (``--record --probes``)."""
         from conformance.localize import localize, probe_item
 
         assert cmp.golden_class is not None
         entry = self.store.lookup(cmp.item, cmp.golden_class)
         golden = self.store.load_probes(entry, cmp.golden_class) if entry else None
         if golden is None:
-            return None
+            return {"message": (
+                f"--localize: the {cmp.golden_class} golden of {cmp.item.id} has no stored "
+                "module probes, so nothing here can be compared module by module; a machine "
+                f"of that set's identity adds them with: {self.record_command(cmp.item)} "
+                "--probes")}
         here = probe_item(self.runner, cmp.item, steps=tuple(golden.steps), stop_early=True)
         found = localize(golden, here.records, top=5).to_dict()
         found["against"] = f"the {cmp.golden_class} golden's stored probes"
@@ -555,9 +590,17 @@ class ConformanceSession:
 
     def _missing_reason(self, item: Item, golden_class: str, own: bool) -> str:
         manifest = self.store.set_dir(item.model, golden_class) / "manifest.json"
-        reason = f"no golden for {item.id} in class {golden_class} ({manifest})"
         if own:
-            return f"{reason}; record it with: {self.record_command(item)}"
+            try:
+                sets = self.store.classes(item.model)
+            except ConformanceInputError:
+                sets = []
+            where = (f"none of the {item.model} sets ({', '.join(sets)}) under "
+                     f"{_display_path(self.store.root)} holds it" if sets else
+                     f"{_display_path(self.store.root / item.model)} holds no golden set")
+            return (f"no golden for {item.id}: {where}; record this machine's "
+                    f"({golden_class}) with: {self.record_command(item)}")
+        reason = f"no golden for {item.id} in class {golden_class} ({manifest})"
         hint = ""
         parts = golden_class.split("-")
         if golden_class.startswith("cpu-") and len(parts) >= 3:
@@ -689,16 +732,18 @@ def golden_provenance(store: GoldenStore, models: Sequence[str],
 
 def write_results(path: Path, outcomes: list[Outcome], machine: dict[str, Any],
                   started_at: str, stats: dict[str, Any], wall_seconds: float) -> Path:
-    """The run's results file (written to a temporary file, then renamed into place)."""
+    """The run's results file (written to a temporary file, then renamed into place, with
+    the user's umask); a full disk or an unwritable folder is an
+    :class:`~conformance.errors.OutputError` naming the file and the cause, and leaves no
+    temporary file."""
+    from conformance.safeio import write_atomic
+
     doc = results_document(
         outcomes, machine["hardware_class"], machine["fingerprint"], started_at, now_utc(),
         stats | {"wall_seconds": round(wall_seconds, 3)}, identity=machine["identity"],
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(doc, indent=1) + "\n", encoding="utf-8")
-    tmp.replace(path)
-    return path
+    text = json.dumps(doc, indent=1) + "\n"
+    return write_atomic(path, text.encode("utf-8"), kind="results file")
 
 
 #: the most blocks a localization's profile keeps

@@ -34,6 +34,7 @@ from typing import Any
 from conformance import PROJECT_ROOT
 from conformance.errors import ConformanceInputError, ManifestError
 from conformance.golden import (
+    LOCK_FILE,
     MANIFEST,
     MANIFEST_KIND,
     PNG_KIND,
@@ -67,8 +68,13 @@ _CONTROL = re.compile(
 
 
 def _escape(text: str) -> str:
-    """``text`` with control characters written as escapes (one printable line)."""
-    return _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    """``text`` with control characters written as escapes (one printable line), and the
+    bytes of a file name that are not UTF-8 (lone surrogates, ``os.fsdecode``'s
+    surrogateescape) as ``\\udcXX``: printable with any strict UTF-8 output."""
+    text = _CONTROL.sub(lambda m: m.group().encode("unicode_escape").decode("ascii"), text)
+    if not text.isascii():
+        text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
 
 
 @dataclass(frozen=True, order=True)
@@ -388,6 +394,12 @@ class Validator:
                 problems.append(Problem(where, f"is {kind or suffix_kind}; golden sets hold "
                                                "only PNG images and a JSON manifest"))
                 continue
+            if name == LOCK_FILE and not read_elsewhere:
+                # the set's writer lock (conformance.golden.set_lock): allowed, and empty
+                if st.st_size:
+                    problems.append(Problem(where, f"is the set's lock file but holds "
+                                                   f"{st.st_size} bytes; it is empty"))
+                continue
             if declared is not None and not read_elsewhere:
                 problems.append(Problem(where, f"is not declared in {MANIFEST}"))
         return problems
@@ -595,6 +607,55 @@ def _validate_sets(validator: Validator, sets: list[Path], jobs: int,
     return problems
 
 
+def broken_predictions(sets: list[Path], base: GoldenStore | None = None) -> list[Problem]:
+    """Sets of one model whose identities give a precision the same digest (the suite
+    predicts the same bits, and the own-class check lets either decide at the exact tier)
+    but whose goldens of an item of that precision differ; ``base`` (``--base``) sets of
+    the model are compared with the checked ones too. Sets that cannot be read are
+    reported by their own checks and left out here."""
+    from conformance.lookup import equal_digest
+
+    found: dict[str, list[tuple[str, str, Any]]] = {}  # model -> (label, class, manifest)
+    for set_dir in sets:
+        model, cls = set_dir.parent.name, set_dir.name
+        try:
+            manifest = GoldenStore(set_dir.parent.parent).manifest(model, cls)
+        except ConformanceInputError:
+            continue
+        if manifest is not None and manifest.identity is not None:
+            found.setdefault(model, []).append((str(set_dir), cls, manifest))
+    problems: list[Problem] = []
+    for model, mine in found.items():
+        others: list[tuple[str, str, Any]] = []
+        if base is not None:
+            try:
+                for cls in base.classes(model):
+                    if any(cls == c for _, c, _ in mine):
+                        continue  # the same set, checked against its base by _check_base
+                    manifest = base.manifest(model, cls)
+                    if manifest is not None and manifest.identity is not None:
+                        others.append((str(base.set_dir(model, cls)), cls, manifest))
+            except ConformanceInputError:
+                pass
+        pairs = [(a, b) for n, a in enumerate(mine) for b in mine[n + 1:]]
+        pairs += [(a, b) for a in mine for b in others]
+        for (where_a, _, a), (where_b, _, b) in pairs:
+            for key, entry in sorted(a.entries.items()):
+                other = b.entries.get(key)
+                if other is None or other.pixel_sha256 == entry.pixel_sha256:
+                    continue
+                if not equal_digest(a.identity, b.identity, entry.precision):
+                    continue
+                digest = (a.identity.precision_digests or {}).get(entry.precision)
+                problems.append(Problem(where_a, (
+                    f"broken prediction: shares the {entry.precision} digest {digest} with "
+                    f"{_escape(where_b)}, but their goldens of {key} differ (pixel SHA-256 "
+                    f"{entry.pixel_sha256[:12]} vs {other.pixel_sha256[:12]}): the probe "
+                    "battery does not see what parts the two machines, so neither set can "
+                    "stand for the other at the exact tier")))
+    return problems
+
+
 def run(args: argparse.Namespace) -> int:
     from conformance.tolerances import load_tolerances
 
@@ -604,6 +665,7 @@ def run(args: argparse.Namespace) -> int:
         raise ConformanceInputError("--base", f"{args.base} is not a folder of golden sets")
     validator = Validator(args.reference_dir, args.reference_class, tolerances, args.base)
     problems += _validate_sets(validator, sets, _jobs(args.jobs, len(sets)), args)
+    problems += broken_predictions(sets, validator.base)
     for notice in validator.notices:
         print(notice, file=sys.stderr)
     for problem in sorted(set(problems)):

@@ -80,6 +80,46 @@ def test_fingerprint_json(capsys):
     assert fp["deterministic"] is True
 
 
+def test_fingerprint_names_the_golden_sets_with_this_machines_bits(capsys, tmp_path):
+    """A set planted with this machine's own identity under a foreign class name shares
+    every precision; one whose bf16 probes were altered shares every precision but bf16."""
+    import dataclasses
+
+    import numpy as np
+
+    from conformance.cases import Case, Item, Resolution
+    from conformance.golden import GoldenStore
+    from conformance.hardware import fingerprint
+    from conformance.identity import measure
+    from conformance.probes import precision_digests
+
+    fp = fingerprint("cpu", 1)
+    mine = measure("cpu", fp)
+    store = GoldenStore(tmp_path)
+    item = Item(Case("dot", "tiny-sd", "a red circle", "", 1, 2, "euler", 4.0,
+                     (Resolution(8, 8),), ("fp32",)), Resolution(8, 8), "fp32")
+    image = np.zeros((8, 8, 3), np.uint8)
+    for cls, dtype in (("cpu-amd-avx2", None), ("cpu-intel-avx2", "bf16")):
+        probes = {k: ("f" * 16 if dtype and k.endswith(f"/{dtype}") else v)
+                  for k, v in mine.probes.items()}
+        ident = dataclasses.replace(
+            mine, hardware_class=cls, probes=probes,
+            precision_digests=precision_digests(probes, mine.stack,
+                                                tuple(mine.precision_digests)))
+        store.record(item, cls, image, [], fp, "2026-12-06T00:00:00Z", "t", identity=ident)
+    assert main(["fingerprint", "--golden-dir", str(tmp_path)]) == 0
+    out, err = capsys.readouterr()
+    sharing = json.loads(out)["bit_equivalent_goldens"]
+    assert sharing["fp32"] == ["tiny-sd/cpu-amd-avx2", "tiny-sd/cpu-intel-avx2"]
+    assert sharing["bf16"] == ["tiny-sd/cpu-amd-avx2"]
+    assert f"golden sets under {tmp_path} with this machine's bits" in err
+    assert any(line.split()[:1] == ["fp32"] and "cpu-amd-avx2 (tiny-sd); cpu-intel-avx2 "
+               "(tiny-sd)" in line for line in err.splitlines()), err
+    assert main(["fingerprint", "--golden-dir", str(tmp_path / "none")]) == 0
+    err = capsys.readouterr().err
+    assert "none: checked against the nearest set (close or perceptual tier)" in err
+
+
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="needs a CPU-only machine")
 def test_fingerprint_unavailable_device(capsys):
     assert main(["fingerprint", "--device", "cuda"]) == 2

@@ -97,6 +97,15 @@ def outcome(
     return out
 
 
+def summary_of(outcomes: Any) -> dict[str, int]:
+    """The ``summary`` a run writes beside ``outcomes`` (the count of each status)."""
+    counts: dict[str, int] = {}
+    for o in outcomes if isinstance(outcomes, list) else ():
+        if isinstance(o, dict) and isinstance(o.get("status"), str):
+            counts[o["status"]] = counts.get(o["status"], 0) + 1
+    return counts
+
+
 def results(
     path: Path,
     cls: str,
@@ -107,8 +116,8 @@ def results(
     doc = {
         "schema_version": 1, "hardware_class": cls, "label": cls,
         "fingerprint": {"torch": "2.13.0", "device_name": "CPU", "threads": 1},
-        "started_at": started_at, "finished_at": started_at, "stats": {}, "summary": {},
-        "outcomes": outcomes,
+        "started_at": started_at, "finished_at": started_at, "stats": {},
+        "summary": summary_of(outcomes), "outcomes": outcomes,
     }
     doc.update(top)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -1371,3 +1380,53 @@ def test_malformed_profile_blocks_are_refused(tmp_path):
     path = results(tmp_path / "r.json", "cpu-avx2", [bad])
     with pytest.raises(ConformanceInputError, match=r"localization.blocks\[0\] must be"):
         load_run(path)
+
+
+# -- bit-equivalence per precision -------------------------------------------------------------
+def _column(tmp_path: Path, name: str, digests: dict[str, str], shas: dict[str, str]) -> Any:
+    cls = f"cpu-{name}-avx2"
+    outs = [outcome(f"tiny-sd/red-circle/64x64/{p}", cls=cls, pixel_sha256=sha * 64)
+            for p, sha in shas.items()]
+    ident = identity(f"{name}00000000"[:12], cls) | {"precision_digests": digests}
+    return load_run(results(tmp_path / f"{name}.json", cls, outs, schema_version=2,
+                            identity=ident))
+
+
+def test_columns_group_into_bit_equivalence_classes_per_precision(tmp_path):
+    """fp32: a and b share bits (and digests), c does not; bf16: nobody shares."""
+    a = _column(tmp_path, "aaa", {"fp32": "d1", "bf16": "e1"}, {"fp32": "1", "bf16": "2"})
+    b = _column(tmp_path, "bbb", {"fp32": "d1", "bf16": "e2"}, {"fp32": "1", "bf16": "3"})
+    c = _column(tmp_path, "ccc", {"fp32": "d3", "bf16": "e3"}, {"fp32": "4", "bf16": "5"})
+    m = build_matrix([a, b, c])
+    groups = dict(m.precision_groups)
+    assert set(groups) == {"fp32"}
+    assert [[m.columns[j].label for j in g] for g in groups["fp32"]] == [
+        ["cpu-aaa-avx2", "cpu-bbb-avx2"]]
+    assert "fp32: same bits: cpu-aaa-avx2, cpu-bbb-avx2" in m.notes
+    assert not any("broken prediction" in n for n in m.notes)
+    md = render_markdown(m)
+    assert "Same bits per precision (the bit-equivalence classes):" in md
+    assert "- fp32: cpu-aaa-avx2, cpu-bbb-avx2" in md
+    back = matrix_from_dict(json.loads(render_json(m)))
+    assert back.precision_groups == m.precision_groups
+
+
+def test_a_shared_digest_with_different_images_is_a_broken_prediction(tmp_path):
+    a = _column(tmp_path, "aaa", {"fp32": "d1"}, {"fp32": "1"})
+    b = _column(tmp_path, "bbb", {"fp32": "d1"}, {"fp32": "2"})
+    m = build_matrix([a, b])
+    assert any(n.startswith("broken prediction: cpu-aaa-avx2 and cpu-bbb-avx2 share the fp32 "
+                            "digest d1 but 1 item differ (tiny-sd/red-circle/64x64/fp32)")
+               for n in m.notes), m.notes
+
+
+def test_the_set_that_decided_an_own_class_check_reaches_the_cell(tmp_path):
+    cls = "cpu-aaa-avx2"
+    own = outcome(check="own-class", cls=cls, golden_class="cpu-intel-avx512",
+                  golden_choice={"by": "identity", "sharing": [], "differs": []})
+    m = build_matrix([load_run(results(tmp_path / "r.json", cls, [outcome(cls=cls), own]))])
+    check = next(c for c in m.cells[0][0].checks if c.check == "own-class")
+    assert (check.golden_class, check.chosen_by) == ("cpu-intel-avx512", "identity")
+    back = matrix_from_dict(json.loads(render_json(m)))
+    assert back.cells[0][0].checks == m.cells[0][0].checks
+    assert "own-class passed (exact) via cpu-intel-avx512 (identity)" in render_html(m, {})

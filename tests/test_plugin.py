@@ -19,76 +19,8 @@ import torch
 from conformance import PACKAGE_DIR
 from conformance.cases import load_cases
 from conformance.golden import GoldenStore
-from conformance.hardware import detect_class
 from conformance.identity import Identity
-
-SMALL_CASES = """
-schema_version = 1
-[axes]
-resolutions = ["32x32"]
-precisions = ["fp32"]
-
-[cases.dot]
-model = "tiny-sd"
-prompt = "a red circle on a white background"
-seed = 3
-steps = 2
-scheduler = "euler"
-guidance_scale = 4.0
-precisions = ["fp32", "bf16"]
-
-[cases.flux-dot]
-model = "tiny-flux"
-prompt = "a blue square on a black background"
-seed = 5
-steps = 2
-scheduler = "flow-euler"
-guidance_scale = 3.5
-"""
-OWN = detect_class("cpu").name
-
-
-@pytest.fixture(scope="module")
-def warm_imports(tmp_path_factory):
-    """Import everything a conformance run imports, once, before pytester snapshots modules.
-
-    In-process pytester runs drop modules first imported inside them; torch registers
-    operator libraries at import time and cannot import them twice.
-    """
-    from conformance.generate import Runner
-
-    path = tmp_path_factory.mktemp("warm") / "cases.toml"
-    path.write_text(SMALL_CASES)
-    runner = Runner("cpu")
-    for item in load_cases(path).items():
-        runner.generate(item)
-
-
-@pytest.fixture
-def run(pytester, tmp_path, warm_imports):
-    cases = tmp_path / "cases.toml"
-    cases.write_text(SMALL_CASES)
-    golden = tmp_path / "golden"
-    results = tmp_path / "out" / "results.json"
-
-    def go(*args, cases_file=cases, modules=("test_golden.py", "test_repeatability.py")):
-        base = [*(str(PACKAGE_DIR / m) for m in modules), "-p", "no:randomly", "-rs",
-                "--golden-dir", str(golden), "--results", str(results)]
-        if cases_file is not None:
-            base += ["--cases", str(cases_file)]
-        result = pytester.runpytest(*base, *args)
-        result.golden, result.results_path = golden, results
-        return result
-
-    return go
-
-
-def results_of(result):
-    return json.loads(result.results_path.read_text())
-
-
-def by_check(result, check):
-    return {o["id"]: o for o in results_of(result)["outcomes"] if o["check"] == check}
+from tests.runs import OWN, SMALL_CASES, by_check, results_of
 
 
 # --device -----------------------------------------------------------------------------
@@ -182,8 +114,9 @@ def test_missing_golden_skips_with_reason_and_command(run):
     r = run("--model", "tiny-sd", "--precision", "fp32")
     r.assert_outcomes(passed=1, skipped=2)
     r.stdout.fnmatch_lines([
-        f"*no golden for tiny-sd/dot/32x32/fp32 in class {OWN} (*manifest.json); record it "
-        "with: pytest conformance --device cpu --threads 1 --cases * --record --model tiny-sd*",
+        "*no golden for tiny-sd/dot/32x32/fp32: *golden/tiny-sd holds no golden set; record "
+        f"this machine's ({OWN}) with: pytest conformance --device cpu --threads 1 --cases * "
+        "--record --model tiny-sd*",
     ])
 
 
@@ -876,14 +809,18 @@ def test_record_probes_adds_them_to_goldens_this_machine_reproduces(run):
 
 
 def test_workers_of_a_cpu_run_wait_passively():
-    """Several CPU workers oversubscribe the cores in the threads-2 variant: their OpenMP
-    threads wait passively; one process, or a GPU run, keeps OpenMP's default."""
+    """Several CPU workers, or several threads in one process, can oversubscribe the cores:
+    their OpenMP threads wait passively; one single-threaded process, or a GPU run, keeps
+    OpenMP's default."""
     from conformance.plugin import worker_environment
 
     assert worker_environment("cpu", 2) == {"OMP_WAIT_POLICY": "PASSIVE"}
     assert worker_environment("cpu", 0) == {} and worker_environment("cpu", None) == {}
     assert worker_environment("cpu", 1) == {} and worker_environment("cuda", 4) == {}
     assert worker_environment("cpu", "auto") == {}  # not yet resolved: nothing assumed
+    # one process with several threads waits passively too; one thread keeps the default
+    assert worker_environment("cpu", 0, 2) == {"OMP_WAIT_POLICY": "PASSIVE"}
+    assert worker_environment("cpu", None, 1) == {} and worker_environment("cuda", 0, 4) == {}
 
 
 def test_an_xdist_controller_imports_no_torch_and_names_the_workers_machine(pytester, tmp_path):
@@ -900,6 +837,7 @@ def test_an_xdist_controller_imports_no_torch_and_names_the_workers_machine(pyte
                 print("CONTROLLER-TORCH", "torch" in sys.modules, "diffusers" in sys.modules)
     """)
     results = tmp_path / "out" / "results.json"
+    (tmp_path / "golden").mkdir()
     r = pytester.runpytest_subprocess(
         str(PACKAGE_DIR / "test_repeatability.py"), "-p", "ctlcheck", "-p", "no:randomly",
         "-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "--device", "cpu",

@@ -63,8 +63,9 @@ def test_to_json_writes_the_results_file_keys_in_order():
     o = Outcome.from_json(good(), "r.json")
     data = o.to_json()
     assert list(data) == OUTCOME_KEYS
-    # a compare outcome's comparison is written only where there is one
-    assert [f.name for f in fields(Outcome)] == [*OUTCOME_KEYS, "comparison"]
+    # a compare outcome's comparison, an own-class outcome's golden choice: written only
+    # where there is one
+    assert [f.name for f in fields(Outcome)] == [*OUTCOME_KEYS, "comparison", "golden_choice"]
     assert data["check"] == "own-class" and data["status"] == "passed" and data["tier"] == "exact"
     assert data["metrics"] == {"identical": True, "mae": 0.0, "psnr": None}
     assert data["artifacts"] == {} and data["by_class"] == {} and data["step_deltas"] is None
@@ -304,3 +305,27 @@ def test_a_comparison_is_written_only_where_there_is_one():
 ])
 def test_malformed_comparisons_are_refused_with_the_key(comparison, text):
     assert text in refused(good(comparison=comparison))
+
+
+def test_a_golden_choice_is_written_only_where_there_is_one():
+    assert "golden_choice" not in Outcome.from_json(good(), "r.json", 0).to_json()
+    choice = {"by": "nearest", "sharing": [], "differs": ["threads 2 here, 1 in the golden's"]}
+    o = Outcome.from_json(good(golden_choice=choice), "r.json", 0)
+    assert o.golden_choice.by == "nearest" and o.to_json()["golden_choice"] == choice
+    default = Outcome.from_json(good(golden_choice={"by": "identity"}), "r.json", 0)
+    assert default.golden_choice.sharing == () and default.golden_choice.differs == ()
+
+
+@pytest.mark.parametrize(("choice", "text"), [
+    ("identity", "golden_choice must be an object or null, not a string"),
+    ({"by": "guess"}, "golden_choice.by must be one of identity, nearest, class, missing"),
+    ({"by": "identity", "why": []}, "golden_choice.why is not a key (it has by, sharing, "
+     "differs)"),
+    ({"by": "identity", "sharing": "cpu-a"}, "golden_choice.sharing must be a list of at "
+     "most 64 strings"),
+    ({"by": "nearest", "differs": [1]}, "golden_choice.differs must be a list"),
+    ({"by": "nearest", "differs": ["x"] * 65}, "golden_choice.differs must be a list"),
+    ({"by": "nearest", "differs": ["x" * 4097]}, "golden_choice.differs must be a list"),
+])
+def test_malformed_golden_choices_are_refused_with_the_key(choice, text):
+    assert text in refused(good(golden_choice=choice))

@@ -427,3 +427,38 @@ def test_contribution_may_add_but_not_drop_or_change(golden, capsys, tmp_path):
 def test_base_must_be_a_folder(golden, capsys, tmp_path):
     code, _out, err = validate(capsys, golden, "--base", tmp_path / "nope")
     assert code == 2 and "--base" in err
+
+
+# -- broken predictions: sets that share a digest but not their images ---------------------------
+def _measured_set(root, cls, digest, image_seed):
+    fp = FP | {"hardware_class": cls}
+    ident = identity_for(cls, fp, digests={"fp32": digest}, probes={"x/fp32": digest * 4})
+    GoldenStore(root).record(_item(), cls, _image(image_seed), [], fp, "2026-01-01T00:00:00Z",
+                             "conformance record", identity=ident)
+
+
+def test_sets_sharing_a_digest_with_different_goldens_are_a_broken_prediction(
+        tmp_path, capsys):
+    root = tmp_path / "g"
+    _measured_set(root, "cpu-amd-avx2", "d1", 1)
+    _measured_set(root, "cpu-intel-avx2", "d1", 1)   # same digest, same image: fine
+    assert main(["validate", str(root), "--reference-dir", str(root), "--jobs", "1"]) == 0
+    _measured_set(root, "cpu-intel-avx512", "d1", 2)  # same digest, other image: broken
+    _measured_set(root, "cpu-amd-avx512", "d9", 3)    # another digest: free to differ
+    assert main(["validate", str(root), "--reference-dir", str(root), "--jobs", "1"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("broken prediction") == 2, out  # against each of the two equal sets
+    assert "shares the fp32 digest d1 with" in out and "tiny-sd/dot/16x8/fp32 differ" in out
+    assert "cpu-amd-avx512" not in out
+
+
+def test_a_contribution_is_checked_against_the_base_sets_for_broken_predictions(
+        tmp_path, capsys):
+    base, contrib = tmp_path / "base", tmp_path / "contrib"
+    _measured_set(base, "cpu-amd-avx2", "d1", 1)
+    _measured_set(contrib, "cpu-intel-avx2", "d1", 2)
+    assert main(["validate", str(contrib), "--base", str(base), "--reference-dir", str(base),
+                 "--jobs", "1"]) == 1
+    out = capsys.readouterr().out
+    assert "broken prediction: shares the fp32 digest d1 with" in out
+    assert str(base / "tiny-sd" / "cpu-amd-avx2") in out

@@ -132,6 +132,9 @@ class CheckResult:
     variant: str | None = None
     #: with ``--localize``: the first divergent module (and its class) of the check's runs
     module: str | None = None
+    #: the golden set that decided the check (own-class: chosen by identity), and how
+    golden_class: str | None = None
+    chosen_by: str | None = None
 
     @property
     def name(self) -> str:
@@ -273,6 +276,10 @@ class Matrix:
     #: column is in exactly one group (alone in its own when it shares no bits), the
     #: columns of a group are adjacent, groups in column order.
     groups: tuple[tuple[int, ...], ...] = ()
+    #: Per precision, the columns with bit-identical images on every item of that precision
+    #: they share (groups of more than one column, by column index): the bit-equivalence
+    #: classes the own-class check's identity lookup relies on.
+    precision_groups: tuple[tuple[str, tuple[tuple[int, ...], ...]], ...] = ()
 
     @property
     def labels(self) -> tuple[str, ...]:
@@ -468,7 +475,8 @@ def _cell_error(outcome: Outcome) -> GenerationError:
 
 def _check_result(o: Outcome) -> CheckResult:
     return CheckResult(o.check.value, o.status.value, o.tier.value if o.tier else None,
-                       o.variant, _module(o))
+                       o.variant, _module(o), o.golden_class,
+                       o.golden_choice.by if o.golden_choice is not None else None)
 
 
 #: One merged outcome and the results file it came from.
@@ -841,6 +849,7 @@ def build_matrix(
     rows, by_column = _column_cells(columns, [payloads[j] for j in order], reference_class,
                                     notes)
     columns, by_column, new_groups = _grouped(columns, by_column, rows, notes)
+    per_precision = precision_groups(columns, by_column, rows, notes)
     for col in columns:  # every input, and the column it went to
         what = "results file" if col.kind == RUN else "golden set"
         what = what if len(col.sources) == 1 else f"{what}s"
@@ -852,7 +861,53 @@ def build_matrix(
         cells=tuple(zip(*by_column, strict=True)),
         notes=tuple(notes),
         groups=new_groups,
+        precision_groups=per_precision,
     )
+
+
+def precision_groups(
+    columns: Sequence[Column], by_column: Sequence[Sequence[Cell]], rows: Sequence[ItemKey],
+    notes: list[str],
+) -> tuple[tuple[str, tuple[tuple[int, ...], ...]], ...]:
+    """Per precision, the groups of columns whose images of that precision are
+    bit-identical on every item they share (:func:`bit_groups` on that precision's items),
+    with a note for each; and a ``broken prediction`` note for two columns whose identities
+    give the precision the same digest but whose images of it differ."""
+    out = []
+    for precision in sorted({r.precision for r in rows}, key=precision_key):
+        digests = [{c.item: c.pixel_sha256 for c in cells
+                    if c.pixel_sha256 and c.item.precision == precision}
+                   for cells in by_column]
+        shared = tuple(tuple(g) for g in bit_groups(digests) if len(g) > 1)
+        if shared:
+            out.append((precision, shared))
+            for group in shared:
+                notes.append(f"{precision}: same bits: "
+                             + ", ".join(columns[j].label for j in group))
+        notes.extend(_broken_predictions(columns, digests, precision))
+    return tuple(out)
+
+
+def _broken_predictions(columns: Sequence[Column], digests: Sequence[Mapping[ItemKey, str]],
+                        precision: str) -> list[str]:
+    """Columns whose measured identities share ``precision``'s digest (the suite predicts
+    equal bits) but whose images of an item differ."""
+    out = []
+    named = [(j, dict(c.identity).get(f"digest {precision}"),
+              dict(c.identity).get("battery_version")) for j, c in enumerate(columns)]
+    for n, (a, da, va) in enumerate(named):
+        for b, db, vb in named[n + 1:]:
+            if da is None or da != db or va != vb:
+                continue
+            differ = sorted(i.id for i, sha in digests[a].items()
+                            if digests[b].get(i) not in (None, sha))
+            if differ:
+                out.append(
+                    f"broken prediction: {columns[a].label} and {columns[b].label} share the "
+                    f"{precision} digest {da} but {_plural(len(differ))} differ "
+                    f"({', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}): the "
+                    "probe battery does not see what parts them")
+    return out
 
 
 def _column_cells(
@@ -1423,7 +1478,9 @@ def cell_to_dict(cell: Cell) -> dict[str, Any]:
         "source": cell.source,
         "checks": [
             {"check": c.check, "variant": c.variant, "status": c.status, "tier": c.tier,
-             "module": c.module}
+             "module": c.module,
+             **({"golden_class": c.golden_class, "chosen_by": c.chosen_by}
+                if c.golden_class else {})}
             for c in cell.checks
         ],
         "pixel_sha256": cell.pixel_sha256,
@@ -1461,6 +1518,8 @@ def matrix_to_dict(matrix: Matrix) -> dict[str, Any]:
             for j, c in enumerate(matrix.columns)
         ],
         "groups": [list(g) for g in matrix.groups],
+        "precision_groups": {p: [list(g) for g in groups]
+                             for p, groups in matrix.precision_groups},
         "rows": [
             {
                 "id": item.id,
@@ -1506,7 +1565,8 @@ def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
         reproduce=d["reproduce"],
         source=d["source"],
         checks=tuple(
-            CheckResult(c["check"], c["status"], c["tier"], c["variant"], c.get("module"))
+            CheckResult(c["check"], c["status"], c["tier"], c["variant"], c.get("module"),
+                        c.get("golden_class"), c.get("chosen_by"))
             for c in d["checks"]
         ),
         pixel_sha256=d.get("pixel_sha256"),
@@ -1558,4 +1618,7 @@ def matrix_from_dict(data: Mapping[str, Any]) -> Matrix:
         cells=tuple(cells),
         notes=tuple(data["notes"]),
         groups=tuple(tuple(int(j) for j in g) for g in groups),
+        precision_groups=tuple(
+            (str(p), tuple(tuple(int(j) for j in g) for g in gs))
+            for p, gs in data.get("precision_groups", {}).items()),
     )

@@ -288,6 +288,14 @@ def render_markdown(matrix: Matrix, title: str = "Conformance matrix") -> str:
             for g in shared
         ]
 
+    if matrix.precision_groups:
+        out += ["", "Same bits per precision (the bit-equivalence classes):", ""]
+        out += [
+            f"- {md_escape(precision)}: " + "; ".join(
+                ", ".join(md_escape(matrix.columns[j].label) for j in g) for g in groups)
+            for precision, groups in matrix.precision_groups
+        ]
+
     out += ["", "Per column:", ""]
     for j, column in enumerate(matrix.columns):
         files = ", ".join(md_escape(s) for s in column.sources)

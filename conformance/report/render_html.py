@@ -456,6 +456,8 @@ def run_table(cell: Cell) -> str:
     """Checks, timings, memory, source file and the reproduction command."""
     checks = ", ".join(
         f"{c.name} {c.status}" + (f" ({c.tier})" if c.tier else "")
+        + (f" via {c.golden_class}" + (f" ({c.chosen_by})" if c.chosen_by else "")
+           if c.golden_class and c.check == "own-class" else "")
         + (f", first divergent module {c.module}" if c.module else "") for c in cell.checks
     )
     rows = [
