@@ -69,6 +69,7 @@ DEFAULT_CASES = PACKAGE_DIR / "cases.toml"
 
 _NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # used with fullmatch: no trailing newline
 _RESOLUTION = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")  # ASCII digits only
+_SIDE = re.compile(r"[0-9]+")
 _MAX_SEED = 2**63 - 1
 #: caps on the shape of a case file (generous: the shipped ones have a dozen cases)
 MAX_CASES = 4096
@@ -126,13 +127,30 @@ class Resolution:
 
     @classmethod
     def parse(cls, text: str) -> Resolution:
+        """``WIDTHxHEIGHT`` with sides of 1 to 99999 pixels in ASCII digits. A side that is
+        not is named in the ``ValueError`` (``the height has 5000 digits``)."""
         match = _RESOLUTION.fullmatch(text.strip(" ")) if isinstance(text, str) else None
-        if not match or int(match[1]) == 0 or int(match[2]) == 0:
-            raise ValueError(
-                f"{show(text)} is not a resolution; write WIDTHxHEIGHT with sides of 1 to "
-                "99999 pixels in digits 0-9, e.g. 64x64"
-            )
-        return cls(int(match[1]), int(match[2]))
+        if match and int(match[1]) and int(match[2]):
+            return cls(int(match[1]), int(match[2]))
+        why = " is not a resolution"
+        parts = text.strip(" ").split("x") if isinstance(text, str) else []
+        if len(parts) == 2:
+            for side, part in zip(("width", "height"), parts, strict=True):
+                if not part:
+                    why += f": the {side} is missing"
+                elif not _SIDE.fullmatch(part):
+                    why += f": the {side} {show(part, 20)} is not written in digits 0-9"
+                elif len(part) > 5:
+                    why += f": the {side} has {len(part)} digits"
+                elif not int(part):
+                    why += f": the {side} is 0"
+                else:
+                    continue
+                break
+        raise ValueError(
+            f"{show(text)}{why}; write WIDTHxHEIGHT with sides of 1 to 99999 pixels in "
+            "digits 0-9, e.g. 64x64"
+        )
 
     def __str__(self) -> str:
         return f"{self.width}x{self.height}"

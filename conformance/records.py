@@ -19,6 +19,7 @@ outcome and the key. The ``parse`` methods of the smaller records raise :class:`
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import MISSING, dataclass, field, fields
@@ -590,6 +591,21 @@ def _enum(kind: type[Any], value: Any, key: str, optional: bool = False) -> Any:
         raise FieldError(f"{key} {show(value)} is not one of {accepted}") from None
 
 
+@functools.cache
+def _name_rules() -> tuple[tuple[str, re.Pattern[str], str], ...]:
+    """(key, pattern, what is accepted) for the names an outcome carries: what the suite
+    itself writes, with the golden manifest's own patterns (a results file is read as
+    strictly as a manifest; imported here, on first use, as golden.py is heavy)."""
+    from conformance.golden import _CASE, _MODEL, _MODEL_RULE, _PRECISION, _RESOLUTION
+
+    return (
+        ("model", _MODEL, _MODEL_RULE),
+        ("case", _CASE, "lower-case letters, digits and '-', at most 64"),
+        ("resolution", _RESOLUTION, "WIDTHxHEIGHT, sides of 1 to 99999 in digits 0-9"),
+        ("precision", _PRECISION, "lower-case letters, digits, '.', '_' and '-', at most 64"),
+    )
+
+
 def _outcome_fields(o: dict[str, Any]) -> dict[str, Any]:
     """The typed fields of one outcome object (FieldError names the key of a problem)."""
     unknown = o.keys() - _FIELD_SET
@@ -604,6 +620,9 @@ def _outcome_fields(o: dict[str, Any]) -> dict[str, Any]:
                  "hardware_class"):
         if not isinstance(o[name], str) or not o[name]:
             raise FieldError(f"{name} must be a non-empty string, {got(o[name])}")
+    for name, pattern, rule in _name_rules():
+        if not pattern.fullmatch(o[name]):
+            raise FieldError(f"{name} {show(o[name])} is not accepted ({rule})")
     out = dict(o)
     out["check"] = _enum(Check, o["check"], "check")
     out["status"] = _enum(Status, o["status"], "status")

@@ -55,6 +55,7 @@ __all__ = [
     "TOML_MAX_DEPTH",
     "TOML_MAX_DOTTED_PARTS",
     "TOML_MAX_KEYS",
+    "hard_link_problem",
     "is_within",
     "key_label",
     "load_json",
@@ -645,6 +646,21 @@ def regular_file_problem(path: str | os.PathLike[str]) -> str | None:
         return _os_reason(exc)
     what = _not_regular(st.st_mode)
     return None if what is None else f"it is {what}, not a regular file"
+
+
+def hard_link_problem(path: str | os.PathLike[str]) -> str | None:
+    """Why the regular file at ``path`` is not taken as a file of its folder: it has more
+    than one hard link, so another of its names may lie anywhere on the file system (a
+    hard link passes every check on paths, ``realpath`` included); else ``None``, also
+    for a path that cannot be looked at (its reader says why)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(st.st_mode) and st.st_nlink > 1:
+        return (f"the file has {st.st_nlink} hard links (another name may be outside the "
+                "results files' folders); copy it in instead of linking it")
+    return None
 
 
 def is_within(path: Path, root: Path) -> bool:

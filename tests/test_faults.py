@@ -793,3 +793,187 @@ def test_validate_prints_a_name_that_is_not_utf8_on_a_strict_utf8_stdout(
     name = f"{set_folder(tmp_path)}/bad\\udcff\\x1b[2J.png"
     assert f"{name}: is not declared in manifest.json" in out.splitlines()
 
+
+
+# -- 3b. the model writers: export-single-file, tiny / trained pipelines, LoRA, checksums ------
+
+TINY_SD = ROOT / "fixtures" / "tiny-sd"
+
+
+def test_export_single_file_on_a_full_disk_is_one_line_and_leaves_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    target = out / "sd.safetensors"
+    with monkeypatch.context() as m:
+        full_disk(m)
+        code = main(["export-single-file", str(TINY_SD), "--out", str(target)])
+    err = capsys.readouterr().err
+    assert code == 1 and "Traceback" not in err
+    assert err.splitlines() == [f"conformance export-single-file: error: {target}: cannot write "
+                                "single-file checkpoint: No space left on device"]
+    assert list(out.iterdir()) == []
+
+
+def test_export_single_file_over_an_old_file_keeps_it_on_a_full_disk(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance.models import ldm
+
+    target = tmp_path / "sd.safetensors"
+    target.write_bytes(b"old")
+    with monkeypatch.context() as m:
+        full_disk(m, after=0)
+        with pytest.raises(OutputError, match=r"No space left on device$"):
+            ldm.export_single_file(TINY_SD, target, force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["sd.safetensors"]
+    assert target.read_bytes() == b"old"
+
+
+@pytest.mark.parametrize(("mask", "mode"), [(0o022, 0o644), (0o027, 0o640)])
+def test_export_single_file_takes_the_umask(tmp_path: Path, mask: int, mode: int) -> None:
+    from safetensors import safe_open
+
+    from conformance.models import ldm
+
+    target = tmp_path / "sd.safetensors"
+    with umask(mask):
+        assert ldm.export_single_file(TINY_SD, target) == target
+    assert stat.S_IMODE(target.stat().st_mode) == mode
+    with safe_open(str(target), framework="pt") as fh:
+        assert fh.metadata() == {"format": "pt", "conformance.source": "tiny-sd"}
+        assert set(fh.keys()) == set(ldm.to_ldm_state_dict(TINY_SD))
+    assert [p.name for p in tmp_path.iterdir()] == ["sd.safetensors"]
+
+
+def test_export_single_file_checks_its_output_before_converting(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import tempfile
+
+    from conformance.models import ldm
+
+    def read_only(*args: Any, **kw: Any) -> Any:
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    def never(*args: Any) -> Any:  # pragma: no cover - only on a regression
+        raise AssertionError("converted before the output was checked")
+
+    monkeypatch.setattr(tempfile, "mkstemp", read_only)
+    monkeypatch.setattr(ldm, "to_ldm_state_dict", never)
+    target = tmp_path / "sd.safetensors"
+    assert main(["export-single-file", str(TINY_SD), "--out", str(target)]) == 2
+    assert capsys.readouterr().err.splitlines() == [
+        f"conformance export-single-file: error: --out: {target}: cannot be written: "
+        "Read-only file system"]
+
+
+def _safetensors_full(*args: Any, **kw: Any) -> None:
+    from safetensors import SafetensorError
+
+    raise SafetensorError('Error while serializing: IoError(Os { code: 28, kind: StorageFull, '
+                          'message: "No space left on device" })')
+
+
+def _tokenizer_full(*args: Any, **kw: Any) -> None:
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+@pytest.mark.parametrize(("module", "name", "fail"), [
+    ("safetensors.torch", "save_file", _safetensors_full),
+    ("conformance.models.tokenizers", "save_clip_tokenizer", _tokenizer_full),
+], ids=["weights", "tokenizer"])
+def test_a_tiny_pipeline_on_a_full_disk_is_one_line_and_keeps_the_old_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, name: str,
+        fail: Any) -> None:
+    import importlib
+
+    from conformance.models import tiny
+
+    out = tmp_path / "tiny-sd"
+    out.mkdir()
+    (out / "old.txt").write_text("kept")
+    monkeypatch.setattr(importlib.import_module(module), name, fail)
+    with pytest.raises(OutputError) as info:
+        tiny.build_tiny_sd(out)
+    assert str(info.value) == (f"{out}: cannot write tiny-sd pipeline folder: No space left "
+                               "on device")
+    assert [p.name for p in tmp_path.iterdir()] == ["tiny-sd"]
+    assert [p.name for p in out.iterdir()] == ["old.txt"]
+
+
+@pytest.mark.parametrize(("mask", "files", "folders"), [(0o022, 0o644, 0o755),
+                                                        (0o027, 0o640, 0o750)])
+def test_a_tiny_pipeline_takes_the_umask(tmp_path: Path, mask: int, files: int,
+                                         folders: int) -> None:
+    from conformance.models import checksums, tiny
+
+    with umask(mask):
+        tiny.build_tiny_sd(tmp_path / "tiny-sd")
+        checksums.write_checksums(tmp_path, ["tiny-sd"])
+    made = [tmp_path / "tiny-sd", *(tmp_path / "tiny-sd").rglob("*"), tmp_path / "checksums.json"]
+    assert len(made) > 10
+    assert {str(p): stat.S_IMODE(p.stat().st_mode) for p in made} == {
+        str(p): folders if p.is_dir() else files for p in made}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checksums.json", "tiny-sd"]
+
+
+def test_checksums_on_a_full_disk_keep_the_old_file(tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from conformance.models import checksums
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "checksums.json").write_text("{}\n")
+    with monkeypatch.context() as m:
+        full_disk(m, after=0)
+        with pytest.raises(OutputError) as info:
+            checksums.write_checksums(tmp_path, ["m"])
+    assert str(info.value) == (f"{tmp_path / 'checksums.json'}: cannot write checksum file: "
+                               "No space left on device")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checksums.json", "m"]
+    assert (tmp_path / "checksums.json").read_text() == "{}\n"
+
+
+@pytest.mark.parametrize(("error", "raised", "line"), [
+    (KeyboardInterrupt(), KeyboardInterrupt, ""),
+    (OutputError("x/lora.json", "cannot write LoRA summary: No space left on device"),
+     OutputError, "x/lora.json: cannot write LoRA summary: No space left on device"),
+    (PermissionError(errno.EACCES, "Permission denied"), OutputError,
+     "{out}: cannot write LoRA folder: Permission denied"),
+], ids=["interrupt", "output-error", "os-error"])
+def test_write_dir_removes_its_temporary_folder_whatever_stops_it(
+        tmp_path: Path, error: BaseException, raised: type[BaseException], line: str) -> None:
+    from conformance.models.tiny import write_dir
+
+    def fill(tmp: Path) -> None:
+        (tmp / "weights.safetensors").write_bytes(b"x")
+        raise error
+
+    with pytest.raises(raised) as info:
+        write_dir(tmp_path / "lora", fill, "LoRA folder")
+    assert str(info.value) == line.format(out=tmp_path / "lora")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_write_dir_replaces_a_stale_temporary_folder(tmp_path: Path) -> None:
+    from conformance.models.tiny import write_dir
+
+    (tmp_path / "m.tmp").mkdir()
+    (tmp_path / "m.tmp" / "stale").write_bytes(b"")
+    assert write_dir(tmp_path / "m", lambda tmp: (tmp / "a").write_bytes(b"1")) == 1
+    assert [p.name for p in (tmp_path / "m").iterdir()] == ["a"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m"]
+
+
+@pytest.mark.parametrize(("text", "reason"), [
+    ('IoError(Os { code: 28, kind: StorageFull, message: "No space left on device" })',
+     "No space left on device"),
+    ("header too large\nsecond line", "header too large"),
+    ("", "SafetensorError"),
+])
+def test_the_cause_of_a_safetensors_failure_is_one_line(text: str, reason: str) -> None:
+    from safetensors import SafetensorError
+
+    from conformance.models.tiny import _os_reason
+
+    assert _os_reason(SafetensorError(text)) == reason

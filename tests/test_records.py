@@ -13,16 +13,19 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from conformance import golden as golden_names
 from conformance.core import Check, Status, Tier
 from conformance.errors import ConformanceInputError
 from conformance.metrics import METRICS, compare
 from conformance.records import (
     ARTIFACT_NAMES,
+    CHOICE_KINDS,
     Artifacts,
     ClassComparison,
     ComparedSide,
     FieldError,
     GenerationError,
+    GoldenChoice,
     ModelComparison,
     Outcome,
     RecordedMetrics,
@@ -119,7 +122,7 @@ REFUSED: list[tuple[Any, str]] = [
      "tier 'bitwise' is not one of close, differ, exact, fidelity, perceptual"),
     (good(tier=""), "tier '' is not one of close, differ, exact, fidelity, perceptual"),
     (good(check="own_class"),
-     "check 'own_class' is not one of compare, fidelity, invariance, own-class"),
+     "check 'own_class' is not one of compare, fidelity, fixture, invariance, own-class"),
     (good(golden_class=3), "golden_class must be a string or null, not a number (3)"),
     (good(reproduce=["pytest"]), "reproduce must be a string, not a list"),
     (good(generate_seconds="1 s"), "generate_seconds must be a number or null, not a string"),
@@ -247,8 +250,13 @@ localizations = st.none() | st.fixed_dictionaries(
 )
 outcomes = st.builds(
     Outcome,
-    id=names, check=st.sampled_from(Check), model=names, case=names, resolution=names,
-    precision=names, hardware_class=names, status=st.sampled_from(Status),
+    id=names, check=st.sampled_from(Check),
+    # the names an outcome may carry: what the suite itself can produce
+    model=st.from_regex(golden_names._MODEL, fullmatch=True),
+    case=st.from_regex(golden_names._CASE, fullmatch=True),
+    resolution=st.from_regex(golden_names._RESOLUTION, fullmatch=True),
+    precision=st.from_regex(golden_names._PRECISION, fullmatch=True),
+    hardware_class=names, status=st.sampled_from(Status),
     tier=st.none() | st.sampled_from(Tier), golden_class=maybe_text,
     metrics=st.none() | recorded_metrics(), seconds=finite | int64,
     first_divergent_step=st.none() | int64, message=text,
@@ -259,6 +267,9 @@ outcomes = st.builds(
     error=st.none() | st.builds(GenerationError, maybe_text, maybe_text, maybe_text,
                                 maybe_text),
     localization=localizations,
+    golden_choice=st.none() | st.builds(
+        GoldenChoice, st.sampled_from(CHOICE_KINDS), st.lists(names, max_size=3).map(tuple),
+        st.lists(text, max_size=3).map(tuple)),
     comparison=st.none() | st.builds(
         ModelComparison, names, names,
         *[st.builds(ComparedSide, names, st.none() | finite, st.none() | finite,

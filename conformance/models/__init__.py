@@ -95,14 +95,23 @@ class ModelSpec:
                          "a real checkpoint, a single file, a GGUF file or in the cache)")
 
     def verified_path(self, fixtures_dir: Path | None = None) -> Path:
-        """:meth:`path`, checked against its ``checksums.json`` (once per process).
+        """:meth:`path`, checked before anything is loaded from it.
 
-        A directory without ``model_index.json`` is returned unchecked (the caller reports
-        the model as unavailable); see :func:`verify_fixture_once`.
+        Every model folder gets the same bounds, whichever way it was named (the shipped
+        fixtures, ``$CONFORMANCE_FIXTURES``, a ``fixtures_dir`` argument, a case file's
+        folder): its ``checksums.json`` where there is one (once per process, see
+        :func:`verify_fixture_once`), then the size bounds of every ``config.json`` and
+        ``scheduler_config.json`` (:func:`check_config`), shard indexes and no pickle-only
+        weights (:func:`conformance.models.sources.check_model_folder`). A directory
+        without ``model_index.json`` has its component folders checked and is returned
+        (the caller reports the model as unavailable).
         """
+        from conformance.models.sources import check_model_folder
+
         path = self.path(fixtures_dir)
         if (path / "model_index.json").is_file():
             verify_fixture_once(path)
+        check_model_folder(path, f"model {self.name} {path}")
         return path
 
     def check_resolution(self, width: int, height: int) -> str | None:

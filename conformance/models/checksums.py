@@ -11,6 +11,8 @@ import hashlib
 import json
 from pathlib import Path
 
+from conformance.safeio import write_atomic
+
 CHECKSUMS_FILE = "checksums.json"
 
 
@@ -42,9 +44,8 @@ def write_checksums(fixtures_dir: str | Path, names: list[str]) -> Path:
     """Write ``checksums.json`` for the fixture directories ``names`` under ``fixtures_dir``."""
     root = Path(fixtures_dir)
     data = {name: directory_checksums(root / name) for name in sorted(names)}
-    out = root / CHECKSUMS_FILE
-    out.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    return out
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return write_atomic(root / CHECKSUMS_FILE, text.encode("utf-8"), kind="checksum file")
 
 
 def verify_fixture(path: str | Path, checksums_file: str | Path | None = None) -> list[str]:

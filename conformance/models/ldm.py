@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from conformance.errors import ConformanceInputError
+from conformance.errors import ConformanceInputError, OutputError
 from conformance.models import load_config, read_json_object, shard_files
 
 __all__ = [
@@ -368,12 +368,15 @@ def to_ldm_state_dict(src: str | Path) -> dict[str, Tensor]:
 def export_single_file(src: str | Path, out: str | Path, force: bool = False) -> Path:
     """Write the pipeline at ``src`` as one original-layout ``.safetensors`` file at ``out``.
 
-    The file is written next to ``out`` under a temporary name and renamed, so an
-    interrupted export leaves no partial file. Returns ``out``.
+    The output path is checked before the conversion; the file is written with
+    :func:`conformance.safeio.write_atomic` (a temporary file beside ``out``, renamed into
+    place, with the user's umask), so an interrupted export leaves no partial file and a
+    full disk is an :class:`~conformance.errors.OutputError` naming ``out`` and the cause.
+    Returns ``out``.
     """
-    import os
+    from safetensors.torch import save
 
-    from safetensors.torch import save_file
+    from conformance.safeio import writable_problem, write_atomic
 
     target = Path(out)
     if target.suffix.lower() != ".safetensors":
@@ -384,22 +387,23 @@ def export_single_file(src: str | Path, out: str | Path, force: bool = False) ->
         raise ConformanceInputError("--out", f"{out}: already exists; pass --force to overwrite")
     if not target.parent.is_dir():
         raise ConformanceInputError("--out", f"{out}: directory {target.parent} does not exist")
+    problem = writable_problem(target)
+    if problem is not None:
+        raise ConformanceInputError("--out", f"{out}: {problem}")
     state = to_ldm_state_dict(src)
-    tmp = target.with_name(f".{target.name}.partial")
     metadata = {"format": "pt", "conformance.source": Path(src).name}
-    try:
-        save_file({k: v.contiguous() for k, v in state.items()}, str(tmp), metadata=metadata)
-        os.replace(tmp, target)
-    except OSError as exc:
-        tmp.unlink(missing_ok=True)
-        raise ConformanceInputError("--out", f"{out}: cannot write ({exc})") from None
-    return target
+    data = save({k: v.contiguous() for k, v in state.items()}, metadata=metadata)
+    del state
+    return write_atomic(target, data, kind="single-file checkpoint")
 
 
 def run_export(args: argparse.Namespace) -> int:
     """Entry point of ``export-single-file``; returns the process exit status."""
     try:
         path = export_single_file(args.src, args.out, force=args.force)
+    except OutputError as exc:  # a full disk, a folder that cannot be written: not usage
+        print(f"conformance export-single-file: error: {exc}", file=sys.stderr)
+        return 1
     except ConformanceInputError as exc:
         print(f"conformance export-single-file: error: {exc}", file=sys.stderr)
         return 2

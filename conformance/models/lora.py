@@ -112,8 +112,10 @@ def fit_lora(recipe: LoraRecipe, base: Path, out: Path, log_every: int = 20) -> 
 
     from conformance.models import data as shapes
     from conformance.models import tiny
+    from conformance.models.sources import check_model_folder
     from conformance.models.train import _lr_lambda, _Meter, _TextCache, optimizer_step
 
+    check_model_folder(Path(base), f"--base {base}")  # bounds before anything is built
     pipe = StableDiffusionPipeline.from_pretrained(str(base), local_files_only=True,
                                                    use_safetensors=True)
     pipe.set_progress_bar_config(disable=True)
@@ -168,26 +170,24 @@ def fit_lora(recipe: LoraRecipe, base: Path, out: Path, log_every: int = 20) -> 
     seconds = meter.seconds()
 
     state = {k: v.detach().contiguous() for k, v in get_peft_model_state_dict(unet).items()}
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        import shutil
 
-        shutil.rmtree(tmp)
-    tmp.mkdir(parents=True)
-    StableDiffusionPipeline.save_lora_weights(str(tmp), unet_lora_layers=state,
-                                              safe_serialization=True)
-    effect = measure_effect(base, tmp / WEIGHTS)
-    summary = {
-        "model": recipe.model,
-        "recipe": asdict(recipe),
-        "targets": list(TARGETS),
-        "parameters": int(sum(v.numel() for v in state.values())),
-        "final_loss": round(meter.final(), 5),
-        "effect": effect,
-        "torch": torch.__version__,
-    }
-    (tmp / SUMMARY).write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    tiny._replace_dir(tmp, out)
+    def fill(tmp: Path) -> dict[str, Any]:
+        StableDiffusionPipeline.save_lora_weights(str(tmp), unet_lora_layers=state,
+                                                  safe_serialization=True)
+        summary = {
+            "model": recipe.model,
+            "recipe": asdict(recipe),
+            "targets": list(TARGETS),
+            "parameters": int(sum(v.numel() for v in state.values())),
+            "final_loss": round(meter.final(), 5),
+            "effect": measure_effect(base, tmp / WEIGHTS),
+            "torch": torch.__version__,
+        }
+        tiny.write_json(tmp / SUMMARY, summary, "LoRA summary")
+        return summary
+
+    summary = tiny.write_dir(out, fill, "LoRA folder")
+    effect = summary["effect"]
     print(f"[{recipe.model} lora] {recipe.steps} steps in {seconds:.0f} s; saved to {out}; "
           f"effect at scale 1: MAE {effect['1']['mae']:.1f}/255, PSNR "
           f"{effect['1']['psnr_db']:.1f} dB", file=sys.stderr, flush=True)

@@ -50,7 +50,11 @@ PRECISION_PROMPTS: tuple[str, ...] = (
 
 
 def load(model: str, fixtures: Path = FIXTURES_DIR, dtype: torch.dtype = torch.float32) -> Any:
-    """Load a tiny fixture pipeline from ``fixtures/<model>`` (offline)."""
+    """Load a tiny fixture pipeline from ``fixtures/<model>`` (offline), after the bounds
+    every model folder gets (:func:`conformance.models.sources.check_model_folder`)."""
+    from conformance.models.sources import check_model_folder
+
+    check_model_folder(fixtures / model, f"model {model} {fixtures / model}")
     with warnings.catch_warnings():
         # diffusers >= 0.36 prefers ``dtype=``; older releases only know ``torch_dtype``
         warnings.simplefilter("ignore", FutureWarning)

@@ -55,6 +55,7 @@ __all__ = [
     "Layout",
     "RealModel",
     "Resolved",
+    "check_model_folder",
     "get_real_model",
     "hub_cache_dir",
     "load",
@@ -271,19 +272,53 @@ def _check_pipeline_dir(root: Path, origin: str) -> str | None:
                 "and '_'); model_index.json keys name folders of the pipeline"
             )
         folder = root / name
-        if not folder.is_dir():
-            continue
-        for config in _CONFIG_FILES:
-            if (folder / config).is_file():
-                load_config(folder / config)
-        for shard_index in sorted(folder.glob("*.safetensors.index.json")):
-            shard_files(shard_index, blobs=blobs)
-        safe, pickled = _weight_files(folder)
-        if pickled and not safe:
-            raise _refuse_pickle(pickled[0], origin)
-        if safe and all(".fp16." in f.name for f in safe):
+        if folder.is_dir() and _check_component(folder, origin, blobs):
             variant = "fp16"
     return variant
+
+
+def _check_component(folder: Path, origin: str, blobs: Path | None = None) -> bool:
+    """Check one component folder (its configs against the size bounds, its shard indexes,
+    no pickle-only weights); whether its only weights are ``*.fp16.safetensors``."""
+    for config in _CONFIG_FILES:
+        if (folder / config).is_file():
+            load_config(folder / config)
+    for shard_index in sorted(folder.glob("*.safetensors.index.json")):
+        shard_files(shard_index, blobs=blobs)
+    safe, pickled = _weight_files(folder)
+    if pickled and not safe:
+        raise _refuse_pickle(pickled[0], origin)
+    return bool(safe) and all(".fp16." in f.name for f in safe)
+
+
+#: the most component folders of a folder without model_index.json that are checked
+MAX_COMPONENTS = 64
+
+
+def check_model_folder(root: Path, origin: str) -> str | None:
+    """The bounds every model folder the suite loads gets, however it was named (a built-in
+    fixture, ``$CONFORMANCE_FIXTURES``, a case file's folder, the Hugging Face cache).
+
+    A pipeline folder (with ``model_index.json``) is checked by :func:`_check_pipeline_dir`
+    and its variant returned. A folder without one (a fixtures folder holding only a
+    ``vae/``, say) has each component folder in it checked the same way, so that nothing
+    is built from a config out of bounds or a pickle whichever file a loader reads; a
+    folder that does not exist is left to the caller to report. Raises
+    :class:`ConformanceInputError` naming the file, the key and what is accepted.
+    """
+    if (root / "model_index.json").is_file():
+        return _check_pipeline_dir(root, origin)
+    if not root.is_dir():
+        return None
+    folders = sorted(p for p in root.iterdir() if _COMPONENT.fullmatch(p.name) and p.is_dir())
+    if len(folders) > MAX_COMPONENTS:
+        raise ConformanceInputError(
+            root, f"{len(folders)} component folders and no model_index.json; a model folder "
+            f"has at most {MAX_COMPONENTS}"
+        )
+    for folder in folders:
+        _check_component(folder, origin, _blobs_dir(root))
+    return None
 
 
 def _resolve_gguf(model: RealModel, environ: Mapping[str, str]) -> Path | None:

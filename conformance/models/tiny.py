@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -283,18 +284,93 @@ def _replace_dir(tmp: Path, out: Path) -> None:
         os.replace(tmp, out)
 
 
+def write_dir(out: str | Path, fill: Callable[[Path], Any], kind: str = "model folder") -> Any:
+    """Write the folder ``out`` by ``fill(tmp)`` into ``<out>.tmp`` beside it, then swap it
+    into place; returns what ``fill`` returns.
+
+    Every file and folder written takes the user's umask (:func:`_user_modes`: the
+    ``0o600`` of ``safetensors`` files does not survive). A failure of the operating
+    system (a full disk, a read-only folder), also where ``safetensors`` reports it as its
+    own error, removes the temporary folder and raises
+    :class:`~conformance.errors.OutputError` naming ``out`` and the cause, e.g.
+    ``out: cannot write model folder: No space left on device``; ``out`` is then what it
+    was before.
+    """
+    from safetensors import SafetensorError
+
+    from conformance.errors import OutputError
+
+    target = Path(out)
+    tmp = target.with_name(target.name + ".tmp")
+    try:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        result = fill(tmp)
+        _user_modes(tmp)
+        _replace_dir(tmp, target)
+    except OutputError:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    except (OSError, SafetensorError) as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OutputError(target, f"cannot write {kind}: {_os_reason(exc)}") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return result
+
+
+def _user_modes(root: Path) -> None:
+    """Give every file under ``root`` the mode of a file the user creates (``0o666`` less
+    the umask) and every folder ``0o777`` less it: ``safetensors`` writes its files
+    ``0o600`` whatever the umask, which a team's shared fixtures folder cannot read."""
+    from conformance.safeio import new_file_mode
+
+    files = new_file_mode()
+    folders = files | ((files & 0o444) >> 2)  # x where r: 0o644 -> 0o755, 0o640 -> 0o750
+    os.chmod(root, folders)
+    for folder, dirs, names in os.walk(root):
+        for name in dirs:
+            if not os.path.islink(os.path.join(folder, name)):
+                os.chmod(os.path.join(folder, name), folders)
+        for name in names:
+            if not os.path.islink(os.path.join(folder, name)):
+                os.chmod(os.path.join(folder, name), files)
+
+
+def _os_reason(exc: BaseException) -> str:
+    """The cause of an I/O failure in one line: ``strerror`` of an ``OSError``; for a
+    ``SafetensorError`` (``... Os { code: 28, ... message: "No space left on device" }``)
+    the operating system's message inside it."""
+    reason = getattr(exc, "strerror", None)
+    if reason:
+        return str(reason)
+    import re
+
+    text = str(exc)
+    found = re.search(r'message: "([^"\n]{1,200})"', text)
+    if found:
+        return found[1]
+    return (text.splitlines() or [type(exc).__name__])[0][:200]
+
+
+def write_json(path: Path, data: Any, kind: str = "summary") -> Path:
+    """``data`` as indented, key-sorted JSON at ``path``
+    (:func:`conformance.safeio.write_atomic`)."""
+    from conformance.safeio import write_atomic
+
+    text = json.dumps(data, indent=2, sort_keys=True) + "\n"
+    return write_atomic(path, text.encode("utf-8"), kind=kind)
+
+
 def _build(kind: str, out_dir: str | Path, seed: int) -> Path:
-    out = Path(out_dir)
-    tmp = out.with_name(out.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
     if kind == "tiny-sd":
         pipe: StableDiffusionPipeline | FluxPipeline = make_sd_pipeline(sd_components(seed))
     else:
         pipe = make_flux_pipeline(flux_components(seed))
-    save_pipeline(pipe, tmp)
-    _replace_dir(tmp, out)
-    return out
+    write_dir(out_dir, lambda tmp: save_pipeline(pipe, tmp), f"{kind} pipeline folder")
+    return Path(out_dir)
 
 
 def build_tiny_sd(out_dir: str | Path, seed: int = 0) -> Path:

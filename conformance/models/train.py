@@ -28,7 +28,6 @@ import argparse
 import json
 import math
 import platform
-import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -465,17 +464,16 @@ def finetune_component(recipe: Recipe, out_dir: Path, base: Path | None = None
     from conformance.models import MODELS
 
     model, component = COMPONENT_RECIPES[recipe.model]
+    from conformance.models.sources import check_model_folder
+
     base = base or MODELS[model].verified_path()
+    check_model_folder(base, f"base {base}")  # the bounds of every model folder
     t0 = time.perf_counter()
     c0 = time.process_time()
     vae = AutoencoderKL.from_pretrained(str(base / component), local_files_only=True,
                                         use_safetensors=True)
     data = ShapesDataset(recipe.sizes, recipe.n_images, recipe.seed)
     stage = finetune_vae_decoder_mse(vae, data, recipe)
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    vae.to(torch.float16).save_pretrained(str(tmp), safe_serialization=True)
     summary: dict[str, Any] = {
         "model": recipe.model,
         "base": f"{model}/{component}",
@@ -490,8 +488,12 @@ def finetune_component(recipe: Recipe, out_dir: Path, base: Path | None = None
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
     }
-    (tmp / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    tiny._replace_dir(tmp, out_dir)
+
+    def fill(tmp: Path) -> None:
+        vae.to(torch.float16).save_pretrained(str(tmp), safe_serialization=True)
+        tiny.write_json(tmp / "training.json", summary, "training summary")
+
+    tiny.write_dir(out_dir, fill, f"{recipe.model} component folder")
     _log(f"[{recipe.model}] saved to {out_dir} after {summary['total_seconds']:.0f} s")
     return summary
 
@@ -532,10 +534,6 @@ def train_model(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
     else:
         raise ValueError(f"unknown model {recipe.model!r}")
     total = time.perf_counter() - t0
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    tiny.save_pipeline(pipe, tmp)
     summary: dict[str, Any] = {
         "model": recipe.model,
         "recipe": asdict(recipe),
@@ -547,8 +545,12 @@ def train_model(recipe: Recipe, out_dir: Path) -> dict[str, Any]:
         "torch": torch.__version__,
         "machine": platform.machine(),
     }
-    (tmp / "training.json").write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
-    tiny._replace_dir(tmp, out_dir)
+
+    def fill(tmp: Path) -> None:
+        tiny.save_pipeline(pipe, tmp)
+        tiny.write_json(tmp / "training.json", summary, "training summary")
+
+    tiny.write_dir(out_dir, fill, f"{recipe.model} pipeline folder")
     _log(f"[{recipe.model}] saved to {out_dir} after {total:.0f} s")
     return summary
 

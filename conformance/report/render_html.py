@@ -57,6 +57,7 @@ from conformance.report.render import (
     same_bits,
 )
 from conformance.report.safe_text import visible
+from conformance.safeio import hard_link_problem
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Bytes of embedded images (base64) a page holds at most by default (``--html-budget``).
@@ -150,6 +151,9 @@ class PageImages:
         return len(self._left_out)
 
     def _resolve(self, path: str) -> tuple[str, str | None]:
+        linked = hard_link_problem(path)
+        if linked is not None:  # never embedded, whoever read its bytes
+            return "note", f"not embedded: {linked}"
         found = self.images.get(path)
         if found is None:
             return "absent", None
@@ -256,12 +260,13 @@ def cell_images(cell: Cell) -> tuple[tuple[str, str | None], ...]:
 
 def page_image_paths(matrix: Matrix) -> list[str]:
     """Every image path the page shows, in the order it first shows them (the order the
-    image budget is spent in), without repeats."""
+    image budget is spent in), without repeats. A file with more than one hard link is
+    left out (not read: :meth:`PageImages.figure` says why it is not embedded)."""
     seen: dict[str, None] = {}
     for row in matrix.cells:
         for cell in row:
             for _, path in cell_images(cell):
-                if path:
+                if path and path not in seen and hard_link_problem(path) is None:
                     seen.setdefault(path)
     return list(seen)
 
