@@ -22,6 +22,9 @@ class Check(str, enum.Enum):
     #: a case of the case file against a base case of the same prompt and seed
     #: (``[compare.NAME]``)
     COMPARE = "compare"
+    #: an image of a test's own code against its golden (the ``diffusion_golden`` fixture),
+    #: looked up and judged as the own-class check is
+    FIXTURE = "fixture"
 
 
 class Status(str, enum.Enum):

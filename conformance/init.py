@@ -2,9 +2,13 @@
 
 Writes, into ``DIR`` (default: the current folder)::
 
-    pytest.ini        selects the installed suite (``--pyargs conformance``) and points it at
-                      the files below (paths relative to the ini file)
+    pytest.ini        runs the installed suite (``conformance``) and this folder's tests,
+                      points them at the files below (paths relative to the ini file), and
+                      makes this machine's class the reference class
     cases.toml        one pinned-seed case on an embedded model, to edit
+    test_my_pipeline.py
+                      a test of one's own pipeline code with the ``diffusion_golden``
+                      fixture (an img2img call on the embedded tiny model), to edit
     tolerances.toml   the packaged tolerance tiers, to tighten or loosen
     golden/           empty: ``pytest --device cpu --record`` records this machine's set
     .gitignore        keeps the run's results out of version control
@@ -30,21 +34,47 @@ _STARTERS: dict[str, tuple[str, int, int, str, float]] = {
 }
 
 PYTEST_INI = """\
-# The diffusion conformance suite over this folder's cases and goldens (`conformance init`).
-# `pytest --device cpu --record` records this machine's goldens; `pytest --device cpu`
-# checks them. Paths are relative to this file.
+# The diffusion conformance suite over this folder's cases and goldens, and this folder's
+# own tests (`conformance init`). `pytest --device cpu --record` records this machine's
+# goldens; `pytest --device cpu` checks them. Paths are relative to this file.
 [pytest]
-addopts = --pyargs conformance
+addopts = --pyargs
+testpaths = conformance .
 conformance_cases = cases.toml
 conformance_tolerances = tolerances.toml
 conformance_golden_dir = golden
 conformance_results = conformance-results/results.json
-# diffusers' schedulers call np.array(tensor, copy=False) under numpy 2
-filterwarnings =
-    ignore:__array__ implementation doesn't accept a copy keyword:DeprecationWarning
-# The class every other machine is compared with at the perceptual tier: the class of the
-# first machine that records here (`conformance fingerprint` prints it), e.g.
-# conformance_reference_class = cpu-amd-avx512+bf16
+# The class every other machine is compared with at the perceptual tier: the machine that
+# ran `conformance init` (`conformance fingerprint` prints a machine's class).
+conformance_reference_class = {reference_class}
+"""
+
+MY_PIPELINE = """\
+\"\"\"Your own pipeline code under golden checks: `diffusion_golden` compares each image
+with the golden of its name for this machine (looked up by what the machine computes) and
+fails on a difference or a missing golden; `pytest --device cpu --record` records them.\"\"\"
+
+import numpy as np
+import pytest
+from diffusers import StableDiffusionImg2ImgPipeline
+from PIL import Image
+
+from conformance.models import get_model
+
+
+@pytest.fixture(scope="module")
+def pipe():
+    # the suite's embedded tiny model; put your own pipeline here
+    return StableDiffusionImg2ImgPipeline.from_pretrained(
+        get_model("{model}").path(), use_safetensors=True, local_files_only=True)
+
+
+def test_img2img(diffusion_golden, pipe):
+    init = Image.fromarray(np.full((64, 64, 3), 128, np.uint8))
+    image = diffusion_golden.generate(pipe, name="gray-init", seed=1, prompt="{prompt}",
+                                      image=init, strength=0.7, num_inference_steps=8)
+    # any image your code makes can be checked too
+    diffusion_golden.check(image[::2, ::2], name="half-size")
 """
 
 CASES = """\
@@ -98,11 +128,14 @@ GOLDEN_README = """\
 GITIGNORE = "/conformance-results/\n"
 
 
-def files(model: str) -> dict[str, str]:
+def files(model: str, reference_class: str) -> dict[str, str]:
     """What ``init`` writes: {relative path: text}."""
     prompt, seed, steps, scheduler, guidance = _STARTERS[model]
     return {
-        "pytest.ini": PYTEST_INI,
+        "pytest.ini": PYTEST_INI.format(reference_class=reference_class),
+        # an img2img call: the embedded SD model, whatever the starter case's model
+        "test_my_pipeline.py": MY_PIPELINE.format(model="tiny-sd",
+                                                  prompt=_STARTERS["tiny-sd"][0]),
         "cases.toml": CASES.format(name="starter", model=model, prompt=prompt, seed=seed,
                                    steps=steps, scheduler=scheduler, guidance=guidance),
         "tolerances.toml": (PACKAGE_DIR / "tolerances.toml").read_text(encoding="utf-8"),
@@ -119,7 +152,9 @@ def init(target: Path, model: str = "tiny-sd") -> list[Path]:
                                     f"{', '.join(_STARTERS)}")
     if target.exists() and not target.is_dir():
         raise ConformanceInputError(target, "exists and is not a folder")
-    plan = files(model)
+    from conformance.hardware import detect_class
+
+    plan = files(model, detect_class("cpu").name)
     in_the_way = [rel for rel in plan if os.path.lexists(target / rel)]
     if in_the_way:
         raise ConformanceInputError(target, "already holds " + ", ".join(in_the_way)

@@ -10,6 +10,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,10 @@ from conformance.tolerances import load_tolerances
 
 PLUGIN_KEY = pytest.StashKey["ConformancePlugin"]()
 OUTCOME_KEY = pytest.StashKey[Outcome]()
+#: the outcomes of a test's ``diffusion_golden`` checks (one per golden name)
+FIXTURE_KEY = pytest.StashKey[list[Outcome]]()
 _REPORT_ATTR = "conformance_outcome"
+_FIXTURE_ATTR = "conformance_outcomes"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -66,6 +70,12 @@ def _engaged(config: pytest.Config) -> bool:
     for opt in OPTIONS:
         if config.getoption(opt.dest, None) not in (None, False):
             return True
+    return _collects_suite(config)
+
+
+def _collects_suite(config: pytest.Config) -> bool:
+    """Whether the run's arguments name the suite's own tests (a path inside the package,
+    or ``--pyargs conformance``), not only tests of one's own."""
     pyargs = bool(getattr(config.option, "pyargs", False))
     for arg in config.args:
         target = arg.split("::")[0]
@@ -80,12 +90,17 @@ def _engaged(config: pytest.Config) -> bool:
     return False
 
 
-def _activate(config: pytest.Config) -> ConformancePlugin:
-    """Read and check the suite's settings files and register the run's plugin."""
+def _activate(config: pytest.Config, fixture: bool = False) -> ConformancePlugin:
+    """Read and check the suite's settings files and register the run's plugin
+    (``fixture``: for the ``diffusion_golden`` fixture, whose goldens are not the built-in
+    suite's ``--golden-dir`` checks)."""
     existing = config.stash.get(PLUGIN_KEY, None)
     if existing is not None:
         return existing
     freeze_at_exit()
+    # the built-in checks read --golden-dir: where they run it must exist (a typo is an
+    # error, not a run of skips); the fixture's goldens are made by its own --record
+    suite = not fixture and _collects_suite(config)
     try:
         settings = _settings(config)
         cases = load_cases(settings.cases_path)
@@ -99,9 +114,9 @@ def _activate(config: pytest.Config) -> ConformancePlugin:
             cases.filter_problem(settings.models, settings.precisions, settings.resolutions),
             check_results_target(settings.results_path),
             check_record_target(settings.golden_dir) if settings.record else
-            check_golden_dir(settings.golden_dir, settings.record),
+            check_golden_dir(settings.golden_dir, settings.record) if suite else None,
         ]
-        if settings.strict_golden and not settings.record and not problems[-1]:
+        if settings.strict_golden and not settings.record and suite and not problems[-1]:
             problems.append(_empty_golden_dir(settings, cases))
         problems = [p for p in problems if p]
         if problems:  # found before any generation, not after the last one
@@ -129,10 +144,24 @@ def _activate(config: pytest.Config) -> ConformancePlugin:
                                              settings.threads).items():
             # set before torch loads OpenMP (it reads them once); xdist workers inherit them
             os.environ.setdefault(key, value)
+    for message, category in QUIET:  # a suite of one's own is as quiet as the project's
+        line = f"ignore:{message}:{category.__name__}"
+        if line not in config.getini("filterwarnings"):
+            config.addinivalue_line("filterwarnings", line)  # the tests to come
+        # and the test running now, when a fixture activated the suite in its setup
+        warnings.filterwarnings("ignore", message=message, category=category)
     plugin = ConformancePlugin(config, settings, cases, deviations)
     config.stash[PLUGIN_KEY] = plugin
     config.pluginmanager.register(plugin, "conformance-session")
     return plugin
+
+
+#: Warnings of the libraries the suite drives that say nothing about the user's code:
+#: diffusers' schedulers call ``np.array(tensor, copy=False)`` under numpy 2 (one per
+#: generation: 107 in one record run of one's own suite).
+QUIET: tuple[tuple[str, type[Warning]], ...] = (
+    ("__array__ implementation doesn't accept a copy keyword", DeprecationWarning),
+)
 
 
 def _empty_golden_dir(settings: Settings, cases: CaseSet) -> str | None:
@@ -216,6 +245,14 @@ class _Dormant:
         if _SUITE_FIXTURES.isdisjoint(metafunc.fixturenames):
             return
         _activate(self.config).pytest_generate_tests(metafunc)
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """An xdist controller whose workers used ``diffusion_golden``: the first report
+        that carries outcomes activates the run's plugin here (it writes the results)."""
+        if self.config.stash.get(PLUGIN_KEY, None) is not None:
+            return
+        if getattr(report, _FIXTURE_ATTR, None):
+            _activate(self.config, fixture=True).pytest_runtest_logreport(report)
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:
@@ -337,6 +374,8 @@ class ConformancePlugin:
         self.xfailed: set[tuple[str, Check, str | None]] = set()
         #: goldens that no item of the case file makes (found at session finish)
         self.orphans: list[Any] = []
+        #: ``diffusion_golden`` goldens no check of this run used
+        self.unused: list[Any] = []
         #: the workers' notices (:meth:`_notices`), and why the results file was not written
         self.worker_notices: list[str] = []
         self.results_error = ""
@@ -449,6 +488,9 @@ class ConformancePlugin:
         lines = format_fingerprint(s.fingerprint)
         if s.identity is not None:
             lines += format_identity(s.identity)
+        if not _collects_suite(config):  # only tests of one's own (diffusion_golden)
+            return [*lines, f"conformance: diffusion_golden goldens in {self.fixture_root()}"
+                    + (" [recording]" if s.settings.record else "")]
         lines.append(
             f"conformance: golden dir {s.settings.golden_dir}, reference class "
             f"{s.settings.reference_class}, cases {s.cases.path}"
@@ -506,15 +548,33 @@ class ConformancePlugin:
         if kind == Check.INVARIANCE.value:  # ids read ITEM-VARIANT
             metafunc.parametrize("conformance_variant", list(VARIANTS))
 
+    def _filtered_out(self, test: pytest.Item) -> bool:
+        """Whether a collected test of the suite is outside this run: a compare test
+        without relations, a check whose filters left it no item, a VAE check of another
+        model or precision."""
+        kind = _check_kind(test)
+        callspec = getattr(test, "callspec", None)
+        params = callspec.params if callspec is not None else {}
+        if kind == Check.COMPARE.value and not self.cases.relations:
+            return True
+        if kind is not None and "conformance_item" in getattr(test, "fixturenames", ()):
+            return not isinstance(params.get("conformance_item"), Item)  # [NOTSET]
+        if test.path == PACKAGE_DIR / "test_vae.py":
+            s = self.settings
+            return ((s.models is not None and params.get("model") not in s.models)
+                    or (s.precisions is not None and params.get("precision") not in s.precisions))
+        return False
+
     def pytest_collection_modifyitems(self, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
         """Known deviations become xfail / skip marks here, and only here. A case file
-        without ``[compare.*]`` relations has no compare test (not a skipped one)."""
-        if not self.cases.relations:
-            idle = [t for t in items if _check_kind(t) == Check.COMPARE.value]
-            if idle:
-                items[:] = [t for t in items if t not in idle]
-                config.hook.pytest_deselected(items=idle)
+        without ``[compare.*]`` relations has no compare test (not a skipped one), a check
+        the filters leave no item to has none (not a ``[NOTSET]`` one), and the VAE checks
+        follow ``--model`` and ``--precision`` too."""
+        idle = [t for t in items if self._filtered_out(t)]
+        if idle:
+            items[:] = [t for t in items if t not in idle]
+            config.hook.pytest_deselected(items=idle)
         if not self.deviations:
             return
         hardware_class = self.session.hardware_class.name
@@ -543,6 +603,9 @@ class ConformancePlugin:
         outcome = item.stash.get(OUTCOME_KEY, None)
         if outcome is not None and report.when == "call":
             setattr(report, _REPORT_ATTR, outcome.to_json())
+        own = item.stash.get(FIXTURE_KEY, None)
+        if own and report.when == "call":
+            setattr(report, _FIXTURE_ATTR, [o.to_json() for o in own])
         return report
 
     def pytest_report_teststatus(
@@ -550,6 +613,10 @@ class ConformancePlugin:
     ) -> tuple[str, str, str] | None:
         data = getattr(report, _REPORT_ATTR, None)
         if data and report.when == "call" and data["status"] == Status.RECORDED.value:
+            return "recorded", "R", "RECORDED"
+        own = getattr(report, _FIXTURE_ATTR, None)
+        if (own and report.when == "call" and report.passed
+                and any(o["status"] == Status.RECORDED.value for o in own)):
             return "recorded", "R", "RECORDED"
         return None
 
@@ -561,6 +628,8 @@ class ConformancePlugin:
             self.outcomes.append(outcome)
             if hasattr(report, "wasxfail"):  # a known deviation: pytest counts it xfailed
                 self.xfailed.add((outcome.id, outcome.check, outcome.variant))
+        for raw in getattr(report, _FIXTURE_ATTR, None) or () if report.when == "call" else ():
+            self.outcomes.append(Outcome.from_json(raw, report.nodeid))
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:
@@ -596,6 +665,7 @@ class ConformancePlugin:
         if not self.outcomes:
             return
         self.orphans = self._orphans()
+        self.unused = self._unused_fixture_goldens()
         if self.orphans and self.settings.strict_golden:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
         from conformance.session import write_results
@@ -612,6 +682,68 @@ class ConformancePlugin:
         except ConformanceInputError as exc:  # a full disk at the end: one line, rc 1
             self.results_error = f"results not written: {exc}"
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+    def fixture_root(self) -> Path:
+        """Where the ``diffusion_golden`` goldens live: the folder ``--golden-dir`` (or its
+        ini key or environment variable) names, else ``golden/`` under the rootdir; never
+        the installed package's."""
+        opt = OPTION_BY_NAME["golden-dir"]
+        given = (self.config.getoption(opt.dest, None) or self.config.getini(opt.dest)
+                 or os.environ.get("CONFORMANCE_GOLDEN_DIR"))
+        return Path(self.settings.golden_dir) if given else self.config.rootpath / "golden"
+
+    def fixture_check(self, node: pytest.Item, golden: Any, name: str, item: Item,
+                      generation: Any, pipe: Any = None, rerun: Any = None) -> Outcome:
+        """One ``diffusion_golden`` check: the outcome, kept for the report; a failure,
+        an error or a missing golden fails the test (with the command to reproduce or to
+        record)."""
+        __tracebackhide__ = True
+        from dataclasses import replace
+
+        from conformance.fixture import UserRunner
+
+        root = self.fixture_root()
+        if self.settings.record:
+            from conformance.options import check_record_target
+
+            problem = check_record_target(root)
+            if problem:
+                raise pytest.UsageError(problem)
+        base = self.session
+        runner = None if pipe is None else UserRunner(base.runner, pipe, rerun)
+        session = base.for_fixture(root, runner)
+        session._generations[item.id] = generation
+        outcome = session.evaluate(item, Check.FIXTURE, golden.nodeid)
+        outcome = replace(outcome, id=f"{golden.nodeid}/{name}")
+        golden.outcomes.append(outcome)
+        node.stash.setdefault(FIXTURE_KEY, []).append(outcome)
+        if outcome.status in (Status.FAILED, Status.ERROR):
+            pytest.fail(f"{outcome.message}\n  reproduce: {outcome.reproduce}", pytrace=False)
+        if outcome.status is Status.SKIPPED:
+            pytest.skip(outcome.message)
+        return outcome
+
+    def _unused_fixture_goldens(self) -> list[Any]:
+        """``diffusion_golden`` goldens of the modules this run checked that no check of
+        the run used (deselected tests, renamed or removed names)."""
+        from conformance.golden import GoldenStore
+        from conformance.report.summary import orphans
+
+        mine = [o for o in self.outcomes if o.check is Check.FIXTURE]
+        if not mine:
+            return []
+        store = GoldenStore(self.fixture_root())
+        used = {f"{o.model}/{o.case}/{o.resolution}/{o.precision}" for o in mine}
+        sets: dict[str, list[str]] = {}
+        for model in dict.fromkeys(o.model for o in mine):
+            try:
+                for cls in store.classes(model):
+                    manifest = store.manifest(model, cls)
+                    if manifest is not None:
+                        sets[str(store.set_dir(model, cls))] = list(manifest.entries)
+            except ConformanceInputError:
+                continue  # the checks report an unreadable set
+        return orphans(sets, used)
 
     def _notices(self) -> list[str]:
         """What this process repaired on the way (a rebuilt cache file, an adopted PNG of an
@@ -665,6 +797,11 @@ class ConformancePlugin:
         for line in orphan_lines(self.orphans, str(self.cases.path),
                                  self.settings.strict_golden):
             tr.write_line(line, red=self.settings.strict_golden)
+        if self.unused:
+            from conformance.report.summary import unused_lines
+
+            for line in unused_lines(self.unused, str(self.fixture_root())):
+                tr.write_line(line)
         st = merge_stats(self._all_stats())
         table = fidelity_markdown(fidelity_rows(self.outcomes, st["denoiser_bytes"]))
         if table:
@@ -676,11 +813,12 @@ class ConformancePlugin:
             tr.write_line("model against model (same prompt and seed; against the base case):")
             for line in table.splitlines():
                 tr.write_line(line)
-        tr.write_line(
-            f"model loads: {st['model_loads']} ({st['load_seconds']:.1f} s), generations: "
-            f"{st['generations']} ({st['generate_seconds']:.1f} s in pipeline calls), "
-            f"reused from another process: {st['reused']}, processes: {st['processes']}"
-        )
+        if st["model_loads"] or st["generations"]:
+            tr.write_line(
+                f"model loads: {st['model_loads']} ({st['load_seconds']:.1f} s), generations: "
+                f"{st['generations']} ({st['generate_seconds']:.1f} s in pipeline calls), "
+                f"reused from another process: {st['reused']}, processes: {st['processes']}"
+            )
         if self.results_path:
             tr.write_line(f"results: {self.results_path}")
         if self.results_error:
@@ -690,7 +828,8 @@ class ConformancePlugin:
         # the packaged deviations are written for the packaged cases: with a case file of
         # one's own they are not reported as unmatched unless the file was named
         report_unused = (self.settings.deviations_path is not None
-                         or self.settings.cases_path is None)
+                         or self.settings.cases_path is None) and any(
+            o.check is not Check.FIXTURE for o in self.outcomes)
         for dev in self.deviations if report_unused else ():
             if dev.index not in self.used_deviations:
                 tr.write_line(
@@ -759,6 +898,30 @@ def conformance_relation(request: pytest.FixtureRequest) -> str:
 def conformance_variant(request: pytest.FixtureRequest) -> str:
     """The invariance variant this test applies (see conformance.generate.VARIANTS)."""
     return request.param
+
+
+@pytest.fixture
+def diffusion_golden(request: pytest.FixtureRequest) -> Any:
+    """Golden checks of one's own pipeline code: ``diffusion_golden.check(image, name=...)``
+    and ``diffusion_golden.generate(pipe, name=..., seed=..., **call_kwargs)`` (see
+    :mod:`conformance.fixture`). A missing golden fails; ``--record`` records it."""
+    from conformance.fixture import DiffusionGolden
+
+    try:
+        plugin = _activate(request.config, fixture=True)
+    except pytest.UsageError as exc:
+        pytest.fail(f"diffusion_golden: {exc}", pytrace=False)
+    # before the test's own code runs: torch's threads pinned (--threads), deterministic
+    # algorithms on, this machine's identity measured
+    plugin.session  # noqa: B018
+    node = request.node
+
+    def evaluate(golden: Any, name: str, item: Item, generation: Any, pipe: Any = None,
+                 rerun: Any = None) -> Outcome:
+        __tracebackhide__ = True
+        return plugin.fixture_check(node, golden, name, item, generation, pipe, rerun)
+
+    return DiffusionGolden(node.nodeid, plugin.settings.device, evaluate)
 
 
 @pytest.fixture

@@ -201,6 +201,26 @@ class ConformanceSession:
         self.outcomes: list[Outcome] = []
         self._generations: dict[str, Generation] = {}
         self._failures: dict[str, GenerationFailed] = {}
+        #: a missing golden fails whatever ``--strict-golden`` says (the fixture's session)
+        self.missing_fails = False
+        self._stores: dict[Path, GoldenStore] = {}
+
+    def for_fixture(self, golden_dir: Path, runner: Any | None = None) -> ConformanceSession:
+        """This session's machine, files and checks on another golden store (the
+        ``diffusion_golden`` fixture's), a missing golden failing. ``runner`` stands in for
+        the session's runner where the fixture has the user's pipeline (``--probes`` and
+        ``--localize`` call it again); without one they do not apply."""
+        import copy
+
+        other = copy.copy(self)
+        s = self.settings
+        other.settings = replace(s, golden_dir=golden_dir, probes=s.probes and runner is not None,
+                                 localize=s.localize and runner is not None)
+        other.store = self._stores.setdefault(golden_dir, GoldenStore(golden_dir))
+        other.runner = runner if runner is not None else self.runner
+        other.missing_fails = True
+        other._generations, other._failures = {}, {}
+        return other
 
     def golden_provenance(self) -> list[str]:
         """One line per model: the golden classes present and how this class's were made."""
@@ -283,6 +303,8 @@ class ConformanceSession:
             return self._compare(item, variant or "")
         if check is Check.OWN_CLASS:
             return self._against(item, self.hardware_class.name, own=True)
+        if check is Check.FIXTURE:
+            return self._own_class(item, Check.FIXTURE)
         return self._against(item, self.settings.reference_class, own=False)
 
     def _repeatable(self, item: Item) -> Verdict:
@@ -363,7 +385,7 @@ class ConformanceSession:
             f"the {golden_class} golden", golden_class=golden_class,
             expected_sha=entry.pixel_sha256))
 
-    def _own_class(self, item: Item) -> Verdict:
+    def _own_class(self, item: Item, check: Check = Check.OWN_CLASS) -> Verdict:
         """This machine's image against the golden its identity chooses
         (:func:`conformance.lookup.choose`): exact where a set's digest equals this
         machine's, else the nearest set at the close or perceptual tier; recorded under
@@ -390,7 +412,7 @@ class ConformanceSession:
         expected = self._golden_image(item, choice.golden_class, entry)
         gen = self.generation(item)
         verdict = self._judge(Comparison(
-            item, Check.OWN_CLASS, gen, expected, entry.steps(), choice.tier,
+            item, check, gen, expected, entry.steps(), choice.tier,
             choice.describe(), golden_class=choice.golden_class,
             why_not_exact=choice.why_not_exact, expected_sha=entry.pixel_sha256))
         verdict = replace(
@@ -405,8 +427,10 @@ class ConformanceSession:
         return verdict
 
     def _missing(self, item: Item, golden_class: str, own: bool) -> Verdict:
-        """No golden to compare with: skipped, or failed with ``--strict-golden``."""
-        status = Status.FAILED if self.settings.strict_golden else Status.SKIPPED
+        """No golden to compare with: skipped, or failed with ``--strict-golden`` (and for
+        the ``diffusion_golden`` fixture, as in syrupy and pytest-mpl)."""
+        fails = self.settings.strict_golden or self.missing_fails
+        status = Status.FAILED if fails else Status.SKIPPED
         return Verdict(status, self._missing_reason(item, golden_class, own),
                        golden_class=golden_class, golden_choice=GoldenChoice("missing"))
 
@@ -438,7 +462,7 @@ class ConformanceSession:
         the denoiser's step-0 input) beside its golden; what was written, for messages."""
         from conformance.localize import probe_item
 
-        root = item.case.model_spec.family.denoiser
+        root = item.case.model_spec.family.denoiser if self.settings.probe_inputs else ""
         capture = [f"step0/{root}"] if self.settings.probe_inputs else []
         run = probe_item(self.runner, item, steps=(0,), stop_early=True, capture=capture)
         inputs = run.captures.get(f"step0/{root}")
@@ -575,14 +599,27 @@ class ConformanceSession:
                        golden_class=self.hardware_class.name)
 
     # -- messages and artifacts --------------------------------------------------------
+    def env_prefix(self) -> str:
+        """``ATEN_CPU_CAPABILITY=avx2 `` and the like: the dispatch variables this run was
+        made under (they change its class and bits), for the commands it prints."""
+        env = (self.identity.features.get("env") or {}) if self.identity is not None else {}
+        return "".join(f"{k}={shlex.quote(str(v))} " for k, v in sorted(env.items()))
+
     def reproduce_command(self, nodeid: str) -> str:
         target = shlex.quote(nodeid) if nodeid else "conformance"
-        return shlex.join(["pytest"]) + " " + target + " " + shlex.join(
+        return self.env_prefix() + "pytest " + target + " " + shlex.join(
             self.settings.command_flags()
         )
 
-    def record_command(self, item: Item) -> str:
-        return shlex.join(
+    def record_command(self, item: Item, env: bool = True) -> str:
+        """The command that records ``item``'s golden on this machine (``env``: with the
+        dispatch variables this run was made under)."""
+        prefix = self.env_prefix() if env else ""
+        nodeid = getattr(item.case, "nodeid", "")
+        if nodeid:  # a diffusion_golden golden: its own test records it
+            return prefix + shlex.join(
+                ["pytest", nodeid, *self.settings.command_flags(), "--record"])
+        return prefix + shlex.join(
             ["pytest", "conformance", *self.settings.command_flags(), "--record",
              "--model", item.model, "--precision", item.precision,
              "--resolution", str(item.resolution)]
@@ -606,7 +643,7 @@ class ConformanceSession:
         if golden_class.startswith("cpu-") and len(parts) >= 3:
             level = parts[2].split("+")[0]
             hint = (f" (a CPU with those features, under ATEN_CPU_CAPABILITY={level}: "
-                    f"ATEN_CPU_CAPABILITY={level} {self.record_command(item)})")
+                    f"ATEN_CPU_CAPABILITY={level} {self.record_command(item, env=False)})")
         return f"{reason}; it is recorded on a {golden_class} machine{hint}"
 
     def _write_artifacts(self, cmp: Comparison) -> Artifacts:

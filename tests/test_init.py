@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -30,7 +31,8 @@ def _snapshot(root: Path) -> dict[str, bytes]:
 def test_init_writes_a_starter_suite_that_reads(tmp_path):
     written = init(tmp_path / "suite")
     names = sorted(str(p.relative_to(tmp_path / "suite")) for p in written)
-    assert names == sorted(files("tiny-sd"))
+    assert names == sorted(files("tiny-sd", "cpu-x-avx2"))
+    assert "test_my_pipeline.py" in names
     from conformance.cases import load_cases
     from conformance.tolerances import load_tolerances
 
@@ -40,7 +42,10 @@ def test_init_writes_a_starter_suite_that_reads(tmp_path):
     load_tolerances(tmp_path / "suite" / "tolerances.toml")
     assert (tmp_path / "suite" / "golden").is_dir()
     ini = (tmp_path / "suite" / "pytest.ini").read_text()
-    assert "addopts = --pyargs conformance" in ini and "conformance_golden_dir = golden" in ini
+    assert "testpaths = conformance ." in ini and "conformance_golden_dir = golden" in ini
+    from conformance.hardware import detect_class
+
+    assert f"conformance_reference_class = {detect_class('cpu').name}" in ini
 
 
 def test_flux_starter(tmp_path):
@@ -132,17 +137,36 @@ def test_a_suite_outside_the_checkout(installed, pytester):
                       "no:cacheprovider", "--device", "cpu"]
         record = pytester.run(*pytest_cmd, "--record")
         assert record.ret == 0, record.stdout.str()[-3000:]
-        record.stdout.fnmatch_lines(["*2 recorded*"])
+        record.stdout.fnmatch_lines(["*own-class: 2 recorded*", "*fixture: 2 recorded*"])
+        assert "DeprecationWarning" not in record.stdout.str()  # as quiet as the checkout
         check = pytester.run(*pytest_cmd)
         assert check.ret == 0, check.stdout.str()[-3000:]
         out = check.stdout.str()
         assert re.search(r"own-class: 2 passed", out), out[-3000:]
+        assert re.search(r"fixture: 2 passed", out), out[-3000:]
+        # this machine is the reference class: its reference checks say so, not a command
+        assert "reference: 2 skipped" in out
         assert "failed" not in out.splitlines()[-1]
         results = json.loads((pytester.path / "conformance-results" / "results.json")
                              .read_text())
-        assert {o["check"] for o in results["outcomes"]} >= {"repeatable", "own-class"}
+        assert {o["check"] for o in results["outcomes"]} >= {"repeatable", "own-class",
+                                                             "fixture"}
         manifests = list((pytester.path / "golden").glob("tiny-sd/*/manifest.json"))
         assert len(manifests) == 1
+        # every command the run prints runs where it is printed: a missing golden's record
+        # command, then a failure's reproduce line
+        shutil.rmtree(pytester.path / "golden" / "test_my_pipeline")
+        missing = pytester.run(*pytest_cmd, "test_my_pipeline.py")
+        assert missing.ret == 1
+        record_line = next(x for x in missing.stdout.lines if "; record this machine's" in x)
+        command = record_line.split(" with: ", 1)[1]
+        assert "site-packages" not in command and str(target) not in command
+        again = pytester.run("sh", "-c", command)
+        assert again.ret == 0, again.stdout.str()[-3000:]
+        again.stdout.fnmatch_lines(["*fixture: 2 recorded*"])
+        repro_line = next(x for x in missing.stdout.lines if x.strip().startswith("reproduce:"))
+        repro = pytester.run("sh", "-c", repro_line.split("reproduce: ", 1)[1])
+        assert repro.ret == 0, repro.stdout.str()[-3000:]  # recorded since: it passes
     finally:
         for key in env:
             os.environ.pop(key, None)

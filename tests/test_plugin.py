@@ -418,7 +418,9 @@ def test_invariance_and_fidelity_outcomes(run, tmp_path):
 def test_fidelity_with_only_fp32_is_not_an_error(run):
     r = run("--precision", "fp32", "--model", "tiny-sd", modules=("test_fidelity.py",))
     assert r.ret == pytest.ExitCode.OK
-    r.assert_outcomes(skipped=2)  # the empty fidelity set and the tiny-sd ladder
+    # the empty fidelity set is deselected (no [NOTSET] test); the tiny-sd ladder skips
+    r.assert_outcomes(skipped=1, deselected=1)
+    assert "NOTSET" not in r.stdout.str()
 
 
 def test_real_model_cases_skip_with_how_to_get_weights(run, monkeypatch, tmp_path):
@@ -938,3 +940,13 @@ def test_hypothesis_plugin_stays_when_a_test_imported_hypothesis(monkeypatch):
     _set_aside_unused_hypothesis(config)
     assert config.pluginmanager.registered == {}
     _set_aside_unused_hypothesis(config)  # none registered (-p no:hypothesispytest): nothing
+
+
+def test_filters_reach_the_vae_checks(run):
+    r = run("--model", "tiny-sd", "--precision", "fp32", "--collect-only", "-q",
+            modules=("test_vae.py",))
+    ids = [line for line in r.stdout.lines if "::" in line]
+    assert ids and all("[tiny-sd/vae/fp32]" in line for line in ids), ids
+    r = run("--precision", "bf16", "--collect-only", "-q", modules=("test_vae.py",))
+    ids = [line for line in r.stdout.lines if "::" in line]
+    assert {line.split("[")[1] for line in ids} == {"tiny-sd/vae/bf16]", "tiny-flux/vae/bf16]"}

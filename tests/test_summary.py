@@ -41,17 +41,22 @@ def test_counts_by_status_then_by_tier_set_and_cause():
                 status="failed", golden_choice=choice(
                     "nearest", "bf16 GEMM probes differ (4 of 80)", flags)),
         outcome(check="repeatable"),
+        outcome("tiny-sd/dot/64x64/fp16", check="fidelity", status="failed",
+                tier="fidelity"),
         outcome("tiny-sd/c2/64x64/fp16", status="skipped", tier=None,
                 golden_choice=choice("missing")),
     ]
-    lines = check_lines(outs, {("tiny-sd/dot/64x64/bf16", Check.REPEATABLE, None)})
+    lines = check_lines(outs, {("tiny-sd/dot/64x64/bf16", Check.REPEATABLE, None),
+                               ("tiny-sd/dot/64x64/fp16", Check.FIDELITY, None)})
     assert lines == [
         " repeatable: 1 xfailed",
-        "             1 exact",
+        "             1 exact, 1 xfailed",
         "  own-class: 4 passed, 1 failed, 1 skipped",
         "             3 exact via cpu-amx (same digest as this machine)",
         "             2 perceptual via cpu-amx (nearest set), 1 failed: differ: bf16 GEMM probes"
         " (2); the golden's CPU has amx_bf16, this one has none (2); bf16 SDPA probes (1)",
+        "   fidelity: 1 xfailed",
+        "             1 fidelity, 1 xfailed",
     ]
 
 

@@ -61,7 +61,9 @@ def check_lines(outcomes: Sequence[Outcome], xfailed: set[tuple[str, Check, str 
             groups.setdefault((o.tier.value, o.golden_class, by), []).append(o)
         for (tier, golden, by), group in sorted(groups.items(),
                                                 key=lambda kv: (-len(kv[1]), kv[0][0])):
-            failed = sum(o.status is Status.FAILED for o in group)
+            xfail = sum((o.id, o.check, o.variant) in xfailed for o in group)
+            failed = sum(o.status is Status.FAILED and (o.id, o.check, o.variant) not in xfailed
+                         for o in group)
             text = f"{_INDENT}{len(group)} {tier}"
             if golden:
                 text += f" via {golden}"
@@ -71,6 +73,8 @@ def check_lines(outcomes: Sequence[Outcome], xfailed: set[tuple[str, Check, str 
                 text += " (nearest set)"
             if failed:
                 text += f", {failed} failed"
+            if xfail:
+                text += f", {xfail} xfailed"
             causes = Counter(c for o in group
                              for c in dict.fromkeys(x for part in (
                                  o.golden_choice.differs if o.golden_choice else ())
@@ -89,8 +93,12 @@ def missing_lines(outcomes: Iterable[Outcome], strict: bool) -> list[str]:
         return []
     per = Counter((o.check.value, o.model) for o in missing)
     parts = ", ".join(f"{n} {check} ({model})" for (check, model), n in sorted(per.items()))
-    then = ("failed (--strict-golden)" if strict else
-            "skipped; --strict-golden (or ini conformance_strict_golden = true) fails them")
+    if all(o.check is Check.FIXTURE for o in missing):
+        then = "failed (a diffusion_golden golden must exist; --record records it)"
+    elif strict:
+        then = "failed (--strict-golden)"
+    else:
+        then = "skipped; --strict-golden (or ini conformance_strict_golden = true) fails them"
     return [f"no golden: {parts}: no golden set holds them; {then}; each test's message "
             "gives the command that records it"]
 
@@ -117,6 +125,18 @@ def orphan_lines(found: Sequence[Orphan], cases: str, strict: bool, most: int = 
             f"{cases} (renamed or removed cases): remove them from their manifest, or "
             "restore the case")
     lines = [head]
+    lines += [f"  {o.set_dir}: {o.item_id}" for o in found[:most]]
+    if len(found) > most:
+        lines.append(f"  ... and {len(found) - most} more")
+    return lines
+
+
+def unused_lines(found: Sequence[Orphan], root: str, most: int = 10) -> list[str]:
+    """``diffusion_golden`` goldens of the checked modules that no check of the run used."""
+    if not found:
+        return []
+    lines = [f"note: {len(found)} diffusion_golden golden(s) under {root} were not used by "
+             "this run (deselected tests, or renamed or removed names)"]
     lines += [f"  {o.set_dir}: {o.item_id}" for o in found[:most]]
     if len(found) > most:
         lines.append(f"  ... and {len(found) - most} more")
