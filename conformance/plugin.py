@@ -389,6 +389,7 @@ class ConformancePlugin:
         if self._session is None:
             with long_lived():  # torch, diffusers and the probe battery: kept to the end
                 self._session = self._open_session()
+            self._session.rootdir = self.config.rootpath
         return self._session
 
     def _open_session(self) -> ConformanceSession:

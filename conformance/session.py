@@ -203,6 +203,8 @@ class ConformanceSession:
         self._failures: dict[str, GenerationFailed] = {}
         #: a missing golden fails whatever ``--strict-golden`` says (the fixture's session)
         self.missing_fails = False
+        #: the pytest run's rootdir: printed commands run from there (None: here)
+        self.rootdir: Path | None = None
         self._stores: dict[Path, GoldenStore] = {}
 
     def for_fixture(self, golden_dir: Path, runner: Any | None = None) -> ConformanceSession:
@@ -286,7 +288,8 @@ class ConformanceSession:
             id=item.id, check=check, model=item.model, case=item.case.name,
             resolution=str(item.resolution), precision=item.precision,
             hardware_class=self.hardware_class.name, variant=variant,
-            reproduce=self.reproduce_command(nodeid), peak_memory_mb=peak, pixel_sha256=sha,
+            reproduce=self.reproduce_command(nodeid, builtin=check is not Check.FIXTURE),
+            peak_memory_mb=peak, pixel_sha256=sha,
             seconds=round(time.perf_counter() - start, 4), **vars(verdict),
         )
         self.outcomes.append(outcome)
@@ -605,22 +608,41 @@ class ConformanceSession:
         env = (self.identity.features.get("env") or {}) if self.identity is not None else {}
         return "".join(f"{k}={shlex.quote(str(v))} " for k, v in sorted(env.items()))
 
-    def reproduce_command(self, nodeid: str) -> str:
-        target = shlex.quote(nodeid) if nodeid else "conformance"
-        return self.env_prefix() + "pytest " + target + " " + shlex.join(
-            self.settings.command_flags()
-        )
+    def _where(self) -> str:
+        """``cd ROOTDIR && `` when the run's rootdir (where its ini file and node ids are
+        read from) is not the working folder, else nothing."""
+        if self.rootdir is None:
+            return ""
+        try:
+            if Path.cwd().resolve() == self.rootdir.resolve():
+                return ""
+        except OSError:
+            pass
+        return f"cd {shlex.quote(str(self.rootdir))} && "
 
-    def record_command(self, item: Item, env: bool = True) -> str:
-        """The command that records ``item``'s golden on this machine (``env``: with the
-        dispatch variables this run was made under)."""
-        prefix = self.env_prefix() if env else ""
+    def reproduce_command(self, nodeid: str, builtin: bool = True) -> str:
+        """The command that runs this check again, where it is printed: a test of one's own
+        by its node id; a test of the suite by its name in the installed package
+        (``--pyargs conformance -k NAME``: its node id depends on where the package is)."""
+        if not nodeid:
+            target = ["--pyargs", "conformance"]
+        elif builtin:
+            target = ["--pyargs", "conformance", "-k", nodeid.rsplit("::", 1)[-1]]
+        else:
+            target = [nodeid]
+        return self._where() + self.env_prefix() + shlex.join(
+            ["pytest", *target, *self.settings.command_flags()])
+
+    def record_command(self, item: Item, env: str | None = None) -> str:
+        """The command that records ``item``'s golden: on this machine, under the dispatch
+        variables this run was made under, or under ``env`` (``NAME=value ``) instead."""
+        prefix = self.env_prefix() if env is None else env
         nodeid = getattr(item.case, "nodeid", "")
         if nodeid:  # a diffusion_golden golden: its own test records it
-            return prefix + shlex.join(
+            return self._where() + prefix + shlex.join(
                 ["pytest", nodeid, *self.settings.command_flags(), "--record"])
-        return prefix + shlex.join(
-            ["pytest", "conformance", *self.settings.command_flags(), "--record",
+        return self._where() + prefix + shlex.join(
+            ["pytest", "--pyargs", "conformance", *self.settings.command_flags(), "--record",
              "--model", item.model, "--precision", item.precision,
              "--resolution", str(item.resolution)]
         )
@@ -643,7 +665,7 @@ class ConformanceSession:
         if golden_class.startswith("cpu-") and len(parts) >= 3:
             level = parts[2].split("+")[0]
             hint = (f" (a CPU with those features, under ATEN_CPU_CAPABILITY={level}: "
-                    f"ATEN_CPU_CAPABILITY={level} {self.record_command(item, env=False)})")
+                    f"{self.record_command(item, env=f'ATEN_CPU_CAPABILITY={level} ')})")
         return f"{reason}; it is recorded on a {golden_class} machine{hint}"
 
     def _write_artifacts(self, cmp: Comparison) -> Artifacts:

@@ -115,8 +115,8 @@ def test_missing_golden_skips_with_reason_and_command(run):
     r.assert_outcomes(passed=1, skipped=2)
     r.stdout.fnmatch_lines([
         "*no golden for tiny-sd/dot/32x32/fp32: *golden/tiny-sd holds no golden set; record "
-        f"this machine's ({OWN}) with: pytest conformance --device cpu --threads 1 --cases * "
-        "--record --model tiny-sd*",
+        f"this machine's ({OWN}) with: cd * && pytest --pyargs conformance --device cpu "
+        "--threads 1 --cases * --record --model tiny-sd*",
     ])
 
 
@@ -185,10 +185,18 @@ def test_failure_shows_metrics_artifacts_step_and_reproduce(run, tmp_path):
         "*first divergent step: 0 of 0*",
         "*images: actual=*actual.png, golden=*golden.png, diff=*diff.png*",
         "*case: model=tiny-sd seed=3 steps=2 scheduler=euler*",
-        "*reproduce: pytest *test_own_class_golden?tiny-sd/dot/32x32/fp32?* --device cpu*",
+        "*reproduce: *pytest --pyargs conformance -k "
+        "'test_own_class_golden[[]tiny-sd/dot/32x32/fp32[]]' --device cpu*",
     ])
     own = by_check(r, "own-class")["tiny-sd/dot/32x32/fp32"]
     assert own["status"] == "failed" and own["tier"] == "exact"
+    # the printed command runs where it is printed, and reproduces the failure
+    import subprocess
+
+    again = subprocess.run(["bash", "-c", own["reproduce"] + " -p no:cacheprovider"],
+                           capture_output=True, text=True, timeout=300)
+    assert again.returncode == 1, again.stdout[-2000:] + again.stderr[-2000:]
+    assert "1 failed" in again.stdout.splitlines()[-1]
     # every option that changes what is compared is in the reproducing command
     assert f"--golden-dir {tmp_path / 'golden'}" in own["reproduce"]
     assert f"--cases {tmp_path / 'cases.toml'}" in own["reproduce"]
