@@ -5,6 +5,7 @@ shipped tiny models, and readers of a run's results file. The pytester fixtures 
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from conformance.hardware import detect_class
 
@@ -40,3 +41,12 @@ def results_of(result):
 
 def by_check(result, check):
     return {o["id"]: o for o in results_of(result)["outcomes"] if o["check"] == check}
+
+
+def summary_of(outcomes: Any) -> dict[str, int]:
+    """The ``summary`` a run writes beside ``outcomes`` (the count of each status)."""
+    counts: dict[str, int] = {}
+    for o in outcomes if isinstance(outcomes, list) else ():
+        if isinstance(o, dict) and isinstance(o.get("status"), str):
+            counts[o["status"]] = counts.get(o["status"], 0) + 1
+    return counts

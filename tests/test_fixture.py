@@ -93,6 +93,12 @@ def test_record_then_exact_then_a_changed_image_fails_with_metrics(own):
     (cls,) = store.classes("test_mine")
     assert sorted(store.manifest("test_mine", cls).entries) == [
         "test_mine/test-check-array-flat/8x8/fp32", "test_mine/test-img2img-gray/32x32/fp32"]
+    # the same validated layout as the suite's own sets: validate and matrix read them
+    from conformance.cli import main
+
+    assert main(["validate", str(r.golden), "--jobs", "1"]) == 0
+    assert main(["matrix", str(r.golden), "--markdown", str(r.golden.parent / "m.md")]) == 0
+    assert "test_mine/test-img2img-gray/32x32/fp32" in (r.golden.parent / "m.md").read_text()
     r = own()
     r.assert_outcomes(passed=2)
     found = outcomes(r)

@@ -47,6 +47,7 @@ from conformance.report.render import (
     render_markdown,
 )
 from conformance.report.render_html import render_html, step_plot_svg
+from tests.runs import summary_of
 
 REF = "cpu-default"
 IDENTICAL = {
@@ -95,15 +96,6 @@ def outcome(
     }
     out.update(fields)
     return out
-
-
-def summary_of(outcomes: Any) -> dict[str, int]:
-    """The ``summary`` a run writes beside ``outcomes`` (the count of each status)."""
-    counts: dict[str, int] = {}
-    for o in outcomes if isinstance(outcomes, list) else ():
-        if isinstance(o, dict) and isinstance(o.get("status"), str):
-            counts[o["status"]] = counts.get(o["status"], 0) + 1
-    return counts
 
 
 def results(

@@ -34,6 +34,7 @@ from conformance.report.fidelity import fidelity_markdown, fidelity_rows
 from conformance.report.matrix import build_matrix, load_run, matrix_from_dict
 from conformance.report.render import cell_text, legend, render_json, render_markdown
 from conformance.report.render_html import by_class_table, metrics_table, render_html
+from tests.runs import summary_of
 
 ALL = list(METRICS.values())
 sides = st.integers(min_value=8, max_value=32)
@@ -262,15 +263,6 @@ def _outcome(metrics: dict[str, Any], **kw: Any) -> dict[str, Any]:
         "by_class": {"cpu-default": metrics | {"first_divergent_step": None}},
     }
     return base | kw
-
-
-def summary_of(outcomes: Any) -> dict[str, int]:
-    """The ``summary`` a run writes beside ``outcomes`` (the count of each status)."""
-    counts: dict[str, int] = {}
-    for o in outcomes if isinstance(outcomes, list) else ():
-        if isinstance(o, dict) and isinstance(o.get("status"), str):
-            counts[o["status"]] = counts.get(o["status"], 0) + 1
-    return counts
 
 
 def _results(tmp_path: Path, outcomes: list[dict[str, Any]]) -> Path:

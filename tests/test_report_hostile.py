@@ -36,6 +36,7 @@ from conformance.report.render_html import (
     render_html,
 )
 from conformance.report.safe_text import md_inline, visible
+from tests.runs import summary_of
 
 ROOT = Path(__file__).resolve().parents[1]
 REF = "cpu-default"
@@ -65,15 +66,6 @@ def outcome(item: str = "tiny-sd/red-circle/64x64/fp32", **fields: Any) -> dict[
     }
     out.update(fields)
     return out
-
-
-def summary_of(outcomes: Any) -> dict[str, int]:
-    """The ``summary`` a run writes beside ``outcomes`` (the count of each status)."""
-    counts: dict[str, int] = {}
-    for o in outcomes if isinstance(outcomes, list) else ():
-        if isinstance(o, dict) and isinstance(o.get("status"), str):
-            counts[o["status"]] = counts.get(o["status"], 0) + 1
-    return counts
 
 
 def document(outcomes: list[Any] | None = None, **top: Any) -> dict[str, Any]:
