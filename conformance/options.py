@@ -349,6 +349,17 @@ def check_golden_dir(golden_dir: str | os.PathLike[str], record: bool) -> str | 
             "create it by recording with --record")
 
 
+def is_packaged(folder: str | os.PathLike[str]) -> bool:
+    """Whether ``folder`` is (inside) the installed package's copy of the project's files
+    (``conformance/_data``): read-only for the suite."""
+    installed = PACKAGE_DIR / "_data"
+    try:
+        resolved = Path(folder).resolve()
+    except (OSError, ValueError, RuntimeError):
+        return False
+    return resolved == installed or installed in resolved.parents
+
+
 def check_record_target(golden_dir: str | os.PathLike[str]) -> str | None:
     """Why goldens cannot be recorded under ``golden_dir``, or ``None`` (nothing is
     created)."""
@@ -356,12 +367,7 @@ def check_record_target(golden_dir: str | os.PathLike[str]) -> str | None:
     flag = f"--golden-dir {root}"
     if root.exists() and not root.is_dir():
         return f"{flag}: exists and is not a directory"
-    installed = PACKAGE_DIR / "_data"
-    try:
-        inside = root.resolve() == installed or installed in root.resolve().parents
-    except (OSError, ValueError, RuntimeError):
-        inside = False
-    if inside:
+    if is_packaged(root):
         return (f"{flag}: is the installed package's copy of the project's golden sets; "
                 "record into a folder of your own (`conformance init` writes a suite that "
                 "does, or give --golden-dir DIR)")

@@ -75,14 +75,22 @@ class Settings:
     probe_inputs: bool = False
     strict_golden: bool = False
 
-    def command_flags(self) -> list[str]:
+    def command_flags(self, record: bool = False) -> list[str]:
         """Flags that reproduce what this session generated and what it compared with:
-        every setting that differs from its default."""
+        every setting that differs from its default (``record``: for a command that records,
+        which never writes into the installed package's golden sets: ``golden/`` here)."""
         flags = ["--device", self.device, "--threads", str(self.threads)]
         default = Settings()
+        golden_dir = self.golden_dir
+        if record:
+            from conformance.options import is_packaged
+
+            if is_packaged(golden_dir):
+                golden_dir = None  # the suite's default: named below, as a folder here
+                flags += ["--golden-dir", "golden"]
         for flag, value, default_value in (
             ("--cases", self.cases_path, default.cases_path),
-            ("--golden-dir", self.golden_dir, default.golden_dir),
+            ("--golden-dir", golden_dir, default.golden_dir),
             ("--tolerances", self.tolerances_path, default.tolerances_path),
             ("--deviations", self.deviations_path, default.deviations_path),
             ("--reference-class", self.reference_class, default.reference_class),
@@ -640,9 +648,10 @@ class ConformanceSession:
         nodeid = getattr(item.case, "nodeid", "")
         if nodeid:  # a diffusion_golden golden: its own test records it
             return self._where() + prefix + shlex.join(
-                ["pytest", nodeid, *self.settings.command_flags(), "--record"])
+                ["pytest", nodeid, *self.settings.command_flags(record=True), "--record"])
         return self._where() + prefix + shlex.join(
-            ["pytest", "--pyargs", "conformance", *self.settings.command_flags(), "--record",
+            ["pytest", "--pyargs", "conformance", *self.settings.command_flags(record=True),
+             "--record",
              "--model", item.model, "--precision", item.precision,
              "--resolution", str(item.resolution)]
         )

@@ -958,3 +958,21 @@ def test_filters_reach_the_vae_checks(run):
     r = run("--precision", "bf16", "--collect-only", "-q", modules=("test_vae.py",))
     ids = [line for line in r.stdout.lines if "::" in line]
     assert {line.split("[")[1] for line in ids} == {"tiny-sd/vae/bf16]", "tiny-flux/vae/bf16]"}
+
+
+def test_a_record_command_never_points_into_the_installed_package(monkeypatch, tmp_path):
+    """Run from the installed package, the default --golden-dir is its read-only copy of the
+    project's sets: the printed record command records into golden/ here instead."""
+    from conformance import options
+    from conformance.session import Settings
+
+    packaged = tmp_path / "conformance" / "_data" / "golden"
+    packaged.mkdir(parents=True)
+    monkeypatch.setattr(options, "PACKAGE_DIR", tmp_path / "conformance")
+    settings = Settings(golden_dir=packaged)
+    assert str(packaged) in settings.command_flags()  # what was compared with
+    record = settings.command_flags(record=True)
+    assert record[record.index("--golden-dir") + 1] == "golden"
+    assert options.check_record_target(packaged).startswith(
+        f"--golden-dir {packaged}: is the installed package's copy")
+    assert options.check_record_target(tmp_path / "mine") is None
