@@ -71,7 +71,8 @@ def pipe():
 
 def test_img2img(diffusion_golden, pipe):
     init = Image.fromarray(np.full((64, 64, 3), 128, np.uint8))
-    image = diffusion_golden.generate(pipe, name="gray-init", seed=1, prompt="{prompt}",
+    image = diffusion_golden.generate(pipe, name="gray-init", seed=1,
+                                      prompt="{prompt}",
                                       image=init, strength=0.7, num_inference_steps=8)
     # any image your code makes can be checked too
     diffusion_golden.check(image[::2, ::2], name="half-size")

@@ -107,4 +107,4 @@ def test_a_case_file_names_the_file_the_case_the_key_and_the_side(
         load_cases(path)
     text = str(info.value)
     assert text.startswith(f"{path}: {where}: key 'resolutions': ")
-    assert message in text and len(text) < 300
+    assert message in text and len(text) - len(str(path)) < 240  # bounded, whatever the path

@@ -207,3 +207,17 @@ def test_two_simulated_workers_share_the_default_run_evenly():
     _, _, one = simulate(p, 1, cost, [])
     assert one / two > 1.9
     assert sum(len(h) for h in held2) <= len({u.pipeline for u in p.units.values()}) + 2
+
+
+def test_the_xdist_internals_the_scheduler_uses_are_there():
+    """The scheduler subclasses xdist's LoadGroupScheduling: pyproject pins the minor
+    version whose internals it uses, and this fails on one that lacks them."""
+    import inspect
+
+    from xdist.scheduler import LoadGroupScheduling
+
+    for name in ("_split_scope", "_assign_work_unit"):
+        assert callable(getattr(LoadGroupScheduling, name, None)), name
+    source = "".join(inspect.getsource(c) for c in LoadGroupScheduling.__mro__
+                     if c.__module__.startswith("xdist."))
+    assert "self.workqueue" in source and "self.assigned_work" in source

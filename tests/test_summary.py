@@ -50,13 +50,14 @@ def test_counts_by_status_then_by_tier_set_and_cause():
                                ("tiny-sd/dot/64x64/fp16", Check.FIDELITY, None)})
     assert lines == [
         " repeatable: 1 xfailed",
-        "             1 exact, 1 xfailed",
+        "             1 exact, 1 of them xfailed",
         "  own-class: 4 passed, 1 failed, 1 skipped",
         "             3 exact via cpu-amx (same digest as this machine)",
-        "             2 perceptual via cpu-amx (nearest set), 1 failed: differ: bf16 GEMM probes"
-        " (2); the golden's CPU has amx_bf16, this one has none (2); bf16 SDPA probes (1)",
+        "             2 perceptual via cpu-amx (nearest set), 1 of them failed: differ: bf16 "
+        "GEMM probes (2); the golden's CPU has amx_bf16, this one has none (2); bf16 SDPA "
+        "probes (1)",
         "   fidelity: 1 xfailed",
-        "             1 fidelity, 1 xfailed",
+        "             1 fidelity, 1 of them xfailed",
     ]
 
 

@@ -72,9 +72,9 @@ def check_lines(outcomes: Sequence[Outcome], xfailed: set[tuple[str, Check, str 
             elif by == "nearest":
                 text += " (nearest set)"
             if failed:
-                text += f", {failed} failed"
+                text += f", {failed} of them failed"
             if xfail:
-                text += f", {xfail} xfailed"
+                text += f", {xfail} of them xfailed"
             causes = Counter(c for o in group
                              for c in dict.fromkeys(x for part in (
                                  o.golden_choice.differs if o.golden_choice else ())
