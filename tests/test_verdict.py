@@ -188,3 +188,22 @@ def test_results_and_matrix_say_which_set_decided(run, tmp_path):
     checks = [c for row in matrix.cells for cell in row for c in cell.checks
               if c.check == "own-class"]
     assert {(c.golden_class, c.chosen_by) for c in checks} == {(FOREIGN, "identity")}
+
+
+def test_a_results_file_that_cannot_be_written_at_the_end_is_one_line(run, monkeypatch):
+    """A disk that fills during the run: the results file fails at the end with one line
+    naming it and the cause, exit status 1, no traceback; what was repaired on the way (a
+    rebuilt cache file) is said in the summary."""
+    from conformance import generate, session
+    from conformance.errors import OutputError
+
+    def full(path, *args, **kwargs):
+        raise OutputError(path, "cannot write results file: No space left on device")
+
+    monkeypatch.setattr(session, "write_results", full)
+    monkeypatch.setattr(generate, "CACHE_NOTICES", ["conformance: x.gguf: rebuilt"])
+    r = run("--model", "tiny-sd", "--precision", "fp32", "-k", "repeatable")
+    assert r.ret == pytest.ExitCode.TESTS_FAILED
+    r.stdout.fnmatch_lines(["results not written: *results.json: cannot write results file: "
+                            "No space left on device", "conformance: x.gguf: rebuilt"])
+    assert "Traceback" not in r.stdout.str() + r.stderr.str()
