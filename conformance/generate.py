@@ -176,20 +176,20 @@ def _show_int(value: Any) -> str:
 def gguf_file(model_dir: Path, recipe: str) -> Path:
     """A GGUF file of ``model_dir`` (config.json + safetensors) quantized with ``recipe``.
 
-    Built with the project's own ``conformance quantize`` and cached under
+    Built with the project's own quantizer (:func:`conformance.quant.quantize_model`, what
+    ``conformance quantize`` runs) and cached under
     :func:`cache_dir`, keyed by the weights' SHA-256: it is rebuilt, never stored. Beside it,
     ``<file>.sha256.json`` records the file's SHA-256 and size and the weights' SHA-256 it was
     built from; a cached file that does not match (a flipped byte, a truncation, a file that
     cannot be read, no checksum file) is never used: it is rebuilt, with one line on
     standard error saying so. Processes building the same file take turns (a file lock).
     """
-    import argparse
     import hashlib
     import json
 
-    from conformance.errors import OutputError
+    from conformance.errors import ConformanceInputError, OutputError
     from conformance.golden import file_lock
-    from conformance.quant.command import run_quantize
+    from conformance.quant.command import CommandError, quantize_model
     from conformance.safeio import write_atomic
 
     digest = hashlib.sha256()
@@ -223,11 +223,14 @@ def gguf_file(model_dir: Path, recipe: str) -> Path:
             except OSError as exc:
                 raise OutputError(stale, f"cannot remove the damaged cached file: "
                                   f"{exc.strerror or exc}; remove it by hand") from None
-        args = argparse.Namespace(src=str(model_dir), qtype=recipe, out=str(out), force=True)
-        with contextlib.redirect_stdout(sys.stderr):
-            code = run_quantize(args)
-        if code != 0 or not out.is_file():
-            raise RuntimeError(f"conformance quantize {model_dir} --type {recipe} failed ({code})")
+        try:
+            quantize_model(model_dir, recipe, out, force=True)
+        except CommandError as exc:
+            raise ConformanceInputError(model_dir, f"cannot be quantized to {recipe}: "
+                                        f"{exc}") from None
+        except OSError as exc:
+            raise OutputError(out, f"cannot write the cached GGUF file: "
+                              f"{exc.strerror or exc}") from None
         meta = {"file": out.name, "sha256": _file_sha256(out), "size": out.stat().st_size,
                 "source": str(model_dir), "source_sha256": source, "recipe": recipe}
         write_atomic(sidecar, (json.dumps(meta, indent=1) + "\n").encode("utf-8"),

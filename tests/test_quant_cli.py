@@ -454,3 +454,24 @@ def test_recipe_q4_k_m_layer_choices(tmp_path: Path, flux: TinyModel) -> None:
     assert types["proj_out.weight"] == QT.Q6_K
     assert types["x_embedder.weight"] == QT.F16
     assert types["transformer_blocks.0.attn.to_q.bias"] == QT.F32
+
+
+def test_quantize_model_is_the_command_without_its_printing(tmp_path):
+    """The public API: the same file the command writes, a result to read, and errors as
+    exceptions naming the argument."""
+    import pytest as _pytest
+
+    from conformance.models import get_model
+    from conformance.quant import quantize_model
+    from conformance.quant.command import CommandError
+
+    unet = get_model("tiny-sd").path() / "unet"
+    done = quantize_model(unet, "q8_0", tmp_path / "u.gguf")
+    assert done.path == tmp_path / "u.gguf" and done.path.is_file()
+    assert done.recipe.name == "q8_0" and done.tensors
+    assert done.summary().startswith(f"wrote {tmp_path / 'u.gguf'} (recipe q8_0")
+    with _pytest.raises(CommandError, match="exists"):
+        quantize_model(unet, "q8_0", tmp_path / "u.gguf")  # never over a file unasked
+    assert quantize_model(unet, "q8_0", tmp_path / "u.gguf", force=True).path.is_file()
+    with _pytest.raises(CommandError, match="--type q9: unknown type; accepted: "):
+        quantize_model(unet, "q9", tmp_path / "v.gguf")

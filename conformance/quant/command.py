@@ -332,52 +332,81 @@ def _quantize_original(source: Source, recipe: Recipe, src: str) -> list[Any]:
         raise CommandError(f"SRC {src}: {exc}") from None
 
 
-def run_quantize(args: argparse.Namespace) -> int:
-    """Entry point of the sub-command; returns the process exit status."""
+@dataclass(frozen=True)
+class Quantized:
+    """What :func:`quantize_model` wrote: the file, the recipe and the tensors (with their
+    GGML types), and notes on how the input was read."""
+
+    path: Path
+    recipe: Recipe
+    tensors: list[Any]
+    notes: tuple[str, ...] = ()
+    extra: str = ""
+
+    def summary(self) -> str:
+        """The table ``conformance quantize`` prints: tensors, weights and bytes per type."""
+        return _format_summary(self.tensors, self.recipe, self.path, self.extra)
+
+
+def quantize_model(src: str | Path, recipe: str, out: str | Path, *, force: bool = False,
+                   layout: str = DEFAULT_LAYOUT) -> Quantized:
+    """Quantize the model at ``src`` (a diffusers model folder with ``config.json`` and
+    safetensors weights, or one ``.safetensors`` file) with ``recipe`` (one of
+    :data:`~conformance.quant.recipes.RECIPE_NAMES`) into the GGUF file ``out`` (written
+    atomically; an existing file is replaced only with ``force``). ``layout`` ``diffusers``
+    keeps the model's own tensor names; ``original`` writes the original checkpoint layout.
+
+    Bad input raises :class:`CommandError` naming the argument; a file that cannot be
+    written raises ``OSError`` (the temporary file is removed)."""
     from .gguf_io import DEFAULT_ARCH, write_gguf
     from .layout import architecture
 
-    layout = getattr(args, "layout", DEFAULT_LAYOUT)
+    src, out = str(src), str(out)
+    if layout not in LAYOUTS:
+        raise CommandError(
+            f"--layout {show(layout)}: unknown layout; accepted: {', '.join(LAYOUTS)}")
     try:
-        if layout not in LAYOUTS:
-            raise CommandError(
-                f"--layout {show(layout)}: unknown layout; accepted: {', '.join(LAYOUTS)}"
-            )
-        try:
-            recipe = get_recipe(args.qtype)
-        except KeyError:
-            raise CommandError(
-                f"--type {args.qtype}: unknown type; accepted: {', '.join(RECIPE_NAMES)}"
-            ) from None
-        out = _resolve_output(args.out, args.force)
-        source = resolve_source(args.src)
-        _instantiate_linear_names(source)
-        name = source.path.stem if source.path.is_file() else source.path.name
-        notes: list[str] = []
-        if layout == "original":
-            tensors = _quantize_original(source, recipe, args.src)
-            arch = architecture(str(source.class_name))
-            metadata: dict[str, Any] = {"general.name": name, "conformance.recipe": recipe.name}
-            extra = f"; original layout, general.architecture {arch}"
-        else:
-            tensors, metadata = _quantize_diffusers(source, recipe, args.src, name, notes)
-            arch, extra = DEFAULT_ARCH, ""
-        if not tensors:
-            raise CommandError(f"SRC {args.src}: holds no tensors")
-        try:
-            write_gguf(out, tensors, arch=arch, file_type=recipe.file_type, metadata=metadata)
-        except OSError as exc:
-            # a full disk or a folder that went read-only: the temporary file is removed
-            print(f"error: --out {args.out}: cannot write: {exc.strerror or exc}",
-                  file=sys.stderr)
-            return 1
-        except ValueError as exc:  # the written file did not read back: nothing was kept
-            raise CommandError(f"--out {args.out}: {exc}") from None
+        chosen = get_recipe(recipe)
+    except KeyError:
+        raise CommandError(
+            f"--type {recipe}: unknown type; accepted: {', '.join(RECIPE_NAMES)}") from None
+    path = _resolve_output(out, force)
+    source = resolve_source(src)
+    _instantiate_linear_names(source)
+    name = source.path.stem if source.path.is_file() else source.path.name
+    notes: list[str] = []
+    if layout == "original":
+        tensors = _quantize_original(source, chosen, src)
+        arch = architecture(str(source.class_name))
+        metadata: dict[str, Any] = {"general.name": name, "conformance.recipe": chosen.name}
+        extra = f"; original layout, general.architecture {arch}"
+    else:
+        tensors, metadata = _quantize_diffusers(source, chosen, src, name, notes)
+        arch, extra = DEFAULT_ARCH, ""
+    if not tensors:
+        raise CommandError(f"SRC {src}: holds no tensors")
+    try:
+        write_gguf(path, tensors, arch=arch, file_type=chosen.file_type, metadata=metadata)
+    except ValueError as exc:  # the written file did not read back: nothing was kept
+        raise CommandError(f"--out {out}: {exc}") from None
+    return Quantized(path, chosen, tensors, tuple(notes), extra)
+
+
+def run_quantize(args: argparse.Namespace) -> int:
+    """Entry point of the sub-command (:func:`quantize_model`); the exit status."""
+    try:
+        done = quantize_model(args.src, args.qtype, args.out, force=args.force,
+                              layout=getattr(args, "layout", DEFAULT_LAYOUT))
     except CommandError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    print(_format_summary(tensors, recipe, out, extra))
-    for note in notes:
+    except OSError as exc:
+        # a full disk or a folder that went read-only: the temporary file is removed
+        print(f"error: --out {args.out}: cannot write: {exc.strerror or exc}",
+              file=sys.stderr)
+        return 1
+    print(done.summary())
+    for note in done.notes:
         print(note, file=sys.stderr)
     return 0
 
