@@ -94,6 +94,11 @@ class Deviation:
                 return False
         return True
 
+    def names(self, item_id: str, check: str) -> bool:
+        """Whether this entry's ids and checks name the test (on any machine): an entry
+        that names no collected test is stale (a renamed or removed case)."""
+        return check in self.checks and any(fnmatchcase(item_id, p) for p in self.ids)
+
     def describe(self) -> str:
         extra = ""
         if self.cpu_flags:

@@ -587,10 +587,12 @@ class ConformancePlugin:
             item = callspec.params.get("conformance_item") if callspec else None
             if check is None or not isinstance(item, Item):  # e.g. an empty parameter set
                 continue
+            # named by its ids and checks, whatever machine it is written for
+            self.used_deviations.update(d.index for d in self.deviations
+                                        if d.names(item.id, check))
             dev = match(self.deviations, hardware_class, item.id, check, features)
             if dev is None:
                 continue
-            self.used_deviations.add(dev.index)
             reason = f"known deviation on {hardware_class}: {dev.reason}"
             mark = pytest.mark.xfail(reason=reason) if dev.action == "xfail" else (
                 pytest.mark.skip(reason=reason))
@@ -826,16 +828,22 @@ class ConformancePlugin:
             tr.write_line(self.results_error, red=True)
         for line in dict.fromkeys([*self._notices(), *self.worker_notices]):
             tr.write_line(line)
-        # the packaged deviations are written for the packaged cases: with a case file of
-        # one's own they are not reported as unmatched unless the file was named
-        report_unused = (self.settings.deviations_path is not None
-                         or self.settings.cases_path is None) and any(
+        # an entry whose ids and checks name no test of a whole run is stale (a renamed or
+        # removed case); one written for another machine is not. The packaged deviations
+        # are written for the packaged cases: with a case file of one's own they are not
+        # reported unless the file was named; a filtered run (--model, -k ...) says nothing
+        s = self.settings
+        whole_run = not (s.models or s.precisions or s.resolutions
+                         or self.config.getoption("keyword", "")
+                         or self.config.getoption("markexpr", ""))
+        report_unused = whole_run and (s.deviations_path is not None
+                                       or s.cases_path is None) and any(
             o.check is not Check.FIXTURE for o in self.outcomes)
         for dev in self.deviations if report_unused else ():
             if dev.index not in self.used_deviations:
                 tr.write_line(
-                    f"{self.settings.deviations_path or DEFAULT_DEVIATIONS}: {dev.describe()} "
-                    "matched no collected test"
+                    f"{s.deviations_path or DEFAULT_DEVIATIONS}: {dev.describe()} names no "
+                    "collected test (a renamed or removed case?)"
                 )
 
 

@@ -139,3 +139,14 @@ def test_structural_errors(tmp_path):
         load_deviations(write(tmp_path, "[[deviation]"))
     with pytest.raises(DeviationFileError, match="cannot read"):
         load_deviations(tmp_path / "none.toml")
+
+
+def test_an_entry_names_tests_by_its_ids_and_checks_on_any_machine():
+    from conformance.deviations import Deviation
+
+    dev = Deviation(1, ("cuda-*",), ("tiny-sd/*/*/bf16",), ("own-class",), "skip", "gpu",
+                    cpu_flags=("amx_bf16",))
+    assert dev.names("tiny-sd/dot/64x64/bf16", "own-class")  # whatever the machine
+    assert not dev.names("tiny-sd/dot/64x64/fp32", "own-class")
+    assert not dev.names("tiny-sd/dot/64x64/bf16", "reference")
+    assert not dev.matches("cpu-amd-avx2", "tiny-sd/dot/64x64/bf16", "own-class")
