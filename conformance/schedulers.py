@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from conformance.models import Family
+from conformance.models.base import Family
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from conformance.models import (
     load_config,
     shard_files,
 )
+from conformance.models import base as models_base
 from conformance.tolerances import load_tolerances, parse_tolerances
 from tests.limits import time_limit
 
@@ -648,7 +649,7 @@ def fixture_copy(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     root = tmp_path / "fixtures"
     shutil.copytree(FIXTURES / "tiny-sd", root / "tiny-sd")
     checksums.write_checksums(root, ["tiny-sd"])
-    monkeypatch.setattr(models_module, "_VERIFIED", {})
+    monkeypatch.setattr(models_base, "_VERIFIED", {})
     return root
 
 

@@ -25,6 +25,7 @@ from hypothesis import strategies as st
 from conformance import models as models_module
 from conformance.errors import ConformanceInputError
 from conformance.models import MODELS, FixtureIntegrityError, checksums
+from conformance.models import base as models_base
 from conformance.models.sources import MAX_COMPONENTS, check_model_folder
 from tests.limits import time_limit
 
@@ -78,7 +79,7 @@ def test_checksums_that_vouch_for_a_bomb_do_not_let_it_through(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     config = fixtures_with(tmp_path, "unet/config.json", "layers_per_block", 1_000_000)
     checksums.write_checksums(tmp_path, ["tiny-sd"])
-    monkeypatch.setattr(models_module, "_VERIFIED", {})
+    monkeypatch.setattr(models_base, "_VERIFIED", {})
     with time_limit(20), pytest.raises(ConformanceInputError) as info:
         MODELS["tiny-sd"].verified_path(tmp_path)
     assert str(info.value) == expected(config, "layers_per_block", BOMBS[0][3])
@@ -90,7 +91,7 @@ def test_checksums_are_still_checked_first(tmp_path: Path,
     its configs are read."""
     shutil.copytree(FIXTURES / "tiny-sd", tmp_path / "tiny-sd")
     checksums.write_checksums(tmp_path, ["tiny-sd"])
-    monkeypatch.setattr(models_module, "_VERIFIED", {})
+    monkeypatch.setattr(models_base, "_VERIFIED", {})
     (tmp_path / "tiny-sd" / "unet" / "config.json").write_text('{"layers_per_block": 1000000}')
     with pytest.raises(FixtureIntegrityError, match=r"unet/config\.json: sha256"):
         MODELS["tiny-sd"].verified_path(tmp_path)

@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from conformance.errors import ConformanceInputError
-from conformance.models import (
+from conformance.models.base import (
     Family,
     ModelUnavailable,
     dtype_keyword,

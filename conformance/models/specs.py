@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.errors import CaseFileError, ConformanceInputError, type_name
-from conformance.models import Family, ModelSpec, load_config, read_json_object
+from conformance.models.base import Family, ModelSpec, load_config, read_json_object
 from conformance.safeio import require_str, show
 
 #: weight files that run code when loaded; never read (the same list as sources.py's)
