@@ -26,8 +26,9 @@ beside the rootdir, or the folder ``--golden-dir`` / ``conformance_golden_dir`` 
 in the installed package: ``conformance validate`` and ``conformance matrix`` read them.
 
 An item of the fixture is ``<module>/<test>-<name>/<W>x<H>/<precision>``: the test module's
-file name, the test's name (parameters included) and the golden's name, cut to the lengths a
-golden manifest accepts (a digest keeps cut names apart). Outcome ids are
+path relative to the golden folder's parent (with the default ``golden/`` under the rootdir,
+``tests/test_x.py`` is ``tests-test_x``), the test's name (parameters included) and the
+golden's name, cut to the lengths a golden manifest accepts (a digest keeps cut names apart). Outcome ids are
 ``<test node id>/<name>``.
 """
 
@@ -69,11 +70,15 @@ def _slug(text: str, allowed: str, most: int) -> str:
     return f"{slug[:most - 9].rstrip('-._')}-{digest}"
 
 
-def item_names(nodeid: str, name: str) -> tuple[str, str]:
-    """(model, case) of a fixture golden: the test module's file name and the test's name
-    with the golden's name, as a golden manifest accepts them."""
+def item_names(nodeid: str, name: str, module: str | None = None) -> tuple[str, str]:
+    """(model, case) of a fixture golden, as a golden manifest accepts them: the test
+    module's path (``module``, relative to the golden folder's parent, so that goldens stay
+    found whatever the rootdir; else the node id's path), its folders joined with ``-`` (two
+    modules of one file name in two folders keep their goldens apart), and the test's name
+    with the golden's name."""
     path, _, test = nodeid.partition("::")
-    module = path.rsplit("/", 1)[-1].removesuffix(".py")
+    module = (module if module is not None else path).replace("\\", "/")
+    module = module.removesuffix(".py").replace("../", "").replace("/", "-")
     model = _slug(module, "a-z0-9._", _MODEL_MAX)
     case = _slug(f"{test.replace('::', '-')}-{name}", "a-z0-9", _CASE_MAX)
     return model, case
@@ -205,6 +210,8 @@ class DiffusionGolden:
     nodeid: str
     device: str
     evaluate: Callable[..., Any]
+    #: the test module's path relative to the golden folder's parent (its goldens' set name)
+    module: str | None = None
     outcomes: list[Any] = field(default_factory=list)
     _names: set[str] = field(default_factory=set)
 
@@ -265,7 +272,7 @@ class DiffusionGolden:
     def _item(self, name: str, image: np.ndarray, precision: str,
               params: dict[str, Any], seed: int = 0, call: Mapping[str, Any] | None = None
               ) -> Item:
-        model, case_name = item_names(self.nodeid, name)
+        model, case_name = item_names(self.nodeid, name, self.module)
         call = call or {}
         resolution = Resolution(int(image.shape[1]), int(image.shape[0]))
         prompt = call.get("prompt")

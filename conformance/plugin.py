@@ -930,7 +930,11 @@ def diffusion_golden(request: pytest.FixtureRequest) -> Any:
         __tracebackhide__ = True
         return plugin.fixture_check(node, golden, name, item, generation, pipe, rerun)
 
-    return DiffusionGolden(node.nodeid, plugin.settings.device, evaluate)
+    try:  # the module's place beside its goldens, whatever the run's rootdir
+        module = os.path.relpath(node.path, plugin.fixture_root().resolve().parent)
+    except (ValueError, OSError):  # another drive
+        module = None
+    return DiffusionGolden(node.nodeid, plugin.settings.device, evaluate, module=module)
 
 
 @pytest.fixture

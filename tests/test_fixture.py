@@ -51,7 +51,7 @@ def warm_pipeline(warm_imports):
 
 @pytest.fixture
 def own(pytester, tmp_path, warm_pipeline):
-    golden = tmp_path / "golden"
+    golden = pytester.path / "golden"  # beside the test module, as in a project
     results = tmp_path / "out" / "results.json"
 
     def go(*args, flat=128):
@@ -113,10 +113,10 @@ def test_record_then_exact_then_a_changed_image_fails_with_metrics(own):
                             "*metrics: MAE=72.0000*", "*images: actual=*fixture/actual.png*"])
 
 
-def test_changed_call_arguments_make_the_golden_stale(own, pytester, tmp_path):
+def test_changed_call_arguments_make_the_golden_stale(own, pytester):
     own("--record", "-k", "img2img")
     pytester.makepyfile(test_mine=OWN_TEST.replace("strength=0.7", "strength=0.5"))
-    r = pytester.runpytest("-p", "no:randomly", "--golden-dir", str(tmp_path / "golden"),
+    r = pytester.runpytest("-p", "no:randomly", "--golden-dir", str(pytester.path / "golden"),
                            "-k", "img2img")
     r.assert_outcomes(failed=1)
     r.stdout.fnmatch_lines(["*golden for test_mine/test-img2img-gray/32x32/fp32 is stale: the "
@@ -221,7 +221,7 @@ def test_xdist_workers_report_to_the_controller(pytester, tmp_path):
     pytester.makepyfile(test_mine=OWN_TEST)
     results = tmp_path / "results.json"
     args = ("-p", "no:randomly", "-p", "no:cacheprovider", "-n", "2", "--golden-dir",
-            str(tmp_path / "golden"), "--results", str(results))
+            str(pytester.path / "golden"), "--results", str(results))
     r = pytester.runpytest_subprocess(*args, "--record")
     r.stdout.fnmatch_lines(["* 2 recorded in *"])
     r = pytester.runpytest_subprocess(*args)
@@ -236,9 +236,14 @@ def test_xdist_workers_report_to_the_controller(pytester, tmp_path):
 # -- the pure parts ----------------------------------------------------------------------------
 def test_item_names_fit_a_golden_manifest():
     assert item_names("tests/test_mine.py::test_img2img[cat-0.5]", "Gray.v2") == (
-        "test_mine", "test-img2img-cat-0-5-gray-v2")
+        "tests-test_mine", "test-img2img-cat-0-5-gray-v2")
+    assert item_names("test_mine.py::test_a", "x") == ("test_mine", "test-a-x")
     model, case = item_names("a/B C.py::Cls::" + "t" * 200, "x")
-    assert model == "b-c" and len(case) == 64 and case.startswith("cls-ttt")
+    assert model == "a-b-c" and len(case) == 64 and case.startswith("cls-ttt")
+    # one file name in two folders: two sets of goldens
+    assert item_names("a/test_x.py::test_one", "n") != item_names("b/test_x.py::test_one", "n")
+    long = item_names("d" * 80 + "/test_x.py::t", "n")[0]
+    assert len(long) == 64 and long != item_names("e" * 80 + "/test_x.py::t", "n")[0]
     # a cut name keeps a digest of the whole: two long names stay apart
     assert item_names("m.py::" + "t" * 200, "a") != item_names("m.py::" + "t" * 200, "b")
 
