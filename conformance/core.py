@@ -25,6 +25,8 @@ class Check(str, enum.Enum):
     #: an image of a test's own code against its golden (the ``diffusion_golden`` fixture),
     #: looked up and judged as the own-class check is
     FIXTURE = "fixture"
+    #: a VAE alone (``conformance/test_vae.py``): decodes and round trips per precision
+    VAE = "vae"
 
 
 class Status(str, enum.Enum):

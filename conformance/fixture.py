@@ -28,8 +28,8 @@ in the installed package: ``conformance validate`` and ``conformance matrix`` re
 An item of the fixture is ``<module>/<test>-<name>/<W>x<H>/<precision>``: the test module's
 path relative to the golden folder's parent (with the default ``golden/`` under the rootdir,
 ``tests/test_x.py`` is ``tests-test_x``), the test's name (parameters included) and the
-golden's name, cut to the lengths a golden manifest accepts (a digest keeps cut names apart). Outcome ids are
-``<test node id>/<name>``.
+golden's name, cut to the lengths a golden manifest accepts (a digest keeps cut names apart).
+Outcome ids are ``<test node id>/<name>``.
 """
 
 from __future__ import annotations

@@ -34,10 +34,11 @@ from conformance.tolerances import load_tolerances
 
 PLUGIN_KEY = pytest.StashKey["ConformancePlugin"]()
 OUTCOME_KEY = pytest.StashKey[Outcome]()
-#: the outcomes of a test's ``diffusion_golden`` checks (one per golden name)
-FIXTURE_KEY = pytest.StashKey[list[Outcome]]()
+#: the outcomes a test adds itself: its ``diffusion_golden`` checks (one per golden name),
+#: a VAE check's
+OUTCOMES_KEY = pytest.StashKey[list[Outcome]]()
 _REPORT_ATTR = "conformance_outcome"
-_FIXTURE_ATTR = "conformance_outcomes"
+_OUTCOMES_ATTR = "conformance_outcomes"
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -251,7 +252,7 @@ class _Dormant:
         that carries outcomes activates the run's plugin here (it writes the results)."""
         if self.config.stash.get(PLUGIN_KEY, None) is not None:
             return
-        if getattr(report, _FIXTURE_ATTR, None):
+        if getattr(report, _OUTCOMES_ATTR, None):
             _activate(self.config, fixture=True).pytest_runtest_logreport(report)
 
 
@@ -606,9 +607,9 @@ class ConformancePlugin:
         outcome = item.stash.get(OUTCOME_KEY, None)
         if outcome is not None and report.when == "call":
             setattr(report, _REPORT_ATTR, outcome.to_json())
-        own = item.stash.get(FIXTURE_KEY, None)
+        own = item.stash.get(OUTCOMES_KEY, None)
         if own and report.when == "call":
-            setattr(report, _FIXTURE_ATTR, [o.to_json() for o in own])
+            setattr(report, _OUTCOMES_ATTR, [o.to_json() for o in own])
         return report
 
     def pytest_report_teststatus(
@@ -617,7 +618,7 @@ class ConformancePlugin:
         data = getattr(report, _REPORT_ATTR, None)
         if data and report.when == "call" and data["status"] == Status.RECORDED.value:
             return "recorded", "R", "RECORDED"
-        own = getattr(report, _FIXTURE_ATTR, None)
+        own = getattr(report, _OUTCOMES_ATTR, None)
         if (own and report.when == "call" and report.passed
                 and any(o["status"] == Status.RECORDED.value for o in own)):
             return "recorded", "R", "RECORDED"
@@ -631,7 +632,7 @@ class ConformancePlugin:
             self.outcomes.append(outcome)
             if hasattr(report, "wasxfail"):  # a known deviation: pytest counts it xfailed
                 self.xfailed.add((outcome.id, outcome.check, outcome.variant))
-        for raw in getattr(report, _FIXTURE_ATTR, None) or () if report.when == "call" else ():
+        for raw in getattr(report, _OUTCOMES_ATTR, None) or () if report.when == "call" else ():
             self.outcomes.append(Outcome.from_json(raw, report.nodeid))
 
     @pytest.hookimpl(optionalhook=True)
@@ -719,7 +720,7 @@ class ConformancePlugin:
         outcome = session.evaluate(item, Check.FIXTURE, golden.nodeid)
         outcome = replace(outcome, id=f"{golden.nodeid}/{name}")
         golden.outcomes.append(outcome)
-        node.stash.setdefault(FIXTURE_KEY, []).append(outcome)
+        node.stash.setdefault(OUTCOMES_KEY, []).append(outcome)
         if outcome.status in (Status.FAILED, Status.ERROR):
             pytest.fail(f"{outcome.message}\n  reproduce: {outcome.reproduce}", pytrace=False)
         if outcome.status is Status.SKIPPED:

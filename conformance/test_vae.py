@@ -9,6 +9,9 @@ The bounds are the ``[vae.decode.*]``, ``[vae.roundtrip.*]`` and ``[vae.latent8.
 the tolerance file (``--tolerances``; the packaged ``conformance/tolerances.toml``, with the
 measurements they were set from, by default). A tolerance file without ``[vae]`` tables leaves
 these checks on the packaged file's.
+
+Each test's outcome (check ``vae``, item ``MODEL/vae-KIND/SIZExSIZE/PRECISION``) goes to the
+results file and the matrix beside the other checks' (:func:`vae_outcome`).
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import pytest
 import torch
 
 from conformance import vae as V
+from conformance.core import Check, Status, Tier
 from conformance.heap import long_lived
-from conformance.metrics import pixel_sha256
+from conformance.metrics import Metrics, pixel_sha256
 from conformance.options import OPTION_BY_NAME, resolve
+from conformance.records import Outcome, RecordedMetrics
 from conformance.tolerances import DEFAULT_TOLERANCES, Tolerances, VaeBounds, load_tolerances
 
 if TYPE_CHECKING:
@@ -175,22 +180,66 @@ def within(request: pytest.FixtureRequest) -> Callable[[list[str], str, VaeBound
     return check
 
 
+@pytest.fixture
+def vae_outcome(request: pytest.FixtureRequest) -> Callable[..., None]:
+    """``vae_outcome(model, precision, kind, size, tier, metrics, problems)``: the test's
+    outcome for the results file and the matrix (check ``vae``), kept with the test
+    before it passes or fails; nothing where the suite's plugin is not active."""
+    import time
+
+    from conformance.plugin import OUTCOMES_KEY, PLUGIN_KEY
+
+    start = time.perf_counter()
+
+    def record(model: str, precision: str, kind: str, size: int, tier: Tier,
+               metrics: Metrics | None, problems: list[str]) -> None:
+        plugin = request.config.stash.get(PLUGIN_KEY, None)
+        if plugin is None:
+            return
+        outcome = Outcome(
+            id=f"{model}/vae-{kind}/{size}x{size}/{precision}", check=Check.VAE, model=model,
+            case=f"vae-{kind}", resolution=f"{size}x{size}", precision=precision,
+            hardware_class=plugin.session.hardware_class.name,
+            status=Status.FAILED if problems else Status.PASSED, tier=tier, golden_class=None,
+            metrics=None if metrics is None else RecordedMetrics.measured(metrics),
+            seconds=round(time.perf_counter() - start, 4),
+            message="; ".join(problems) or f"within the [vae] bounds ({request.node.name})",
+            reproduce=f"pytest --pyargs conformance -k '{request.node.name}'",
+        )
+        request.node.stash.setdefault(OUTCOMES_KEY, []).append(outcome)
+
+    return record
+
+
+def _worst(metrics: tuple[Metrics, ...]) -> Metrics:
+    """The comparison with the lowest PSNR (the worst photo)."""
+    return min(metrics, key=lambda m: m.psnr)
+
+
 @pytest.mark.parametrize(("model", "precision"), ALL)
-def test_decode_repeatable(model: str, precision: str, require: Callable[..., None]) -> None:
+def test_decode_repeatable(model: str, precision: str, require: Callable[..., None],
+                           vae_outcome: Callable[..., None]) -> None:
     """Two independently loaded VAEs decode the seeded latents to the same bits."""
+    from conformance.metrics import compare
+
     torch.set_num_threads(1)
     path = _vae_path(model)
     first, second = V.load_vae(path, precision), V.load_vae(path, precision)
     latents = V.seeded_latents(first, V.DEFAULT_DECODE_SIZE)
     a, b = V.decode_sample(first, latents), V.decode_sample(second, latents)
+    images_a, images_b = V.tensor_to_images(a), V.tensor_to_images(b)
+    ha = [pixel_sha256(img) for img in images_a]
+    hb = [pixel_sha256(img) for img in images_b]
+    same = torch.equal(a, b)
+    vae_outcome(model, precision, "repeatable", V.DEFAULT_DECODE_SIZE, Tier.EXACT,
+                compare(images_b[0], images_a[0]),
+                [] if same and ha == hb else ["decoder output differs between two runs"])
     require(
-        torch.equal(a, b),
+        same,
         "decoder output differs between two runs",
         f"max |a-b|={float((a.float() - b.float()).abs().max()):.3g}",
         "bit-identical",
     )
-    ha = [pixel_sha256(img) for img in V.tensor_to_images(a)]
-    hb = [pixel_sha256(img) for img in V.tensor_to_images(b)]
     require(ha == hb, "decoded pixel SHA-256 differs", hb, ha)
 
 
@@ -201,6 +250,7 @@ def test_decode_close_to_fp32(
     measurements: Measurements,
     bounds: Callable[[str, str], VaeBounds],
     within: Callable[..., None],
+    vae_outcome: Callable[..., None],
 ) -> None:
     """Reduced-precision decode of the seeded latents stays visually identical to fp32."""
     torch.set_num_threads(1)
@@ -209,7 +259,9 @@ def test_decode_close_to_fp32(
     check = V.decode_check(
         measurements.vae(model, precision), reference, latents, model=model, precision=precision
     )
-    within(V.decode_violations(check, limits), "decode vs fp32 (worst image)", limits)
+    problems = V.decode_violations(check, limits)
+    vae_outcome(model, precision, "decode", check.size, Tier.FIDELITY, check.metrics, problems)
+    within(problems, "decode vs fp32 (worst image)", limits)
 
 
 @pytest.mark.parametrize(("model", "precision"), ALL)
@@ -219,12 +271,16 @@ def test_photo_round_trip(
     measurements: Measurements,
     bounds: Callable[[str, str], VaeBounds],
     within: Callable[..., None],
+    vae_outcome: Callable[..., None],
 ) -> None:
     """Photos survive encode-decode above a floor; reduced precision loses little."""
     torch.set_num_threads(1)
     limits = bounds("roundtrip", precision)
     rt, _ = measurements.photo_checks(model, precision)
-    within(V.round_trip_violations(rt, limits), f"photo round trip ({rt.size} px)", limits)
+    problems = V.round_trip_violations(rt, limits)
+    vae_outcome(model, precision, "roundtrip", rt.size, Tier.FIDELITY, _worst(rt.metrics),
+                problems)
+    within(problems, f"photo round trip ({rt.size} px)", limits)
 
 
 @pytest.mark.parametrize(("model", "precision"), ALL)
@@ -234,9 +290,13 @@ def test_latent_8bit_round_trip(
     measurements: Measurements,
     bounds: Callable[[str, str], VaeBounds],
     within: Callable[..., None],
+    vae_outcome: Callable[..., None],
 ) -> None:
     """8-bit latents decode close to float latents at about a twelfth of the RGB bytes."""
     torch.set_num_threads(1)
     limits = bounds("latent8", precision)
     _, quant = measurements.photo_checks(model, precision)
-    within(V.latent8_violations(quant, limits), f"8-bit latents ({quant.size} px)", limits)
+    problems = V.latent8_violations(quant, limits)
+    vae_outcome(model, precision, "latent8", quant.size, Tier.FIDELITY,
+                _worst(quant.vs_float), problems)
+    within(problems, f"8-bit latents ({quant.size} px)", limits)

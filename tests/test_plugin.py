@@ -983,3 +983,37 @@ def test_a_record_command_never_points_into_the_installed_package(monkeypatch, t
     assert options.check_record_target(packaged).startswith(
         f"--golden-dir {packaged}: is the installed package's copy")
     assert options.check_record_target(tmp_path / "mine") is None
+
+
+def test_vae_checks_are_outcomes_in_results_and_matrix(run):
+    from conformance.report.matrix import build_matrix, load_run
+
+    r = run("--model", "tiny-sd", "--precision", "bf16", modules=("test_vae.py",))
+    r.assert_outcomes(passed=4)
+    r.stdout.fnmatch_lines(["*vae: 4 passed*", "*3 fidelity*", "*1 exact*"])
+    vae = by_check(r, "vae")
+    assert sorted(vae) == ["tiny-sd/vae-decode/64x64/bf16", "tiny-sd/vae-latent8/64x64/bf16",
+                           "tiny-sd/vae-repeatable/64x64/bf16",
+                           "tiny-sd/vae-roundtrip/64x64/bf16"]
+    decode = vae["tiny-sd/vae-decode/64x64/bf16"]
+    assert decode["tier"] == "fidelity" and decode["metrics"]["psnr"] > 30
+    assert vae["tiny-sd/vae-repeatable/64x64/bf16"]["metrics"]["identical"] is True
+    matrix = build_matrix([load_run(r.results_path)])
+    cells = {item.id: row[0] for item, row in zip(matrix.items, matrix.cells, strict=True)}
+    assert cells["tiny-sd/vae-repeatable/64x64/bf16"].state.value == "identical"
+    assert cells["tiny-sd/vae-decode/64x64/bf16"].state.value == "within"
+
+
+def test_a_vae_check_beyond_its_bounds_is_a_failed_outcome(run, tmp_path):
+    from conformance import PACKAGE_DIR
+
+    text = (PACKAGE_DIR / "tolerances.toml").read_text()
+    tight = tmp_path / "tight.toml"
+    tight.write_text(text.replace("[vae.decode.bf16]\nmae_max = 1.5\npsnr_min = 40.0",
+                                  "[vae.decode.bf16]\nmae_max = 1.5\npsnr_min = 99.0"))
+    r = run("--model", "tiny-sd", "--precision", "bf16", "--tolerances", str(tight),
+            "-k", "close_to_fp32", modules=("test_vae.py",))
+    r.assert_outcomes(failed=1)
+    decode = by_check(r, "vae")["tiny-sd/vae-decode/64x64/bf16"]
+    assert decode["status"] == "failed" and "psnr" in decode["message"].lower()
+    r.stdout.fnmatch_lines(["*vae: 1 failed*", "*1 fidelity, 1 of them failed*"])

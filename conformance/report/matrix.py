@@ -493,9 +493,10 @@ def _choose(
     own = found.get(Check.OWN_CLASS)
     if ref is not None and ref[0].metrics is not None:
         return ref
-    fixture = found.get(Check.FIXTURE)
-    if fixture is not None:  # a diffusion_golden image: its check against its golden
-        return fixture
+    # a diffusion_golden image (its check against its golden), a VAE check (its bounds)
+    for check in (Check.FIXTURE, Check.VAE):
+        if check in found:
+            return found[check]
     if ref is None or ref[0].status in (Status.SKIPPED, Status.RECORDED):
         # nothing compared with the reference: a crash elsewhere is what the cell shows
         for check in (Check.OWN_CLASS, Check.REPEATABLE, Check.FIDELITY, Check.INVARIANCE):
