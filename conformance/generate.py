@@ -245,7 +245,43 @@ VARIANTS: dict[str, str] = {
     "sdpa-math": "scaled-dot-product attention forced to the math backend",
     "batch-4": "the item as image 0 of a batch of 4, each with the same seed",
     "nondeterministic": "torch.use_deterministic_algorithms(False)",
+    "cfg-split": "classifier-free guidance's two halves (unconditional, conditional) as two "
+                 "denoiser calls instead of one batch of 2 (a pipeline without a guidance "
+                 "batch runs unchanged)",
 }
+
+
+def _split_batch_forward(forward: Any) -> Any:
+    """``forward`` of a denoiser, called once per half of an even batch (the guidance
+    batch: unconditional, then conditional) with every tensor argument of that batch size
+    split alike, the two outputs joined again."""
+    import torch
+
+    def halves(value: Any, n: int) -> tuple[Any, Any]:
+        if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape[0] == n:
+            return value[: n // 2], value[n // 2:]
+        if isinstance(value, dict):
+            split = {k: halves(v, n) for k, v in value.items()}
+            return ({k: v[0] for k, v in split.items()}, {k: v[1] for k, v in split.items()})
+        return value, value
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        # the latents: the first positional argument, or UNet's ``sample`` / a
+        # transformer's ``hidden_states`` by keyword
+        main = args[0] if args else kwargs.get("sample", kwargs.get("hidden_states"))
+        n = main.shape[0] if isinstance(main, torch.Tensor) and main.dim() > 0 else 0
+        if n < 2 or n % 2:
+            return forward(*args, **kwargs)
+        split_args = [halves(a, n) for a in args]
+        split_kwargs = {k: halves(v, n) for k, v in kwargs.items()}
+        outs = [forward(*(a[i] for a in split_args), **{k: v[i] for k, v in split_kwargs.items()})
+                for i in (0, 1)]
+        joined = torch.cat([o[0] for o in outs], dim=0)
+        if isinstance(outs[0], tuple):
+            return (joined, *outs[0][1:])
+        return type(outs[0])(joined)
+
+    return run
 
 
 @contextlib.contextmanager
@@ -270,6 +306,13 @@ def _variant(pipe: Any, variant: str | None) -> Iterator[None]:
 
         with sdpa_kernel(SDPBackend.MATH):
             yield
+    elif variant == "cfg-split":
+        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        denoiser.forward = _split_batch_forward(denoiser.forward)
+        try:
+            yield
+        finally:
+            del denoiser.forward  # the class's own forward again
     elif variant == "nondeterministic":
         before = torch.are_deterministic_algorithms_enabled()
         torch.use_deterministic_algorithms(False)

@@ -418,11 +418,11 @@ def test_invariance_and_fidelity_outcomes(run, tmp_path):
                      "[perceptual.default]\nmae_max = 255.0\n[fidelity.default]\nmae_max = 255.0\n")
     r = run("--model", "tiny-sd", "--tolerances", str(loose),
             modules=("test_invariance.py", "test_fidelity.py"))
-    r.assert_outcomes(passed=6, skipped=1)  # 5 variants + bf16 fidelity; ladder needs 2 rungs
+    r.assert_outcomes(passed=7, skipped=1)  # 6 variants + bf16 fidelity; ladder needs 2 rungs
     outcomes = results_of(r)["outcomes"]
     inv = [o for o in outcomes if o["check"] == "invariance"]
     assert {o["variant"] for o in inv} == {"threads-2", "attention-slicing", "sdpa-math",
-                                            "batch-4", "nondeterministic"}
+                                            "batch-4", "nondeterministic", "cfg-split"}
     assert all(o["tier"] in ("exact", "close") for o in inv)
     fid = [o for o in outcomes if o["check"] == "fidelity"]
     assert [(o["precision"], o["tier"]) for o in fid] == [("bf16", "fidelity")]
