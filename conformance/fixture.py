@@ -38,7 +38,7 @@ import hashlib
 import re
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -212,7 +212,6 @@ class DiffusionGolden:
     evaluate: Callable[..., Any]
     #: the test module's path relative to the golden folder's parent (its goldens' set name)
     module: str | None = None
-    outcomes: list[Any] = field(default_factory=list)
     _names: set[str] = field(default_factory=set)
 
     def check(self, image: Any, name: str, *, precision: str = "fp32",
@@ -248,16 +247,14 @@ class DiffusionGolden:
         if hasattr(pipe, "to"):
             pipe = pipe.to(self.device)
 
-        def run(_item: Any = None) -> Generation:
+        def run(_item: Any = None) -> Generation:  # again for --probes / --localize
             return _call_pipeline(pipe, seed, call, name)
 
         gen = run()
         params = {"fixture": name, "seed": seed,
                   **{f"call.{k}": _param_value(v) for k, v in sorted(call.items())}}
         item = self._item(name, gen.image, precision, params, seed=seed, call=call)
-        gen = Generation(item.id, gen.image, gen.trace, gen.seconds, gen.weights_bytes,
-                         gen.peak_bytes)
-        self.evaluate(self, name, item, gen, pipe, lambda _i: run())
+        self.evaluate(self, name, item, replace(gen, item_id=item.id), pipe, run)
         return gen.image
 
     def _claim(self, name: str) -> None:
@@ -275,15 +272,15 @@ class DiffusionGolden:
         model, case_name = item_names(self.nodeid, name, self.module)
         call = call or {}
         resolution = Resolution(int(image.shape[1]), int(image.shape[0]))
-        prompt = call.get("prompt")
+        # what the failure message's "case:" line shows of the call, where it says it
+        prompt, steps = call.get("prompt"), call.get("num_inference_steps")
+        guidance = call.get("guidance_scale")
         case = FixtureCase(
             name=case_name, model=model,
             prompt=prompt if isinstance(prompt, str) else "",
-            negative_prompt="", seed=seed,
-            steps=int(call.get("num_inference_steps") or 0)
-            if isinstance(call.get("num_inference_steps"), int) else 0,
-            scheduler="the pipeline's", guidance_scale=float(call["guidance_scale"])
-            if isinstance(call.get("guidance_scale"), (int, float)) else 0.0,
+            negative_prompt="", seed=seed, steps=steps if isinstance(steps, int) else 0,
+            scheduler="the pipeline's",
+            guidance_scale=float(guidance) if isinstance(guidance, (int, float)) else 0.0,
             resolutions=(resolution,), precisions=(precision,),
             params=(("model", model), *params.items()), nodeid=self.nodeid,
         )

@@ -34,6 +34,7 @@ from conformance.models import (
     load_config,
     verify_fixture_once,
 )
+from conformance.models.checksums import sha256_file
 from conformance.precision import PRECISIONS, Kind
 from conformance.schedulers import build_scheduler
 from conformance.trace import StepTrace
@@ -116,17 +117,6 @@ CACHE_NOTICES: list[str] = []
 _VERIFIED: dict[Path, tuple[int, int, int]] = {}
 
 
-def _file_sha256(path: Path) -> str:
-    """The SHA-256 of the regular file ``path``, read in pieces (it may be gigabytes)."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(4 * 2**20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _cache_problem(path: Path, source: str, recipe: str) -> str | None:
     """Why the cached artifact ``path`` cannot be used, or ``None``: it must be a regular
     file whose size and SHA-256 are those its checksum file recorded when it was built, from
@@ -156,7 +146,7 @@ def _cache_problem(path: Path, source: str, recipe: str) -> str | None:
     if _VERIFIED.get(path) == key:
         return None
     try:
-        found = _file_sha256(path)
+        found = sha256_file(path)
     except OSError as exc:
         return f"cannot be read: {exc.strerror or exc}"
     if found != expected["sha256"]:
@@ -231,7 +221,7 @@ def gguf_file(model_dir: Path, recipe: str) -> Path:
         except OSError as exc:
             raise OutputError(out, f"cannot write the cached GGUF file: "
                               f"{exc.strerror or exc}") from None
-        meta = {"file": out.name, "sha256": _file_sha256(out), "size": out.stat().st_size,
+        meta = {"file": out.name, "sha256": sha256_file(out), "size": out.stat().st_size,
                 "source": str(model_dir), "source_sha256": source, "recipe": recipe}
         write_atomic(sidecar, (json.dumps(meta, indent=1) + "\n").encode("utf-8"),
                      kind="cache checksum file")

@@ -34,7 +34,7 @@ import stat
 import struct
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -58,6 +58,7 @@ from conformance.safeio import (
     gunzip_bounded,
     key_label,
     loads_json,
+    os_reason,
     show,
     write_atomic,
 )
@@ -759,10 +760,6 @@ _FILE_KINDS = (
 )
 
 
-def _os_reason(exc: OSError) -> str:
-    return exc.strerror or str(exc) or type(exc).__name__
-
-
 def file_kind(mode: int) -> str | None:
     """What a file that is not a regular file is (from ``lstat``), or ``None``."""
     if stat.S_ISREG(mode):
@@ -792,7 +789,7 @@ def read_plain_file(path: Path, kind: str, limit: int) -> bytes | None:
     except FileNotFoundError:
         return None
     except OSError as exc:
-        raise ManifestError(path, f"cannot read {kind}: {_os_reason(exc)}") from None
+        raise ManifestError(path, f"cannot read {kind}: {os_reason(exc)}") from None
     problem = plain_file_problem(path, before)
     if problem:
         raise ManifestError(path, problem)
@@ -851,7 +848,7 @@ def _open_lock(path: Path) -> int:
                 fd = os.open(path, os.O_RDONLY | flags)
         if fd < 0:
             raise OutputError(path, f"cannot open the golden set's lock file: "
-                              f"{_os_reason(exc)}{_owner(path)}; every writer into a set "
+                              f"{os_reason(exc)}{_owner(path)}; every writer into a set "
                               "takes this lock (make it and its folder writable to the "
                               "user who records)") from None
     try:
@@ -859,7 +856,7 @@ def _open_lock(path: Path) -> int:
     except OSError as exc:  # pragma: no cover - fstat of an open descriptor
         os.close(fd)
         raise OutputError(path, f"cannot use the golden set's lock file: "
-                          f"{_os_reason(exc)}") from None
+                          f"{os_reason(exc)}") from None
     if not stat.S_ISREG(st.st_mode):
         os.close(fd)
         raise OutputError(path, f"the golden set's lock file is {file_kind(st.st_mode)}, not "
@@ -897,7 +894,7 @@ def set_lock(directory: Path) -> Iterator[None]:
                 continue
             except OSError as exc:
                 raise OutputError(directory / LOCK_FILE, f"cannot lock the golden set's lock "
-                                  f"file: {_os_reason(exc)}") from None
+                                  f"file: {os_reason(exc)}") from None
         yield
     finally:
         os.close(fd)  # releases the lock
@@ -909,7 +906,7 @@ def _make_set_dir(directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(directory, f"cannot create the golden set's folder: "
-                          f"{_os_reason(exc)}") from None
+                          f"{os_reason(exc)}") from None
 
 
 class IdentityMismatchError(GoldenExistsError):
@@ -991,7 +988,7 @@ class GoldenStore:
             except FileNotFoundError:
                 return False
             except OSError as exc:
-                raise ManifestError(path, f"cannot be read: {_os_reason(exc)}") from None
+                raise ManifestError(path, f"cannot be read: {os_reason(exc)}") from None
             if stat.S_ISLNK(st.st_mode):
                 raise ManifestError(path, "is a symbolic link; golden set folders are plain "
                                     "folders (links are not followed)")
@@ -1013,7 +1010,7 @@ class GoldenStore:
         try:
             names = sorted(os.listdir(base))
         except OSError as exc:
-            raise ManifestError(base, f"cannot be read: {_os_reason(exc)}") from None
+            raise ManifestError(base, f"cannot be read: {os_reason(exc)}") from None
         out = []
         for name in names:
             if len(name) > 80 or not _is_class(name):
@@ -1031,9 +1028,26 @@ class GoldenStore:
         except FileNotFoundError:
             return []
         except OSError as exc:
-            raise ManifestError(self.root, f"cannot be read: {_os_reason(exc)}") from None
+            raise ManifestError(self.root, f"cannot be read: {os_reason(exc)}") from None
         return [n for n in names if _MODEL.fullmatch(n)
                 and stat.S_ISDIR(os.lstat(self.root / n).st_mode)]
+
+    def readable_sets(self, models: Iterable[str]) -> Iterator[tuple[str, str, Manifest]]:
+        """(model, class, manifest) of every golden set of ``models`` that can be read, in
+        order; a model folder or a set that cannot be read is passed over (the checks that
+        read it report it)."""
+        for model in dict.fromkeys(models):
+            try:
+                classes = self.classes(model)
+            except ConformanceInputError:
+                continue
+            for cls in classes:
+                try:
+                    manifest = self.manifest(model, cls)
+                except ConformanceInputError:
+                    continue
+                if manifest is not None:
+                    yield model, cls, manifest
 
     def manifest(self, model: str, hardware_class: str) -> Manifest | None:
         """The manifest of a golden set, or ``None`` if there is none (cached, as is a

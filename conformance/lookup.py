@@ -183,18 +183,8 @@ def sharing_sets(store: GoldenStore, models: list[str], mine: Identity,
     the sets whose goldens this machine is predicted to reproduce bit for bit. Sets that
     cannot be read are left out."""
     out: dict[str, list[str]] = {p: [] for p in precisions}
-    for model in dict.fromkeys(models):
-        try:
-            classes = store.classes(model)
-        except ConformanceInputError:
-            continue
-        for cls in classes:
-            try:
-                manifest = store.manifest(model, cls)
-            except ConformanceInputError:
-                continue
-            theirs = manifest.identity if manifest is not None else None
-            for p in precisions:
-                if equal_digest(mine, theirs, p):
-                    out[p].append(f"{model}/{cls}")
+    for model, cls, manifest in store.readable_sets(models):
+        for p in precisions:
+            if equal_digest(mine, manifest.identity, p):
+                out[p].append(f"{model}/{cls}")
     return out

@@ -719,7 +719,6 @@ class ConformancePlugin:
         session._generations[item.id] = generation
         outcome = session.evaluate(item, Check.FIXTURE, golden.nodeid)
         outcome = replace(outcome, id=f"{golden.nodeid}/{name}")
-        golden.outcomes.append(outcome)
         node.stash.setdefault(OUTCOMES_KEY, []).append(outcome)
         if outcome.status in (Status.FAILED, Status.ERROR):
             pytest.fail(f"{outcome.message}\n  reproduce: {outcome.reproduce}", pytrace=False)
@@ -738,16 +737,9 @@ class ConformancePlugin:
             return []
         store = GoldenStore(self.fixture_root())
         used = {f"{o.model}/{o.case}/{o.resolution}/{o.precision}" for o in mine}
-        sets: dict[str, list[str]] = {}
-        for model in dict.fromkeys(o.model for o in mine):
-            try:
-                for cls in store.classes(model):
-                    manifest = store.manifest(model, cls)
-                    if manifest is not None:
-                        sets[str(store.set_dir(model, cls))] = list(manifest.entries)
-            except ConformanceInputError:
-                continue  # the checks report an unreadable set
-        return orphans(sets, used)
+        return orphans({str(store.set_dir(model, cls)): list(manifest.entries)
+                        for model, cls, manifest in store.readable_sets(o.model for o in mine)},
+                       used)
 
     def _notices(self) -> list[str]:
         """What this process repaired on the way (a rebuilt cache file, an adopted PNG of an
@@ -769,19 +761,11 @@ class ConformancePlugin:
         items = self.cases.items(s.models, s.precisions, s.resolutions)
         resolutions = {str(r) for r in s.resolutions} if s.resolutions else None
         store = GoldenStore(s.golden_dir)
-        sets: dict[str, list[str]] = {}
-        for model in dict.fromkeys(i.model for i in items):
-            try:
-                for cls in store.classes(model):
-                    manifest = store.manifest(model, cls)
-                    if manifest is None:
-                        continue
-                    sets[str(store.set_dir(model, cls))] = [
-                        e.id for e in manifest.entries.values()
-                        if (s.precisions is None or e.precision in s.precisions)
-                        and (resolutions is None or e.resolution in resolutions)]
-            except ConformanceInputError:
-                continue  # the checks of that model report the unreadable set
+        sets = {str(store.set_dir(model, cls)): [
+            e.id for e in manifest.entries.values()
+            if (s.precisions is None or e.precision in s.precisions)
+            and (resolutions is None or e.resolution in resolutions)]
+            for model, cls, manifest in store.readable_sets(i.model for i in items)}
         return orphans(sets, {i.id for i in items})
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:

@@ -189,14 +189,14 @@ def read_bytes(
     except FileNotFoundError:
         raise error(path, f"cannot read {kind}: no such file") from None
     except (OSError, ValueError) as exc:
-        raise error(path, f"cannot read {kind}: {_os_reason(exc)}") from None
+        raise error(path, f"cannot read {kind}: {os_reason(exc)}") from None
     _check_stat(st, path, kind, limit, error)
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0)
     flags |= getattr(os, "O_BINARY", 0)
     try:
         fd = os.open(name, flags)
     except OSError as exc:
-        raise error(path, f"cannot read {kind}: {_os_reason(exc)}") from None
+        raise error(path, f"cannot read {kind}: {os_reason(exc)}") from None
     try:
         _check_stat(os.fstat(fd), path, kind, limit, error)  # replaced since the stat
         chunks: list[bytes] = []
@@ -208,7 +208,7 @@ def read_bytes(
             chunks.append(chunk)
             size += len(chunk)
     except OSError as exc:
-        raise error(path, f"cannot read {kind}: {_os_reason(exc)}") from None
+        raise error(path, f"cannot read {kind}: {os_reason(exc)}") from None
     finally:
         os.close(fd)
     if size > limit:
@@ -217,8 +217,18 @@ def read_bytes(
     return b"".join(chunks)
 
 
-def _os_reason(exc: BaseException) -> str:
-    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+def os_reason(exc: BaseException) -> str:
+    """The cause of an I/O failure in one line: ``strerror`` of an ``OSError``; for a
+    ``SafetensorError`` (``... Os { code: 28, ... message: "No space left on device" }``)
+    the operating system's message inside it; else the exception's first line."""
+    reason = getattr(exc, "strerror", None)
+    if reason:
+        return str(reason)
+    text = str(exc)
+    found = re.search(r'message: "([^"\n]{1,200})"', text)
+    if found:
+        return found[1]
+    return (text.splitlines() or [type(exc).__name__])[0][:200]
 
 
 def _check_stat(
@@ -643,7 +653,7 @@ def regular_file_problem(path: str | os.PathLike[str]) -> str | None:
     except FileNotFoundError:
         return "no such file"
     except (OSError, ValueError) as exc:
-        return _os_reason(exc)
+        return os_reason(exc)
     what = _not_regular(st.st_mode)
     return None if what is None else f"it is {what}, not a regular file"
 
@@ -721,11 +731,11 @@ def write_atomic(
         target.parent.mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError) as exc:
         raise error(target.parent, f"cannot create the folder for the {kind}: "
-                    f"{_os_reason(exc)}") from None
+                    f"{os_reason(exc)}") from None
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     except (OSError, ValueError) as exc:
-        raise error(target, f"cannot write {kind}: {_os_reason(exc)}") from None
+        raise error(target, f"cannot write {kind}: {os_reason(exc)}") from None
     try:
         try:
             os.fchmod(fd, new_file_mode())
@@ -741,7 +751,7 @@ def write_atomic(
         os.replace(tmp, target)
     except OSError as exc:
         _remove(tmp)
-        raise error(target, f"cannot write {kind}: {_os_reason(exc)}") from None
+        raise error(target, f"cannot write {kind}: {os_reason(exc)}") from None
     except BaseException:
         _remove(tmp)
         raise
@@ -775,7 +785,7 @@ def writable_problem(path: str | os.PathLike[str]) -> str | None:
             return f"{folder} is not a folder"
         fd, tmp = tempfile.mkstemp(prefix=".conformance-probe.", suffix=".tmp", dir=folder)
     except (OSError, ValueError) as exc:
-        return f"cannot be written: {_os_reason(exc)}"
+        return f"cannot be written: {os_reason(exc)}"
     os.close(fd)
     _remove(tmp)
     return None

@@ -626,17 +626,10 @@ def broken_predictions(sets: list[Path], base: GoldenStore | None = None) -> lis
             found.setdefault(model, []).append((str(set_dir), cls, manifest))
     problems: list[Problem] = []
     for model, mine in found.items():
-        others: list[tuple[str, str, Any]] = []
-        if base is not None:
-            try:
-                for cls in base.classes(model):
-                    if any(cls == c for _, c, _ in mine):
-                        continue  # the same set, checked against its base by _check_base
-                    manifest = base.manifest(model, cls)
-                    if manifest is not None and manifest.identity is not None:
-                        others.append((str(base.set_dir(model, cls)), cls, manifest))
-            except ConformanceInputError:
-                pass
+        checked = {cls for _, cls, _ in mine}  # a same-named base set: _check_base's
+        others = [(str(base.set_dir(model, cls)), cls, manifest)
+                  for _, cls, manifest in (base.readable_sets([model]) if base else ())
+                  if cls not in checked and manifest.identity is not None]
         pairs = [(a, b) for n, a in enumerate(mine) for b in mine[n + 1:]]
         pairs += [(a, b) for a in mine for b in others]
         for (where_a, _, a), (where_b, _, b) in pairs:

@@ -974,6 +974,6 @@ def test_write_dir_replaces_a_stale_temporary_folder(tmp_path: Path) -> None:
 def test_the_cause_of_a_safetensors_failure_is_one_line(text: str, reason: str) -> None:
     from safetensors import SafetensorError
 
-    from conformance.models.tiny import _os_reason
+    from conformance.safeio import os_reason
 
-    assert _os_reason(SafetensorError(text)) == reason
+    assert os_reason(SafetensorError(text)) == reason

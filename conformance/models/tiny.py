@@ -299,6 +299,7 @@ def write_dir(out: str | Path, fill: Callable[[Path], Any], kind: str = "model f
     from safetensors import SafetensorError
 
     from conformance.errors import OutputError
+    from conformance.safeio import os_reason
 
     target = Path(out)
     tmp = target.with_name(target.name + ".tmp")
@@ -314,7 +315,7 @@ def write_dir(out: str | Path, fill: Callable[[Path], Any], kind: str = "model f
         raise
     except (OSError, SafetensorError) as exc:
         shutil.rmtree(tmp, ignore_errors=True)
-        raise OutputError(target, f"cannot write {kind}: {_os_reason(exc)}") from None
+        raise OutputError(target, f"cannot write {kind}: {os_reason(exc)}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -337,22 +338,6 @@ def _user_modes(root: Path) -> None:
         for name in names:
             if not os.path.islink(os.path.join(folder, name)):
                 os.chmod(os.path.join(folder, name), files)
-
-
-def _os_reason(exc: BaseException) -> str:
-    """The cause of an I/O failure in one line: ``strerror`` of an ``OSError``; for a
-    ``SafetensorError`` (``... Os { code: 28, ... message: "No space left on device" }``)
-    the operating system's message inside it."""
-    reason = getattr(exc, "strerror", None)
-    if reason:
-        return str(reason)
-    import re
-
-    text = str(exc)
-    found = re.search(r'message: "([^"\n]{1,200})"', text)
-    if found:
-        return found[1]
-    return (text.splitlines() or [type(exc).__name__])[0][:200]
 
 
 def write_json(path: Path, data: Any, kind: str = "summary") -> Path:

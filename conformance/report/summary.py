@@ -32,6 +32,12 @@ def _causes(text: str) -> list[str]:
     return [text if len(text) <= CAUSE_CHARS else text[:CAUSE_CHARS - 3] + "..."]
 
 
+def _outcome_causes(outcome: Outcome) -> list[str]:
+    """The causes of one outcome's ``differs``, each once."""
+    parts = outcome.golden_choice.differs if outcome.golden_choice is not None else ()
+    return list(dict.fromkeys(c for part in parts for c in _causes(part)))
+
+
 def missing_golden(outcome: Outcome) -> bool:
     """Whether ``outcome`` found no golden to compare with (skipped, or failed under
     ``--strict-golden``)."""
@@ -42,28 +48,27 @@ def check_lines(outcomes: Sequence[Outcome], xfailed: set[tuple[str, Check, str 
                 ) -> list[str]:
     """One line per check with its counts by status, then per (tier, golden set) the
     passed and failed outcomes with how the set was chosen and the main causes."""
+    def is_xfailed(o: Outcome) -> bool:
+        return (o.id, o.check, o.variant) in xfailed
+
     lines = []
     for check in Check:
         mine = [o for o in outcomes if o.check is check]
         if not mine:
             continue
-        status = Counter("xfailed" if (o.id, o.check, o.variant) in xfailed else o.status.value
-                         for o in mine)
+        status = Counter("xfailed" if is_xfailed(o) else o.status.value for o in mine)
         order = [*(s.value for s in Status), "xfailed"]
         lines.append(f"{check.value:>11}: "
                      + ", ".join(f"{status[k]} {k}" for k in order if status.get(k)))
-        judged = [o for o in mine if o.status in (Status.PASSED, Status.FAILED)
-                  and o.tier is not None]
         groups: dict[tuple[str, str | None, str | None], list[Outcome]] = {}
-        for o in judged:
-            by = o.golden_choice.by if o.golden_choice is not None else None
-            assert o.tier is not None
-            groups.setdefault((o.tier.value, o.golden_class, by), []).append(o)
+        for o in mine:
+            if o.status in (Status.PASSED, Status.FAILED) and o.tier is not None:
+                by = o.golden_choice.by if o.golden_choice is not None else None
+                groups.setdefault((o.tier.value, o.golden_class, by), []).append(o)
         for (tier, golden, by), group in sorted(groups.items(),
                                                 key=lambda kv: (-len(kv[1]), kv[0][0])):
-            xfail = sum((o.id, o.check, o.variant) in xfailed for o in group)
-            failed = sum(o.status is Status.FAILED and (o.id, o.check, o.variant) not in xfailed
-                         for o in group)
+            xfail = sum(map(is_xfailed, group))
+            failed = sum(o.status is Status.FAILED and not is_xfailed(o) for o in group)
             text = f"{_INDENT}{len(group)} {tier}"
             if golden:
                 text += f" via {golden}"
@@ -75,10 +80,7 @@ def check_lines(outcomes: Sequence[Outcome], xfailed: set[tuple[str, Check, str 
                 text += f", {failed} of them failed"
             if xfail:
                 text += f", {xfail} of them xfailed"
-            causes = Counter(c for o in group
-                             for c in dict.fromkeys(x for part in (
-                                 o.golden_choice.differs if o.golden_choice else ())
-                                                    for x in _causes(part)))
+            causes = Counter(c for o in group for c in _outcome_causes(o))
             if causes:
                 text += ": differ: " + "; ".join(
                     f"{c} ({n})" for c, n in causes.most_common(TOP_CAUSES))
