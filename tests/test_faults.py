@@ -29,7 +29,7 @@ from conformance.errors import GoldenExistsError, ManifestError, OutputError
 from conformance.golden import LOCK_FILE, MANIFEST, GoldenStore
 from conformance.safeio import new_file_mode, writable_problem, write_atomic
 from tests.identities import identity_for
-from tests.test_matrix import outcome
+from tests.report.test_matrix import outcome
 from tests.test_validate import FP, OTHER
 
 ROOT = Path(__file__).resolve().parents[1]

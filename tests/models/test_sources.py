@@ -32,7 +32,7 @@ from conformance.models.sources import (
     resolve,
 )
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 TINY_SD_DIR = FIXTURES / "tiny-sd"
 TINY_FLUX_DIR = FIXTURES / "tiny-flux"
 

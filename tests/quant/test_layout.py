@@ -33,7 +33,7 @@ from conformance.quant.recipes import Decision, combine_decisions
 
 torch.set_num_threads(1)
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 MODELS = {

@@ -38,7 +38,7 @@ from conformance.report.render_html import (
 from conformance.report.safe_text import md_inline, visible
 from tests.runs import summary_of
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 REF = "cpu-default"
 ESC = "\x1b"
 #: Characters no output may hold raw: ESC, CSI (8-bit), BEL, CR, bidi overrides / isolates,

@@ -29,7 +29,7 @@ from conformance.models import base as models_base
 from conformance.models.sources import MAX_COMPONENTS, check_model_folder
 from tests.limits import time_limit
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures"
 
 #: (file, key, bomb value, what the message says is accepted)
 BOMBS = [
@@ -161,7 +161,7 @@ def test_a_pipeline_folder_reports_its_variant(tmp_path: Path) -> None:
 
 def test_a_bomb_in_the_hugging_face_cache_is_one_line(tmp_path: Path) -> None:
     from conformance.models.sources import resolve
-    from tests.test_sources import TINY_SD, build_hub_cache
+    from tests.models.test_sources import TINY_SD, build_hub_cache
 
     source = tmp_path / "src"
     fixtures_with(source, "scheduler/scheduler_config.json", "num_train_timesteps", 500_000_000)

@@ -28,7 +28,7 @@ from conformance.models.specs import (
     pipeline_class,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT / "fixtures"
 TINY_SD = FIXTURES / "tiny-sd"
 LORA_DIR = FIXTURES / "tiny-sd-lora"
@@ -509,7 +509,7 @@ def test_declared_hf_and_single_file_models_load_offline(
 ) -> None:
     from conformance.generate import Runner
     from conformance.models import ldm
-    from tests.test_sources import build_hub_cache
+    from tests.models.test_sources import build_hub_cache
 
     torch.set_num_threads(1)
     build_hub_cache(tmp_path / "hub", "someone/tiny-sd", TINY_SD)
