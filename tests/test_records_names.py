@@ -21,8 +21,8 @@ from conformance.golden import _CASE, _MODEL, _PRECISION, _RESOLUTION
 from conformance.precision import PRECISIONS
 from conformance.records import Outcome
 from conformance.safeio import show
-from tests.report.test_matrix import outcome
 from tests.report.test_command import document, run, write
+from tests.report.test_matrix import outcome
 
 ROOT = Path(__file__).resolve().parents[1]
 RULES = {

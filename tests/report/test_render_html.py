@@ -17,8 +17,8 @@ import pytest
 from conformance.report.matrix import load_run
 from conformance.report.render_html import PageImages, page_image_paths
 from conformance.safeio import hard_link_problem
-from tests.report.test_matrix import outcome, png
 from tests.report.test_command import document, run, write
+from tests.report.test_matrix import outcome, png
 
 NOTE = ("not embedded: the file has 2 hard links (another name may be outside the results "
         "files' folders); copy it in instead of linking it")
