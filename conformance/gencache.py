@@ -21,7 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from conformance.golden import atomic_write, file_lock
+from conformance.golden import atomic_write
+from conformance.safeio import exclusive_lock
 from conformance.trace import StepTrace
 
 #: Key of ``config.workerinput`` that carries the folder to the workers.
@@ -47,7 +48,7 @@ class SharedGenerations:
         from conformance.generate import Generation
 
         path = self._path(key, ".npz")
-        with file_lock(self._path(key, ".lock")):
+        with exclusive_lock(self._path(key, ".lock"), "the shared generation store's lock file"):
             if path.exists():
                 with np.load(path, allow_pickle=False) as data:
                     meta = json.loads(bytes(data["meta"]).decode("utf-8"))

@@ -178,9 +178,8 @@ def gguf_file(model_dir: Path, recipe: str) -> Path:
     import json
 
     from conformance.errors import ConformanceInputError, OutputError
-    from conformance.golden import file_lock
     from conformance.quant.command import CommandError, quantize_model
-    from conformance.safeio import write_atomic
+    from conformance.safeio import exclusive_lock, write_atomic
 
     digest = hashlib.sha256()
     for weights in sorted(model_dir.glob("*.safetensors")):
@@ -192,11 +191,13 @@ def gguf_file(model_dir: Path, recipe: str) -> Path:
     with contextlib.ExitStack() as stack:
         try:
             folder.mkdir(parents=True, exist_ok=True)
-            stack.enter_context(file_lock(out.with_name(out.name + ".lock")))
         except OSError as exc:
             raise OutputError(folder, f"cannot use the GGUF cache folder: "
                               f"{exc.strerror or exc} (set {CACHE_ENV} to a writable "
                               "folder)") from None
+        stack.enter_context(exclusive_lock(
+            out.with_name(out.name + ".lock"), "the GGUF cache's lock file",
+            f"set {CACHE_ENV} to a writable folder"))
         problem = _cache_problem(out, source, recipe)
         if problem is None:
             return out

@@ -23,7 +23,6 @@ unwritable folder is an :class:`~conformance.errors.OutputError` naming the file
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import io
 import itertools
@@ -55,6 +54,7 @@ from conformance.metrics import as_rgb_uint8, perceptual_hashes, pixel_sha256
 from conformance.safeio import (
     IMAGE_LIMIT,
     MANIFEST_LIMIT,
+    exclusive_lock,
     gunzip_bounded,
     key_label,
     loads_json,
@@ -813,91 +813,20 @@ def atomic_write(path: Path, data: bytes, kind: str = "file") -> None:
     write_atomic(path, data, kind=kind)
 
 
-@contextlib.contextmanager
-def file_lock(lock_path: Path) -> Iterator[None]:
-    """An exclusive advisory lock on ``lock_path`` (created if missing) for the block."""
-    with open(lock_path, "a+b") as fh:
-        try:
-            import fcntl
-        except ImportError:  # pragma: no cover - Windows: single-writer assumption
-            yield
-            return
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
 #: The writer lock of a golden set, inside the set's folder. An empty file, never removed
 #: (removing it would let two writers lock two different files); ``validate`` allows it.
 LOCK_FILE = ".lock"
 
 
-def _open_lock(path: Path) -> int:
-    """A descriptor of the lock file ``path``, created (``0o666`` less the umask, so the
-    user's team can take it too) when missing. A lock file made by another user that this one
-    may only read is opened read-only: ``flock`` needs no write access."""
-    flags = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o666)
-    except OSError as exc:
-        fd = -1
-        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
-            with contextlib.suppress(OSError):
-                fd = os.open(path, os.O_RDONLY | flags)
-        if fd < 0:
-            raise OutputError(path, f"cannot open the golden set's lock file: "
-                              f"{os_reason(exc)}{_owner(path)}; every writer into a set "
-                              "takes this lock (make it and its folder writable to the "
-                              "user who records)") from None
-    try:
-        st = os.fstat(fd)
-    except OSError as exc:  # pragma: no cover - fstat of an open descriptor
-        os.close(fd)
-        raise OutputError(path, f"cannot use the golden set's lock file: "
-                          f"{os_reason(exc)}") from None
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        raise OutputError(path, f"the golden set's lock file is {file_kind(st.st_mode)}, not "
-                          "a regular file; remove it")
-    return fd
-
-
-def _owner(path: Path) -> str:
-    """`` (owned by uid N, mode 0NNN)`` for a file that exists, else ``""``."""
-    try:
-        st = os.lstat(path)
-    except OSError:
-        return ""
-    return f" (owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"
-
-
 @contextlib.contextmanager
 def set_lock(directory: Path) -> Iterator[None]:
-    """The golden set's writer lock: an exclusive ``flock`` on ``<directory>/.lock`` for the
-    block. Every writer into a set takes it, whatever its ``TMPDIR``; the kernel releases it
-    when the holder exits or is killed, so no lock is ever stale. A lock file that cannot be
-    opened is an :class:`~conformance.errors.OutputError` naming it and the cause."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: single-writer assumption
+    """The golden set's writer lock (:func:`conformance.safeio.exclusive_lock` on
+    ``<directory>/.lock``) for the block. Every writer into a set takes it, whatever its
+    ``TMPDIR``; the kernel releases it when the holder exits or is killed."""
+    with exclusive_lock(directory / LOCK_FILE, "the golden set's lock file",
+                        "every writer into a set takes this lock (make it and its folder "
+                        "writable to the user who records)"):
         yield
-        return
-    fd = _open_lock(directory / LOCK_FILE)
-    try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX)
-                break
-            except InterruptedError:  # pragma: no cover - retried by Python itself (PEP 475)
-                continue
-            except OSError as exc:
-                raise OutputError(directory / LOCK_FILE, f"cannot lock the golden set's lock "
-                                  f"file: {os_reason(exc)}") from None
-        yield
-    finally:
-        os.close(fd)  # releases the lock
 
 
 def _make_set_dir(directory: Path) -> None:

@@ -23,6 +23,7 @@ what is accepted. The ``require_*`` helpers check single parsed values the same 
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import math
@@ -31,6 +32,7 @@ import re
 import stat
 import sys
 import unicodedata
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -789,3 +791,65 @@ def writable_problem(path: str | os.PathLike[str]) -> str | None:
     os.close(fd)
     _remove(tmp)
     return None
+
+
+def _owner(path: Path) -> str:
+    """`` (owned by uid N, mode 0NNN)`` for a file that exists, else ``""``."""
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return ""
+    return f" (owned by uid {st.st_uid}, mode {stat.S_IMODE(st.st_mode):04o})"
+
+
+def _open_lock(path: Path, what: str, hint: str) -> int:
+    """A descriptor of the lock file ``path``, created (``0o666`` less the umask, so the
+    user's team can take it too) when missing. A lock file made by another user that this one
+    may only read is opened read-only: ``flock`` needs no write access. Never follows a link
+    and never blocks on a FIFO."""
+    flags = os.O_CLOEXEC | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | flags, 0o666)
+    except OSError as exc:
+        fd = -1
+        if exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+            try:
+                fd = os.open(path, os.O_RDONLY | flags)
+            except OSError:
+                fd = -1
+        if fd < 0:
+            raise OutputError(path, f"cannot open {what}: {os_reason(exc)}{_owner(path)}"
+                              f"{'; ' + hint if hint else ''}") from None
+    try:
+        st = os.fstat(fd)
+    except OSError as exc:  # pragma: no cover - fstat of an open descriptor
+        os.close(fd)
+        raise OutputError(path, f"cannot use {what}: {os_reason(exc)}") from None
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        raise OutputError(path, f"{what} is {_not_regular(st.st_mode)}, not a regular file; "
+                          "remove it")
+    return fd
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path, what: str = "the lock file", hint: str = "") -> Iterator[None]:
+    """An exclusive ``flock`` on the lock file ``path`` for the block (``what`` names it in
+    messages, ``hint`` says how to mend an unopenable one). The kernel releases it when the
+    holder exits or is killed, so it is never stale; the file is never removed (removing it
+    would let two writers lock two different files). A lock file that cannot be opened or
+    locked is an :class:`~conformance.errors.OutputError` naming it and the cause."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: single-writer assumption
+        yield
+        return
+    fd = _open_lock(path, what, hint)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)  # retried on EINTR by Python itself (PEP 475)
+        except OSError as exc:
+            raise OutputError(path, f"cannot lock {what}: {os_reason(exc)}") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock

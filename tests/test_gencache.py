@@ -73,3 +73,17 @@ def test_weights_bytes_count_every_component_once():
     pipe = SimpleNamespace(components={"a": shared, "b": shared,
                                        "c": torch.nn.Linear(2, 2).half(), "tokenizer": object()})
     assert weights_bytes(pipe) == (12 + 3) * 4 + (4 + 2) * 2
+
+
+def test_a_lock_path_that_is_not_a_file_is_one_line(tmp_path):
+    """The store takes the same lock as a golden set's writers: a FIFO at the lock's path
+    neither blocks the run nor raises a raw OSError."""
+    import os
+
+    from conformance.errors import OutputError
+
+    store = SharedGenerations(tmp_path)
+    os.mkfifo(store._path("k", ".lock"))
+    with pytest.raises(OutputError, match="the shared generation store's lock file is a FIFO "
+                       r"\(named pipe\), not a regular file; remove it"):
+        store.get_or_make("k", _gen)
