@@ -42,6 +42,8 @@ _CLASS = re.compile(devices.REGISTRY.class_pattern)
 _MAX_CLASS = 80
 
 DEVICE_FORMS = devices.DEVICE_FORMS
+#: The hardware class forms, for messages (``cpu-<vendor>-<level>[+ext...] (...), ...``).
+CLASS_FORMS = devices.REGISTRY.class_hints
 
 #: Fingerprint keys that must be equal, with the class, for the ``exact`` tier.
 PINNED_KEYS = ("torch", "diffusers", "transformers", "threads", "deterministic", "cpu_isa")
@@ -57,8 +59,7 @@ class HardwareClass:
         if (not isinstance(self.name, str) or len(self.name) > _MAX_CLASS
                 or not _CLASS.fullmatch(self.name)):
             raise ValueError(
-                f"{self.name!r} is not a hardware class; expected "
-                f"{devices.REGISTRY.class_hints}"
+                f"{self.name!r} is not a hardware class; expected {CLASS_FORMS}"
             )
 
     def __str__(self) -> str:
@@ -66,7 +67,7 @@ class HardwareClass:
 
     @property
     def is_cpu(self) -> bool:
-        return devices.for_class(self.name) is devices.get("cpu")
+        return devices.kind_name(self.name) == "cpu"
 
 
 def parse_device(text: str) -> str:

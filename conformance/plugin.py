@@ -340,11 +340,11 @@ def _worker_device(device: str, config: pytest.Config) -> str:
     from conformance.devices import for_device
 
     workerinput = getattr(config, "workerinput", None)
-    if ":" in device or workerinput is None or not for_device(device).worker_per_device:
+    kind = for_device(device)
+    if ":" in device or workerinput is None or not kind.worker_per_device:
         return device
-    count = for_device(device).device_count()
     index = int(workerinput["workerid"].removeprefix("gw"))
-    return f"{device}:{index % max(count, 1)}"
+    return f"{device}:{index % max(kind.device_count(), 1)}"
 
 
 class ConformancePlugin:

@@ -674,7 +674,7 @@ class ConformanceSession:
         hint = ""
         kind = for_class(golden_class)
         pin = kind.pin_env(golden_class) if kind is not None else {}
-        if pin:
+        if kind is not None and pin:
             env = " ".join(f"{k}={v}" for k, v in pin.items())
             hint = (f" (a {kind.label} with those features, under {env}: "
                     f"{self.record_command(item, env=env + ' ')})")
