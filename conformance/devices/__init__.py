@@ -44,8 +44,7 @@ class Registry:
         self._classes = [(re.compile(k.class_pattern), k) for k in self.kinds]
         hints = [k.class_hint for k in self.kinds]
         #: ``cpu-<vendor>-<level>[+ext...] (...), cuda-sm<NN>, ..., mps or xpu``
-        self.class_hints = ", ".join(hints[:-1]) + f" or {hints[-1]}" if len(hints) > 1 \
-            else "".join(hints)
+        self.class_hints = (", ".join(hints[:-1]) + " or " if len(hints) > 1 else "") + hints[-1]
 
     def get(self, name: str) -> DeviceKind:
         """The kind called ``name`` (``cpu``, ``cuda``, ``rocm``, ``mps``, ``xpu``)."""
