@@ -73,21 +73,19 @@ class RunnerStats:
 
 
 def configure_torch(threads: int, deterministic: bool = True, device: str = "cpu") -> None:
-    """Pin intra-op threads and switch deterministic algorithms on (or off)."""
+    """Pin intra-op threads and switch deterministic algorithms on (or off), with the
+    device kind's own switches (:meth:`conformance.devices.base.DeviceKind.configure`)."""
     import torch
 
-    if device.startswith("cuda") and deterministic:
-        # cuBLAS reads this when it initialises; it must be set before the first matmul.
-        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    from conformance.devices import for_device
+
+    kind = for_device(device)
+    kind.prepare(deterministic)
     torch.set_num_threads(threads)
     with contextlib.suppress(RuntimeError):  # only settable before parallel work started
         torch.set_num_interop_threads(1)
     torch.use_deterministic_algorithms(deterministic, warn_only=False)
-    if device.startswith("cuda"):
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = deterministic
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+    kind.configure(deterministic)
 
 
 CACHE_ENV = "CONFORMANCE_CACHE"
@@ -447,15 +445,18 @@ class Runner:
             )
         return pipe
 
+    @property
+    def kind(self) -> Any:
+        """The :class:`~conformance.devices.base.DeviceKind` of :attr:`device`."""
+        from conformance.devices import for_device
+
+        return for_device(self.device)
+
     def peak_memory_mb(self) -> float | None:
         """Peak device memory (CUDA / XPU) or the process's peak RSS (CPU), in MiB."""
-        import torch
-
-        kind = self.device.split(":")[0]
-        if kind == "cuda":
-            return round(torch.cuda.max_memory_allocated(self.device) / 2**20, 1)
-        if kind == "xpu":
-            return round(torch.xpu.max_memory_allocated(self.device) / 2**20, 1)
+        peak = self.kind.peak_memory_bytes(self.device)
+        if peak is not None:
+            return round(peak / 2**20, 1)
         try:
             import resource
         except ImportError:  # pragma: no cover - Windows
@@ -536,7 +537,7 @@ class Runner:
             "guidance_scale": case.guidance_scale,
             "height": item.resolution.height,
             "width": item.resolution.width,
-            "generator": [torch.Generator("cpu").manual_seed(case.seed) for _ in range(batch)],
+            "generator": [self.kind.generator(case.seed) for _ in range(batch)],
             "num_images_per_prompt": batch,
             "output_type": "pil",
             "callback_on_step_end": on_step,
@@ -544,28 +545,19 @@ class Runner:
         }
         if spec.family is Family.SD:
             call["negative_prompt"] = case.negative_prompt or None
-        backend = _memory_backend(self.device)
-        if backend is not None:
-            backend.reset_peak_memory_stats(self.device)
+        self.kind.reset_peak_memory(self.device)
         start = time.perf_counter()
         with torch.inference_mode(), _variant(pipe, variant):
             result = pipe(**call)
+        self.kind.synchronize(self.device)
         seconds = time.perf_counter() - start
-        peak = int(backend.max_memory_allocated(self.device)) if backend is not None else None
+        peak = self.kind.peak_memory_bytes(self.device)
         self.stats.generations += 1
         self.stats.generate_seconds += seconds
         image = np.asarray(result.images[0].convert("RGB"), dtype=np.uint8).copy()
         if id(pipe) not in self._weights:
             self._weights[id(pipe)] = weights_bytes(pipe)
         return Generation(item.id, image, trace, seconds, self._weights[id(pipe)], peak)
-
-
-def _memory_backend(device: str) -> Any:
-    """``torch.cuda`` / ``torch.xpu`` for a device whose allocator reports a peak."""
-    import torch
-
-    kind = device.split(":")[0]
-    return {"cuda": torch.cuda, "xpu": getattr(torch, "xpu", None)}.get(kind)
 
 
 def weights_bytes(pipe: Any) -> int:

@@ -49,8 +49,10 @@ class Identity:
     def describe(self) -> str:
         f = self.features
         name = f.get("model_name") or f.get("vendor") or "?"
-        flags = ", ".join(f.get("flags") or []) if self.hardware_class.startswith("cpu-") else (
-            f"sm {f.get('sm')}")
+        from conformance.devices import for_class
+
+        kind = for_class(self.hardware_class)
+        flags = kind.summary(f) if kind is not None else ""
         probes = f"probes {self.digest}" if self.measured else "no probe digests"
         return f"{self.hardware_class} ({name}; {flags or 'no flags'}; {probes})"
 
@@ -133,11 +135,11 @@ def stack_of(fingerprint: dict[str, Any]) -> dict[str, Any]:
 
 def measure(device: str, fingerprint: dict[str, Any]) -> Identity:
     """Run the probe battery on ``device`` and build this process's identity."""
-    from conformance.hardware import cpu_features, cuda_features, detect_class
+    from conformance.devices import for_device
+    from conformance.hardware import detect_class
     from conformance.precision import PRECISIONS
 
-    kind = device.split(":")[0]
-    features = cuda_features(device) if kind == "cuda" else cpu_features()
+    features = for_device(device).features(device)
     result = _probes.run_battery(device)
     stack = stack_of(fingerprint)
     return Identity(
@@ -235,21 +237,11 @@ def format_identity(ident: Identity) -> list[str]:
     """Lines for the report header and ``conformance fingerprint``."""
     f = ident.features
     lines = [f"conformance: identity {ident.hardware_class} [{ident.digest}]"]
-    if ident.hardware_class.startswith("cpu-"):
-        lines.append(
-            f"conformance: cpu {f.get('model_name')} ({f.get('vendor')}, family "
-            f"{f.get('family')} model {f.get('model')}), ATen {f.get('aten_level')}, "
-            f"flags {' '.join(f.get('flags') or []) or '-'}"
-            + (f", env {' '.join(f'{k}={v}' for k, v in f['env'].items())}"
-               if f.get("env") else "")
-        )
-    else:
-        lines.append(
-            f"conformance: gpu {f.get('model_name')} sm {f.get('sm')} x{f.get('sm_count')} "
-            f"{f.get('memory_gib')} GiB, driver {f.get('driver')}, cuda {f.get('cuda')}, "
-            f"cudnn {f.get('cudnn')}, tf32 {f.get('tf32_matmul')}, sdpa "
-            + ",".join(k for k, v in (f.get("sdpa_backends") or {}).items() if v)
-        )
+    from conformance.devices import for_class
+
+    kind = for_class(ident.hardware_class)
+    if kind is not None:
+        lines.append(f"conformance: {kind.feature_line(f)}")
     if ident.measured:
         digests = " ".join(f"{k}={v[:6]}" for k, v in (ident.precision_digests or {}).items()
                            if k in ("fp32", "bf16", "fp16", "fp8-e4m3", "gguf-q8_0"))

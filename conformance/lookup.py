@@ -54,7 +54,9 @@ BY_CLASS = "class"
 
 def device_kind(hardware_class: str) -> str:
     """``cpu`` / ``cuda`` / ``rocm`` / ``mps`` / ``xpu`` of a class name."""
-    return hardware_class.split("-", 1)[0]
+    from conformance.devices import kind_name
+
+    return kind_name(hardware_class)
 
 
 @dataclass(frozen=True)

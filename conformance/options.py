@@ -20,7 +20,7 @@ from typing import Any
 from conformance import PACKAGE_DIR, PROJECT_ROOT
 from conformance.cases import Resolution
 from conformance.errors import ConformanceInputError
-from conformance.hardware import HardwareClass, parse_device
+from conformance.hardware import DEVICE_FORMS, HardwareClass, parse_device
 from conformance.models import MODELS
 from conformance.precision import PRECISIONS
 from conformance.safeio import (
@@ -199,7 +199,7 @@ class Option:
 
 
 OPTIONS: tuple[Option, ...] = (
-    Option("device", "device to generate on: cpu, cuda, cuda:N, mps, xpu (default: cpu)",
+    Option("device", f"device to generate on: {DEVICE_FORMS} (default: cpu)",
            _device, "cpu", metavar="DEV", ini=True),
     Option("threads", "torch intra-op threads per process (default: 1); thread count changes "
            "the bits on CPU", _threads, 1, metavar="N", ini=True),

@@ -126,12 +126,11 @@ def _activate(config: pytest.Config, fixture: bool = False) -> ConformancePlugin
         deviations = load_deviations(settings.deviations_path)
     except (ValueError, ConformanceInputError) as exc:
         raise pytest.UsageError(str(exc)) from None
-    if settings.device != "cpu":
-        from conformance.hardware import check_available
+    from conformance.hardware import check_available
 
-        problem = check_available(settings.device)
-        if problem:
-            raise pytest.UsageError(f"--device {settings.device}: {problem}")
+    problem = check_available(settings.device)  # the CPU's is answered without torch
+    if problem:
+        raise pytest.UsageError(f"--device {settings.device}: {problem}")
     if settings.force and not settings.record:
         raise pytest.UsageError("--force only applies with --record")
     if settings.probe_inputs and not settings.probes:
@@ -221,7 +220,9 @@ def worker_environment(device: str, workers: Any, threads: int = 1) -> dict[str,
     set (``OMP_WAIT_POLICY=ACTIVE`` on a dedicated machine) is kept. Waiting changes no
     bit. A single-threaded process keeps OpenMP's default (its invariance check's one
     ``threads-2`` generation is too short to matter either way)."""
-    if str(device).split(":")[0] != "cpu":
+    from conformance.devices import of_type
+
+    if not any(kind.host_threads for kind in of_type(str(device))):
         return {}
     several = isinstance(workers, int) and workers >= 2
     if not several and not (isinstance(threads, int) and threads >= 2):
@@ -278,13 +279,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
         threads = resolve("threads", config.getoption("conformance_threads", None), None)
     except (ValueError, ConformanceInputError, pytest.UsageError):
         return None  # the option error is reported by pytest_configure
-    kind = str(device).split(":")[0]
-    if kind in ("cuda", "xpu"):
-        import torch
+    from conformance.devices import for_device
 
-        backend = torch.cuda if kind == "cuda" else getattr(torch, "xpu", None)
-        count = backend.device_count() if backend is not None and backend.is_available() else 0
-        return max(1, count) if ":" not in str(device) else 1
+    kind = for_device(str(device))
+    if kind.worker_per_device:
+        return max(1, kind.device_count()) if ":" not in str(device) else 1
     return max(1, usable_cores() // max(1, int(threads or 1)))
 
 
@@ -338,14 +337,14 @@ def _settings(config: pytest.Config) -> Settings:
 
 def _worker_device(device: str, config: pytest.Config) -> str:
     """Under xdist, ``--device cuda`` puts worker ``gwN`` on GPU ``N % count``."""
-    workerinput = getattr(config, "workerinput", None)
-    if device not in ("cuda", "xpu") or workerinput is None:
-        return device
-    import torch
+    from conformance.devices import for_device
 
-    count = torch.cuda.device_count() if device == "cuda" else torch.xpu.device_count()
+    workerinput = getattr(config, "workerinput", None)
+    kind = for_device(device)
+    if ":" in device or workerinput is None or not kind.worker_per_device:
+        return device
     index = int(workerinput["workerid"].removeprefix("gw"))
-    return f"{device}:{index % max(count, 1)}"
+    return f"{device}:{index % max(kind.device_count(), 1)}"
 
 
 class ConformancePlugin:

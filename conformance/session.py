@@ -668,13 +668,16 @@ class ConformanceSession:
                      f"{_display_path(self.store.root / item.model)} holds no golden set")
             return (f"no golden for {item.id}: {where}; record this machine's "
                     f"({golden_class}) with: {self.record_command(item)}")
+        from conformance.devices import for_class
+
         reason = f"no golden for {item.id} in class {golden_class} ({manifest})"
         hint = ""
-        parts = golden_class.split("-")
-        if golden_class.startswith("cpu-") and len(parts) >= 3:
-            level = parts[2].split("+")[0]
-            hint = (f" (a CPU with those features, under ATEN_CPU_CAPABILITY={level}: "
-                    f"{self.record_command(item, env=f'ATEN_CPU_CAPABILITY={level} ')})")
+        kind = for_class(golden_class)
+        pin = kind.pin_env(golden_class) if kind is not None else {}
+        if kind is not None and pin:
+            env = " ".join(f"{k}={v}" for k, v in pin.items())
+            hint = (f" (a {kind.label} with those features, under {env}: "
+                    f"{self.record_command(item, env=env + ' ')})")
         return f"{reason}; it is recorded on a {golden_class} machine{hint}"
 
     def _write_artifacts(self, cmp: Comparison) -> Artifacts:
