@@ -38,12 +38,12 @@ decode table has a column per registered metric (`conformance.metrics.METRICS`).
 
 The photographs are scikit-image's bundled astronaut, coffee, chelsea, rocket and
 immunohistochemistry images, center-cropped and resized with LANCZOS. The tiny VAEs have
-1-2 M parameters and are trained on synthetic shapes (`conformance train`; a fixture that
-was never trained keeps its seeded initialisation and a scaling factor of 1), so photographs
-come back blurred: the round-trip PSNR is low by design and says nothing about a production
-VAE (the SD ft-MSE VAE reaches about 24.5 dB on COCO at 256 px). 8-bit latents store one
-byte per latent value plus a float32 minimum and maximum per channel. The VAEs table names
-the weights measured (SHA-256 of the safetensors files).
+1-2 M parameters and are trained on synthetic shapes (`python -m fixtures.build train`; a
+fixture that was never trained keeps its seeded initialisation and a scaling factor of 1), so
+photographs come back blurred: the round-trip PSNR is low by design and says nothing about a
+production VAE (the SD ft-MSE VAE reaches about 24.5 dB on COCO at 256 px). 8-bit latents
+store one byte per latent value plus a float32 minimum and maximum per channel. The VAEs
+table names the weights measured (SHA-256 of the safetensors files).
 """
 
 

@@ -10,8 +10,12 @@ Sub-commands:
 * ``models``: the registered models and whether their weights are here;
 * ``fingerprint``: this machine's hardware class, measured identity (the probe battery's
   digests, the CPU/GPU features that steer dispatch) and environment fingerprint (JSON);
-* ``train``, ``montage``, ``quantize``, ``matrix``, ``cpu-matrix``: registered by their
-  modules (see ``EXTENSIONS``).
+* ``quantize``, ``matrix``, ``cpu-matrix`` ...: registered by their modules (see
+  ``EXTENSIONS``).
+
+Training, fitting and drawing the embedded tiny models is the fixture tooling of a source
+checkout (``python -m fixtures.build``); ``conformance train``, ``montage`` and ``lora`` say
+so in one line (:data:`MOVED`).
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import argparse
 import importlib
 import json
 import os
+import shlex
 import sys
 from collections.abc import Sequence
 
@@ -28,8 +33,6 @@ from conformance.errors import ConformanceInputError
 
 #: Modules that add sub-commands through ``register(subparsers)``.
 EXTENSIONS = (
-    "conformance.models.train",
-    "conformance.models.montage",
     "conformance.quant.command",
     "conformance.report.command",
     "conformance.cpu_matrix",
@@ -37,9 +40,16 @@ EXTENSIONS = (
     "conformance.migrate",
     "conformance.blocks",
     "conformance.models.ldm",
-    "conformance.models.lora",
     "conformance.init",
 )
+
+#: Sub-commands that left this command for the fixture tooling of a source checkout
+#: (``fixtures/build``, not installed): the command that runs each now.
+MOVED = {
+    "train": "python -m fixtures.build train",
+    "montage": "python -m fixtures.build montage",
+    "lora": "python -m fixtures.build lora",
+}
 
 
 def _run(args: argparse.Namespace, extra: list[str], record: bool) -> int:
@@ -158,9 +168,6 @@ def _sharing(identity: object, golden_dir: object) -> dict[str, list[str]]:
 #: Extensions whose modules import torch / diffusers at import time: only the chosen one is
 #: imported, so ``conformance validate``, ``matrix`` and ``--help`` stay cheap.
 HEAVY = {
-    "conformance.models.train": (
-        "train", "train a tiny pipeline on the synthetic shapes data set"),
-    "conformance.models.montage": ("montage", "draw a captioned grid of tiny-model samples"),
     "conformance.quant.command": ("quantize", "quantize a diffusers model to a GGUF file"),
 }
 
@@ -173,6 +180,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="conformance",
         description="Determinism conformance suite for diffusion image generation.",
+        epilog="Training, fitting and drawing the embedded tiny models (train, lora fit, "
+        "montage): python -m fixtures.build, from a source checkout's root.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -243,11 +252,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_BROKEN_PIPE
 
 
+def moved_message(argv: Sequence[str]) -> str | None:
+    """The one line for a sub-command of :data:`MOVED` (``argv`` as given to ``conformance``):
+    where it went, with the same arguments; ``None`` for any other command."""
+    if not argv or argv[0] not in MOVED:
+        return None
+    command = " ".join([MOVED[argv[0]], *(shlex.quote(a) for a in argv[1:])])
+    return (f"conformance {argv[0]}: moved to the fixture tooling of a source checkout; "
+            f"from the checkout's root run: {command}")
+
+
 def _main(argv: Sequence[str] | None = None) -> int:
     # transformers announces missing optional packages (torchvision) on import; the
     # command's own output is what matters here.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     argv = list(sys.argv[1:] if argv is None else argv)
+    moved = moved_message(argv)
+    if moved is not None:
+        print(moved, file=sys.stderr)
+        return 2
     parser = build_parser(next((a for a in argv if not a.startswith("-")), None))
     if argv and argv[0] in ("run", "record"):
         if any(a in ("-h", "--help") for a in argv[1:2]):

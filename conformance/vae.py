@@ -87,8 +87,8 @@ class MissingVaeError(FileNotFoundError):
         self.path = path
         super().__init__(
             f"no VAE at {path}: {path / 'config.json'} does not exist "
-            "(expected a diffusers AutoencoderKL directory; run `conformance train` or set "
-            "$CONFORMANCE_FIXTURES)"
+            "(expected a diffusers AutoencoderKL directory; run `python -m fixtures.build "
+            "train` from a source checkout or set $CONFORMANCE_FIXTURES)"
         )
 
 

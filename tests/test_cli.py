@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
 from conformance import PROJECT_ROOT, __version__
-from conformance.cli import main
+from conformance.cli import MOVED, main, moved_message
 
 
 def test_version(capsys):
@@ -125,6 +126,35 @@ def test_fingerprint_unavailable_device(capsys):
     assert main(["fingerprint", "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert "--device: device 'cuda' is not available on this machine; available: cpu" in err
+
+
+@pytest.mark.parametrize(("argv", "command"), [
+    (["train", "tiny-sd", "--out", "fixtures/tiny-sd", "--force"],
+     "python -m fixtures.build train tiny-sd --out fixtures/tiny-sd --force"),
+    (["lora", "fit", "--out", "my adapter"],
+     "python -m fixtures.build lora fit --out 'my adapter'"),
+    (["montage"], "python -m fixtures.build montage"),
+    (["montage", "--help"], "python -m fixtures.build montage --help"),
+], ids=["train", "lora-fit", "montage", "help"])
+def test_a_moved_command_says_in_one_line_where_it_went(capsys, argv, command):
+    """``conformance train`` / ``lora`` / ``montage`` left for the fixture tooling of a source
+    checkout: one line with the command that runs it now, its arguments kept."""
+    assert main(argv) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err == (f"conformance {argv[0]}: moved to the fixture tooling of a source checkout; "
+                   f"from the checkout's root run: {command}\n")
+
+
+def test_the_moved_commands_are_no_sub_commands_but_the_help_names_them(capsys):
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    out = capsys.readouterr().out
+    listing = out.split("positional arguments:", 1)[1].split("options:", 1)[0]
+    assert set(re.findall(r"^ {4}([a-z][\w-]*)", listing, re.M)).isdisjoint(MOVED)
+    assert "python -m fixtures.build" in out.split("options:", 1)[1]
+    assert moved_message([]) is None
+    assert moved_message(["cases", "train"]) is None  # only as the sub-command
 
 
 def test_run_help(capsys):
@@ -260,5 +290,5 @@ def test_cheap_commands_import_neither_torch_nor_diffusers(argv):
                           timeout=300, cwd=PROJECT_ROOT)
     assert proc.stderr.strip().splitlines()[-1] == "False False", proc.stderr[-2000:]
     if argv == ["--help"]:
-        for name in ("train", "montage", "quantize", "validate", "matrix", "migrate"):
+        for name in ("quantize", "validate", "matrix", "migrate"):
             assert name in proc.stdout

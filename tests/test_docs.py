@@ -1,7 +1,7 @@
 """The README's and docs/' command blocks run as printed, or say why not; their links resolve.
 
-Every fenced ``bash`` / ``sh`` / ``console`` block of ``README.md``, ``docs/*.md`` and
-``CONTRIBUTING.md`` is one of:
+Every fenced ``bash`` / ``sh`` / ``console`` block of ``README.md``, ``docs/*.md``,
+``CONTRIBUTING.md`` and ``fixtures/README.md`` is one of:
 
 * executed here (``bash -e -c`` in the project root, with a timeout; exit status 0): a block
   with no marker whose every command is cheap (:func:`cheap`);
@@ -9,8 +9,9 @@ Every fenced ``bash`` / ``sh`` / ``console`` block of ``README.md``, ``docs/*.md
   line just before the fence;
 * not executed: marked ``<!-- not run: reason -->`` on the line just before the fence.
 
-Of every block, executed or not, each ``conformance SUB ...`` command must name a real
-subcommand and only flags that ``conformance SUB --help`` lists, and each ``pytest ...``
+Of every block, executed or not, each ``conformance SUB ...`` command (and each ``python -m
+fixtures.build SUB ...`` command of the fixture tooling) must name a real subcommand and only
+flags that ``conformance SUB --help`` lists, and each ``pytest ...``
 command only ``--flags`` that ``pytest --help`` lists with the project's plugin loaded. A
 block with no marker that is not cheap fails with its file and line. Output-only blocks
 (``text``, or no language) are not commands.
@@ -33,7 +34,7 @@ from conformance import PROJECT_ROOT
 
 #: the documents whose command blocks are checked
 DOCUMENTS = (PROJECT_ROOT / "README.md", *sorted((PROJECT_ROOT / "docs").glob("*.md")),
-             PROJECT_ROOT / "CONTRIBUTING.md")
+             PROJECT_ROOT / "CONTRIBUTING.md", PROJECT_ROOT / "fixtures" / "README.md")
 COMMAND_LANGUAGES = frozenset({"bash", "sh", "console", "shell"})
 FENCE = re.compile(r"^(?P<indent>\s*)(?P<fence>`{3,}|~{3,})\s*(?P<lang>[\w+-]*)\s*$")
 MARKER = re.compile(r"^\s*<!--\s*(?:(?P<skip>not run)|exits (?P<code>\d+))\s*:\s*(?P<why>\S.*?)"
@@ -164,15 +165,19 @@ def segments(line: str) -> list[list[str]]:
 
 
 def program(seg: list[str]) -> tuple[str, list[str]]:
-    """(``conformance`` / ``pytest`` / the program's name, its arguments)."""
+    """(``conformance`` / ``pytest`` / :data:`BUILD` / the program's name, its arguments)."""
     if seg[:3] in (["python", "-m", "pytest"], ["python3", "-m", "pytest"]):
         return "pytest", seg[3:]
+    if seg[:3] in (["python", "-m", "fixtures.build"], ["python3", "-m", "fixtures.build"]):
+        return BUILD, seg[3:]
     return Path(seg[0]).name, seg[1:]
 
 
 def cheap(seg: list[str]) -> bool:
     """A command an executed block may hold: it only reads, and finishes in seconds."""
     name, args = program(seg)
+    if name == BUILD:  # its help only (it imports torch: a few seconds)
+        return "--help" in args or "-h" in args
     if name != "conformance":
         return False
     if "--help" in args or "-h" in args or not args or args[0] == "--version":
@@ -209,45 +214,54 @@ def pytest_flags() -> frozenset[str]:
 
 
 _CLI = [sys.executable, "-c", "from conformance.cli import main; raise SystemExit(main())"]
+#: the fixture tooling's command (run from the checkout's root), as :func:`program` names it
+BUILD = "python -m fixtures.build"
+#: how each checked command line runs here
+_PROGRAMS = {"conformance": _CLI, BUILD: [sys.executable, "-m", "fixtures.build"]}
 
 
 @cache
-def conformance_help(*words: str) -> tuple[int, str]:
-    r = _run_help([*_CLI, *words, "--help"])
+def program_help(prog: str, *words: str) -> tuple[int, str]:
+    r = _run_help([*_PROGRAMS[prog], *words, "--help"])
     return r.returncode, r.stdout + r.stderr
 
 
+def conformance_help(*words: str) -> tuple[int, str]:
+    return program_help("conformance", *words)
+
+
 @cache
-def subcommands() -> frozenset[str]:
-    code, text = conformance_help()
+def subcommands(prog: str = "conformance") -> frozenset[str]:
+    code, text = program_help(prog)
     assert code == 0, text
     listing = text.split("positional arguments:", 1)[1].split("options:", 1)[0]
     return frozenset(re.findall(r"^ {4}([a-z][\w-]*)", listing, re.M))
 
 
-def conformance_problems(args: list[str]) -> list[str]:
-    """Why ``conformance ARGS`` is not a real subcommand with flags its help lists."""
+def conformance_problems(args: list[str], prog: str = "conformance") -> list[str]:
+    """Why ``conformance ARGS`` (or ``prog ARGS``, :data:`BUILD`) is not a real subcommand
+    with flags its help lists."""
     if not args or args[0].startswith("-"):
-        _, text = conformance_help()
+        _, text = program_help(prog)
         allowed = _help_flags(text)
-        return [f"conformance {f}: not an option of conformance"
+        return [f"{prog} {f}: not an option of {prog}"
                 for f in flags(args) if f not in allowed]
     sub = args[0]
-    if sub not in subcommands():
-        return [f"conformance {sub}: no such subcommand (conformance --help lists "
-                f"{', '.join(sorted(subcommands()))})"]
+    if sub not in subcommands(prog):
+        return [f"{prog} {sub}: no such subcommand ({prog} --help lists "
+                f"{', '.join(sorted(subcommands(prog)))})"]
     words = [sub]
-    code, text = conformance_help(sub)
+    code, text = program_help(prog, sub)
     if "ACTION" in text and len(args) > 1 and not args[1].startswith("-"):
-        code, text = conformance_help(sub, args[1])  # e.g. `conformance lora fit`
+        code, text = program_help(prog, sub, args[1])  # e.g. `... lora fit`
         words.append(args[1])
         if code != 0:
-            return [f"conformance {sub} {args[1]}: no such action"]
+            return [f"{prog} {sub} {args[1]}: no such action"]
     allowed = _help_flags(text)
-    if sub in ("run", "record"):  # other arguments go to pytest
+    if prog == "conformance" and sub in ("run", "record"):  # other arguments go to pytest
         allowed |= pytest_flags()
-    return [f"conformance {' '.join(words)}: {f} is not listed by "
-            f"`conformance {' '.join(words)} --help`" for f in flags(args) if f not in allowed]
+    return [f"{prog} {' '.join(words)}: {f} is not listed by "
+            f"`{prog} {' '.join(words)} --help`" for f in flags(args) if f not in allowed]
 
 
 def block_problems(block: Block) -> list[str]:
@@ -263,8 +277,8 @@ def block_problems(block: Block) -> list[str]:
     for line in lines:
         for seg in segments(line):
             name, args = program(seg)
-            if name == "conformance":
-                problems += [f"{block.where}: {p}" for p in conformance_problems(args)]
+            if name in _PROGRAMS:
+                problems += [f"{block.where}: {p}" for p in conformance_problems(args, name)]
             elif name == "pytest":
                 problems += [f"{block.where}: pytest {f}: not listed by `pytest --help`"
                              for f in flags(args) if f not in pytest_flags()]
@@ -367,6 +381,42 @@ def test_the_checker_names_the_file_and_line(tmp_path):
     assert block_problems(blocks[3]) == []
 
 
+FIXTURE_TOOLING = """\
+```bash
+python -m fixtures.build --help
+```
+
+<!-- not run: trains -->
+```bash
+python -m fixtures.build train tiny-sd --out x --steps-vae 1 --force
+python3 -m fixtures.build lora fit --out y --no-such-flag
+python -m fixtures.build frobnicate
+```
+
+```bash
+python -m fixtures.build montage --out z.png
+```
+"""
+
+
+def test_the_checker_reads_the_fixture_tooling_commands(tmp_path):
+    """``python -m fixtures.build`` commands: their sub-commands and flags are checked
+    against the tooling's own help; only its help is cheap enough to run."""
+    page = tmp_path / "page.md"
+    page.write_text(FIXTURE_TOOLING)
+    blocks = read_blocks(page)
+    assert [program(s)[0] for b in blocks for line in b.command_lines()
+            for s in segments(line)] == [BUILD] * 5
+    assert block_problems(blocks[0]) == []
+    assert block_problems(blocks[1]) == [
+        f"{page}:6: python -m fixtures.build lora fit: --no-such-flag is not listed by "
+        "`python -m fixtures.build lora fit --help`",
+        f"{page}:6: python -m fixtures.build frobnicate: no such subcommand (python -m "
+        "fixtures.build --help lists lora, montage, train)"]
+    (unmarked,) = block_problems(blocks[2])
+    assert unmarked.startswith(f"{page}:12: has no `<!-- not run: REASON -->` marker")
+
+
 def test_segments_split_commands_and_drop_assignments():
     line = "A=1 B=2 pytest x --k 'a b' && cd /tmp | head -3; conformance cases  # note"
     assert segments(line) == [["pytest", "x", "--k", "a b"], ["cd", "/tmp"], ["head", "-3"],
@@ -420,7 +470,8 @@ def link_problems(path: Path) -> list[str]:
     return problems
 
 
-@pytest.mark.parametrize("path", DOCUMENTS, ids=[p.name for p in DOCUMENTS])
+@pytest.mark.parametrize("path", DOCUMENTS,
+                         ids=[p.relative_to(PROJECT_ROOT).as_posix() for p in DOCUMENTS])
 def test_relative_links_resolve(path):
     problems = link_problems(path)
     assert not problems, "\n".join(problems)

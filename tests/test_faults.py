@@ -881,14 +881,14 @@ def _tokenizer_full(*args: Any, **kw: Any) -> None:
 
 @pytest.mark.parametrize(("module", "name", "fail"), [
     ("safetensors.torch", "save_file", _safetensors_full),
-    ("conformance.models.tokenizers", "save_clip_tokenizer", _tokenizer_full),
+    ("fixtures.build.tokenizers", "save_clip_tokenizer", _tokenizer_full),
 ], ids=["weights", "tokenizer"])
 def test_a_tiny_pipeline_on_a_full_disk_is_one_line_and_keeps_the_old_one(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, module: str, name: str,
         fail: Any) -> None:
     import importlib
 
-    from conformance.models import tiny
+    from fixtures.build import tiny
 
     out = tmp_path / "tiny-sd"
     out.mkdir()
@@ -906,7 +906,8 @@ def test_a_tiny_pipeline_on_a_full_disk_is_one_line_and_keeps_the_old_one(
                                                         (0o027, 0o640, 0o750)])
 def test_a_tiny_pipeline_takes_the_umask(tmp_path: Path, mask: int, files: int,
                                          folders: int) -> None:
-    from conformance.models import checksums, tiny
+    from conformance.models import checksums
+    from fixtures.build import tiny
 
     with umask(mask):
         tiny.build_tiny_sd(tmp_path / "tiny-sd")
@@ -943,7 +944,7 @@ def test_checksums_on_a_full_disk_keep_the_old_file(tmp_path: Path,
 ], ids=["interrupt", "output-error", "os-error"])
 def test_write_dir_removes_its_temporary_folder_whatever_stops_it(
         tmp_path: Path, error: BaseException, raised: type[BaseException], line: str) -> None:
-    from conformance.models.tiny import write_dir
+    from fixtures.build.tiny import write_dir
 
     def fill(tmp: Path) -> None:
         (tmp / "weights.safetensors").write_bytes(b"x")
@@ -956,7 +957,7 @@ def test_write_dir_removes_its_temporary_folder_whatever_stops_it(
 
 
 def test_write_dir_replaces_a_stale_temporary_folder(tmp_path: Path) -> None:
-    from conformance.models.tiny import write_dir
+    from fixtures.build.tiny import write_dir
 
     (tmp_path / "m.tmp").mkdir()
     (tmp_path / "m.tmp" / "stale").write_bytes(b"")

@@ -1,5 +1,6 @@
 """The package imports in one direction: no module imports names from a module that imports
-it back at the top level (a circle works only by the order of its imports)."""
+it back at the top level (a circle works only by the order of its imports); and no module
+imports the fixture tooling of the checkout (``fixtures.build``), which the wheel leaves out."""
 
 from __future__ import annotations
 
@@ -61,3 +62,44 @@ def test_no_import_circle():
 
 def test_the_check_finds_a_circle():
     assert _cycles({"a": {"b"}, "b": {"a"}, "c": set()}) == {"a -> b -> a", "b -> a -> b"}
+
+
+#: the checkout's tooling that builds the embedded models: not in the installed package
+TOOLING = "fixtures"
+
+
+def tooling_imports(package: Path) -> list[str]:
+    """``FILE:LINE: MODULE`` for every import of :data:`TOOLING` anywhere in ``package``'s
+    modules (at the top level or inside a function), and every string that names one of its
+    modules (an ``importlib.import_module`` argument)."""
+    found = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and not node.level:
+                names = [node.module or ""]
+            elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+                names = [node.value] if node.value.startswith(f"{TOOLING}.") else []
+            else:
+                continue
+            found += [f"{path.relative_to(package.parent)}:{node.lineno}: {name}"
+                      for name in names if name.split(".")[0] == TOOLING]
+    return found
+
+
+def test_no_module_of_the_package_imports_the_fixture_tooling():
+    assert tooling_imports(PACKAGE_DIR) == []
+
+
+def test_the_check_finds_an_import_of_the_tooling(tmp_path):
+    package = tmp_path / "pkg"
+    (package / "sub").mkdir(parents=True)
+    (package / "a.py").write_text("from fixtures.build import tiny\nimport fixtures_other\n")
+    (package / "sub" / "b.py").write_text(
+        "import importlib\n\ndef f():\n    import fixtures.build.train\n"
+        "    return importlib.import_module('fixtures.build.montage')\n"
+        "\nTEXT = 'python -m fixtures.build train'\n")
+    assert tooling_imports(package) == ["pkg/a.py:1: fixtures.build",
+                                        "pkg/sub/b.py:4: fixtures.build.train",
+                                        "pkg/sub/b.py:5: fixtures.build.montage"]

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -102,13 +103,32 @@ def test_every_package_is_in_the_wheel_list():
     assert found <= listed, f"add to pyproject.toml [tool.setuptools] packages: {found - listed}"
 
 
+#: what the wheel is built from: the project file, the readme it names, the package and the
+#: two data folders
+WHEEL_SOURCES = ("pyproject.toml", "README.md", "conformance", "fixtures", "golden")
+#: a file a checkout that ran the fixture tooling holds: the wheel must leave it out
+STRAY_BYTECODE = Path("fixtures", "build", "__pycache__", "tiny.cpython-312.pyc")
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory):
-    """The project built as a wheel and installed (not editable) into a folder of its own."""
+    """The project built as a wheel and installed (not editable) into a folder of its own.
+
+    Built from a copy of :data:`WHEEL_SOURCES`: a build in the checkout would write its
+    ``build/`` folder there and carry the stale files an earlier build left in it."""
     work = tmp_path_factory.mktemp("wheel")
+    source = work / "source"
+    source.mkdir()
+    for name in WHEEL_SOURCES:
+        if (PROJECT_ROOT / name).is_dir():
+            shutil.copytree(PROJECT_ROOT / name, source / name)
+        else:
+            shutil.copy2(PROJECT_ROOT / name, source / name)
+    (source / STRAY_BYTECODE).parent.mkdir(exist_ok=True)
+    (source / STRAY_BYTECODE).write_bytes(b"")
     build = subprocess.run(
         [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(work / "dist"), str(PROJECT_ROOT)],
+         "-w", str(work / "dist"), str(source)],
         capture_output=True, text=True, timeout=600)
     assert build.returncode == 0, build.stdout + build.stderr
     wheel = next((work / "dist").glob("*.whl"))
@@ -118,6 +138,26 @@ def installed(tmp_path_factory):
                           capture_output=True, text=True, timeout=600)
     assert inst.returncode == 0, inst.stdout + inst.stderr
     return target, wheel
+
+
+def test_the_wheel_carries_the_models_and_not_the_tooling_that_builds_them(installed):
+    """``fixtures/`` goes into the wheel as data, less ``fixtures/build/`` (the checkout's
+    tooling, its bytecode included); no module of that tooling is left in the package."""
+    _target, wheel = installed
+    names = set(zipfile.ZipFile(wheel).namelist())
+    data = "conformance/_data/fixtures/"
+    fixtures = PROJECT_ROOT / "fixtures"
+    expected = {data + p.relative_to(fixtures).as_posix() for p in fixtures.rglob("*")
+                if p.is_file() and p.relative_to(fixtures).parts[0] != "build"
+                and "__pycache__" not in p.parts}
+    assert {n for n in names if n.startswith(data)} == expected
+    listed = json.loads((fixtures / "checksums.json").read_text())
+    assert {f"{data}{model}/{rel}" for model, files in listed.items() for rel in files} <= names
+    assert [n for n in names if "__pycache__" in n or n.endswith(".pyc")] == []
+    tooling = {"train", "tiny", "data", "tokenizers", "montage", "lora_fit"}
+    assert [n for n in names if n.startswith("conformance/models/")
+            and n.removesuffix(".py").rsplit("/", 1)[1] in tooling] == []
+    assert "conformance/models/lora.py" in names  # applying a LoRA stays
 
 
 def test_a_suite_outside_the_checkout(installed, pytester):

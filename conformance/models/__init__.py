@@ -1,10 +1,10 @@
 """Model registry: which pipelines the suite knows, where their weights live, what they take.
 
-Tiny models are built and trained by the suite itself (see ``conformance train``) and shipped
-under ``fixtures/``. Their names are the ``model`` values a case file may use. What a model
-is (:class:`ModelSpec`, :class:`Family`, bounded config reading) lives in
-:mod:`conformance.models.base`, re-exported here; :mod:`conformance.models.specs` declares the
-built-in ones.
+Tiny models are built and trained by the fixture tooling of a source checkout (``python -m
+fixtures.build train``, never imported by the suite) and shipped under ``fixtures/``. Their
+names are the ``model`` values a case file may use. What a model is (:class:`ModelSpec`,
+:class:`Family`, bounded config reading) lives in :mod:`conformance.models.base`, re-exported
+here; :mod:`conformance.models.specs` declares the built-in ones.
 """
 
 from __future__ import annotations

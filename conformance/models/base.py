@@ -351,7 +351,8 @@ def verify_fixture_once(path: Path) -> None:
     process (the result is cached, failures included).
 
     The shipped ``fixtures/`` must have an entry; a directory elsewhere (a model built with
-    ``conformance train``) is checked when its folder has a ``checksums.json`` listing it.
+    ``python -m fixtures.build train``) is checked when its folder has a ``checksums.json``
+    listing it.
     Raises :class:`FixtureIntegrityError` naming the first file that is missing, extra
     (a stray pickle, say) or changed.
     """
@@ -393,7 +394,7 @@ def verify_fixture_once(path: Path) -> None:
                 more = f" (and {len(bad) - 1} more)" if len(bad) > 1 else ""
                 problem = (
                     f"fixture differs from {cfile}: {bad[0]}{more}; restore it (git checkout "
-                    f"{root.name}) or rebuild it with conformance train"
+                    f"{root.name}) or rebuild it with python -m fixtures.build train"
                 )
     _VERIFIED[key] = problem
     if problem is not None:

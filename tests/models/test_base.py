@@ -173,19 +173,19 @@ def test_a_bomb_in_the_hugging_face_cache_is_one_line(tmp_path: Path) -> None:
 
 
 def _lora(base: Path, out: Path) -> Any:
-    from conformance.models.lora import LoraRecipe, fit_lora
+    from fixtures.build.lora_fit import LoraRecipe, fit_lora
 
     return fit_lora(LoraRecipe(steps=1), base, out)
 
 
 def _finetune(base: Path, out: Path) -> Any:
-    from conformance.models.train import RECIPES, finetune_component
+    from fixtures.build.train import RECIPES, finetune_component
 
     return finetune_component(RECIPES["tiny-sd-vae-mse"], out, base)
 
 
 def _montage(base: Path, out: Path) -> Any:
-    from conformance.models.montage import load
+    from fixtures.build.montage import load
 
     return load(base.name, base.parent)
 

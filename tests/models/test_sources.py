@@ -84,7 +84,7 @@ def _hermetic(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Any:
 
 def _require(directory: Path) -> Path:
     if not (directory / "model_index.json").is_file():
-        pytest.skip(f"fixture {directory} is not built (conformance train)")
+        pytest.skip(f"fixture {directory} is not built (python -m fixtures.build train)")
     return directory
 
 
