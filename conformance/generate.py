@@ -406,8 +406,8 @@ class Runner:
         if not (path / "model_index.json").is_file():
             raise ModelUnavailable(
                 f"{spec.name}: no pipeline at {path} (model_index.json missing); build it "
-                f"with `conformance train {spec.name} --out {path}` or point "
-                "CONFORMANCE_FIXTURES at a directory that holds it"
+                f"with `python -m fixtures.build train {spec.name} --out {path}` from a source "
+                "checkout or point CONFORMANCE_FIXTURES at a directory that holds it"
             )
         precision = PRECISIONS[precision_name]
         overrides: dict[str, Any] = {}
