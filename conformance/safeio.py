@@ -729,6 +729,10 @@ def write_atomic(
     import tempfile
 
     target = Path(path)
+    stream = _stream_target(target, kind, error)
+    if stream is not None:  # /dev/null, /dev/stdout, a FIFO: written in place, never replaced
+        _write_stream(target, stream, data, kind, error)
+        return target
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
     except (OSError, ValueError) as exc:
@@ -760,6 +764,42 @@ def write_atomic(
     return target
 
 
+def _stream_target(target: Path, kind: str, error: type[ConformanceInputError]) -> int | None:
+    """The ``stat`` mode of an existing character device or FIFO at ``target`` (links
+    followed: ``/dev/stdout``), which :func:`write_atomic` writes in place rather than
+    renaming a file over it (as root that would replace ``/dev/null`` for the whole machine);
+    ``None`` for a regular file or a new path. Any other kind of file is refused."""
+    try:
+        mode = os.stat(target).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISREG(mode):
+        return None
+    if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):
+        return mode
+    raise error(target, f"cannot write {kind}: it is {_not_regular(mode)}; expected a file "
+                "path (or a character device or FIFO to stream it to)")
+
+
+def _write_stream(target: Path, mode: int, data: bytes, kind: str,
+                  error: type[ConformanceInputError]) -> None:
+    """``data`` written to the character device or FIFO ``target`` (a FIFO without a reader
+    is refused at once rather than waited for)."""
+    flags = os.O_WRONLY | os.O_CLOEXEC | (os.O_NONBLOCK if stat.S_ISFIFO(mode) else 0)
+    try:
+        fd = os.open(target, flags)
+        try:
+            if stat.S_ISFIFO(mode):
+                os.set_blocking(fd, True)
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view):]
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        raise error(target, f"cannot write {kind}: {os_reason(exc)}") from None
+
+
 def _remove(path: str) -> None:
     try:
         os.unlink(path)
@@ -778,6 +818,11 @@ def writable_problem(path: str | os.PathLike[str]) -> str | None:
         return "the path contains a NUL character"
     try:
         target = Path(os.fspath(path))
+        with contextlib.suppress(OSError):
+            mode = os.stat(target).st_mode
+            if stat.S_ISCHR(mode) or stat.S_ISFIFO(mode):  # streamed in place
+                return None if os.access(target, os.W_OK) else (
+                    "cannot be written: Permission denied")
         if target.is_dir():
             return "is a folder; expected a file path"
         folder = target.parent

@@ -7,6 +7,8 @@ import json
 import math
 import os
 import socket
+import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -14,7 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from conformance import safeio
-from conformance.errors import CaseFileError, ConformanceInputError
+from conformance.errors import CaseFileError, ConformanceInputError, OutputError
 from tests.limits import time_limit
 
 
@@ -348,3 +350,52 @@ def test_regular_file_problem_and_is_within(tmp_path: Path) -> None:
     (tmp_path / "out").symlink_to("/etc")
     assert not safeio.is_within(tmp_path / "out" / "passwd", tmp_path)
     assert safeio.is_within(tmp_path / "f", tmp_path)
+
+
+# -- writing to what is not a regular file -----------------------------------------------------
+def test_write_atomic_streams_into_a_device_and_never_replaces_it() -> None:
+    """``--results /dev/null``: written in place; a rename over it would replace the machine's
+    /dev/null with a regular file (the process runs as root on CI machines)."""
+    from conformance.safeio import writable_problem, write_atomic
+
+    assert writable_problem(os.devnull) is None
+    write_atomic(os.devnull, b"{}\n", kind="results file")
+    assert stat.S_ISCHR(os.stat(os.devnull).st_mode)
+    assert not [p for p in Path(os.devnull).parent.glob(".null.*.tmp")]
+
+
+def test_write_atomic_streams_into_a_fifo_with_a_reader(tmp_path: Path) -> None:
+    import threading
+
+    from conformance.safeio import write_atomic
+
+    fifo = tmp_path / "out"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()))
+    reader.start()
+    for _ in range(200):  # the writer refuses a FIFO nobody reads: wait for the reader
+        try:
+            write_atomic(fifo, b"x" * 100_000, kind="report")
+            break
+        except OutputError:
+            time.sleep(0.01)
+    reader.join(5)
+    assert got == [b"x" * 100_000] and stat.S_ISFIFO(os.lstat(fifo).st_mode)
+
+
+def test_write_atomic_refuses_a_fifo_without_reader_and_a_socket(tmp_path: Path) -> None:
+    from conformance.safeio import write_atomic
+
+    fifo = tmp_path / "out"
+    os.mkfifo(fifo)
+    with time_limit(5), pytest.raises(OutputError, match=r"out: cannot write report: No such "
+                                      "device or address"):
+        write_atomic(fifo, b"x", kind="report")
+    sock_path = tmp_path / "s"
+    with socket.socket(socket.AF_UNIX) as sock:
+        sock.bind(str(sock_path))
+        with pytest.raises(OutputError, match=r"cannot write report: it is a socket; expected a "
+                           r"file path \(or a character device or FIFO to stream it to\)"):
+            write_atomic(sock_path, b"x", kind="report")
+    assert stat.S_ISSOCK(os.lstat(sock_path).st_mode)
