@@ -1,10 +1,14 @@
 """The package imports in one direction: no module imports names from a module that imports
-it back at the top level (a circle works only by the order of its imports); and no module
-imports the fixture tooling of the checkout (``fixtures.build``), which the wheel leaves out."""
+it back at the top level (a circle works only by the order of its imports); no module
+imports the fixture tooling of the checkout (``fixtures.build``), which the wheel leaves out;
+and start-up imports what it uses: the plugin imports no model library, collection no model
+code."""
 
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 from conformance import PACKAGE_DIR
@@ -103,3 +107,42 @@ def test_the_check_finds_an_import_of_the_tooling(tmp_path):
     assert tooling_imports(package) == ["pkg/a.py:1: fixtures.build",
                                         "pkg/sub/b.py:4: fixtures.build.train",
                                         "pkg/sub/b.py:5: fixtures.build.montage"]
+
+
+# what start-up imports ------------------------------------------------------------------
+#: what a conformance run needs only once it loads a model or measures images: diffusers'
+#: model and pipeline classes and what they bring in (peft whenever it is installed, the
+#: single-file conversion code and with it scipy.stats), the metrics' libraries
+MODEL_CODE = ("diffusers.models", "diffusers.pipelines", "diffusers.loaders.single_file_utils",
+              "peft", "scipy.stats", "skimage", "flip_evaluator", "imagehash")
+
+
+def _imported(code: str, names: tuple[str, ...]) -> tuple[int, list[str]]:
+    """Run ``code`` (which sets ``rc``) in a fresh interpreter, from the project root so that
+    ``conformance`` is this checkout's: ``rc`` and which of ``names`` it imported."""
+    probe = (f"import sys\nrc = 0\n{code}\n"
+             f"print('IMPORTED', rc, *[n for n in {names!r} if n in sys.modules])")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          cwd=PACKAGE_DIR.parent, timeout=600)
+    last = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else ""
+    assert proc.returncode == 0 and last.startswith("IMPORTED "), proc.stdout + proc.stderr
+    _, rc, *found = last.split()
+    return int(rc), found
+
+
+def test_the_plugin_session_and_runner_import_no_library_of_the_model():
+    """What every pytest process in the environment imports with the plugin (and a worker
+    before its first test) imports neither torch nor diffusers nor what they bring in."""
+    rc, found = _imported("import conformance.plugin, conformance.session, conformance.generate",
+                          ("torch", "diffusers", "transformers", *MODEL_CODE))
+    assert (rc, found) == (0, [])
+
+
+def test_collecting_a_run_without_lora_imports_no_model_code():
+    """Collection measures the machine (the known deviations name hardware classes: torch,
+    the probe battery and its GGUF dequantizer from diffusers) but loads no model: none of
+    diffusers' model classes, so no peft, no single-file conversion, no scipy.stats."""
+    rc, found = _imported(
+        "import pytest\nrc = int(pytest.main(['conformance', '--collect-only', '-q', "
+        "'-p', 'no:cacheprovider', '-k', 'tiny-sd and fp32']))", MODEL_CODE)
+    assert (rc, found) == (0, [])
