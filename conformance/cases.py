@@ -53,7 +53,7 @@ from conformance.models.specs import (
     resolve_path,
     supports_lora,
 )
-from conformance.precision import PRECISIONS, Kind
+from conformance.precision import PRECISIONS, dtype_precisions
 from conformance.safeio import (
     CASES_LIMIT,
     load_toml,
@@ -645,10 +645,12 @@ def _loras(
         raise CaseFileError(path, f"{what} is empty; remove it or list an adapter")
     if len(values) > MAX_LORAS:
         raise CaseFileError(path, f"{what} lists {len(values)} adapters; at most {MAX_LORAS}")
-    quantized = [p for p in precisions if PRECISIONS[p].kind is not Kind.DTYPE]
+    quantized = [p for p in precisions if not PRECISIONS[p].kind.plain]
     if quantized:
-        raise CaseFileError(path, f"{what}: LoRA adapters run at fp32, bf16 and fp16 only (the "
-                            f"case lists {', '.join(quantized)}); set precisions for this case")
+        *first, last = dtype_precisions()
+        raise CaseFileError(path, f"{what}: LoRA adapters run at {', '.join(first)} and {last} "
+                            f"only (the case lists {', '.join(quantized)}); set precisions for "
+                            "this case")
     if model.pipeline and not supports_lora(model.pipeline):
         raise CaseFileError(path, f"{what}: {model.pipeline} ({model.name}) does not load "
                             "LoRA adapters")

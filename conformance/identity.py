@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conformance import probes as _probes
+from conformance.precision import IDENTITY_PRECISIONS, digest_key, identity_line_precisions
 
 #: Software stack recorded in an identity (folded into every precision digest).
 STACK_KEYS = _probes.STACK_KEYS
@@ -45,6 +46,12 @@ class Identity:
             body = [self.hardware_class, _stack(self.stack)]
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()
                               ).hexdigest()[:12]
+
+    def digest_for(self, precision: str) -> str | None:
+        """The recorded probe digest that predicts the bits of ``precision``: its own, or
+        that of the recorded precision with the same probes
+        (:func:`conformance.precision.digest_key`); ``None`` when there is none."""
+        return (self.precision_digests or {}).get(digest_key(precision))
 
     def describe(self) -> str:
         f = self.features
@@ -134,7 +141,6 @@ def stack_of(fingerprint: dict[str, Any]) -> dict[str, Any]:
 def measure(device: str, fingerprint: dict[str, Any]) -> Identity:
     """Run the probe battery on ``device`` and build this process's identity."""
     from conformance.hardware import cpu_features, cuda_features, detect_class
-    from conformance.precision import PRECISIONS
 
     kind = device.split(":")[0]
     features = cuda_features(device) if kind == "cuda" else cpu_features()
@@ -146,7 +152,8 @@ def measure(device: str, fingerprint: dict[str, Any]) -> Identity:
         features=features,
         stack=stack,
         probes=result.digests,
-        precision_digests=_probes.precision_digests(result.digests, stack, tuple(PRECISIONS)),
+        precision_digests=_probes.precision_digests(result.digests, stack,
+                                                     IDENTITY_PRECISIONS),
         battery_version=_probes.BATTERY_VERSION,
         probe_seconds=result.seconds,
     )
@@ -168,8 +175,7 @@ def compare(mine: Identity, theirs: Identity | None, precision: str,
         if diffs:
             return Match(False, "; ".join(diffs))
         return Match(True, "the golden set has no identity; fingerprint keys agree")
-    a = (mine.precision_digests or {}).get(precision)
-    b = (theirs.precision_digests or {}).get(precision)
+    a, b = mine.digest_for(precision), theirs.digest_for(precision)
     if a is not None and b is not None and mine.battery_version == theirs.battery_version:
         if a == b:
             return Match(True, "")
@@ -252,7 +258,7 @@ def format_identity(ident: Identity) -> list[str]:
         )
     if ident.measured:
         digests = " ".join(f"{k}={v[:6]}" for k, v in (ident.precision_digests or {}).items()
-                           if k in ("fp32", "bf16", "fp16", "fp8-e4m3", "gguf-q8_0"))
+                           if k in identity_line_precisions())
         lines.append(f"conformance: probes {len(ident.probes or {})} in "
                      f"{ident.probe_seconds:.2f} s; {digests}")
     return lines
