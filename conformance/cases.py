@@ -44,7 +44,7 @@ from typing import Any
 
 from conformance import PACKAGE_DIR
 from conformance.errors import CaseFileError, type_name
-from conformance.models import MODELS, Family, ModelSpec, get_model
+from conformance.models import MODELS, ModelSpec, get_model
 from conformance.models.specs import (
     PICKLE_SUFFIXES,
     check_safetensors,
@@ -596,11 +596,11 @@ def _parse_case(
     guidance = require_float(body["guidance_scale"], path, what=key("guidance_scale"),
                              lo=0.0, hi=100.0, error=CaseFileError)
     negative = text("negative_prompt", "")
-    if negative and model.family is Family.FLUX:
+    if negative and not model.family.negative_prompt:
         raise CaseFileError(
             path,
             f"{key('negative_prompt')}: {model.name} ({model.family.value} family) "
-            "uses distilled guidance and takes no negative prompt; remove the key",
+            f"{model.family.no_negative_prompt}; remove the key",
         )
     resolutions = _resolutions(body.get("resolutions", default_res), path, where)
     if not resolutions:

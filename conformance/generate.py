@@ -25,7 +25,6 @@ from conformance.cases import Case, Item, LoraRef
 from conformance.errors import ConformanceInputError
 from conformance.heap import long_lived
 from conformance.models import (
-    Family,
     ModelSpec,
     ModelUnavailable,
     default_fixtures_dir,
@@ -297,7 +296,9 @@ def _variant(pipe: Any, variant: str | None) -> Iterator[None]:
         with sdpa_kernel(SDPBackend.MATH):
             yield
     elif variant == "cfg-split":
-        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        from conformance.models.families import denoiser_of
+
+        denoiser = denoiser_of(pipe)
         denoiser.forward = _split_batch_forward(denoiser.forward)
         try:
             yield
@@ -520,7 +521,7 @@ class Runner:
             "callback_on_step_end": on_step,
             "callback_on_step_end_tensor_inputs": ["latents"],
         }
-        if spec.family is Family.SD:
+        if spec.family.negative_prompt:
             call["negative_prompt"] = case.negative_prompt or None
         backend = _memory_backend(self.device)
         if backend is not None:
