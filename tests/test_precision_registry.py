@@ -204,3 +204,28 @@ def test_gguf_q4_0_pipeline_generates_near_fp32(q4_0_file: Any) -> None:
     assert sizes["tiny-sd/gguf-q4_0"] == size < sizes["tiny-sd/fp32"] / 2
     print(f"gguf-q4_0 vs fp32: MAE {mae:.2f}/255, denoiser {size} of "
           f"{sizes['tiny-sd/fp32']} bytes")
+
+
+# -- what only plain-dtype precisions take ----------------------------------------------------
+
+
+def test_lora_adapters_refuse_a_quantized_precision() -> None:
+    from conformance.cases import _loras
+    from conformance.errors import CaseFileError
+    from conformance.models import MODELS
+
+    with pytest.raises(CaseFileError) as err:
+        _loras([{"path": "x.safetensors"}], Path("c.toml"), "case 'one'", MODELS["tiny-sd"],
+               ("fp32", "fp8-e4m3", "gguf-q4_0"))
+    assert str(err.value).endswith(
+        "case 'one': key 'lora': LoRA adapters run at fp32, bf16 and fp16 only (the case lists "
+        "fp8-e4m3, gguf-q4_0); set precisions for this case")
+
+
+def test_real_checkpoints_refuse_a_quantized_precision() -> None:
+    from conformance.generate import Runner
+    from conformance.models import MODELS, ModelUnavailable
+
+    with pytest.raises(ModelUnavailable, match="sd15: precision gguf-q4_0 is built from local "
+                       "pipeline directories only"):
+        Runner("cpu")._load_real(MODELS["sd15"], "gguf-q4_0")
