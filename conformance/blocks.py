@@ -151,7 +151,6 @@ def _case_from_meta(records: ProbeRecords, side: Side) -> tuple[Any, Any]:
 
 def _case_for_model(case: Any, model: str, spec: Any) -> Any:
     """``case`` run with ``model`` (its scheduler kept where it fits the model's family)."""
-    from conformance.models import Family
     from conformance.schedulers import SCHEDULERS
 
     if case.model == model:
@@ -159,7 +158,7 @@ def _case_for_model(case: Any, model: str, spec: Any) -> Any:
     scheduler = case.scheduler
     if spec.family not in SCHEDULERS[scheduler].families:
         scheduler = next(s.name for s in SCHEDULERS.values() if spec.family in s.families)
-    negative = "" if spec.family is Family.FLUX else case.negative_prompt
+    negative = case.negative_prompt if spec.family.negative_prompt else ""
     return dataclasses.replace(case, model=model, scheduler=scheduler, negative_prompt=negative,
                                spec=spec, lora=(), vae=None)
 

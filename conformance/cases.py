@@ -44,7 +44,7 @@ from typing import Any
 
 from conformance import PACKAGE_DIR
 from conformance.errors import CaseFileError, type_name
-from conformance.models import MODELS, Family, ModelSpec, get_model
+from conformance.models import MODELS, ModelSpec, get_model
 from conformance.models.specs import (
     PICKLE_SUFFIXES,
     check_safetensors,
@@ -53,7 +53,7 @@ from conformance.models.specs import (
     resolve_path,
     supports_lora,
 )
-from conformance.precision import PRECISIONS, Kind
+from conformance.precision import PRECISIONS, dtype_precisions
 from conformance.safeio import (
     CASES_LIMIT,
     load_toml,
@@ -596,11 +596,11 @@ def _parse_case(
     guidance = require_float(body["guidance_scale"], path, what=key("guidance_scale"),
                              lo=0.0, hi=100.0, error=CaseFileError)
     negative = text("negative_prompt", "")
-    if negative and model.family is Family.FLUX:
+    if negative and not model.family.negative_prompt:
         raise CaseFileError(
             path,
             f"{key('negative_prompt')}: {model.name} ({model.family.value} family) "
-            "uses distilled guidance and takes no negative prompt; remove the key",
+            f"{model.family.no_negative_prompt}; remove the key",
         )
     resolutions = _resolutions(body.get("resolutions", default_res), path, where)
     if not resolutions:
@@ -645,10 +645,12 @@ def _loras(
         raise CaseFileError(path, f"{what} is empty; remove it or list an adapter")
     if len(values) > MAX_LORAS:
         raise CaseFileError(path, f"{what} lists {len(values)} adapters; at most {MAX_LORAS}")
-    quantized = [p for p in precisions if PRECISIONS[p].kind is not Kind.DTYPE]
+    quantized = [p for p in precisions if not PRECISIONS[p].kind.plain]
     if quantized:
-        raise CaseFileError(path, f"{what}: LoRA adapters run at fp32, bf16 and fp16 only (the "
-                            f"case lists {', '.join(quantized)}); set precisions for this case")
+        *first, last = dtype_precisions()
+        raise CaseFileError(path, f"{what}: LoRA adapters run at {', '.join(first)} and {last} "
+                            f"only (the case lists {', '.join(quantized)}); set precisions for "
+                            "this case")
     if model.pipeline and not supports_lora(model.pipeline):
         raise CaseFileError(path, f"{what}: {model.pipeline} ({model.name}) does not load "
                             "LoRA adapters")

@@ -144,12 +144,12 @@ def _sharing(identity: object, golden_dir: object) -> dict[str, list[str]]:
 
     from conformance.golden import GoldenStore
     from conformance.lookup import sharing_sets
-    from conformance.precision import PRECISIONS
+    from conformance.precision import IDENTITY_PRECISIONS
 
     root = Path(str(golden_dir))
     store = GoldenStore(root)
     sharing = sharing_sets(store, store.models(), identity,  # type: ignore[arg-type]
-                           tuple(PRECISIONS))
+                           IDENTITY_PRECISIONS)
     print(f"golden sets under {root} with this machine's bits (same precision digest; the "
           "own-class check holds them to the exact tier):", file=sys.stderr)
     digests = getattr(identity, "precision_digests", None) or {}

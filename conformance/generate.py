@@ -25,7 +25,6 @@ from conformance.cases import Case, Item, LoraRef
 from conformance.errors import ConformanceInputError
 from conformance.heap import long_lived
 from conformance.models import (
-    Family,
     ModelSpec,
     ModelUnavailable,
     default_fixtures_dir,
@@ -35,7 +34,7 @@ from conformance.models import (
     verify_fixture_once,
 )
 from conformance.models.checksums import sha256_file
-from conformance.precision import PRECISIONS, Kind
+from conformance.precision import PRECISIONS
 from conformance.schedulers import build_scheduler
 from conformance.trace import StepTrace
 
@@ -296,7 +295,9 @@ def _variant(pipe: Any, variant: str | None) -> Iterator[None]:
         with sdpa_kernel(SDPBackend.MATH):
             yield
     elif variant == "cfg-split":
-        denoiser = getattr(pipe, "unet", None) or getattr(pipe, "transformer", None)
+        from conformance.models.families import denoiser_of
+
+        denoiser = denoiser_of(pipe)
         denoiser.forward = _split_batch_forward(denoiser.forward)
         try:
             yield
@@ -397,7 +398,6 @@ class Runner:
 
     def _load_directory(self, spec: ModelSpec, precision_name: str, vae: Path | None) -> Any:
         """A local pipeline directory: a shipped fixture, or a folder a case file names."""
-        import torch
         from diffusers import DiffusionPipeline
 
         from conformance.models.specs import SourceKind
@@ -427,22 +427,18 @@ class Runner:
             if "safety_checker" in _read_index(path):  # it would blank images
                 overrides.update(safety_checker=None, requires_safety_checker=False)
         source = path / spec.family.denoiser
-        fp32_bytes = sum(f.stat().st_size for f in source.glob("*.safetensors"))
-        size = round(fp32_bytes * precision.bits_per_weight / 32)
-        if precision.kind is Kind.GGUF:
-            overrides[spec.family.denoiser] = self._gguf_denoiser(spec, path, precision.recipe)
-            size = gguf_file(source, str(precision.recipe)).stat().st_size
-        self.stats.denoiser_bytes.setdefault(f"{spec.name}/{precision_name}", size)
+        denoiser = precision.kind.denoiser(precision, source)
+        if denoiser is not None:
+            overrides[spec.family.denoiser] = denoiser
+        self.stats.denoiser_bytes.setdefault(f"{spec.name}/{precision_name}",
+                                             precision.kind.stored_bytes(precision, source))
         if vae is not None:
             overrides["vae"] = load_vae(vae, precision.torch_dtype())
         pipe = loader.from_pretrained(
             str(path), **{_DTYPE_KWARG: precision.torch_dtype()}, local_files_only=True,
             use_safetensors=True, **overrides,
         )
-        if precision.kind is Kind.FP8_STORAGE:
-            getattr(pipe, spec.family.denoiser).enable_layerwise_casting(
-                storage_dtype=precision.torch_storage_dtype(), compute_dtype=torch.float32
-            )
+        precision.kind.prepare(precision, getattr(pipe, spec.family.denoiser))
         return pipe
 
     @property
@@ -470,7 +466,7 @@ class Runner:
         from conformance.models import sources
 
         precision = PRECISIONS[precision_name]
-        if precision.kind is not Kind.DTYPE:
+        if not precision.kind.plain:
             raise ModelUnavailable(
                 f"{spec.name}: precision {precision_name} is built from local pipeline "
                 "directories only; for a quantized real denoiser give a GGUF file (the "
@@ -485,22 +481,6 @@ class Runner:
         return sources.load(resolved, dtype=precision.torch_dtype(), gguf=resolved.gguf,
                             compute_dtype=precision.torch_dtype() if resolved.gguf else None,
                             components=components)
-
-    def _gguf_denoiser(self, spec: ModelSpec, path: Path, recipe: str | None) -> Any:
-        """The denoiser quantized with ``recipe``, built once by ``conformance quantize``."""
-        import json
-
-        import diffusers
-        import torch
-
-        from conformance.quant.loading import load_gguf_model
-
-        source = path / spec.family.denoiser
-        gguf = gguf_file(source, str(recipe))
-        class_name = json.loads((source / "config.json").read_text())["_class_name"]
-        return load_gguf_model(
-            getattr(diffusers, class_name), gguf, source, compute_dtype=torch.float32
-        )
 
     def generate(self, item: Item, variant: str | None = None) -> Generation:
         """Generate ``item`` from scratch (fresh generator and scheduler).
@@ -543,7 +523,7 @@ class Runner:
             "callback_on_step_end": on_step,
             "callback_on_step_end_tensor_inputs": ["latents"],
         }
-        if spec.family is Family.SD:
+        if spec.family.negative_prompt:
             call["negative_prompt"] = case.negative_prompt or None
         self.kind.reset_peak_memory(self.device)
         start = time.perf_counter()

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conformance import probes as _probes
+from conformance.precision import IDENTITY_PRECISIONS, digest_key, identity_line_precisions
 
 #: Software stack recorded in an identity (folded into every precision digest).
 STACK_KEYS = _probes.STACK_KEYS
@@ -45,6 +46,12 @@ class Identity:
             body = [self.hardware_class, _stack(self.stack)]
         return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()
                               ).hexdigest()[:12]
+
+    def digest_for(self, precision: str) -> str | None:
+        """The recorded probe digest that predicts the bits of ``precision``: its own, or
+        that of the recorded precision with the same probes
+        (:func:`conformance.precision.digest_key`); ``None`` when there is none."""
+        return (self.precision_digests or {}).get(digest_key(precision))
 
     def describe(self) -> str:
         f = self.features
@@ -137,7 +144,6 @@ def measure(device: str, fingerprint: dict[str, Any]) -> Identity:
     """Run the probe battery on ``device`` and build this process's identity."""
     from conformance.devices import for_device
     from conformance.hardware import detect_class
-    from conformance.precision import PRECISIONS
 
     features = for_device(device).features(device)
     result = _probes.run_battery(device)
@@ -148,7 +154,8 @@ def measure(device: str, fingerprint: dict[str, Any]) -> Identity:
         features=features,
         stack=stack,
         probes=result.digests,
-        precision_digests=_probes.precision_digests(result.digests, stack, tuple(PRECISIONS)),
+        precision_digests=_probes.precision_digests(result.digests, stack,
+                                                     IDENTITY_PRECISIONS),
         battery_version=_probes.BATTERY_VERSION,
         probe_seconds=result.seconds,
     )
@@ -170,8 +177,7 @@ def compare(mine: Identity, theirs: Identity | None, precision: str,
         if diffs:
             return Match(False, "; ".join(diffs))
         return Match(True, "the golden set has no identity; fingerprint keys agree")
-    a = (mine.precision_digests or {}).get(precision)
-    b = (theirs.precision_digests or {}).get(precision)
+    a, b = mine.digest_for(precision), theirs.digest_for(precision)
     if a is not None and b is not None and mine.battery_version == theirs.battery_version:
         if a == b:
             return Match(True, "")
@@ -244,7 +250,7 @@ def format_identity(ident: Identity) -> list[str]:
         lines.append(f"conformance: {kind.feature_line(f)}")
     if ident.measured:
         digests = " ".join(f"{k}={v[:6]}" for k, v in (ident.precision_digests or {}).items()
-                           if k in ("fp32", "bf16", "fp16", "fp8-e4m3", "gguf-q8_0"))
+                           if k in identity_line_precisions())
         lines.append(f"conformance: probes {len(ident.probes or {})} in "
                      f"{ident.probe_seconds:.2f} s; {digests}")
     return lines

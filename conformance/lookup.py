@@ -123,8 +123,8 @@ def equal_digest(mine: Identity, theirs: Identity | None, precision: str) -> boo
         return False
     if mine.battery_version != theirs.battery_version:
         return False
-    a = (mine.precision_digests or {}).get(precision)
-    return a is not None and a == (theirs.precision_digests or {}).get(precision)
+    a = mine.digest_for(precision)
+    return a is not None and a == theirs.digest_for(precision)
 
 
 def _rank(mine: Identity, own_class: str, precision: str,

@@ -25,6 +25,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from conformance.precision import probe_filter
+
 #: Bump when the battery changes: digests of different battery versions never compare equal.
 BATTERY_VERSION = 1
 
@@ -260,17 +262,9 @@ def run_battery(device: str = "cpu", seed: int = 20261202) -> ProbeResult:
 
 
 def _probes_for(precision: str) -> Callable[[str], bool]:
-    """Which probe keys the images of ``precision`` depend on."""
-    if precision in ("bf16", "fp16"):
-        return lambda key: key.endswith(("/fp32", f"/{precision}")) and not key.startswith(
-            ("fp8-", "gguf-"))
-    if precision.startswith("fp8-"):
-        fmt = precision
-        return lambda key: key.endswith("/fp32") and (
-            not key.startswith(("fp8-", "gguf-")) or key.startswith(fmt))
-    if precision.startswith("gguf-"):
-        return lambda key: key.endswith("/fp32") and not key.startswith("fp8-")
-    return lambda key: key.endswith("/fp32") and not key.startswith(("fp8-", "gguf-"))
+    """Which probe keys the images of ``precision`` depend on (its kind decides:
+    :func:`conformance.precision.depends_on_probe`)."""
+    return probe_filter(precision)
 
 
 #: Fingerprint keys folded into every precision digest: what the probes cannot see.

@@ -1,23 +1,33 @@
-"""Scheduler names a case file may use, mapped to diffusers classes and config overrides."""
+"""Scheduler names a case file may use, mapped to diffusers classes and config overrides.
+
+Each scheduler is of one sort (noise prediction or flow matching); it fits the families that
+take that sort (:attr:`conformance.models.families.Family.schedulers`).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any
 
-from conformance.models.base import Family
+from conformance.models.families import FLOW_MATCHING, NOISE_PREDICTION, Family, families
 
 
 @dataclass(frozen=True)
 class SchedulerSpec:
     name: str
     class_name: str
-    families: frozenset[Family]
+    #: :data:`~conformance.models.families.NOISE_PREDICTION` or ``FLOW_MATCHING``
+    sort: str
     overrides: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def families(self) -> frozenset[Family]:
+        """The families this scheduler fits."""
+        return frozenset(f for f in families() if f.schedulers == self.sort)
 
-_EPS = frozenset({Family.SD})
-_FLOW = frozenset({Family.FLUX})
+
+_EPS = NOISE_PREDICTION
+_FLOW = FLOW_MATCHING
 
 SCHEDULERS: dict[str, SchedulerSpec] = {
     spec.name: spec

@@ -37,7 +37,7 @@ from conformance import PACKAGE_DIR
 from conformance.core import Tier
 from conformance.errors import ToleranceFileError, type_name
 from conformance.metrics import Metric, Metrics, bound_keys
-from conformance.precision import PRECISIONS, Kind
+from conformance.precision import PRECISIONS, dtype_precisions
 from conformance.safeio import SETTINGS_LIMIT, key_label, load_toml, show
 
 DEFAULT_TOLERANCES = PACKAGE_DIR / "tolerances.toml"
@@ -297,7 +297,7 @@ def _parse_vae(data: Any, path: Path) -> dict[str, dict[str, VaeBounds]]:
         return {}
     if not isinstance(data, dict):
         raise ToleranceFileError(path, f"[vae] must be a table, not {type_name(data)}")
-    dtypes = [n for n, p in PRECISIONS.items() if p.kind is Kind.DTYPE]
+    dtypes = dtype_precisions()
     out: dict[str, dict[str, VaeBounds]] = {}
     for name, table in data.items():
         if name not in VAE_TABLES:

@@ -46,7 +46,7 @@ import numpy as np
 from conformance import PROJECT_ROOT
 from conformance.metrics import METRICS, Metrics, as_rgb_uint8, compare, worst
 from conformance.models import dtype_keyword, get_model
-from conformance.precision import PRECISIONS, REFERENCE_PRECISION, Kind
+from conformance.precision import PRECISIONS, REFERENCE_PRECISION, dtype_precisions
 
 if TYPE_CHECKING:
     import torch
@@ -107,8 +107,8 @@ def vae_dir(model: str, fixtures_dir: Path | None = None) -> Path:
 def precision_dtype(precision: str) -> torch.dtype:
     """The torch dtype of a plain-dtype precision name (``fp32``, ``bf16``, ``fp16``)."""
     spec = PRECISIONS.get(precision)
-    if spec is None or spec.kind is not Kind.DTYPE:
-        accepted = ", ".join(n for n, p in PRECISIONS.items() if p.kind is Kind.DTYPE)
+    if spec is None or not spec.kind.plain:
+        accepted = ", ".join(dtype_precisions())
         raise ValueError(f"VAE precision {precision!r} is not one of: {accepted}")
     return spec.torch_dtype()
 

@@ -639,7 +639,7 @@ def broken_predictions(sets: list[Path], base: GoldenStore | None = None) -> lis
                     continue
                 if not equal_digest(a.identity, b.identity, entry.precision):
                     continue
-                digest = (a.identity.precision_digests or {}).get(entry.precision)
+                digest = a.identity.digest_for(entry.precision)
                 problems.append(Problem(where_a, (
                     f"broken prediction: shares the {entry.precision} digest {digest} with "
                     f"{_escape(where_b)}, but their goldens of {key} differ (pixel SHA-256 "

@@ -1,4 +1,5 @@
-"""What a model is, before any model is registered: :class:`ModelSpec` and :class:`Family`,
+"""What a model is, before any model is registered: :class:`ModelSpec` and its
+:class:`~conformance.models.families.Family` (re-exported here),
 bounded config reading (:func:`load_config`, :func:`check_config`), shard indexes and the
 shipped fixtures' checksums. :mod:`conformance.models.specs` declares the built-in models on
 these and :mod:`conformance.models` registers them (``MODELS``); nothing here imports either,
@@ -7,7 +8,6 @@ so the three import in one direction.
 
 from __future__ import annotations
 
-import enum
 import os
 import re
 from dataclasses import dataclass
@@ -16,6 +16,7 @@ from typing import Any
 
 from conformance import PROJECT_ROOT
 from conformance.errors import ConformanceInputError, type_name
+from conformance.models.families import Family
 from conformance.safeio import (
     CHECKSUMS_LIMIT,
     CONFIG_LIMIT,
@@ -38,17 +39,6 @@ class ModelUnavailable(Exception):
 
     The message says where the suite looked and how to get the weights.
     """
-
-
-class Family(enum.Enum):
-    """The pipeline family: decides call arguments, schedulers and the denoiser's name."""
-
-    SD = "sd"
-    FLUX = "flux"
-
-    @property
-    def denoiser(self) -> str:
-        return "unet" if self is Family.SD else "transformer"
 
 
 @dataclass(frozen=True)

@@ -41,6 +41,7 @@ from typing import Any
 
 from conformance.errors import CaseFileError, ConformanceInputError, type_name
 from conformance.models.base import Family, ModelSpec, load_config, read_json_object
+from conformance.models.families import FAMILIES, families
 from conformance.safeio import require_str, show
 
 #: weight files that run code when loaded; never read (the same list as sources.py's)
@@ -60,16 +61,10 @@ MODEL_KEYS = (
 #: keys only the built-in declarations use
 BUILTIN_KEYS = ("real",)
 
-#: resolution limits when a table gives none: (multiple, min_side, max_side)
-DEFAULT_LIMITS = {Family.SD: (8, 64, 2048), Family.FLUX: (16, 64, 2048)}
 MAX_SIDE = 16384
 
 #: pipeline classes whose family is known without importing diffusers
-KNOWN_PIPELINES: dict[str, Family] = {
-    "StableDiffusionPipeline": Family.SD,
-    "StableDiffusionXLPipeline": Family.SD,
-    "FluxPipeline": Family.FLUX,
-}
+KNOWN_PIPELINES: dict[str, Family] = {p: f for f in families() for p in f.pipelines}
 
 
 class SourceKind(enum.Enum):
@@ -229,15 +224,19 @@ def family_of(name: str) -> Family | None:
     import diffusers
 
     cls = pipeline_class(name)
-    for base, family in (("FluxPipeline", Family.FLUX), ("StableDiffusionPipeline", Family.SD),
-                         ("StableDiffusionXLPipeline", Family.SD)):
-        if issubclass(cls, getattr(diffusers, base)):
+    for family in families():
+        # a family's class the installed diffusers lacks (or cannot import) is no base
+        bases = [_exported(diffusers, base) for base in family.pipelines]
+        if any(isinstance(base, type) and issubclass(cls, base) for base in bases):
             return family
-    if name.startswith("Flux"):
-        return Family.FLUX
-    if name.startswith("StableDiffusion") and not name.startswith("StableDiffusion3"):
-        return Family.SD
-    return None
+    return next((f for f in families() if f.named_like(name)), None)
+
+
+def _exported(module: Any, name: str) -> Any:
+    try:
+        return getattr(module, name, None)
+    except Exception:  # a lazily imported module that fails to import
+        return None
 
 
 def supports_lora(name: str) -> bool:
@@ -420,19 +419,18 @@ def parse_model(
     family_text = table.get("family")
     family: Family | None = None
     if family_text is not None:
-        values = {f.value: f for f in Family}
-        if family_text not in values:
+        if family_text not in FAMILIES:
             raise _err(path, name, "family", f"{show(family_text)} is not a family; accepted: "
-                       f"{', '.join(values)}", error)
-        family = values[family_text]
+                       f"{', '.join(FAMILIES)}", error)
+        family = FAMILIES[family_text]
         if derived is not None and family is not derived:
             raise _err(path, name, "family", f"{pipeline} is a {derived.value} pipeline; "
                        "remove the key (it is read from the pipeline class)", error)
     family = family or derived
     if family is None:
+        choices = " or ".join(f'"{f.name}" ({f.summary})' for f in families())
         raise _err(path, name, "family", f"missing: the family cannot be derived from "
-                   f"{pipeline}; set family = \"sd\" (UNet, epsilon/v schedulers, negative "
-                   "prompts) or \"flux\" (flow matching, no negative prompt)", error)
+                   f"{pipeline}; set family = {choices}", error)
 
     # components
     vae = None
@@ -447,7 +445,7 @@ def parse_model(
                                                          base_dir, family, error)
 
     # resolution limits
-    d_multiple, d_min, d_max = DEFAULT_LIMITS[family]
+    d_multiple, d_min, d_max = family.limits
     multiple = _int(table, "resolution_multiple", d_multiple, 1, 1024, name, path, error)
     min_side = _int(table, "min_side", d_min, 1, MAX_SIDE, name, path, error)
     max_side = _int(table, "max_side", d_max, 1, MAX_SIDE, name, path, error)

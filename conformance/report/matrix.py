@@ -90,9 +90,6 @@ RUN, GOLDEN = "run", "golden"
 #: ``check`` of the cells of a golden-set column.
 GOLDEN_CHECK = "golden-set"
 
-#: Precisions in the order rows show them; ``gguf-*`` follow (most bits first), then others.
-PRECISION_ORDER = ("fp32", "bf16", "fp16", "fp8-e4m3", "fp8-e5m2")
-
 _RESOLUTION = re.compile(r"([0-9]{1,9})x([0-9]{1,9})")
 _DIGITS = re.compile(r"([0-9]+)")
 
@@ -327,14 +324,11 @@ def resolution_key(text: str) -> tuple[Any, ...]:
 
 
 def precision_key(name: str) -> tuple[Any, ...]:
-    """fp32, bf16, fp16, fp8-e4m3, fp8-e5m2, then gguf-* by bits (most first), then others."""
-    if name in PRECISION_ORDER:
-        return (0, PRECISION_ORDER.index(name), 0, name)
-    if name.startswith("gguf-"):
-        bits = _DIGITS.search(name.removeprefix("gguf-"))
-        value = (int(bits[1]) if len(bits[1]) < 10 else 10**9) if bits else 0
-        return (1, 0, -value, name)
-    return (2, 0, 0, name)
+    """fp32, bf16, fp16, fp8-e4m3, fp8-e5m2, then gguf-* by bits (most first), then others
+    (:func:`conformance.precision.sort_key`: each precision's kind decides)."""
+    from conformance.precision import sort_key
+
+    return sort_key(name)
 
 
 def item_key(item: ItemKey) -> tuple[Any, ...]:
