@@ -14,8 +14,9 @@ This module measures it on the suite's tiny VAEs (``fixtures/<model>/vae``, diff
   PNG: the latent-space image compression idea, measured;
 * :func:`run_checks` runs the whole table and :func:`render_markdown` formats it;
 * :func:`decode_violations`, :func:`round_trip_violations` and :func:`latent8_violations`
-  judge the checks against the ``[vae.*]`` tables of a tolerance file
-  (:meth:`conformance.tolerances.Tolerances.vae_bounds`).
+  judge the checks against the ``vae.*`` tables of a tolerance file
+  (:meth:`conformance.tolerances.Tolerances.lookup`); :mod:`conformance.checks.vae` runs
+  them as the suite's ``vae`` checks.
 
 Latents are "pipeline latents": :func:`encode_images` applies ``shift_factor`` and
 ``scaling_factor`` (and ``latents_mean`` / ``latents_std`` when the config has them) the way
@@ -45,7 +46,7 @@ import numpy as np
 
 from conformance import PROJECT_ROOT
 from conformance.metrics import METRICS, Metrics, as_rgb_uint8, compare, worst
-from conformance.models import dtype_keyword, get_model
+from conformance.models import get_model
 from conformance.precision import PRECISIONS, REFERENCE_PRECISION, Kind
 
 if TYPE_CHECKING:
@@ -59,10 +60,6 @@ VAE_MODELS: tuple[str, ...] = ("tiny-sd", "tiny-flux")
 #: Precisions the checks cover; the first is the reference.
 VAE_PRECISIONS: tuple[str, ...] = ("fp32", "bf16", "fp16")
 
-
-def vae_test_id(model: str, precision: str) -> str:
-    """The parameter id of a VAE check (conformance/test_vae.py): ``MODEL/vae/PRECISION``."""
-    return f"{model}/vae/{precision}"
 #: Photographs of scikit-image's data directory used for round trips: name -> file.
 PHOTO_FILES: dict[str, str] = {
     "astronaut": "astronaut.png",
@@ -114,20 +111,20 @@ def precision_dtype(precision: str) -> torch.dtype:
 
 
 def load_vae(path: str | Path, dtype: torch.dtype | str) -> AutoencoderKL:
-    """Load an ``AutoencoderKL`` from a local directory in ``dtype``, in eval mode.
+    """Load the VAE in local directory ``path`` in ``dtype``, in eval mode, as a pipeline's
+    VAE swap is loaded (:func:`conformance.generate.load_vae`: offline, safetensors only, a
+    shipped fixture checked against its checksums).
 
     ``dtype`` is a ``torch.dtype`` or a precision name. Raises :class:`MissingVaeError`
     naming the path when ``path/config.json`` is absent; nothing is downloaded.
     """
-    from diffusers import AutoencoderKL
+    from conformance.generate import load_vae as load_component
 
     path = Path(path)
     if not (path / "config.json").is_file():
         raise MissingVaeError(path)
     torch_dtype = precision_dtype(dtype) if isinstance(dtype, str) else dtype
-    vae = AutoencoderKL.from_pretrained(
-        path, **{dtype_keyword(): torch_dtype}, local_files_only=True, use_safetensors=True
-    )
+    vae = load_component(path, torch_dtype)
     vae.eval()
     vae.requires_grad_(False)
     return vae
