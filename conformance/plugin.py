@@ -510,7 +510,11 @@ class ConformancePlugin:
         marker = metafunc.definition.get_closest_marker("conformance_check")
         if not marker or not marker.args:
             return
-        kind = _kind(str(marker.args[0]), metafunc.definition.nodeid)
+        try:
+            kind = check_kind(str(marker.args[0]))
+        except ValueError as exc:  # one line naming the test, no traceback
+            raise pytest.Collector.CollectError(
+                f"{metafunc.definition.nodeid}: conformance_check: {exc}") from None
         if kind.argnames[0] not in metafunc.fixturenames:
             return
         params = kind.params(self.context(), *marker.args[1:])
