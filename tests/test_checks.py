@@ -48,7 +48,7 @@ def test_an_unknown_kind_names_the_known_ones():
 def test_a_check_without_a_registered_kind_is_named(monkeypatch):
     monkeypatch.setattr(checks, "_KINDS", {c: k for c, k in checks._KINDS.items()
                                            if c is not Check.COMPARE})
-    monkeypatch.setattr(checks, "MODULES", ())
+    monkeypatch.setattr(checks, "_modules", list)
     with pytest.raises(LookupError, match="no check kind registered for compare"):
         checks.kinds()
 
