@@ -696,11 +696,7 @@ class ConformancePlugin:
         outcome = session.evaluate(item, Check.FIXTURE, golden.nodeid)
         outcome = replace(outcome, id=f"{golden.nodeid}/{name}")
         node.stash.setdefault(OUTCOMES_KEY, []).append(outcome)
-        if outcome.status in (Status.FAILED, Status.ERROR):
-            pytest.fail(f"{outcome.message}\n  reproduce: {outcome.reproduce}", pytrace=False)
-        if outcome.status is Status.SKIPPED:
-            pytest.skip(outcome.message)
-        return outcome
+        return conclude(check_kind(Check.FIXTURE), outcome, golden.nodeid)
 
     def _unused_fixture_goldens(self) -> list[Any]:
         """``diffusion_golden`` goldens of the modules this run checked that no check of
@@ -813,6 +809,17 @@ def _check_kind(test: pytest.Item | Any) -> str | None:
     return str(marker.args[0]) if marker and marker.args else None
 
 
+def conclude(kind: CheckKind, outcome: Outcome, nodeid: str) -> Outcome:
+    """The test's end from its check's outcome: a failure or an error fails it (as its
+    kind words it: the message and the command to reproduce it), a skip skips it."""
+    __tracebackhide__ = True
+    if outcome.status in (Status.FAILED, Status.ERROR):
+        pytest.fail(kind.failure(outcome, nodeid), pytrace=False)
+    if outcome.status is Status.SKIPPED:
+        pytest.skip(outcome.message)
+    return outcome
+
+
 def _kind(name: str, nodeid: str) -> CheckKind:
     """The registry's kind of a ``conformance_check`` mark; an unknown name is a usage
     error naming the test and the known kinds."""
@@ -912,10 +919,6 @@ def conformance_check(
             item, check_of.check, request.node.nodeid, variant=variant
         )
         request.node.stash[OUTCOME_KEY] = outcome
-        if outcome.status in (Status.FAILED, Status.ERROR):
-            pytest.fail(check_of.failure(outcome, request.node.nodeid), pytrace=False)
-        if outcome.status is Status.SKIPPED:
-            pytest.skip(outcome.message)
-        return outcome
+        return conclude(check_of, outcome, request.node.nodeid)
 
     return check
