@@ -24,6 +24,7 @@ from pathlib import Path
 
 from conformance import PROJECT_ROOT
 from conformance import vae as V
+from conformance.report import vae as R
 
 DEFAULT_OUT = PROJECT_ROOT / "docs" / "vae.md"
 
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
     try:
-        report = V.run_checks(
+        report = R.run_checks(
             args.models,
             args.precisions,
             args.sizes,
@@ -94,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"vae_report: {message}", file=sys.stderr)
         return 2
-    markdown = INTRO + "\n" + V.render_markdown(report)
+    markdown = INTRO + "\n" + R.render_markdown(report)
     print(markdown, end="")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(markdown, encoding="utf-8")

@@ -12,7 +12,8 @@ import enum
 
 
 class Check(str, enum.Enum):
-    """What an outcome checked."""
+    """What an outcome checked (how each is parametrized, run and judged: its kind in
+    :mod:`conformance.checks`)."""
 
     REPEATABLE = "repeatable"
     OWN_CLASS = "own-class"

@@ -19,14 +19,14 @@ import pytest
 
 from conformance import PACKAGE_DIR
 from conformance.cases import CaseSet, Item, load_cases
+from conformance.checks import CheckKind, Context
+from conformance.checks import kind as check_kind
 from conformance.core import Check, Status
 from conformance.deviations import DEFAULT_DEVIATIONS, Deviation, load_deviations, match
 from conformance.errors import ConformanceInputError
-from conformance.generate import VARIANTS
 from conformance.hardware import now_utc, usable_cores
 from conformance.heap import freeze_at_exit, long_lived
 from conformance.options import OPTION_BY_NAME, OPTIONS, add_options, resolve
-from conformance.precision import REFERENCE_PRECISION
 from conformance.records import Outcome
 from conformance.report.fidelity import compare_markdown, fidelity_markdown, fidelity_rows
 from conformance.session import ConformanceSession, Settings, merge_stats
@@ -231,7 +231,7 @@ def worker_environment(device: str, workers: Any, threads: int = 1) -> dict[str,
 
 
 _SUITE_FIXTURES = frozenset({"conformance_item", "conformance_model", "conformance_variant",
-                             "conformance_relation",
+                             "conformance_relation", "conformance_vae",
                              "conformance_check", "conformance_session"})
 
 
@@ -448,15 +448,10 @@ class ConformancePlugin:
         is made. Other ``--dist`` modes keep xdist's own."""
         if config.getvalue("dist") != "loadgroup":
             return None
-        from conformance.schedule import make_scheduler, plan
-        from conformance.vae import VAE_MODELS, VAE_PRECISIONS, vae_test_id
+        from conformance.checks import schedule_params
+        from conformance.schedule import make_scheduler, plan_params
 
-        s = self.settings
-        the_plan = plan(self.cases.items(s.models, s.precisions, s.resolutions),
-                        self.cases.compare_pairs(s.models, s.precisions, s.resolutions),
-                        VARIANTS, {vae_test_id(m, p): f"{m}/vae" for m in VAE_MODELS
-                                   for p in VAE_PRECISIONS})
-        return make_scheduler(config, log, the_plan)
+        return make_scheduler(config, log, plan_params(schedule_params(self.context())))
 
     @property
     def is_controller(self) -> bool:
@@ -500,6 +495,10 @@ class ConformancePlugin:
         lines += s.golden_provenance()
         return lines
 
+    def context(self) -> Context:
+        """What the check kinds parametrize from: the case file and the run's filters."""
+        return Context(self.cases, self.settings)
+
     def pytest_generate_tests(self, metafunc: pytest.Metafunc) -> None:
         s = self.settings
         if "conformance_model" in metafunc.fixturenames:
@@ -507,64 +506,41 @@ class ConformancePlugin:
                 i.model for i in self.cases.items(s.models, s.precisions, s.resolutions)
             )
             metafunc.parametrize("conformance_model", list(models))
-        if "conformance_item" not in metafunc.fixturenames:
+        marker = metafunc.definition.get_closest_marker("conformance_check")
+        if not marker or not marker.args:
             return
-        kind = _check_kind(metafunc.definition)
-        if kind == Check.COMPARE.value:
-            pairs = self.cases.compare_pairs(s.models, s.precisions, s.resolutions)
-            metafunc.parametrize(("conformance_item", "conformance_relation"), [
-                pytest.param(other, rel.name, id=f"{other.id}-vs-{base.case.name}",
-                             marks=[pytest.mark.conformance,
-                                    pytest.mark.xdist_group(_group(other))])
-                for rel, base, other in pairs])
+        try:
+            kind = check_kind(str(marker.args[0]))
+        except ValueError as exc:  # one line naming the test, no traceback
+            raise pytest.Collector.CollectError(
+                f"{metafunc.definition.nodeid}: conformance_check: {exc}") from None
+        if kind.argnames[0] not in metafunc.fixturenames:
             return
-        items = self.cases.items(s.models, s.precisions, s.resolutions)
-        if kind == Check.INVARIANCE.value:
-            items = invariance_items(items)
-        elif kind == Check.FIDELITY.value:
-            items = [i for i in items if i.precision != REFERENCE_PRECISION]
-            if not items:  # e.g. --precision fp32: nothing to compare, not an error
-                metafunc.parametrize("conformance_item", [])
-                return
-        if not items:
+        params = kind.params(self.context(), *marker.args[1:])
+        if not params and not kind.may_be_empty:
             raise pytest.UsageError(
                 f"no conformance items in {self.cases.path} match the filters "
                 f"(--model {s.models}, --precision {s.precisions}, "
                 f"--resolution {[str(r) for r in s.resolutions or []] or None})"
             )
-        metafunc.parametrize(
-            "conformance_item",
-            [
-                pytest.param(
-                    item,
-                    id=item.id,
-                    marks=[
-                        pytest.mark.conformance,
-                        pytest.mark.xdist_group(_group(item)),
-                    ],
-                )
-                for item in items
-            ],
-        )
-        if kind == Check.INVARIANCE.value:  # ids read ITEM-VARIANT
-            metafunc.parametrize("conformance_variant", list(VARIANTS))
+        # a test of a case file item is marked as one, in the item's xdist group
+        metafunc.parametrize(kind.argnames, [
+            pytest.param(*p.values, id=p.id, marks=[] if p.item is None else [
+                pytest.mark.conformance, pytest.mark.xdist_group(p.group)])
+            for p in params])
 
     def _filtered_out(self, test: pytest.Item) -> bool:
-        """Whether a collected test of the suite is outside this run: a compare test
-        without relations, a check whose filters left it no item, a VAE check of another
-        model or precision."""
-        kind = _check_kind(test)
+        """Whether a collected test of the suite is outside this run, as its check kind
+        says: an empty parameter set (a compare test without relations, a check whose
+        filters left it no item), a VAE check of another model or precision."""
+        name = _check_kind(test)
+        if name is None or not hasattr(test, "fixturenames"):
+            return False
+        kind = _kind(name, test.nodeid)
+        if kind.argnames[0] not in test.fixturenames:
+            return False
         callspec = getattr(test, "callspec", None)
-        params = callspec.params if callspec is not None else {}
-        if kind == Check.COMPARE.value and not self.cases.relations:
-            return True
-        if kind is not None and "conformance_item" in getattr(test, "fixturenames", ()):
-            return not isinstance(params.get("conformance_item"), Item)  # [NOTSET]
-        if test.path == PACKAGE_DIR / "test_vae.py":
-            s = self.settings
-            return ((s.models is not None and params.get("model") not in s.models)
-                    or (s.precisions is not None and params.get("precision") not in s.precisions))
-        return False
+        return kind.deselect(callspec.params if callspec is not None else {}, self.context())
 
     def pytest_collection_modifyitems(self, config: pytest.Config,
                                       items: list[pytest.Item]) -> None:
@@ -719,11 +695,7 @@ class ConformancePlugin:
         outcome = session.evaluate(item, Check.FIXTURE, golden.nodeid)
         outcome = replace(outcome, id=f"{golden.nodeid}/{name}")
         node.stash.setdefault(OUTCOMES_KEY, []).append(outcome)
-        if outcome.status in (Status.FAILED, Status.ERROR):
-            pytest.fail(f"{outcome.message}\n  reproduce: {outcome.reproduce}", pytrace=False)
-        if outcome.status is Status.SKIPPED:
-            pytest.skip(outcome.message)
-        return outcome
+        return conclude(check_kind(Check.FIXTURE), outcome, golden.nodeid)
 
     def _unused_fixture_goldens(self) -> list[Any]:
         """``diffusion_golden`` goldens of the modules this run checked that no check of
@@ -831,31 +803,29 @@ class ConformancePlugin:
                 )
 
 
-def _group(item: Item) -> str:
-    """The xdist group of an item's tests: the item itself. Its checks share one
-    generation in one process; what they need from other items (the fp32 reference of a
-    fidelity check) comes through the run's shared generations, so small groups cost at
-    most one more pipeline load per worker and balance the workers (one (model, precision)
-    group, tiny-sd fp16 on CPU, was 40 % of the run)."""
-    return item.id
-
-
-def invariance_items(items: list[Item]) -> list[Item]:
-    """One item per case for the invariance checks: the reference precision where the case
-    has it (else its first precision), at the case's first resolution."""
-    by_case: dict[tuple[str, str], list[Item]] = {}
-    for item in items:
-        by_case.setdefault((item.model, item.case.name), []).append(item)
-    out = []
-    for group in by_case.values():
-        reference = [i for i in group if i.precision == REFERENCE_PRECISION] or group
-        out.append(reference[0])
-    return out
-
-
 def _check_kind(test: pytest.Item | Any) -> str | None:
     marker = test.get_closest_marker("conformance_check")
     return str(marker.args[0]) if marker and marker.args else None
+
+
+def conclude(kind: CheckKind, outcome: Outcome, nodeid: str) -> Outcome:
+    """The test's end from its check's outcome: a failure or an error fails it (as its
+    kind words it: the message and the command to reproduce it), a skip skips it."""
+    __tracebackhide__ = True
+    if outcome.status in (Status.FAILED, Status.ERROR):
+        pytest.fail(kind.failure(outcome, nodeid), pytrace=False)
+    if outcome.status is Status.SKIPPED:
+        pytest.skip(outcome.message)
+    return outcome
+
+
+def _kind(name: str, nodeid: str) -> CheckKind:
+    """The registry's kind of a ``conformance_check`` mark; an unknown name is a usage
+    error naming the test and the known kinds."""
+    try:
+        return check_kind(name)
+    except ValueError as exc:
+        raise pytest.UsageError(f"{nodeid}: conformance_check: {exc}") from None
 
 
 # -- fixtures ---------------------------------------------------------------------------
@@ -884,6 +854,12 @@ def conformance_model(request: pytest.FixtureRequest) -> str:
 @pytest.fixture
 def conformance_relation(request: pytest.FixtureRequest) -> str:
     """The ``[compare.NAME]`` relation a compare test checks its item in."""
+    return request.param
+
+
+@pytest.fixture
+def conformance_vae(request: pytest.FixtureRequest) -> Any:
+    """The VAE check this test runs (a :class:`~conformance.checks.vae.VaeItem`)."""
     return request.param
 
 
@@ -924,7 +900,7 @@ def diffusion_golden(request: pytest.FixtureRequest) -> Any:
 @pytest.fixture
 def conformance_check(
     request: pytest.FixtureRequest, conformance_session: ConformanceSession
-) -> Callable[[Item], Outcome]:
+) -> Callable[..., Outcome]:
     """Run the test's check (its ``conformance_check`` mark) and map the outcome to
     pass / fail / skip."""
     kind = _check_kind(request.node)
@@ -934,18 +910,14 @@ def conformance_check(
             "@pytest.mark.conformance_check(kind) mark"
         )
 
-    def check(item: Item, variant: str | None = None) -> Outcome:
+    check_of = _kind(kind, request.node.nodeid)
+
+    def check(item: Any, variant: str | None = None) -> Outcome:
         __tracebackhide__ = True
         outcome = conformance_session.evaluate(
-            item, Check(kind), request.node.nodeid, variant=variant
+            item, check_of.check, request.node.nodeid, variant=variant
         )
         request.node.stash[OUTCOME_KEY] = outcome
-        if outcome.status in (Status.FAILED, Status.ERROR):
-            pytest.fail(
-                f"{outcome.message}\n  reproduce: {outcome.reproduce}", pytrace=False
-            )
-        if outcome.status is Status.SKIPPED:
-            pytest.skip(outcome.message)
-        return outcome
+        return conclude(check_of, outcome, request.node.nodeid)
 
     return check

@@ -78,31 +78,45 @@ class Plan:
 
 def plan(items: Iterable[Any], pairs: Iterable[tuple[Any, Any, Any]] = (),
          variants: Iterable[str] = (), together: Mapping[str, str] | None = None) -> Plan:
-    """The run's :class:`Plan`: per item its pipeline and the items it reads (the fp32
-    reference of a non-fp32 item; the base of each compare relation it is the other side
-    of). ``items`` are :class:`~conformance.cases.Item`; ``pairs`` what
-    ``Cases.compare_pairs`` returns; ``variants`` the invariance variants (their tests'
-    ids read ITEM-VARIANT); ``together`` maps parameter ids of tests of no item to a group
-    they share (the VAE checks of one model reuse one process's fp32 decodes)."""
+    """The :class:`Plan` of tests of ``items`` (:class:`~conformance.cases.Item`, each its
+    own test), ``pairs`` (what ``Cases.compare_pairs`` returns: tests ITEM-vs-BASECASE),
+    ``variants`` (tests ITEM-VARIANT of every item) and ``together`` (parameter ids of tests
+    of no item -> the group they share): :func:`plan_params` of those tests."""
+    from conformance.checks import Param, item_param
+
+    params: list[Param] = [Param((), pid, group) for pid, group in (together or {}).items()]
+    for item in items:
+        params.append(item_param(item))
+        params += [item_param(item, v, id=f"{item.id}-{v}") for v in variants]
+    params += [item_param(other, rel, id=f"{other.id}-vs-{base.case.name}", needs=(base,))
+               for rel, base, other in pairs]
+    return plan_params(params)
+
+
+def plan_params(params: Iterable[Any]) -> Plan:
+    """The run's :class:`Plan` from its tests (:class:`~conformance.checks.Param`, what the
+    check kinds parametrize): each test's id in its group; per item its pipeline and the
+    items it reads (the fp32 reference of a non-fp32 item; what a test of it needs, such as
+    a compare relation's base); a group of tests of no item has no pipeline (the VAE checks
+    of one model reuse one process's fp32 decodes)."""
     from conformance.cases import Item
 
     units: dict[str, Unit] = {}
     needs: dict[str, list[str]] = {}
-    groups: dict[str, str] = dict(together or {})
-    units.update({g: Unit(None) for g in groups.values()})
-    variants = tuple(variants)
-    for item in items:
+    groups: dict[str, str] = {}
+    for param in params:
+        groups[param.id] = param.group
+        item = param.item
+        if item is None:
+            units.setdefault(param.group, Unit(None))
+            continue
         units[item.id] = _unit(item)
-        groups[item.id] = item.id
-        groups.update({f"{item.id}-{v}": item.id for v in variants})
         if item.precision != REFERENCE_PRECISION:
             needs.setdefault(item.id, []).append(
                 Item(item.case, item.resolution, REFERENCE_PRECISION).id)
-    for _rel, base, other in pairs:
-        units.setdefault(other.id, _unit(other))
-        units.setdefault(base.id, _unit(base))
-        groups[f"{other.id}-vs-{base.case.name}"] = other.id
-        needs.setdefault(other.id, []).append(base.id)
+        for base in param.needs:
+            units.setdefault(base.id, _unit(base))
+            needs.setdefault(item.id, []).append(base.id)
     return Plan({gid: replace(u, needs=tuple(dict.fromkeys(needs.get(gid, ()))))
                  for gid, u in units.items()}, groups)
 

@@ -37,7 +37,6 @@ from conformance.precision import REFERENCE_PRECISION
 from conformance.records import (
     Artifacts,
     ClassComparison,
-    ComparedSide,
     GenerationError,
     GoldenChoice,
     ModelComparison,
@@ -132,10 +131,6 @@ class Comparison:
 #: What the comparisons against every other class measure (the matrix shows these).
 _BY_CLASS_METRICS = tuple(dict.fromkeys(["mae", *(m.name for m in headline_metrics())]))
 
-#: Checks whose two sides are both generated here, so both can be probed again.
-_LOCALIZABLE = frozenset({Check.REPEATABLE, Check.INVARIANCE, Check.FIDELITY})
-
-
 @dataclass(frozen=True)
 class Verdict:
     """The fields of an :class:`~conformance.records.Outcome` that its check decides
@@ -155,11 +150,6 @@ class Verdict:
     localization: dict[str, Any] | None = None
     comparison: ModelComparison | None = None
     golden_choice: GoldenChoice | None = None
-
-
-#: the tier a compare relation's ``expect`` holds each image to
-_EXPECT_TIER = {"identical": Tier.EXACT, "differ": Tier.DIFFER, "close": Tier.CLOSE,
-                "perceptual": Tier.PERCEPTUAL}
 
 
 class GenerationFailed(Exception):
@@ -254,18 +244,18 @@ class ConformanceSession:
         if item.id not in self._generations:
             try:
                 if self.shared is None:
-                    self._generations[item.id] = self._generate(item)
+                    self._generations[item.id] = self.generate_fresh(item)
                 else:  # made once per run, whichever process needs it first
                     owner = self.identity.digest if self.identity else self.settings.device
                     gen, _ = self.shared.get_or_make(f"{owner}|{item.id}",
-                                                     lambda: self._generate(item))
+                                                     lambda: self.generate_fresh(item))
                     self._generations[item.id] = gen  # type: ignore[assignment]
             except GenerationFailed as exc:
                 self._failures[item.id] = exc
                 raise
         return self._generations[item.id]
 
-    def _generate(self, item: Item, variant: str | None = None) -> Generation:
+    def generate_fresh(self, item: Item, variant: str | None = None) -> Generation:
         """A fresh generation; an exception inside the pipeline becomes GenerationFailed."""
         try:
             return self.runner.generate(item, variant)
@@ -276,19 +266,24 @@ class ConformanceSession:
 
     # -- the check ---------------------------------------------------------------------
     def evaluate(
-        self, item: Item, check: Check, nodeid: str = "", variant: str | None = None
+        self, item: Any, check: Check, nodeid: str = "", variant: str | None = None
     ) -> Outcome:
-        """Run one check on ``item``; never raises for bad goldens (they become ERROR)."""
+        """Run one check on ``item`` (its kind's subject: a case file item, a VAE check's
+        :class:`~conformance.checks.vae.VaeItem`); never raises for bad goldens (they
+        become ERROR)."""
+        from conformance.checks import kind as check_kind
+
+        kind = check_kind(check)
         start = time.perf_counter()
         try:
-            verdict = self._check(item, check, variant)
+            verdict = kind.run(self, item, variant)
         except ModelUnavailable as exc:
             verdict = Verdict(Status.SKIPPED, str(exc))
         except ConformanceInputError as exc:
             verdict = Verdict(Status.ERROR, str(exc))
         except GenerationFailed as exc:
             verdict = Verdict(Status.ERROR, str(exc), error=exc.error)
-        peak = self.runner.peak_memory_mb()
+        peak = self.runner.peak_memory_mb() if kind.generates else None
         sha = None
         if item.id in self._generations and verdict.status is not Status.SKIPPED:
             sha = pixel_sha256(self._generations[item.id].image)
@@ -296,66 +291,16 @@ class ConformanceSession:
             id=item.id, check=check, model=item.model, case=item.case.name,
             resolution=str(item.resolution), precision=item.precision,
             hardware_class=self.hardware_class.name, variant=variant,
-            reproduce=self.reproduce_command(nodeid, builtin=check is not Check.FIXTURE),
+            reproduce=kind.reproduce(self, nodeid),
             peak_memory_mb=peak, pixel_sha256=sha,
             seconds=round(time.perf_counter() - start, 4), **vars(verdict),
         )
         self.outcomes.append(outcome)
         return outcome
 
-    def _check(self, item: Item, check: Check, variant: str | None) -> Verdict:
-        if check is Check.REPEATABLE:
-            return self._repeatable(item)
-        if check is Check.INVARIANCE:
-            return self._invariance(item, variant or "")
-        if check is Check.FIDELITY:
-            return self._fidelity(item)
-        if check is Check.COMPARE:
-            return self._compare(item, variant or "")
-        if check is Check.OWN_CLASS:
-            return self._against(item, self.hardware_class.name, own=True)
-        if check is Check.FIXTURE:
-            return self._own_class(item, Check.FIXTURE)
-        return self._against(item, self.settings.reference_class, own=False)
-
-    def _repeatable(self, item: Item) -> Verdict:
-        first = self.generation(item)
-        second = self._generate(item)
-        return self._judge(Comparison(
-            item, Check.REPEATABLE, second, first.image, first.trace, Tier.EXACT,
-            "the first generation in this process"))
-
-    def _invariance(self, item: Item, variant: str) -> Verdict:
-        """The plain generation against one with ``variant`` applied, at the close tier."""
-        base = self.generation(item)
-        other = self._generate(item, variant)
-        return self._judge(Comparison(
-            item, Check.INVARIANCE, other, base.image, base.trace, Tier.CLOSE,
-            f"the generation without {variant}", variant=variant))
-
     def reference_item(self, item: Item) -> Item:
         """The same case and resolution at the reference precision (fp32)."""
         return Item(item.case, item.resolution, REFERENCE_PRECISION)
-
-    def _fidelity(self, item: Item) -> Verdict:
-        """This precision against fp32 on the same device, within the fidelity bounds."""
-        gen = self.generation(item)
-        ref = self.generation(self.reference_item(item))
-        return self._judge(Comparison(
-            item, Check.FIDELITY, gen, ref.image, ref.trace, Tier.FIDELITY,
-            f"{REFERENCE_PRECISION} on this device"))
-
-    def _compare(self, item: Item, relation: str) -> Verdict:
-        """A case against the base case of ``[compare.<relation>]`` (same prompt and seed),
-        held to what the relation expects, with both sides' time, weights and memory."""
-        rel = next(r for r in self.cases.relations if r.name == relation)
-        base_item = Item(self.cases.case(rel.base), item.resolution, item.precision)
-        base, other = self.generation(base_item), self.generation(item)
-        verdict = self._judge(Comparison(
-            item, Check.COMPARE, other, base.image, base.trace, _EXPECT_TIER[rel.expect],
-            f"{base_item.id} (the base of [compare.{rel.name}])", variant=rel.name))
-        return replace(verdict, comparison=ModelComparison(
-            rel.name, rel.expect, _side(base_item, base), _side(item, other)))
 
     def ladder_means(self, model: str) -> dict[str, dict[str, float]]:
         """Mean MAE / SSIM / pHash distance against fp32 per precision over ``model``'s items."""
@@ -376,68 +321,7 @@ class ConformanceSession:
             for prec, ms in sums.items()
         }
 
-    def _against(self, item: Item, golden_class: str, own: bool) -> Verdict:
-        if own:
-            return self._own_class(item)
-        if golden_class == self.hardware_class.name:
-            return Verdict(
-                Status.SKIPPED,
-                f"this machine is the reference class {golden_class}; "
-                "the own-class check covers it",
-                golden_class=golden_class,
-            )
-        entry = self.store.lookup(item, golden_class)
-        if entry is None:
-            return self._missing(item, golden_class, own)
-        expected = self._golden_image(item, golden_class, entry)
-        gen = self.generation(item)
-        return self._judge(Comparison(
-            item, Check.REFERENCE, gen, expected, entry.steps(), Tier.PERCEPTUAL,
-            f"the {golden_class} golden", golden_class=golden_class,
-            expected_sha=entry.pixel_sha256))
-
-    def _own_class(self, item: Item, check: Check = Check.OWN_CLASS) -> Verdict:
-        """This machine's image against the golden its identity chooses
-        (:func:`conformance.lookup.choose`): exact where a set's digest equals this
-        machine's, else the nearest set at the close or perceptual tier; recorded under
-        this machine's class with ``--record`` where its own set lacks the item."""
-        from conformance.lookup import choose
-
-        s = self.settings
-        own_class = self.hardware_class.name
-        own_entry = self.store.lookup(item, own_class)
-        if s.record and (own_entry is None or s.force):
-            return self._record(item)
-        if own_entry is not None:
-            self._check_fresh(item, own_class, own_entry)  # a stale own golden is an error
-        params = item.case.generation_params()
-        size = (item.resolution.width, item.resolution.height)
-        choice = choose(
-            self.store, item, own_class, self.identity,
-            lambda e: pinned_differences(self.fingerprint, e.fingerprint),
-            fits=lambda e: not _param_changes(params, e.params) and (e.width, e.height) == size,
-        )
-        if choice is None:
-            return self._missing(item, own_class, True)
-        entry = choice.entry
-        expected = self._golden_image(item, choice.golden_class, entry)
-        gen = self.generation(item)
-        verdict = self._judge(Comparison(
-            item, check, gen, expected, entry.steps(), choice.tier,
-            choice.describe(), golden_class=choice.golden_class,
-            why_not_exact=choice.why_not_exact, expected_sha=entry.pixel_sha256))
-        verdict = replace(
-            verdict, by_class=self._against_every_class(item, gen),
-            golden_choice=GoldenChoice(choice.by, choice.sharing, choice.why_not_exact))
-        if (s.record and s.probes and choice.golden_class == own_class
-                and entry.probes is None
-                and verdict.status is Status.PASSED and verdict.tier is Tier.EXACT):
-            # an existing golden this machine reproduces bit for bit takes its probes
-            verdict = replace(verdict, message=f"{verdict.message}; module probes of step 0 "
-                              f"added: {self._store_probes(item)}")
-        return verdict
-
-    def _missing(self, item: Item, golden_class: str, own: bool) -> Verdict:
+    def missing(self, item: Item, golden_class: str, own: bool) -> Verdict:
         """No golden to compare with: skipped, or failed with ``--strict-golden`` (and for
         the ``diffusion_golden`` fixture, as in syrupy and pytest-mpl)."""
         fails = self.settings.strict_golden or self.missing_fails
@@ -445,9 +329,9 @@ class ConformanceSession:
         return Verdict(status, self._missing_reason(item, golden_class, own),
                        golden_class=golden_class, golden_choice=GoldenChoice("missing"))
 
-    def _check_fresh(self, item: Item, golden_class: str, entry: GoldenEntry) -> None:
+    def check_fresh(self, item: Item, golden_class: str, entry: GoldenEntry) -> None:
         """A golden recorded from other case parameters is stale: an error naming them."""
-        stale = _param_changes(item.case.generation_params(), entry.params)
+        stale = param_changes(item.case.generation_params(), entry.params)
         if stale:
             raise ConformanceInputError(
                 self.store.set_dir(item.model, golden_class) / entry.file,
@@ -455,9 +339,9 @@ class ConformanceSession:
                 f"({'; '.join(stale)}); re-record with --record --force",
             )
 
-    def _golden_image(self, item: Item, golden_class: str, entry: GoldenEntry) -> np.ndarray:
+    def golden_image(self, item: Item, golden_class: str, entry: GoldenEntry) -> np.ndarray:
         """The golden's pixels, checked against the case (stale) and the item's size."""
-        self._check_fresh(item, golden_class, entry)
+        self.check_fresh(item, golden_class, entry)
         expected = self.store.load_image(entry, golden_class)
         width, height = item.resolution.width, item.resolution.height
         if expected.shape[:2] != (height, width):
@@ -468,7 +352,7 @@ class ConformanceSession:
             )
         return expected
 
-    def _store_probes(self, item: Item) -> str:
+    def store_probes(self, item: Item) -> str:
         """Probe step 0 of ``item`` and store the records (and, with ``--probe-inputs``,
         the denoiser's step-0 input) beside its golden; what was written, for messages."""
         from conformance.localize import probe_item
@@ -487,10 +371,12 @@ class ConformanceSession:
             text += f"; {root}'s input: {inputs.nbytes} bytes"
         return text
 
-    def _judge(self, cmp: Comparison) -> Verdict:
+    def judge(self, cmp: Comparison) -> Verdict:
         """The one verdict of every check: the tier decides what must hold (exact: pixels
         and every step's latents; the other tiers: the tolerance file's bounds for the
         precision), then metrics, the per-step trace, images and the message follow."""
+        from conformance.checks import kind as check_kind
+
         item, obs = cmp.item, cmp.observed
         metrics = compare(obs.image, cmp.expected_image)
         step = first_divergent_step(obs.trace, cmp.expected_trace)
@@ -498,7 +384,7 @@ class ConformanceSession:
         problems = self.tolerances.problems(cmp.tier, item.precision, metrics,
                                             step if cmp.expected_trace else None)
         localization = None
-        if self.settings.localize and not exact and cmp.check in _LOCALIZABLE:
+        if self.settings.localize and not exact and check_kind(cmp.check).localizable:
             localization = self._localize(cmp, step)
         elif self.settings.localize and not exact and cmp.golden_class is not None:
             localization = self._localize_against_golden(cmp)
@@ -528,10 +414,10 @@ class ConformanceSession:
     def _localize(self, cmp: Comparison, step: int | None) -> dict[str, Any]:
         """Generate both sides again with module probes on the first divergent step (or,
         when every step's latents agree, on the VAE decode) and name the module."""
+        from conformance.checks import kind as check_kind
         from conformance.localize import localize, probe_item
 
-        expected = (self.reference_item(cmp.item) if cmp.check is Check.FIDELITY
-                    else cmp.item)
+        expected = check_kind(cmp.check).baseline(self, cmp.item)
         steps = (step,) if step is not None else ()
         a = probe_item(self.runner, expected, steps=steps, stop_early=step is not None)
         b = probe_item(self.runner, cmp.item, variant=cmp.variant, steps=steps,
@@ -568,7 +454,7 @@ class ConformanceSession:
             found["message"] = f"{found['message']}; replay: {result.message}"
         return _with_profile(found, golden, here.records)
 
-    def _against_every_class(self, item: Item, gen: Generation) -> dict[str, ClassComparison]:
+    def against_every_class(self, item: Item, gen: Generation) -> dict[str, ClassComparison]:
         """Metrics of this generation against every golden class that has the item."""
         out: dict[str, ClassComparison] = {}
         for cls in self.store.classes(item.model):
@@ -590,7 +476,7 @@ class ConformanceSession:
             )
         return out
 
-    def _record(self, item: Item) -> Verdict:
+    def record(self, item: Item) -> Verdict:
         gen = self.generation(item)
         path, replaced = self.store.record(
             item,
@@ -605,7 +491,7 @@ class ConformanceSession:
         )
         verb = "replaced" if replaced else "recorded"
         if self.settings.probes:
-            verb += f" (module probes of step 0: {self._store_probes(item)})"
+            verb += f" (module probes of step 0: {self.store_probes(item)})"
         return Verdict(Status.RECORDED, f"{verb} {path}", tier=Tier.EXACT,
                        golden_class=self.hardware_class.name)
 
@@ -838,14 +724,6 @@ def _with_profile(found: dict[str, Any], a: Any, b: Any) -> dict[str, Any]:
     return found
 
 
-def _side(item: Item, gen: Generation) -> ComparedSide:
-    def mib(n: int | None) -> float | None:
-        return None if n is None else round(n / 2**20, 3)
-
-    return ComparedSide(item.id, round(gen.seconds, 4), mib(gen.weights_bytes),
-                        mib(gen.peak_bytes))
-
-
 def _passed_message(cmp: Comparison, metrics: Metrics, exact: bool, where: list[str]) -> str:
     """``identical to the ... golden`` or ``within the close tier of ...`` with the metrics,
     why the tier is not exact, and where a localized run parts."""
@@ -883,7 +761,7 @@ def merge_stats(parts: list[dict[str, Any]]) -> dict[str, Any]:
     return out
 
 
-def _param_changes(now: dict[str, Any], then: dict[str, Any]) -> list[str]:
+def param_changes(now: dict[str, Any], then: dict[str, Any]) -> list[str]:
     return [
         f"{k}: {then.get(k)!r} -> {now.get(k)!r}"
         for k in sorted(set(now) | set(then))

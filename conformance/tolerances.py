@@ -190,27 +190,49 @@ class Tolerances:
                     if metrics.identical else [])
         return self.bounds(tier, precision).violations(metrics)
 
+    def lookup(self, table: str, precision: str) -> Bounds | VaeBounds:
+        """The bounds of tolerance table ``table`` for ``precision`` (the table's
+        ``default`` where it lists no such precision): a tier's (``close``, ``perceptual``,
+        ``fidelity``: :class:`Bounds`) or a VAE check's (``vae.decode``, ``vae.roundtrip``,
+        ``vae.latent8``: :class:`VaeBounds`). The one lookup of every check's bounds; a
+        table without either is a :class:`MissingBounds` naming the file and the table."""
+        if table.startswith("vae."):
+            name = table.removeprefix("vae.")
+            if name not in VAE_TABLES:
+                raise ValueError(f"no VAE table {name!r}; known: {', '.join(VAE_TABLES)}")
+            found: Mapping[str, Bounds | VaeBounds] = self.vae.get(name, {})
+            what = "the VAE checks"
+        else:
+            tier = Tier(table)
+            if tier in (Tier.EXACT, Tier.DIFFER):
+                raise ValueError(
+                    f"the {tier.value} tier has no bounds: it compares pixel hashes")
+            found, what = self.tiers.get(tier, {}), f"the {tier.value} tier"
+        bounds = found.get(precision) or found.get("default")
+        if bounds is None:
+            raise MissingBounds(
+                self.path, f"no [{table}.{precision}] table (nor [{table}.default]) bounds "
+                f"{what}")
+        return bounds
+
     def bounds(self, tier: Tier, precision: str) -> Bounds:
         """The bounds for ``precision`` at ``tier`` (``default`` if not listed)."""
-        if tier in (Tier.EXACT, Tier.DIFFER):
-            raise ValueError(f"the {tier.value} tier has no bounds: it compares pixel hashes")
-        table = self.tiers[tier]
-        return table.get(precision) or table["default"]
+        found = self.lookup(tier.value, precision)
+        assert isinstance(found, Bounds)
+        return found
 
     def vae_bounds(self, table: str, precision: str) -> VaeBounds:
         """The ``[vae.<table>.<precision>]`` bounds (``default`` if not listed).
 
-        Raises ``LookupError`` naming the file and the table when there are none."""
-        if table not in VAE_TABLES:
-            raise ValueError(f"no VAE table {table!r}; known: {', '.join(VAE_TABLES)}")
-        found = self.vae.get(table, {})
-        bounds = found.get(precision) or found.get("default")
-        if bounds is None:
-            raise LookupError(
-                f"{self.path}: no [vae.{table}.{precision}] table (nor "
-                f"[vae.{table}.default]) bounds the VAE checks"
-            )
-        return bounds
+        Raises :class:`MissingBounds` (a ``LookupError``) naming the file and the table
+        when there are none."""
+        found = self.lookup(f"vae.{table}", precision)
+        assert isinstance(found, VaeBounds)
+        return found
+
+
+class MissingBounds(ToleranceFileError, LookupError):
+    """A tolerance file without the table (nor its ``default``) that bounds a check."""
 
 
 def load_tolerances(path: str | Path | None = None) -> Tolerances:

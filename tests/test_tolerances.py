@@ -201,6 +201,38 @@ def test_vae_tables_are_optional(tmp_path):
         tol.vae_bounds("decode", "bf16")
 
 
+def test_one_lookup_for_the_tiers_and_the_vae_tables(tmp_path):
+    from conformance.tolerances import MissingBounds
+
+    tol = load_tolerances(write(tmp_path, GOOD + VAE))
+    assert tol.lookup("close", "bf16") == tol.bounds(Tier.CLOSE, "bf16")
+    assert tol.lookup("vae.decode", "fp16") == tol.vae_bounds("decode", "fp16")
+    with pytest.raises(MissingBounds) as caught:
+        tol.lookup("vae.latent8", "bf16")
+    assert isinstance(caught.value, ToleranceFileError) and isinstance(caught.value, LookupError)
+    assert str(caught.value) == (f"{tmp_path / 'tol.toml'}: no [vae.latent8.bf16] table (nor "
+                                 "[vae.latent8.default]) bounds the VAE checks")
+    with pytest.raises(ValueError, match=r"no VAE table 'encode'; known: decode, roundtrip"):
+        tol.lookup("vae.encode", "bf16")
+    with pytest.raises(ValueError, match="the exact tier has no bounds"):
+        tol.lookup("exact", "bf16")
+    with pytest.raises(ValueError, match="the differ tier has no bounds"):
+        tol.bounds(Tier.DIFFER, "bf16")
+    with pytest.raises(ValueError):
+        tol.lookup("nope", "bf16")
+
+
+def test_a_tier_without_its_table_is_named():
+    from dataclasses import replace
+
+    from conformance.tolerances import MissingBounds
+
+    tol = load_tolerances()
+    with pytest.raises(MissingBounds, match=r"no \[close.bf16\] table \(nor \[close.default\]\) "
+                                            "bounds the close tier"):
+        replace(tol, tiers={}).lookup("close", "bf16")
+
+
 def test_default_file_bounds_every_vae_check():
     tol = load_tolerances()
     for precision in ("fp32", "bf16", "fp16"):

@@ -22,6 +22,7 @@ from PIL import Image
 
 from conformance import vae as V
 from conformance.metrics import METRICS, Metrics, pixel_sha256
+from conformance.report import vae as R
 from conformance.tolerances import load_tolerances
 
 # A VAE small enough to build per test: 2 blocks = 2x downsampling, 4 latent channels.
@@ -314,11 +315,11 @@ BF16 = Metrics(False, mae=0.64, max_abs=6, psnr=48.17, ssim=0.9995, phash_distan
                dhash_distance=1, flip=0.018)
 
 
-def _report() -> V.VaeReport:
+def _report() -> R.VaeReport:
     sizes = V.CompressionSizes(
         raw_rgb_bytes=12288, png_bytes=9000, latent_bytes=1056, latent_zlib_bytes=1000
     )
-    return V.VaeReport(
+    return R.VaeReport(
         decode=(
             V.DecodeCheck("tiny-sd", "fp32", 64, 0, 4, IDENTICAL),
             V.DecodeCheck("tiny-sd", "bf16", 64, 0, 4, BF16),
@@ -343,7 +344,7 @@ def _report() -> V.VaeReport:
                 sizes,
             ),
         ),
-        vaes=(V.VaeInfo("tiny-sd", "fixtures/tiny-sd/vae", 4, 4, 0.28205, None, "ab" * 32),),
+        vaes=(R.VaeInfo("tiny-sd", "fixtures/tiny-sd/vae", 4, 4, 0.28205, None, "ab" * 32),),
         versions=(("torch", "2.13.0"),),
         threads=1,
     )
@@ -373,7 +374,7 @@ def test_records_aggregate_per_photo_values() -> None:
 
 
 def test_markdown_has_one_table_per_check_with_a_row_per_record() -> None:
-    md = V.render_markdown(_report())
+    md = R.render_markdown(_report())
     assert md.count("## ") == 4
     for header, records in (
         ("| model | latent channels", 1),
@@ -394,7 +395,7 @@ def test_markdown_has_one_table_per_check_with_a_row_per_record() -> None:
 
 
 def test_markdown_of_an_empty_report_still_has_the_headers() -> None:
-    md = V.render_markdown(V.VaeReport(decode=(), round_trips=(), latent_quant=()))
+    md = R.render_markdown(R.VaeReport(decode=(), round_trips=(), latent_quant=()))
     assert sum(line.startswith("|---") for line in md.splitlines()) == 3
     assert "## VAEs" not in md and "Measured with" not in md
 
@@ -403,7 +404,7 @@ def test_run_checks_end_to_end(tmp_path: Path, small_vae_dir: Path) -> None:
     fixtures = tmp_path / "fixtures"
     (fixtures / "tiny-sd").mkdir(parents=True)
     small_vae_dir.rename(fixtures / "tiny-sd" / "vae")
-    report = V.run_checks(
+    report = R.run_checks(
         ["tiny-sd"], ["fp32", "bf16"], [16], fixtures_dir=fixtures, count=2, decode_size=16
     )
     assert [(d.model, d.precision) for d in report.decode] == [
@@ -415,7 +416,7 @@ def test_run_checks_end_to_end(tmp_path: Path, small_vae_dir: Path) -> None:
     assert report.round_trips[0].max_psnr_drop == 0.0
     assert report.round_trips[1].photos == tuple(V.PHOTO_FILES)
     assert report.latent_quant[0].sizes.raw_rgb_bytes == 5 * 16 * 16 * 3
-    assert "| tiny-sd | bf16 |" in V.render_markdown(report)
+    assert "| tiny-sd | bf16 |" in R.render_markdown(report)
     (info,) = report.vaes
     assert (info.model, info.latent_channels, info.downsample) == ("tiny-sd", 4, 2)
     assert (info.scaling_factor, info.shift_factor) == (0.5, 0.25)
@@ -425,14 +426,14 @@ def test_run_checks_end_to_end(tmp_path: Path, small_vae_dir: Path) -> None:
 
 def test_run_checks_names_a_missing_vae(tmp_path: Path) -> None:
     with pytest.raises(V.MissingVaeError, match=re.escape(str(tmp_path / "tiny-flux" / "vae"))):
-        V.run_checks(["tiny-flux"], ["fp32"], [16], fixtures_dir=tmp_path)
+        R.run_checks(["tiny-flux"], ["fp32"], [16], fixtures_dir=tmp_path)
 
 
 def test_run_checks_rejects_unknown_precisions(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'int8' is not one of"):
-        V.run_checks(["tiny-sd"], ["int8"], [16], fixtures_dir=tmp_path)
+        R.run_checks(["tiny-sd"], ["int8"], [16], fixtures_dir=tmp_path)
     with pytest.raises(ValueError, match="must not be empty"):
-        V.run_checks([], ["fp32"], [16], fixtures_dir=tmp_path)
+        R.run_checks([], ["fp32"], [16], fixtures_dir=tmp_path)
 
 
 # -- benchmarks/vae_report.py ----------------------------------------------------------------
