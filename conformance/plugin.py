@@ -554,9 +554,17 @@ class ConformancePlugin:
             config.hook.pytest_deselected(items=idle)
         if not self.deviations:
             return
-        hardware_class = self.session.hardware_class.name
-        identity = self.session.identity
-        features = identity.features if identity is not None else None
+        if self._session is not None:
+            hardware_class = self.session.hardware_class.name
+            identity = self.session.identity
+            features = identity.features if identity is not None else None
+        else:  # the class and the features only: no probe battery, no model library
+            from conformance.devices import for_device
+            from conformance.hardware import detect_class
+
+            device = _worker_device(self.settings.device, self.config)
+            hardware_class = detect_class(device).name
+            features = for_device(device).features(device)
         for test in items:
             check = _check_kind(test)
             callspec = getattr(test, "callspec", None)

@@ -139,10 +139,11 @@ def test_the_plugin_session_and_runner_import_no_library_of_the_model():
 
 
 def test_collecting_a_run_without_lora_imports_no_model_code():
-    """Collection measures the machine (the known deviations name hardware classes: torch,
-    the probe battery and its GGUF dequantizer from diffusers) but loads no model: none of
-    diffusers' model classes, so no peft, no single-file conversion, no scipy.stats."""
+    """Collection reads the hardware class and the CPU's features for the known deviations,
+    without the probe battery: no model library (diffusers, transformers, torch's compiler
+    stack), so no peft, no single-file conversion, no scipy.stats."""
     rc, found = _imported(
         "import pytest\nrc = int(pytest.main(['conformance', '--collect-only', '-q', "
-        "'-p', 'no:cacheprovider', '-k', 'tiny-sd and fp32']))", MODEL_CODE)
+        "'-p', 'no:cacheprovider', '-k', 'tiny-sd and fp32']))",
+        ("diffusers", "transformers", "torch._dynamo", *MODEL_CODE))
     assert (rc, found) == (0, [])
