@@ -278,7 +278,7 @@ def _load_manifest_json(text: str | bytes, path: Path) -> Any:
     try:
         return loads_json(text, path, kind=MANIFEST_KIND, error=ManifestError)
     except ManifestError as exc:
-        prefix = f"{MANIFEST_KIND}: invalid JSON: "
+        prefix = f"{MANIFEST_KIND}: not valid JSON: "
         if exc.message.startswith(prefix):
             raise ManifestError(
                 path, f"not valid JSON (truncated or edited?): {exc.message[len(prefix):]}"

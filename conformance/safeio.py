@@ -386,10 +386,10 @@ def loads_json(
                     f"at most {max_depth} levels are read") from None
     except json.JSONDecodeError as exc:
         raise error(
-            where, f"{kind}: invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            where, f"{kind}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
     except (ValueError, OverflowError) as exc:
-        raise error(where, f"{kind}: invalid JSON ({show(str(exc), 80)})") from None
+        raise error(where, f"{kind}: not valid JSON ({show(str(exc), 80)})") from None
     found = _find_problem(value) if flagged else None
     if found is not None:
         raise error(where, f"{kind}: key {found[0]}: {found[1]}")

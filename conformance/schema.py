@@ -48,20 +48,33 @@ from conformance.errors import ConformanceInputError
 from conformance.safeio import key_label, load_toml, loads_json, read_bytes, show
 
 __all__ = [
+    "CASE",
+    "MODEL",
+    "PRECISION",
+    "RESOLUTION",
+    "CaseName",
     "DictKey",
     "Finite",
+    "Hex",
     "Int64",
+    "ModelName",
     "NonEmpty",
+    "Number",
+    "PrecisionName",
     "Problem",
+    "ResolutionName",
     "convert",
     "decode_json",
     "got",
     "json_kind",
     "matching",
+    "named",
     "problem_of",
     "read_json",
     "read_toml",
     "refuse",
+    "refuse_problem",
+    "to_builtins",
 ]
 
 T = TypeVar("T")
@@ -74,13 +87,44 @@ Finite = Annotated[float, msgspec.Meta(ge=-sys.float_info.max, le=sys.float_info
                                        description="a finite number")]
 #: A string of at least one character.
 NonEmpty = Annotated[str, msgspec.Meta(min_length=1, description="a non-empty string")]
+#: A number as a measurement is written: an integer of at most 64 bits (kept an int) or a
+#: float, NaN and the infinities included.
+Number = Annotated[Int64 | float, msgspec.Meta(description="a number")]
 
 
-def matching(regex: str, accepted: str, max_length: int | None = None) -> Any:
+def matching(regex: str, accepted: str) -> Any:
     """A string type that ``regex`` must match whole (``\\Z``: a trailing newline does not
-    slip through as it does with ``$``); ``accepted`` says in words what does."""
-    return Annotated[str, msgspec.Meta(pattern=f"^(?:{regex})\\Z", max_length=max_length,
-                                       description=accepted)]
+    slip through as it does with ``$``); ``accepted`` says in words what does (``must be
+    ACCEPTED, not ...``)."""
+    return Annotated[str, msgspec.Meta(pattern=f"^(?:{regex})\\Z", description=accepted)]
+
+
+def named(regex: str, rule: str) -> Any:
+    """A name type: :func:`matching`, refused as ``KEY 'VALUE' is not accepted (RULE)``."""
+    return Annotated[str, msgspec.Meta(pattern=f"^(?:{regex})\\Z", description=rule,
+                                       extra={"form": "rule"})]
+
+
+# -- the names a file of the suite carries ------------------------------------------------
+#: a model's name in a golden manifest, a results file or a validation
+MODEL = r"[a-z0-9][a-z0-9._-]{0,63}"
+MODEL_RULE = "lower-case letters, digits, '.', '_' and '-', at most 64"
+#: a case's name
+CASE = r"[a-z0-9][a-z0-9-]{0,63}"
+CASE_RULE = "lower-case letters, digits and '-', at most 64"
+#: a precision's name (``fp32``, ``gguf-q4_k``, ``fp8.e4m3``)
+PRECISION = r"[a-z0-9][a-z0-9._-]{0,63}"
+PRECISION_RULE = "lower-case letters, digits, '.', '_' and '-', at most 64"
+#: a resolution, ``WIDTHxHEIGHT``
+RESOLUTION = r"[1-9][0-9]{0,4}x[1-9][0-9]{0,4}"
+RESOLUTION_RULE = "WIDTHxHEIGHT, sides of 1 to 99999 in digits 0-9"
+
+ModelName = named(MODEL, MODEL_RULE)
+CaseName = named(CASE, CASE_RULE)
+PrecisionName = named(PRECISION, PRECISION_RULE)
+ResolutionName = named(RESOLUTION, RESOLUTION_RULE)
+#: 6 to 64 lower-case hex digits (a digest, or the start of one)
+Hex = matching("[0-9a-f]{6,64}", "a string of lower-case hex digits")
 
 
 # -- what a value is, for messages ---------------------------------------------------------
@@ -152,6 +196,7 @@ class _Refusal:
     value: Any
     accepted: str | None
     text: str | None
+    lead: str
 
 
 _MARK = "\x00refused by a decoding hook"
@@ -159,12 +204,24 @@ _local = threading.local()
 
 
 def refuse(value: Any, accepted: str | None = None, *, keys: tuple[str | int, ...] = (),
-           text: str | None = None) -> NoReturn:
+           text: str | None = None, lead: str = "") -> NoReturn:
     """Refuse ``value`` from inside a ``dec_hook``: ``keys`` below the hook's value lead to
     it; the message says ``must be ACCEPTED, not ...`` (``or null`` added where the field is
-    optional), or ``text`` as given."""
-    _local.refusal = _Refusal(tuple(keys), value, accepted, text)
+    optional), or ``text`` as given (after ``lead`` and the key path)."""
+    _local.refusal = _Refusal(tuple(keys), value, accepted, text, lead)
     raise ValueError(_MARK)
+
+
+def refuse_problem(problem: Problem, keys: tuple[str | int, ...] = ()) -> NoReturn:
+    """Refuse with a :class:`Problem` of a value below a hook's (``keys`` before its own)."""
+    refuse(None, keys=keys + problem.keys, text=problem.text, lead=problem.lead)
+
+
+def to_builtins(value: Any, enc_hook: Callable[[Any], Any] | None = None) -> Any:
+    """``value`` (records, enums, tuples) as the JSON values a file of the suite holds; a
+    float keeps NaN and the infinities (Python's json writes them as ``NaN`` /
+    ``Infinity``)."""
+    return msgspec.to_builtins(value, enc_hook=enc_hook)
 
 
 # -- reading -----------------------------------------------------------------------------
@@ -261,7 +318,7 @@ def _describe(message: str, tree: Any, type_: Any, dec_hook: DecHook | None) -> 
     if text == _MARK:
         refusal: _Refusal = _local.refusal
         if refusal.text is not None:
-            return Problem(keys + refusal.keys, refusal.text)
+            return Problem(keys + refusal.keys, refusal.text, refusal.lead)
         accepted = refusal.accepted or "accepted"
         if optional and not refusal.keys:
             accepted += " or null"
@@ -275,12 +332,15 @@ def _describe(message: str, tree: Any, type_: Any, dec_hook: DecHook | None) -> 
             accepted = described + (" or null" if optional else "")
         return Problem(keys, f"must be {accepted}, {got(node)}")
     if text.startswith("Expected `"):  # a constraint: a range, a pattern, a length
+        if _extra(tp).get("form") == "rule":
+            return Problem(keys, f"{show(node)} is not accepted ({_description(tp)})")
         described = _description(tp) or show(text.removeprefix("Expected "), 120)
         return Problem(keys, f"must be {described}{' or null' if optional else ''}, "
                              f"{got(node)}")
     if text.startswith("Invalid enum value"):
-        values = sorted(str(m.value) for m in _enum_of(tp))
-        return Problem(keys, f"{show(node)} is not one of {', '.join(values)}")
+        return Problem(keys, f"{show(node)} is not one of {', '.join(_choices(tp))}")
+    if text.startswith("Object contains unknown field"):
+        return _unknown(node, tp, keys) or Problem(keys, "holds an unknown key")
     missing = re.match(r"Object missing required field `([A-Za-z0-9_]+)`\Z", text)
     if missing:
         return Problem((*keys, missing[1]), "is missing", lead="key ")
@@ -343,8 +403,22 @@ def _description(tp: Any) -> str | None:
     return None
 
 
-def _enum_of(tp: Any) -> type[enum.Enum]:
-    return next(m for m in _members(tp) if isinstance(m, type) and issubclass(m, enum.Enum))
+def _extra(tp: Any) -> dict[str, Any]:
+    if typing.get_origin(tp) is Annotated:
+        for meta in typing.get_args(tp)[1:]:
+            if isinstance(meta, msgspec.Meta) and meta.extra:
+                return meta.extra
+    return {}
+
+
+def _choices(tp: Any) -> list[str]:
+    """What an enum (sorted) or a ``Literal`` (in its order) accepts."""
+    for member in _members(tp):
+        if isinstance(member, type) and issubclass(member, enum.Enum):
+            return sorted(str(m.value) for m in member)
+        if typing.get_origin(member) is typing.Literal:
+            return [str(a) for a in typing.get_args(member)]
+    return []
 
 
 @functools.cache
@@ -378,47 +452,61 @@ def _value_type(tp: Any) -> Any:
     return Any
 
 
-def _closed(cls: type) -> bool:
-    """Whether the record ``cls`` refuses keys it does not have (every dataclass; a Struct
-    declared with ``forbid_unknown_fields``)."""
-    if issubclass(cls, msgspec.Struct):
-        return bool(cls.__struct_config__.forbid_unknown_fields)
-    return True
-
-
 def _field_names(cls: type) -> tuple[str, ...]:
     if issubclass(cls, msgspec.Struct):
         return tuple(f.encode_name for f in msgspec.structs.fields(cls))
     return tuple(f.name for f in dataclasses.fields(cls))
 
 
-@functools.cache
-def _holds_record(tp: Any) -> bool:
-    """Whether a value of ``tp`` may hold a record (whose unknown keys must be refused)."""
+def _unknown(node: Any, tp: Any, keys: tuple[str | int, ...]) -> Problem | None:
+    """The first key of the object ``node`` that its record type ``tp`` does not have."""
     for member in _members(tp):
-        if _is_record(member):
+        if _is_record(member) and type(node) is dict:
+            names = _field_names(member)
+            unknown = node.keys() - set(names)
+            if unknown:
+                return Problem((*keys, min(unknown)), f"(accepted: {', '.join(names)})",
+                               lead="unknown key ")
+    return None
+
+
+@functools.cache
+def _holds_dataclass(tp: Any, _inside: frozenset[Any] = frozenset()) -> bool:
+    """Whether a value of ``tp`` may hold a dataclass: msgspec refuses unknown keys for a
+    Struct declared ``forbid_unknown_fields``, and for a dataclass this module does."""
+    for member in _members(tp):
+        if dataclasses.is_dataclass(member):
             return True
-        if any(_holds_record(arg) for arg in typing.get_args(member) if arg is not Ellipsis):
+        if member in _inside:  # a type that holds itself
+            continue
+        inner = _inside | {member}
+        parts = (_hints(member).values() if _is_record(member) else
+                 [a for a in typing.get_args(member) if a is not Ellipsis])
+        if any(_holds_dataclass(part, inner) for part in parts):
             return True
     return False
 
 
 def _unknown_key(tree: Any, tp: Any, keys: tuple[str | int, ...]) -> Problem | None:
-    """The first key of an object that its declared record does not have (msgspec refuses
-    them for a Struct only; a dataclass is checked here), or None."""
-    if not _holds_record(tp):
+    """The first key of an object that its declared dataclass does not have, or None."""
+    if not _holds_dataclass(tp):
         return None
     for member in _members(tp):
-        if _is_record(member) and type(tree) is dict:
-            names = _field_names(member)
-            unknown = tree.keys() - set(names) if _closed(member) else ()
-            if unknown:
-                return Problem((*keys, min(unknown)), f"(accepted: {', '.join(names)})",
-                               lead="unknown key ")
+        if dataclasses.is_dataclass(member) and type(tree) is dict:
+            found = _unknown(tree, member, keys)
+            if found is not None:
+                return found
             hints = _hints(member)
-            for name in names:
-                if name in tree:
-                    found = _unknown_key(tree[name], hints.get(name, Any), (*keys, name))
+            for name in _field_names(member):
+                if name in tree and _holds_dataclass(hints.get(name, Any)):
+                    found = _unknown_key(tree[name], hints[name], (*keys, name))
+                    if found is not None:
+                        return found
+            return None
+        if _is_record(member) and type(tree) is dict:  # a Struct: its fields
+            for name, hint in _hints(member).items():
+                if name in tree and _holds_dataclass(hint):
+                    found = _unknown_key(tree[name], hint, (*keys, name))
                     if found is not None:
                         return found
             return None

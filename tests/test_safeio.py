@@ -126,8 +126,8 @@ def test_text_is_strict_utf8_without_bom(tmp_path: Path) -> None:
         ("[" * 70 + "]" * 70, "nested deeper than 64 levels"),
         ('{"a": "\\ud800"}', "lone surrogate"),
         ('{"\\udfff": 1}', "lone surrogate"),
-        ("{broken", "invalid JSON: Expecting property name"),
-        ("", "invalid JSON"),
+        ("{broken", "not valid JSON: Expecting property name"),
+        ("", "not valid JSON"),
     ],
 )
 def test_json_refusals(text: str, message: str) -> None:

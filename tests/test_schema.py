@@ -121,7 +121,7 @@ def test_the_parser_refusals_name_the_file_and_key() -> None:
         "key free.n: an integer of 40 digits")
     assert refused('{"items": [], "free": {"n": 1e999}}').startswith(
         "key free.n: the number '1e999' is out of range")
-    assert refused("{broken").startswith("invalid JSON")
+    assert refused("{broken").startswith("not valid JSON")
     with pytest.raises(ConformanceInputError, match=r"^f\.json: test file is not UTF-8 text"):
         schema.decode_json(b'{"items": ["\xff"]}', Doc, "f.json", kind="test file")
 

@@ -51,22 +51,28 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
+import msgspec
+
 from conformance.core import Check, Status
 from conformance.errors import ConformanceInputError, ManifestError
 from conformance.records import (
+    STEP_DELTA_FIELDS,
     Artifacts,
+    ByClass,
     ClassComparison,
     GenerationError,
     Outcome,
     RecordedMetrics,
     StepDelta,
+    decode_hook,
 )
-from conformance.report.results import deep_key, read_results, too_deep
+from conformance.report.results import read_results
 from conformance.report.safe_text import bounded
 from conformance.safeio import (
     IMAGE_LIMIT,
     JSON_MAX_DEPTH,
     MANIFEST_LIMIT,
+    deep_key,
     key_label,
     regular_file_problem,
     show,
@@ -1073,11 +1079,6 @@ def _read_golden_set(
             fingerprint = next(
                 e.fingerprint for e in entries if legacy_key(cls, e.fingerprint) == common
             )
-        deep = too_deep(fingerprint, "fingerprint") or too_deep(identity, "identity")
-        if deep is not None:
-            raise ManifestError(
-                path, f"key {deep}: nested too deeply; at most {JSON_MAX_DEPTH} levels"
-            )
         identity_summary(identity)  # raises here, not later, on a malformed one
     except _MALFORMED as exc:
         raise ManifestError(path, f"malformed golden manifest: {_manifest_problem(exc, path)}") \
@@ -1431,14 +1432,13 @@ def _steps_dict(deltas: Sequence[StepDelta]) -> dict[str, list[Any]]:
     """Step deltas by field (``{"step": [...], "equal": [...], ...}``): a quarter of the size
     of one object per step, and quick to encode."""
     if not deltas:
-        return {name: [] for name in StepDelta._fields}
-    steps, equal, mean, std = zip(*deltas, strict=True)
+        return {name: [] for name in STEP_DELTA_FIELDS}
     return {
-        "step": list(steps),
-        "equal": list(equal),
+        "step": [d.step for d in deltas],
+        "equal": [d.equal for d in deltas],
         # x - x == 0 only for finite numbers (see _finite), inline for speed
-        "mean_delta": [v if v - v == 0 else None for v in mean],
-        "std_delta": [v if v - v == 0 else None for v in std],
+        "mean_delta": [v if (v := d.mean_delta) - v == 0 else None for d in deltas],
+        "std_delta": [v if (v := d.std_delta) - v == 0 else None for d in deltas],
     }
 
 
@@ -1541,6 +1541,11 @@ def matrix_to_dict(matrix: Matrix) -> dict[str, Any]:
     }
 
 
+def _read(type_: Any, value: Any) -> Any:
+    """A record of a matrix's own JSON (a ValueError on another shape)."""
+    return msgspec.convert(value, type_, strict=True, dec_hook=decode_hook)
+
+
 def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
     return Cell(
         item=item,
@@ -1551,16 +1556,16 @@ def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
         status=d["status"],
         tier=d["tier"],
         golden_class=d["golden_class"],
-        metrics=RecordedMetrics.parse(d["metrics"]),
+        metrics=_read(RecordedMetrics | None, d["metrics"]),
         first_divergent_step=d["first_divergent_step"],
         step_deltas=tuple(
             StepDelta(*fields)
             for fields in zip(
-                *(d["step_deltas"][name] for name in StepDelta._fields), strict=True
+                *(d["step_deltas"][name] for name in STEP_DELTA_FIELDS), strict=True
             )
         ),
-        by_class=_by_class(ClassComparison.parse(c, v) for c, v in d["by_class"].items()),
-        artifacts=Artifacts.parse(d["artifacts"]),
+        by_class=_by_class(_read(ByClass, d["by_class"]).values()),
+        artifacts=_read(Artifacts, d["artifacts"]),
         seconds=d["seconds"],
         generate_seconds=d["generate_seconds"],
         peak_memory_mb=d["peak_memory_mb"],
@@ -1574,7 +1579,7 @@ def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
             for c in d["checks"]
         ),
         pixel_sha256=d.get("pixel_sha256"),
-        error=GenerationError.parse(d.get("error")),
+        error=_read(GenerationError | None, d.get("error")),
         profile=tuple(ModuleError(*m) for m in d.get("profile", ())),
         profile_of=d.get("profile_of", ""),
     )
