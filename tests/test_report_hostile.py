@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conformance import golden as golden_module
 from conformance.errors import ConformanceInputError
 from conformance.report import command
-from conformance.report import matrix as matrix_module
 from conformance.report import results as results_module
 from conformance.report.fidelity import fidelity_markdown
 from conformance.report.matrix import build_matrix, load_golden, load_run
@@ -338,7 +338,7 @@ GOLDEN_CORPUS: list[tuple[str, Any, tuple[str, ...]]] = [
      ("fingerprint",)),
     ("nested-10000", lambda d: nested(10_000), ("nested too deeply",)),
     ("huge-int", lambda d: json.dumps(d).replace('"width": 16', f'"width": {BIG}'), ()),
-    ("oversize", lambda d: None, ("manifests are read up to",)),
+    ("oversize", lambda d: None, ("files of this kind are read up to",)),
 ]
 
 
@@ -348,7 +348,7 @@ def test_hostile_golden_manifest(tmp_path, capsys, monkeypatch, name, change, te
     root = tmp_path / "golden"
     manifest = record_set(root)
     if name == "oversize":
-        monkeypatch.setattr(matrix_module, "MANIFEST_LIMIT", 100)
+        monkeypatch.setattr(golden_module, "MANIFEST_LIMIT", 100)
     else:
         _edit(manifest, change)
     before = _unchanged(manifest)

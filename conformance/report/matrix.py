@@ -71,9 +71,6 @@ from conformance.report.safe_text import bounded
 from conformance.safeio import (
     IMAGE_LIMIT,
     JSON_MAX_DEPTH,
-    MANIFEST_LIMIT,
-    deep_key,
-    key_label,
     regular_file_problem,
     show,
 )
@@ -1052,37 +1049,21 @@ _MALFORMED = (
 def _read_golden_set(
     root: Path, store: Any, model: str, cls: str, path: str
 ) -> _GoldenSet | None:
-    """One golden set's manifest, read and summed up; None when it went away meanwhile."""
-    problem = regular_file_problem(path)
-    if problem == "no such file":  # pragma: no cover - removed while reading
+    """One golden set's manifest (read and checked by the store: a regular file within
+    :data:`~conformance.safeio.MANIFEST_LIMIT`, every key), summed up; None when it went
+    away meanwhile."""
+    manifest = store.manifest(model, cls)
+    if manifest is None:  # pragma: no cover - removed while reading
         return None
-    if problem is not None:
-        raise ManifestError(path, f"cannot read the golden manifest: {problem}")
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise ManifestError(path, f"cannot read: {exc.strerror or exc}") from None
-    if size > MANIFEST_LIMIT:
-        raise ManifestError(
-            path, f"the manifest is {size} bytes; manifests are read up to {MANIFEST_LIMIT}"
+    identity = identity_record(getattr(manifest, "identity", None))
+    entries = [manifest.entries[k] for k in sorted(manifest.entries)]
+    keys = Counter(legacy_key(cls, e.fingerprint) for e in entries)
+    fingerprint: dict[str, Any] = {}
+    if entries:
+        common = keys.most_common(1)[0][0]
+        fingerprint = next(
+            e.fingerprint for e in entries if legacy_key(cls, e.fingerprint) == common
         )
-    try:
-        manifest = store.manifest(model, cls)
-        if manifest is None:  # pragma: no cover - removed while reading
-            return None
-        identity = identity_record(getattr(manifest, "identity", None))
-        entries = [manifest.entries[k] for k in sorted(manifest.entries)]
-        keys = Counter(legacy_key(cls, e.fingerprint) for e in entries)
-        fingerprint: dict[str, Any] = {}
-        if entries:
-            common = keys.most_common(1)[0][0]
-            fingerprint = next(
-                e.fingerprint for e in entries if legacy_key(cls, e.fingerprint) == common
-            )
-        identity_summary(identity)  # raises here, not later, on a malformed one
-    except _MALFORMED as exc:
-        raise ManifestError(path, f"malformed golden manifest: {_manifest_problem(exc, path)}") \
-            from None
     digest = identity.get("digest") if identity else None
     if isinstance(digest, str) and digest:
         key = f"golden:id:{digest}"
@@ -1096,30 +1077,6 @@ def _exception_text(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return f"nested too deeply (more than {JSON_MAX_DEPTH} levels)"
     return f"{type(exc).__name__}: {bounded(str(exc), 160)}"
-
-
-_HUGE_INT_KEY = re.compile(r'"((?:[^"\\]|\\.){0,200})"\s*:\s*-?[0-9]{4000}')
-
-
-def _manifest_problem(exc: BaseException, path: str) -> str:
-    """What a manifest's parser raised, with the key where the text shows it (the manifest
-    is at most :data:`~conformance.safeio.MANIFEST_LIMIT` bytes: it is read again)."""
-    if not isinstance(exc, (RecursionError, ValueError)):
-        return _exception_text(exc)
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            text = fh.read(MANIFEST_LIMIT + 1)
-    except OSError:
-        return _exception_text(exc)
-    if isinstance(exc, RecursionError):
-        return (
-            f"key {deep_key(text, JSON_MAX_DEPTH)}: nested too deeply; at most "
-            f"{JSON_MAX_DEPTH} levels are read"
-        )
-    match = _HUGE_INT_KEY.search(text) if "integer string conversion" in str(exc) else None
-    if match is not None:
-        return f"key {key_label(match[1])}: an integer of thousands of digits"
-    return _exception_text(exc)
 
 
 def _load_golden_image(store: Any, entry: Any, cls: str) -> Any:
