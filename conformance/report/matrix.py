@@ -47,7 +47,7 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -154,20 +154,10 @@ class ModuleError(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class Cell:
-    """One item on one column (``column`` is its label, ``hardware_class`` its class).
+class Shown:
+    """What a cell without an outcome shows: a golden set's cell (its check
+    :data:`GOLDEN_CHECK`), or a cell read back from a matrix's JSON."""
 
-    The measurements are the outcome's records (:mod:`conformance.records`); ``check``,
-    ``status`` and ``tier`` are their values as text, as a golden-set column's cells have a
-    check of their own (:data:`GOLDEN_CHECK`). ``pixel_sha256`` is the digest of the
-    column's image of the item (groups bit-identical columns); ``error`` what a generation
-    raised, for an ``error`` cell.
-    """
-
-    item: ItemKey
-    column: str
-    hardware_class: str
-    state: CellState
     check: str | None = None
     status: str | None = None
     tier: str | None = None
@@ -175,14 +165,39 @@ class Cell:
     metrics: RecordedMetrics | None = None
     first_divergent_step: int | None = None
     step_deltas: tuple[StepDelta, ...] = ()
-    by_class: tuple[ClassComparison, ...] = ()
     artifacts: Artifacts = field(default_factory=Artifacts)
     seconds: float | None = None
     generate_seconds: float | None = None
     peak_memory_mb: float | None = None
     message: str = ""
-    reason: str = ""
     reproduce: str = ""
+
+
+_SHOWN = frozenset(f.name for f in fields(Shown))
+_NOTHING = Shown()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Cell:
+    """One item on one column (``column`` is its label, ``hardware_class`` its class).
+
+    A run's cell holds the :class:`~conformance.records.Outcome` it shows (``outcome``); a
+    golden set's cell, or one read back from a matrix's JSON, what it shows (``shown``).
+    ``check``, ``status``, ``tier`` and the measurements are read from either, the enums as
+    text (a golden set's check is :data:`GOLDEN_CHECK`). ``by_class`` is in natural order
+    of the class (an own-class check's when the shown check has none), ``pixel_sha256`` the
+    digest of the column's image of the item (groups bit-identical columns), ``error`` what
+    a generation raised, for an ``error`` cell. Two cells are equal when they show the same.
+    """
+
+    item: ItemKey
+    column: str
+    hardware_class: str
+    state: CellState
+    outcome: Outcome | None = None
+    shown: Shown = _NOTHING
+    by_class: tuple[ClassComparison, ...] = ()
+    reason: str = ""
     source: str = ""
     checks: tuple[CheckResult, ...] = ()
     pixel_sha256: str | None = None
@@ -191,6 +206,71 @@ class Cell:
     #: (``profile_of`` names the check and section)
     profile: tuple[ModuleError, ...] = ()
     profile_of: str = ""
+
+    @property
+    def check(self) -> str | None:
+        return self.outcome.check.value if self.outcome is not None else self.shown.check
+
+    @property
+    def status(self) -> str | None:
+        return self.outcome.status.value if self.outcome is not None else self.shown.status
+
+    @property
+    def tier(self) -> str | None:
+        if self.outcome is None:
+            return self.shown.tier
+        return self.outcome.tier.value if self.outcome.tier is not None else None
+
+    @property
+    def golden_class(self) -> str | None:
+        return (self.outcome or self.shown).golden_class
+
+    @property
+    def metrics(self) -> RecordedMetrics | None:
+        return (self.outcome or self.shown).metrics
+
+    @property
+    def first_divergent_step(self) -> int | None:
+        return (self.outcome or self.shown).first_divergent_step
+
+    @property
+    def step_deltas(self) -> tuple[StepDelta, ...]:
+        return (self.outcome or self.shown).step_deltas or ()
+
+    @property
+    def artifacts(self) -> Artifacts:
+        return (self.outcome or self.shown).artifacts
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.outcome or self.shown).seconds
+
+    @property
+    def generate_seconds(self) -> float | None:
+        return (self.outcome or self.shown).generate_seconds
+
+    @property
+    def peak_memory_mb(self) -> float | None:
+        return (self.outcome or self.shown).peak_memory_mb
+
+    @property
+    def message(self) -> str:
+        return (self.outcome or self.shown).message
+
+    @property
+    def reproduce(self) -> str:
+        return (self.outcome or self.shown).reproduce
+
+    def _seen(self) -> tuple[Any, ...]:
+        return (self.item, self.column, self.hardware_class, self.state, self.by_class,
+                self.reason, self.source, self.checks, self.pixel_sha256, self.error,
+                self.profile, self.profile_of, *(getattr(self, n) for n in sorted(_SHOWN)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Cell) and self._seen() == other._seen()
+
+    def __hash__(self) -> int:
+        return hash(self._seen())
 
 
 @dataclass(frozen=True, slots=True)
@@ -593,21 +673,9 @@ def make_cell(
         column=column,
         hardware_class=hardware_class,
         state=state,
-        check=outcome.check.value,
-        status=outcome.status.value,
-        tier=outcome.tier.value if outcome.tier else None,
-        golden_class=outcome.golden_class,
-        metrics=outcome.metrics,
-        first_divergent_step=outcome.first_divergent_step,
-        step_deltas=outcome.step_deltas or (),
+        outcome=outcome,
         by_class=_by_class(by_class.values()),
-        artifacts=outcome.artifacts,
-        seconds=outcome.seconds,
-        generate_seconds=outcome.generate_seconds,
-        peak_memory_mb=outcome.peak_memory_mb,
-        message=outcome.message,
         reason=_missing_reason(outcome) if state is CellState.MISSING else "",
-        reproduce=outcome.reproduce,
         source=source,
         checks=checks,
         pixel_sha256=digest,
@@ -944,7 +1012,7 @@ def _column_cells(
             missing = f"no golden for it in the {col.label} set"
             cells = [
                 Cell(item, col.label, col.hardware_class, CellState.MISSING,
-                     check=GOLDEN_CHECK, reason=missing)
+                     shown=_GOLDEN_MISSING, reason=missing)
                 if (cell := table.get(item)) is None
                 else replace(cell, column=col.label)  # type: ignore[arg-type]
                 for item in rows
@@ -993,6 +1061,7 @@ def _plural(n: int, word: str = "item") -> str:
 
 
 # -- golden sets -----------------------------------------------------------------------------
+_GOLDEN_MISSING = Shown(check=GOLDEN_CHECK)
 _GOLDEN_STATUS = {
     CellState.IDENTICAL: Status.PASSED.value,
     CellState.WITHIN: Status.PASSED.value,
@@ -1292,7 +1361,9 @@ class _GoldenComparer:
         else:
             state, fields = self._compared(item, entry, gset, cls, png, *ref)
         status = _GOLDEN_STATUS[state]
-        return Cell(**(base | fields), state=state, status=status,
+        values = base | fields | {"status": status}
+        return Cell(**{k: v for k, v in values.items() if k not in _SHOWN}, state=state,
+                    shown=Shown(**{k: v for k, v in values.items() if k in _SHOWN}),
                     checks=(CheckResult(GOLDEN_CHECK, status, fields.get("tier")),))
 
     def _compared(self, item: ItemKey, entry: Any, gset: _GoldenSet, cls: str, png: str,
@@ -1504,11 +1575,7 @@ def _read(type_: Any, value: Any) -> Any:
 
 
 def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
-    return Cell(
-        item=item,
-        column=column,
-        hardware_class=d["hardware_class"],
-        state=CellState(d["state"]),
+    shown = Shown(
         check=d["check"],
         status=d["status"],
         tier=d["tier"],
@@ -1521,14 +1588,21 @@ def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
                 *(d["step_deltas"][name] for name in STEP_DELTA_FIELDS), strict=True
             )
         ),
-        by_class=_by_class(_read(ByClass, d["by_class"]).values()),
         artifacts=_read(Artifacts, d["artifacts"]),
         seconds=d["seconds"],
         generate_seconds=d["generate_seconds"],
         peak_memory_mb=d["peak_memory_mb"],
         message=d["message"],
-        reason=d["reason"],
         reproduce=d["reproduce"],
+    )
+    return Cell(
+        item=item,
+        column=column,
+        hardware_class=d["hardware_class"],
+        state=CellState(d["state"]),
+        shown=shown,
+        by_class=_by_class(_read(ByClass, d["by_class"]).values()),
+        reason=d["reason"],
         source=d["source"],
         checks=tuple(
             CheckResult(c["check"], c["status"], c["tier"], c["variant"], c.get("module"),
