@@ -147,8 +147,9 @@ class GoldenEntry:
     recorded_at: _Stamp
     command: _Command
     #: ``{"file": "<stem>.probes.json.gz", "sha256": ..., "steps": [0]}`` when module probes
-    #: were recorded with the golden (``--record --probes``)
-    probes: dict[str, Any] | None = None
+    #: were recorded with the golden (``--record --probes``); read as any value, its shape
+    #: is checked (and refused in words) by :func:`_probes_problem`
+    probes: Any = None
 
     def steps(self) -> list[StepTrace]:
         return [StepTrace.from_dict(s) for s in self.trace]
