@@ -65,6 +65,7 @@ from conformance.records import (
     RecordedMetrics,
     StepDelta,
     decode_hook,
+    to_builtins,
 )
 from conformance.report.results import read_results
 from conformance.report.safe_text import bounded
@@ -1491,16 +1492,7 @@ def cell_to_dict(cell: Cell) -> dict[str, Any]:
             )
             for c in cell.by_class
         },
-        "artifacts": {
-            k: v
-            for k, v in (
-                ("actual", cell.artifacts.actual),
-                ("golden", cell.artifacts.golden),
-                ("diff", cell.artifacts.diff),
-                ("flip", cell.artifacts.flip),
-            )
-            if v
-        },
+        "artifacts": to_builtins(cell.artifacts),
         "seconds": _finite(cell.seconds),
         "generate_seconds": _finite(cell.generate_seconds),
         "peak_memory_mb": _finite(cell.peak_memory_mb),
@@ -1516,14 +1508,7 @@ def cell_to_dict(cell: Cell) -> dict[str, Any]:
             for c in cell.checks
         ],
         "pixel_sha256": cell.pixel_sha256,
-        "error": None
-        if cell.error is None
-        else {
-            "type": cell.error.type,
-            "message": cell.error.message,
-            "device": cell.error.device,
-            "precision": cell.error.precision,
-        },
+        "error": to_builtins(cell.error),
         **({"profile": [[m.name, m.bits, _finite(m.rel_err)] for m in cell.profile],
             "profile_of": cell.profile_of} if cell.profile else {}),
     }
