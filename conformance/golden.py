@@ -36,8 +36,9 @@ import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 
 from conformance.cases import Item
@@ -62,6 +63,21 @@ from conformance.safeio import (
     show,
     write_atomic,
 )
+from conformance.schema import (
+    CASE,
+    MODEL,
+    MODEL_RULE,
+    PRECISION,
+    RESOLUTION,
+    CaseName,
+    Int64,
+    ModelName,
+    PrecisionName,
+    Problem,
+    ResolutionName,
+    matching,
+    problem_of,
+)
 from conformance.trace import StepTrace
 
 SCHEMA_VERSION = 2
@@ -74,13 +90,13 @@ PNG_LIMIT = IMAGE_LIMIT
 MANIFEST_KIND = "golden manifest"
 PNG_KIND = "golden PNG"
 
-# Names, matched whole (``fullmatch``: ``$`` would let a trailing newline through).
-_MODEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_CASE = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
-_PRECISION = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
-_RESOLUTION = re.compile(r"[1-9][0-9]{0,4}x[1-9][0-9]{0,4}")
+# Names, matched whole (``fullmatch``: ``$`` would let a trailing newline through); the
+# patterns are :mod:`conformance.schema`'s, which results files are read with too.
+_MODEL = re.compile(MODEL)
+_CASE = re.compile(CASE)
+_PRECISION = re.compile(PRECISION)
+_RESOLUTION = re.compile(RESOLUTION)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
-_HEX16 = re.compile(r"[0-9a-f]{16}")
 _STEP_DIGEST = re.compile(r"[0-9a-f]{1,64}")
 _FILE = re.compile(r"[a-z0-9][a-z0-9._-]{0,150}\.png")
 #: C0 and C1 controls (newline, tab, ESC ...), DEL, line/paragraph separators, bidi controls
@@ -89,31 +105,16 @@ _CONTROL = re.compile(
 )
 _MAX_VALUE_CHARS = 4096  # a prompt, a fingerprint value, a feature
 _MAX_COMMAND_CHARS = 65536
+_Hex64 = matching("[0-9a-f]{64}", "64 lower-case hex digits")
+_Hex16 = matching("[0-9a-f]{16}", "16 lower-case hex digits")
+_Stamp = Annotated[str, msgspec.Meta(
+    max_length=_MAX_VALUE_CHARS, description=f"a string of at most {_MAX_VALUE_CHARS} characters")]
+_Command = Annotated[str, msgspec.Meta(
+    max_length=_MAX_COMMAND_CHARS,
+    description=f"a string of at most {_MAX_COMMAND_CHARS} characters")]
 _SCALARS = (str, int, float, bool, type(None))
 
-_ENTRY_FIELDS: dict[str, type | tuple[type, ...]] = {
-    "id": str,
-    "model": str,
-    "case": str,
-    "resolution": str,
-    "precision": str,
-    "file": str,
-    "width": int,
-    "height": int,
-    "pixel_sha256": str,
-    "file_sha256": str,
-    "phash": str,
-    "dhash": str,
-    "params": dict,
-    "trace": list,
-    "fingerprint": dict,
-    "recorded_at": str,
-    "command": str,
-}
 _STEP_FIELDS = ("step", "timestep", "digest", "mean", "std", "min", "max")
-#: optional entry keys: ``probes`` names the entry's module-probe file (gzip of
-#: :class:`conformance.localize.ProbeRecords` JSON) with its SHA-256 and probed steps
-_OPTIONAL_FIELDS: dict[str, type] = {"probes": dict}
 PROBES_SUFFIX = ".probes.json.gz"
 #: the denoiser's step-0 input (``--probe-inputs``): safetensors, for replay elsewhere
 INPUTS_SUFFIX = ".inputs.safetensors"
@@ -125,26 +126,30 @@ _MAX_PROBED_STEPS = 16
 
 @dataclass(frozen=True)
 class GoldenEntry:
+    """One golden of a manifest; its fields' types are what a manifest's entry must hold
+    (read by :mod:`conformance.schema`; the checks across fields in :func:`_parse_entry`)."""
+
     id: str
-    model: str
-    case: str
-    resolution: str
-    precision: str
+    model: ModelName
+    case: CaseName
+    resolution: ResolutionName
+    precision: PrecisionName
     file: str
-    width: int
-    height: int
-    pixel_sha256: str
-    file_sha256: str
-    phash: str
-    dhash: str
+    width: Int64
+    height: Int64
+    pixel_sha256: _Hex64
+    file_sha256: _Hex64
+    phash: _Hex16
+    dhash: _Hex16
     params: dict[str, Any]
     trace: list[dict[str, Any]]
     fingerprint: dict[str, Any]
-    recorded_at: str
-    command: str
+    recorded_at: _Stamp
+    command: _Command
     #: ``{"file": "<stem>.probes.json.gz", "sha256": ..., "steps": [0]}`` when module probes
-    #: were recorded with the golden (``--record --probes``)
-    probes: dict[str, Any] | None = None
+    #: were recorded with the golden (``--record --probes``); read as any value, its shape
+    #: is checked (and refused in words) by :func:`_probes_problem`
+    probes: Any = None
 
     def steps(self) -> list[StepTrace]:
         return [StepTrace.from_dict(s) for s in self.trace]
@@ -258,7 +263,7 @@ def parse_manifest(text: str | bytes, path: Path, model: str | None = None,
     return manifest
 
 
-_MODEL_RULE = "lower-case letters, digits, '.', '_' and '-', at most 64"
+_MODEL_RULE = MODEL_RULE
 
 
 def _class_problem(name: Any) -> str:
@@ -278,7 +283,7 @@ def _load_manifest_json(text: str | bytes, path: Path) -> Any:
     try:
         return loads_json(text, path, kind=MANIFEST_KIND, error=ManifestError)
     except ManifestError as exc:
-        prefix = f"{MANIFEST_KIND}: invalid JSON: "
+        prefix = f"{MANIFEST_KIND}: not valid JSON: "
         if exc.message.startswith(prefix):
             raise ManifestError(
                 path, f"not valid JSON (truncated or edited?): {exc.message[len(prefix):]}"
@@ -389,30 +394,10 @@ def _check_identity_shape(raw: Any, path: Path) -> None:
 
 def _parse_entry(key: str, raw: Any, path: Path, model: str) -> GoldenEntry:
     where = f"entry {show(key)}"
-    if not isinstance(raw, dict):
-        raise ManifestError(path, f"{where} must be an object, not {type_name(raw)}")
-    missing = [k for k in _ENTRY_FIELDS if k not in raw]
-    if missing:
-        raise ManifestError(path, f"{where}: missing keys: {', '.join(missing)}")
-    unknown = [k for k in raw if k not in _ENTRY_FIELDS and k not in _OPTIONAL_FIELDS]
-    if unknown:
-        raise ManifestError(path, f"{where}: unknown keys: {_keys(unknown)}")
-    for k, expected in _ENTRY_FIELDS.items():
-        value = raw[k]
-        if not isinstance(value, expected) or isinstance(value, bool):
-            raise ManifestError(
-                path, f"{where}: key {k!r} must be {expected.__name__}, not {type_name(value)}"
-            )
-    for k, pattern, rule in (
-        ("model", _MODEL, _MODEL_RULE),
-        ("case", _CASE, "lower-case letters, digits and '-', at most 64"),
-        ("resolution", _RESOLUTION, "WIDTHxHEIGHT in digits 0-9"),
-        ("precision", _PRECISION, "lower-case letters, digits, '.', '_' and '-'"),
-    ):
-        if not pattern.fullmatch(raw[k]):
-            raise ManifestError(path, f"{where}: key {k!r}: {show(raw[k])} is not accepted "
-                                f"({rule})")
-    entry = GoldenEntry(**raw)
+    entry = problem_of(raw, GoldenEntry)
+    if isinstance(entry, Problem):
+        said = f": {entry.message()}" if entry.keys or entry.lead else f" {entry.text}"
+        raise ManifestError(path, where + said)
     expected_id = f"{entry.model}/{entry.case}/{entry.resolution}/{entry.precision}"
     if entry.id != key or entry.id != expected_id:
         raise ManifestError(path, f"{where}: id {show(entry.id)} does not match its fields")
@@ -422,22 +407,12 @@ def _parse_entry(key: str, raw: Any, path: Path, model: str) -> GoldenEntry:
         raise ManifestError(
             path, f"{where}: file {show(entry.file)} is not a plain lower-case .png name"
         )
-    for k in ("pixel_sha256", "file_sha256"):
-        if not _HEX64.fullmatch(getattr(entry, k)):
-            raise ManifestError(path, f"{where}: key {k!r} is not 64 lower-case hex digits")
-    for k in ("phash", "dhash"):
-        if not _HEX16.fullmatch(getattr(entry, k)):
-            raise ManifestError(path, f"{where}: key {k!r} is not 16 lower-case hex digits")
     if f"{entry.width}x{entry.height}" != entry.resolution:
         raise ManifestError(path, f"{where}: width/height do not match {entry.resolution!r}")
     if entry.width < 1 or entry.height < 1 or entry.width * entry.height > MAX_PIXELS:
         raise ManifestError(path, f"{where}: {entry.resolution} is outside 1..{MAX_PIXELS} px")
     _require_flat(entry.params, path, f"entries.{key_label(key)}.params")
     _require_flat(entry.fingerprint, path, f"entries.{key_label(key)}.fingerprint")
-    for k, most in (("recorded_at", _MAX_VALUE_CHARS), ("command", _MAX_COMMAND_CHARS)):
-        if len(getattr(entry, k)) > most:
-            raise ManifestError(path, f"{where}: key {k!r} has {len(getattr(entry, k))} "
-                                f"characters; at most {most}")
     problem = _trace_problem(entry.trace)
     if problem:
         raise ManifestError(path, f"{where}: key 'trace' is malformed: {problem}")

@@ -14,8 +14,11 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from conformance import probes as _probes
 from conformance.precision import IDENTITY_PRECISIONS, digest_key, identity_line_precisions
+from conformance.schema import Int64, Problem, problem_of
 
 #: Software stack recorded in an identity (folded into every precision digest).
 STACK_KEYS = _probes.STACK_KEYS
@@ -93,43 +96,43 @@ class Identity:
 
     @classmethod
     def from_dict(cls, data: Any) -> Identity:
-        """Parse an identity record; raises ``ValueError`` naming the bad key."""
-        if not isinstance(data, dict):
-            raise ValueError("identity must be an object")
-        allowed = {"class", "digest", "features", "stack", "battery_version", "probe_seconds",
-                   "precision_digests", "probes", "migrated_from"}
-        unknown = sorted(set(data) - allowed)
-        if unknown:
-            raise ValueError(f"identity has unknown keys: {', '.join(unknown)}")
-        for key, kind in (("class", str), ("features", dict), ("stack", dict)):
-            if not isinstance(data.get(key), kind):
-                raise ValueError(f"identity key {key!r} is missing or not {kind.__name__}")
-        for key in ("precision_digests", "probes"):
-            value = data.get(key)
-            if value is not None and not (
-                isinstance(value, dict)
-                and all(isinstance(k, str) and isinstance(v, str) for k, v in value.items())
-            ):
-                raise ValueError(f"identity key {key!r} must be null or an object of strings")
-        version = data.get("battery_version")
-        if version is not None and (not isinstance(version, int) or isinstance(version, bool)):
-            raise ValueError("identity key 'battery_version' must be null or an integer")
+        """Parse an identity record (:class:`IdentityRecord`); raises ``ValueError`` naming
+        the bad key."""
+        record = problem_of(data, IdentityRecord)
+        if isinstance(record, Problem):
+            raise ValueError(Problem(("identity", *record.keys), record.text,
+                                     record.lead).message())
         ident = cls(
-            hardware_class=data["class"],
-            features=data["features"],
-            stack=data["stack"],
-            probes=data.get("probes"),
-            precision_digests=data.get("precision_digests"),
-            battery_version=version,
-            probe_seconds=data.get("probe_seconds"),
-            migrated_from=data.get("migrated_from"),
+            hardware_class=record.hardware_class,
+            features=record.features,
+            stack=record.stack,
+            probes=record.probes,
+            precision_digests=record.precision_digests,
+            battery_version=record.battery_version,
+            probe_seconds=record.probe_seconds,
+            migrated_from=record.migrated_from,
         )
-        if "digest" in data and data["digest"] != ident.digest:
+        if record.digest is not msgspec.UNSET and record.digest != ident.digest:
             raise ValueError(
-                f"identity digest {data['digest']!r} does not match its contents "
+                f"identity digest {record.digest!r} does not match its contents "
                 f"({ident.digest}): edited after recording?"
             )
         return ident
+
+
+class IdentityRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """An identity as :meth:`Identity.to_dict` writes it (a golden manifest's, a results
+    file's); ``digest``, when there, must be the digest of the rest."""
+
+    hardware_class: str = msgspec.field(name="class")
+    features: dict[str, Any]
+    stack: dict[str, Any]
+    digest: Any = msgspec.UNSET
+    battery_version: Int64 | None = None
+    probe_seconds: Any = None
+    precision_digests: dict[str, str] | None = None
+    probes: dict[str, str] | None = None
+    migrated_from: Any = None
 
 
 def _stack(stack: dict[str, Any]) -> dict[str, Any]:

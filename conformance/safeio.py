@@ -8,9 +8,11 @@ the suite reads from disk goes through this module. Its guarantees:
 * a file larger than the cap its caller names (one of the ``*_LIMIT`` constants below)
   is refused before it is read, and reading stops one byte past the cap if it grows;
 * text is strict UTF-8;
-* JSON: no duplicate keys, no ``NaN`` / ``Infinity`` (nor floats that overflow to them),
-  integers of at most :data:`JSON_MAX_INT_DIGITS` digits, nesting at most
-  :data:`JSON_MAX_DEPTH` deep, no lone surrogates in strings;
+* JSON: no duplicate keys, no number literal that overflows a float, integers of at most
+  :data:`JSON_MAX_INT_DIGITS` digits, nesting at most :data:`JSON_MAX_DEPTH` deep, no lone
+  surrogates in strings; ``NaN`` / ``Infinity`` only where a declared type of
+  :mod:`conformance.schema` holds a float (never in an untyped read); every refusal names
+  the key;
 * TOML: at most :data:`TOML_MAX_DOTTED_PARTS` parts per dotted key (checked before
   parsing: tomllib needs memory quadratic in that count, so 200 KB of one dotted key takes
   gigabytes), and after parsing at most :data:`TOML_MAX_KEYS` keys and array items in all,
@@ -57,6 +59,7 @@ __all__ = [
     "TOML_MAX_DEPTH",
     "TOML_MAX_DOTTED_PARTS",
     "TOML_MAX_KEYS",
+    "deep_key",
     "hard_link_problem",
     "is_within",
     "key_label",
@@ -275,39 +278,89 @@ def _decode(
 # -- JSON ------------------------------------------------------------------------------------
 
 
-class _Refused(Exception):
-    """Raised by the JSON hooks; turned into the caller's error with the file name."""
+class _Problem:
+    """What a JSON hook refused, kept in the tree where it was found (so that the message
+    can name the key) instead of raised."""
+
+    __slots__ = ("text",)
+
+    def __init__(self, text: str) -> None:
+        self.text = text
 
 
-def _json_int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > JSON_MAX_INT_DIGITS:
-        raise _Refused(
-            f"an integer of {digits} digits; at most {JSON_MAX_INT_DIGITS} digits are read"
-        )
-    return int(text)
+class _Duplicated(dict):  # type: ignore[type-arg]
+    """An object with a key given twice (the key in ``duplicate``)."""
+
+    duplicate: str = ""
 
 
-def _json_float(text: str) -> float:
-    if len(text) > 400:
-        raise _Refused(f"a number written with {len(text)} characters; at most 400 are read")
-    value = float(text)
-    if not math.isfinite(value):
-        raise _Refused(f"the number {show(text, 40)} is out of range for a float")
-    return value
+#: how Python's json writes the non-finite floats (the only spellings read)
+_NONFINITE = {"NaN": math.nan, "Infinity": math.inf, "-Infinity": -math.inf}
 
 
-def _json_constant(text: str) -> Any:
-    raise _Refused(f"{text} is not JSON; write a finite number or null")
+def _json_hooks(nonfinite: bool) -> tuple[dict[str, Any], list[bool]]:
+    """``json.loads`` hooks that keep what they refuse as :class:`_Problem` /
+    :class:`_Duplicated` in the tree, and a list that is not empty when they did."""
+    found: list[bool] = []
+
+    def parse_int(text: str) -> int | _Problem:
+        if len(text) > JSON_MAX_INT_DIGITS and len(text.lstrip("-")) > JSON_MAX_INT_DIGITS:
+            found.append(True)
+            return _Problem(f"an integer of {len(text.lstrip('-'))} digits; at most "
+                            f"{JSON_MAX_INT_DIGITS} digits are read")
+        return int(text)
+
+    def parse_float(text: str) -> float | _Problem:
+        if len(text) > 400:
+            found.append(True)
+            return _Problem(f"a number written with {len(text)} characters; at most 400 "
+                            "are read")
+        value = float(text)
+        if not math.isfinite(value):
+            found.append(True)
+            return _Problem(f"the number {show(text, 40)} is out of range for a float")
+        return value
+
+    def parse_constant(text: str) -> float | _Problem:
+        if nonfinite:
+            return _NONFINITE[text]
+        found.append(True)
+        return _Problem(f"{text} is not JSON; write a finite number or null")
+
+    def object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        out = dict(pairs)
+        if len(out) == len(pairs):
+            return out
+        found.append(True)
+        seen: set[str] = set()
+        dup = _Duplicated(out)
+        for key, _ in pairs:
+            if key in seen:
+                dup.duplicate = key
+                break
+            seen.add(key)
+        return dup
+
+    hooks = {"object_pairs_hook": object_pairs, "parse_int": parse_int,
+             "parse_float": parse_float, "parse_constant": parse_constant}
+    return hooks, found
 
 
-def _json_object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in out:
-            raise _Refused(f"key {show(key)} appears twice in one object")
-        out[key] = value
-    return out
+def _find_problem(value: Any) -> tuple[str, str] | None:
+    """(key, text) of the first :class:`_Problem` or duplicated key in a parsed tree."""
+    stack: list[tuple[Any, tuple[Any, ...] | None]] = [(value, None)]
+    while stack:
+        node, trail = stack.pop()
+        if isinstance(node, _Problem):
+            return _key_path(trail) or "the top level", node.text
+        if isinstance(node, dict):
+            if isinstance(node, _Duplicated):
+                return (_key_path((trail, node.duplicate)),
+                        "appears twice in one object; write each key once")
+            stack.extend((v, (trail, k)) for k, v in reversed(node.items()))
+        elif isinstance(node, list):
+            stack.extend((v, (trail, i)) for i, v in reversed(list(enumerate(node))))
+    return None
 
 
 def loads_json(
@@ -317,30 +370,72 @@ def loads_json(
     kind: str = "JSON file",
     max_depth: int = JSON_MAX_DEPTH,
     error: type[ConformanceInputError] = ConformanceInputError,
+    nonfinite: bool = False,
 ) -> Any:
-    """Parse JSON ``data`` (read from ``where``) with this module's rules."""
+    """Parse JSON ``data`` (read from ``where``) with this module's rules.
+
+    The non-finite floats, spelt as Python's json writes them (``NaN``, ``Infinity``,
+    ``-Infinity``), are read only with ``nonfinite``: by :mod:`conformance.schema`, whose
+    declared types then decide where a float may hold one. A number literal that
+    overflows a float is refused either way. Every refusal names the key.
+    """
     text = _decode(data, where, kind, error) if isinstance(data, bytes) else data
+    hooks, flagged = _json_hooks(nonfinite)
     try:
-        value = json.loads(
-            text,
-            object_pairs_hook=_json_object,
-            parse_int=_json_int,
-            parse_float=_json_float,
-            parse_constant=_json_constant,
-        )
-    except _Refused as exc:
-        raise error(where, f"{kind}: {exc}") from None
+        value = json.loads(text, **hooks)
     except RecursionError:
-        raise error(where, f"{kind}: nested too deeply; at most {max_depth} levels") from None
+        raise error(where, f"{kind}: key {deep_key(text, max_depth)}: nested too deeply; "
+                    f"at most {max_depth} levels are read") from None
     except json.JSONDecodeError as exc:
         raise error(
-            where, f"{kind}: invalid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+            where, f"{kind}: not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         ) from None
     except (ValueError, OverflowError) as exc:
-        raise error(where, f"{kind}: invalid JSON ({show(str(exc), 80)})") from None
+        raise error(where, f"{kind}: not valid JSON ({show(str(exc), 80)})") from None
+    found = _find_problem(value) if flagged else None
+    if found is not None:
+        raise error(where, f"{kind}: key {found[0]}: {found[1]}")
     _check_tree(value, where, kind, max_depth, None, error,
                 strings=not isinstance(data, bytes) or bool(_SURROGATE_ESCAPE.search(text)))
     return value
+
+
+_JSON_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{},:]')
+
+
+def deep_key(text: str, depth: int) -> str:
+    """The key at which ``text`` (JSON) nests deeper than ``depth`` levels (a rough scan, for
+    the message when the parser gave up)."""
+    path: list[Any] = []  # per open container: the current key or index
+    last_string = None
+    for match in _JSON_TOKEN.finditer(text):
+        token = match.group()
+        if token in "[{":
+            if len(path) >= depth:
+                return _short_key("".join(
+                    f"[{p}]" if isinstance(p, int) else f".{key_label(p)}" for p in path
+                ).lstrip(".")) or "the top level"
+            path.append(0 if token == "[" else "?")
+        elif token in "]}":
+            if path:
+                path.pop()
+        elif token == ",":
+            if path and isinstance(path[-1], int):
+                path[-1] += 1
+        elif token == ":":
+            if path and last_string is not None:
+                try:
+                    path[-1] = json.loads(last_string)
+                except ValueError:
+                    path[-1] = "?"
+        else:
+            last_string = token
+    return "the top level"
+
+
+def _short_key(key: str, limit: int = 60) -> str:
+    """A key path of a deep nesting, cut (``outcomes[0].metrics[0][0]...``)."""
+    return key if len(key) <= limit else key[: limit - 3] + "..."
 
 
 def load_json(
@@ -419,8 +514,9 @@ def _check_tree(
         if isinstance(node, containers):
             if depth >= max_depth:
                 raise error(
-                    where, f"{kind}: nested deeper than {max_depth} levels (at "
-                    f"{_key_path(trail) or 'the top level'})"
+                    where, f"{kind}: key {_short_key(_key_path(trail)) or 'the top level'}: "
+                    f"nested too deeply; values nested deeper than {max_depth} levels are "
+                    "not read"
                 )
             items += len(node)
             if max_items is not None and items > max_items:
@@ -455,7 +551,7 @@ def _check_string(
     except UnicodeEncodeError:
         key = _key_path(trail)
         raise error(
-            where, f"{kind}: {f'key {key!r}: ' if key else ''}a string holds a lone "
+            where, f"{kind}: {f'key {key}: ' if key else ''}a string holds a lone "
             "surrogate (\\ud800-\\udfff), which is not text"
         ) from None
 

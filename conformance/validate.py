@@ -49,6 +49,7 @@ from conformance.golden import (
 )
 from conformance.hardware import HardwareClass, usable_cores
 from conformance.safeio import MANIFEST_LIMIT, require_int, show
+from conformance.schema import MODEL
 
 MAX_MANIFEST_BYTES = MANIFEST_LIMIT
 MAX_PNG_BYTES = PNG_LIMIT
@@ -60,7 +61,7 @@ _SUSPICIOUS_SUFFIXES = {
     ".exe": "an executable", ".sh": "a shell script", ".py": "Python code",
     ".so": "a shared library", ".dll": "a shared library",
 }
-_MODEL = re.compile(r"[a-z0-9][a-z0-9._-]{0,63}")
+_MODEL = re.compile(MODEL)
 #: characters that would let a file name or message rewrite a terminal line
 _CONTROL = re.compile(
     "[\x00-\x1f\x7f-\x9f\u2028\u2029\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]"

@@ -295,9 +295,9 @@ CORPUS = [
      "starts with a byte-order mark", MANIFEST, "manifest"),
     # -- manifests of odd shapes
     ("duplicate keys", edit_text(lambda t: t.replace('"width": 16,', '"width": 16, "width": 16,')),
-     "key 'width' appears twice in one object", MANIFEST, "manifest"),
+     ".width: appears twice in one object", MANIFEST, "manifest"),
     ("true as width", lambda r: manifest_edit(r, lambda d, e: e.update(width=True)),
-     "key 'width' must be int, not boolean", MANIFEST, "manifest"),
+     "width must be an integer, not a boolean (True)", MANIFEST, "manifest"),
     ("true as the identity's battery_version",
      lambda r: manifest_edit(r, lambda d, e: d["identity"].update(battery_version=True)),
      "identity.battery_version must be an integer or null, not boolean", MANIFEST, "manifest"),

@@ -563,7 +563,7 @@ CONFIG_CORPUS = [
     Hostile("models", "size", "block-types-100", {"down_block_types": ["DownBlock2D"] * 100},
             "key 'down_block_types'"),
     Hostile("models", "structure", "duplicate-key", '{"vocab_size": 1, "vocab_size": 2}',
-            "key 'vocab_size' appears twice"),
+            "key vocab_size: appears twice"),
     Hostile("models", "range", "nan", '{"norm_eps": NaN}', "NaN is not JSON"),
     Hostile("models", "range", "40-digit-int", '{"vocab_size": ' + "1" * 40 + "}",
             "an integer of 40 digits"),

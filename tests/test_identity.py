@@ -174,11 +174,13 @@ def test_identity_round_trip_and_tamper_detection(battery):
 
 
 @pytest.mark.parametrize(("mutate", "message"), [
-    (lambda d: d.update(extra=1), "unknown keys: extra"),
-    (lambda d: d.pop("class"), "'class' is missing"),
-    (lambda d: d.update(features=[]), "'features' is missing or not dict"),
-    (lambda d: d.update(probes={"a": 1}), "'probes' must be null or an object of strings"),
-    (lambda d: d.update(battery_version=True), "'battery_version' must be null or an int"),
+    (lambda d: d.update(extra=1), r"unknown key identity.extra \(accepted: class, features"),
+    (lambda d: d.pop("class"), "key identity.class is missing"),
+    (lambda d: d.update(features=[]), "identity.features must be an object, not a list"),
+    (lambda d: d.update(probes={"a": 1}),
+     r"identity.probes\['a'\] must be a string, not a number \(1\)"),
+    (lambda d: d.update(battery_version=True),
+     r"identity.battery_version must be an integer or null, not a boolean"),
 ])
 def test_identity_errors_name_the_key(mutate, message):
     data = _measured().to_dict()

@@ -118,7 +118,7 @@ def test_text_is_strict_utf8_without_bom(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ('{"a": 1, "a": 2}', "key 'a' appears twice"),
+        ('{"a": 1, "a": 2}', "key a: appears twice"),
         ('{"a": NaN}', "NaN is not JSON"),
         ('{"a": -Infinity}', "-Infinity is not JSON"),
         ('{"a": 1e999}', "out of range for a float"),
@@ -128,8 +128,8 @@ def test_text_is_strict_utf8_without_bom(tmp_path: Path) -> None:
         ("[" * 70 + "]" * 70, "nested deeper than 64 levels"),
         ('{"a": "\\ud800"}', "lone surrogate"),
         ('{"\\udfff": 1}', "lone surrogate"),
-        ("{broken", "invalid JSON: Expecting property name"),
-        ("", "invalid JSON"),
+        ("{broken", "not valid JSON: Expecting property name"),
+        ("", "not valid JSON"),
     ],
 )
 def test_json_refusals(text: str, message: str) -> None:
@@ -185,9 +185,9 @@ def test_numbers_near_the_limits_are_read(text, value) -> None:
 
 def test_a_refusal_names_the_key_path() -> None:
     deep = '{"top": {"list": [' + "[" * 70 + "]" * 70 + "]}}"
-    with pytest.raises(ConformanceInputError, match=r"at top\.list\[0\](\[0\])+\)"):
+    with pytest.raises(ConformanceInputError, match=r"key top\.list\[0\](\[0\])+"):
         safeio.loads_json(deep.encode(), "f.json")
-    with pytest.raises(ConformanceInputError, match=r"key 'x\.y\[1\]': a string holds a lone"):
+    with pytest.raises(ConformanceInputError, match=r"key x\.y\[1\]: a string holds a lone"):
         safeio.loads_json(b'{"x": {"y": ["ok", "\\udc00"]}}', "f.json")
 
 

@@ -47,27 +47,31 @@ import os
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, NamedTuple
+
+import msgspec
 
 from conformance.core import Check, Status
 from conformance.errors import ConformanceInputError, ManifestError
 from conformance.records import (
+    STEP_DELTA_FIELDS,
     Artifacts,
+    ByClass,
     ClassComparison,
     GenerationError,
     Outcome,
     RecordedMetrics,
     StepDelta,
+    decode_hook,
+    to_builtins,
 )
-from conformance.report.results import deep_key, read_results, too_deep
+from conformance.report.results import read_results
 from conformance.report.safe_text import bounded
 from conformance.safeio import (
     IMAGE_LIMIT,
     JSON_MAX_DEPTH,
-    MANIFEST_LIMIT,
-    key_label,
     regular_file_problem,
     show,
 )
@@ -148,20 +152,10 @@ class ModuleError(NamedTuple):
 
 
 @dataclass(frozen=True, slots=True)
-class Cell:
-    """One item on one column (``column`` is its label, ``hardware_class`` its class).
+class Shown:
+    """What a cell without an outcome shows: a golden set's cell (its check
+    :data:`GOLDEN_CHECK`), or a cell read back from a matrix's JSON."""
 
-    The measurements are the outcome's records (:mod:`conformance.records`); ``check``,
-    ``status`` and ``tier`` are their values as text, as a golden-set column's cells have a
-    check of their own (:data:`GOLDEN_CHECK`). ``pixel_sha256`` is the digest of the
-    column's image of the item (groups bit-identical columns); ``error`` what a generation
-    raised, for an ``error`` cell.
-    """
-
-    item: ItemKey
-    column: str
-    hardware_class: str
-    state: CellState
     check: str | None = None
     status: str | None = None
     tier: str | None = None
@@ -169,14 +163,39 @@ class Cell:
     metrics: RecordedMetrics | None = None
     first_divergent_step: int | None = None
     step_deltas: tuple[StepDelta, ...] = ()
-    by_class: tuple[ClassComparison, ...] = ()
     artifacts: Artifacts = field(default_factory=Artifacts)
     seconds: float | None = None
     generate_seconds: float | None = None
     peak_memory_mb: float | None = None
     message: str = ""
-    reason: str = ""
     reproduce: str = ""
+
+
+_SHOWN = frozenset(f.name for f in fields(Shown))
+_NOTHING = Shown()
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class Cell:
+    """One item on one column (``column`` is its label, ``hardware_class`` its class).
+
+    A run's cell holds the :class:`~conformance.records.Outcome` it shows (``outcome``); a
+    golden set's cell, or one read back from a matrix's JSON, what it shows (``shown``).
+    ``check``, ``status``, ``tier`` and the measurements are read from either, the enums as
+    text (a golden set's check is :data:`GOLDEN_CHECK`). ``by_class`` is in natural order
+    of the class (an own-class check's when the shown check has none), ``pixel_sha256`` the
+    digest of the column's image of the item (groups bit-identical columns), ``error`` what
+    a generation raised, for an ``error`` cell. Two cells are equal when they show the same.
+    """
+
+    item: ItemKey
+    column: str
+    hardware_class: str
+    state: CellState
+    outcome: Outcome | None = None
+    shown: Shown = _NOTHING
+    by_class: tuple[ClassComparison, ...] = ()
+    reason: str = ""
     source: str = ""
     checks: tuple[CheckResult, ...] = ()
     pixel_sha256: str | None = None
@@ -185,6 +204,71 @@ class Cell:
     #: (``profile_of`` names the check and section)
     profile: tuple[ModuleError, ...] = ()
     profile_of: str = ""
+
+    @property
+    def check(self) -> str | None:
+        return self.outcome.check.value if self.outcome is not None else self.shown.check
+
+    @property
+    def status(self) -> str | None:
+        return self.outcome.status.value if self.outcome is not None else self.shown.status
+
+    @property
+    def tier(self) -> str | None:
+        if self.outcome is None:
+            return self.shown.tier
+        return self.outcome.tier.value if self.outcome.tier is not None else None
+
+    @property
+    def golden_class(self) -> str | None:
+        return (self.outcome or self.shown).golden_class
+
+    @property
+    def metrics(self) -> RecordedMetrics | None:
+        return (self.outcome or self.shown).metrics
+
+    @property
+    def first_divergent_step(self) -> int | None:
+        return (self.outcome or self.shown).first_divergent_step
+
+    @property
+    def step_deltas(self) -> tuple[StepDelta, ...]:
+        return (self.outcome or self.shown).step_deltas or ()
+
+    @property
+    def artifacts(self) -> Artifacts:
+        return (self.outcome or self.shown).artifacts
+
+    @property
+    def seconds(self) -> float | None:
+        return (self.outcome or self.shown).seconds
+
+    @property
+    def generate_seconds(self) -> float | None:
+        return (self.outcome or self.shown).generate_seconds
+
+    @property
+    def peak_memory_mb(self) -> float | None:
+        return (self.outcome or self.shown).peak_memory_mb
+
+    @property
+    def message(self) -> str:
+        return (self.outcome or self.shown).message
+
+    @property
+    def reproduce(self) -> str:
+        return (self.outcome or self.shown).reproduce
+
+    def _seen(self) -> tuple[Any, ...]:
+        return (self.item, self.column, self.hardware_class, self.state, self.by_class,
+                self.reason, self.source, self.checks, self.pixel_sha256, self.error,
+                self.profile, self.profile_of, *(getattr(self, n) for n in sorted(_SHOWN)))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Cell) and self._seen() == other._seen()
+
+    def __hash__(self) -> int:
+        return hash(self._seen())
 
 
 @dataclass(frozen=True, slots=True)
@@ -584,21 +668,9 @@ def make_cell(
         column=column,
         hardware_class=hardware_class,
         state=state,
-        check=outcome.check.value,
-        status=outcome.status.value,
-        tier=outcome.tier.value if outcome.tier else None,
-        golden_class=outcome.golden_class,
-        metrics=outcome.metrics,
-        first_divergent_step=outcome.first_divergent_step,
-        step_deltas=outcome.step_deltas or (),
+        outcome=outcome,
         by_class=_by_class(by_class.values()),
-        artifacts=outcome.artifacts,
-        seconds=outcome.seconds,
-        generate_seconds=outcome.generate_seconds,
-        peak_memory_mb=outcome.peak_memory_mb,
-        message=outcome.message,
         reason=_missing_reason(outcome) if state is CellState.MISSING else "",
-        reproduce=outcome.reproduce,
         source=source,
         checks=checks,
         pixel_sha256=digest,
@@ -935,7 +1007,7 @@ def _column_cells(
             missing = f"no golden for it in the {col.label} set"
             cells = [
                 Cell(item, col.label, col.hardware_class, CellState.MISSING,
-                     check=GOLDEN_CHECK, reason=missing)
+                     shown=_GOLDEN_MISSING, reason=missing)
                 if (cell := table.get(item)) is None
                 else replace(cell, column=col.label)  # type: ignore[arg-type]
                 for item in rows
@@ -984,6 +1056,7 @@ def _plural(n: int, word: str = "item") -> str:
 
 
 # -- golden sets -----------------------------------------------------------------------------
+_GOLDEN_MISSING = Shown(check=GOLDEN_CHECK)
 _GOLDEN_STATUS = {
     CellState.IDENTICAL: Status.PASSED.value,
     CellState.WITHIN: Status.PASSED.value,
@@ -1040,42 +1113,21 @@ _MALFORMED = (
 def _read_golden_set(
     root: Path, store: Any, model: str, cls: str, path: str
 ) -> _GoldenSet | None:
-    """One golden set's manifest, read and summed up; None when it went away meanwhile."""
-    problem = regular_file_problem(path)
-    if problem == "no such file":  # pragma: no cover - removed while reading
+    """One golden set's manifest (read and checked by the store: a regular file within
+    :data:`~conformance.safeio.MANIFEST_LIMIT`, every key), summed up; None when it went
+    away meanwhile."""
+    manifest = store.manifest(model, cls)
+    if manifest is None:  # pragma: no cover - removed while reading
         return None
-    if problem is not None:
-        raise ManifestError(path, f"cannot read the golden manifest: {problem}")
-    try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise ManifestError(path, f"cannot read: {exc.strerror or exc}") from None
-    if size > MANIFEST_LIMIT:
-        raise ManifestError(
-            path, f"the manifest is {size} bytes; manifests are read up to {MANIFEST_LIMIT}"
+    identity = identity_record(getattr(manifest, "identity", None))
+    entries = [manifest.entries[k] for k in sorted(manifest.entries)]
+    keys = Counter(legacy_key(cls, e.fingerprint) for e in entries)
+    fingerprint: dict[str, Any] = {}
+    if entries:
+        common = keys.most_common(1)[0][0]
+        fingerprint = next(
+            e.fingerprint for e in entries if legacy_key(cls, e.fingerprint) == common
         )
-    try:
-        manifest = store.manifest(model, cls)
-        if manifest is None:  # pragma: no cover - removed while reading
-            return None
-        identity = identity_record(getattr(manifest, "identity", None))
-        entries = [manifest.entries[k] for k in sorted(manifest.entries)]
-        keys = Counter(legacy_key(cls, e.fingerprint) for e in entries)
-        fingerprint: dict[str, Any] = {}
-        if entries:
-            common = keys.most_common(1)[0][0]
-            fingerprint = next(
-                e.fingerprint for e in entries if legacy_key(cls, e.fingerprint) == common
-            )
-        deep = too_deep(fingerprint, "fingerprint") or too_deep(identity, "identity")
-        if deep is not None:
-            raise ManifestError(
-                path, f"key {deep}: nested too deeply; at most {JSON_MAX_DEPTH} levels"
-            )
-        identity_summary(identity)  # raises here, not later, on a malformed one
-    except _MALFORMED as exc:
-        raise ManifestError(path, f"malformed golden manifest: {_manifest_problem(exc, path)}") \
-            from None
     digest = identity.get("digest") if identity else None
     if isinstance(digest, str) and digest:
         key = f"golden:id:{digest}"
@@ -1089,30 +1141,6 @@ def _exception_text(exc: BaseException) -> str:
     if isinstance(exc, RecursionError):
         return f"nested too deeply (more than {JSON_MAX_DEPTH} levels)"
     return f"{type(exc).__name__}: {bounded(str(exc), 160)}"
-
-
-_HUGE_INT_KEY = re.compile(r'"((?:[^"\\]|\\.){0,200})"\s*:\s*-?[0-9]{4000}')
-
-
-def _manifest_problem(exc: BaseException, path: str) -> str:
-    """What a manifest's parser raised, with the key where the text shows it (the manifest
-    is at most :data:`~conformance.safeio.MANIFEST_LIMIT` bytes: it is read again)."""
-    if not isinstance(exc, (RecursionError, ValueError)):
-        return _exception_text(exc)
-    try:
-        with open(path, encoding="utf-8", errors="replace") as fh:
-            text = fh.read(MANIFEST_LIMIT + 1)
-    except OSError:
-        return _exception_text(exc)
-    if isinstance(exc, RecursionError):
-        return (
-            f"key {deep_key(text, JSON_MAX_DEPTH)}: nested too deeply; at most "
-            f"{JSON_MAX_DEPTH} levels are read"
-        )
-    match = _HUGE_INT_KEY.search(text) if "integer string conversion" in str(exc) else None
-    if match is not None:
-        return f"key {key_label(match[1])}: an integer of thousands of digits"
-    return _exception_text(exc)
 
 
 def _load_golden_image(store: Any, entry: Any, cls: str) -> Any:
@@ -1328,7 +1356,9 @@ class _GoldenComparer:
         else:
             state, fields = self._compared(item, entry, gset, cls, png, *ref)
         status = _GOLDEN_STATUS[state]
-        return Cell(**(base | fields), state=state, status=status,
+        values = base | fields | {"status": status}
+        return Cell(**{k: v for k, v in values.items() if k not in _SHOWN}, state=state,
+                    shown=Shown(**{k: v for k, v in values.items() if k in _SHOWN}),
                     checks=(CheckResult(GOLDEN_CHECK, status, fields.get("tier")),))
 
     def _compared(self, item: ItemKey, entry: Any, gset: _GoldenSet, cls: str, png: str,
@@ -1425,14 +1455,13 @@ def _steps_dict(deltas: Sequence[StepDelta]) -> dict[str, list[Any]]:
     """Step deltas by field (``{"step": [...], "equal": [...], ...}``): a quarter of the size
     of one object per step, and quick to encode."""
     if not deltas:
-        return {name: [] for name in StepDelta._fields}
-    steps, equal, mean, std = zip(*deltas, strict=True)
+        return {name: [] for name in STEP_DELTA_FIELDS}
     return {
-        "step": list(steps),
-        "equal": list(equal),
+        "step": [d.step for d in deltas],
+        "equal": [d.equal for d in deltas],
         # x - x == 0 only for finite numbers (see _finite), inline for speed
-        "mean_delta": [v if v - v == 0 else None for v in mean],
-        "std_delta": [v if v - v == 0 else None for v in std],
+        "mean_delta": [v if (v := d.mean_delta) - v == 0 else None for d in deltas],
+        "std_delta": [v if (v := d.std_delta) - v == 0 else None for d in deltas],
     }
 
 
@@ -1457,16 +1486,7 @@ def cell_to_dict(cell: Cell) -> dict[str, Any]:
             )
             for c in cell.by_class
         },
-        "artifacts": {
-            k: v
-            for k, v in (
-                ("actual", cell.artifacts.actual),
-                ("golden", cell.artifacts.golden),
-                ("diff", cell.artifacts.diff),
-                ("flip", cell.artifacts.flip),
-            )
-            if v
-        },
+        "artifacts": to_builtins(cell.artifacts),
         "seconds": _finite(cell.seconds),
         "generate_seconds": _finite(cell.generate_seconds),
         "peak_memory_mb": _finite(cell.peak_memory_mb),
@@ -1482,14 +1502,7 @@ def cell_to_dict(cell: Cell) -> dict[str, Any]:
             for c in cell.checks
         ],
         "pixel_sha256": cell.pixel_sha256,
-        "error": None
-        if cell.error is None
-        else {
-            "type": cell.error.type,
-            "message": cell.error.message,
-            "device": cell.error.device,
-            "precision": cell.error.precision,
-        },
+        "error": to_builtins(cell.error),
         **({"profile": [[m.name, m.bits, _finite(m.rel_err)] for m in cell.profile],
             "profile_of": cell.profile_of} if cell.profile else {}),
     }
@@ -1535,32 +1548,40 @@ def matrix_to_dict(matrix: Matrix) -> dict[str, Any]:
     }
 
 
+def _read(type_: Any, value: Any) -> Any:
+    """A record of a matrix's own JSON (a ValueError on another shape)."""
+    return msgspec.convert(value, type_, strict=True, dec_hook=decode_hook)
+
+
 def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
+    shown = Shown(
+        check=d["check"],
+        status=d["status"],
+        tier=d["tier"],
+        golden_class=d["golden_class"],
+        metrics=_read(RecordedMetrics | None, d["metrics"]),
+        first_divergent_step=d["first_divergent_step"],
+        step_deltas=tuple(
+            StepDelta(*fields)
+            for fields in zip(
+                *(d["step_deltas"][name] for name in STEP_DELTA_FIELDS), strict=True
+            )
+        ),
+        artifacts=_read(Artifacts, d["artifacts"]),
+        seconds=d["seconds"],
+        generate_seconds=d["generate_seconds"],
+        peak_memory_mb=d["peak_memory_mb"],
+        message=d["message"],
+        reproduce=d["reproduce"],
+    )
     return Cell(
         item=item,
         column=column,
         hardware_class=d["hardware_class"],
         state=CellState(d["state"]),
-        check=d["check"],
-        status=d["status"],
-        tier=d["tier"],
-        golden_class=d["golden_class"],
-        metrics=RecordedMetrics.parse(d["metrics"]),
-        first_divergent_step=d["first_divergent_step"],
-        step_deltas=tuple(
-            StepDelta(*fields)
-            for fields in zip(
-                *(d["step_deltas"][name] for name in StepDelta._fields), strict=True
-            )
-        ),
-        by_class=_by_class(ClassComparison.parse(c, v) for c, v in d["by_class"].items()),
-        artifacts=Artifacts.parse(d["artifacts"]),
-        seconds=d["seconds"],
-        generate_seconds=d["generate_seconds"],
-        peak_memory_mb=d["peak_memory_mb"],
-        message=d["message"],
+        shown=shown,
+        by_class=_by_class(_read(ByClass, d["by_class"]).values()),
         reason=d["reason"],
-        reproduce=d["reproduce"],
         source=d["source"],
         checks=tuple(
             CheckResult(c["check"], c["status"], c["tier"], c["variant"], c.get("module"),
@@ -1568,7 +1589,7 @@ def _cell_from_dict(item: ItemKey, column: str, d: Mapping[str, Any]) -> Cell:
             for c in d["checks"]
         ),
         pixel_sha256=d.get("pixel_sha256"),
-        error=GenerationError.parse(d.get("error")),
+        error=_read(GenerationError | None, d.get("error")),
         profile=tuple(ModuleError(*m) for m in d.get("profile", ())),
         profile_of=d.get("profile_of", ""),
     )

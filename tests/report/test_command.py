@@ -21,9 +21,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from conformance import golden as golden_module
 from conformance.errors import ConformanceInputError
 from conformance.report import command
-from conformance.report import matrix as matrix_module
 from conformance.report import results as results_module
 from conformance.report.fidelity import fidelity_markdown
 from conformance.report.matrix import build_matrix, load_golden, load_run
@@ -124,9 +124,10 @@ def with_outcome_text(text: str) -> str:
 # (name, content: a document, raw JSON text or bytes, substrings the one-line error must hold)
 BIG = "9" * 5000
 RESULTS_CORPUS: list[tuple[str, Any, tuple[str, ...]]] = [
-    ("outcomes-a-dict", document(outcomes={"a": 1}), ("key 'outcomes' must be a list",)),
+    ("outcomes-a-dict", document(outcomes={"a": 1}),
+     ("outcomes must be a list of outcome objects, not an object",)),
     ("outcomes-missing", {k: v for k, v in document().items() if k != "outcomes"},
-     ("key 'outcomes' is missing",)),
+     ("malformed outcomes: key outcomes is missing",)),
     ("outcome-a-number", document([3]), ("outcomes[0]", "must be an object")),
     ("outcome-a-list", document([outcome(), ["x"]]), ("outcomes[1]", "must be an object")),
     ("outcome-unknown-key", document([outcome(colour="red")]), ("unknown key colour",)),
@@ -199,7 +200,7 @@ RESULTS_CORPUS: list[tuple[str, Any, tuple[str, ...]]] = [
     ("error-message-an-object", document([outcome(status="error", error={"message": {}})]),
      ("error.message must be a string or null",)),
     ("artifacts-a-list", document([outcome(artifacts=["a.png"])]),
-     ("artifacts must map names to path strings",)),
+     ("artifacts must be an object mapping image names",)),
     ("artifact-path-a-number", document([outcome(artifacts={"actual": 3})]),
      ("artifacts.actual",)),
     ("pixel-sha-with-newline", document([outcome(pixel_sha256="abcdef123456\n")]),
@@ -211,9 +212,9 @@ RESULTS_CORPUS: list[tuple[str, Any, tuple[str, ...]]] = [
     ("tier-not-a-tier", document([outcome(tier="\x1b[2J\nFAKE")]),
      ("tier '\\x1b[2J\\nFAKE' is not one of close, differ, exact, fidelity, perceptual",)),
     ("artifact-of-another-name", document([outcome(artifacts={"colour": "a.png"})]),
-     ("artifacts.colour is not an image name",)),
+     ("unknown key artifacts.colour (accepted: actual, golden, diff, flip)",)),
     ("error-of-another-key", document([outcome(status="error", error={"colour": "red"})]),
-     ("error.colour is not a field of an error",)),
+     ("unknown key error.colour (accepted: type, message",)),
     ("check-a-megabyte-long", document([outcome(check="x" * 1_000_000)]),
      ("check 'xxxx", "chars) is not one of")),
     ("key-a-megabyte-long", document([outcome() | {"k" * 1_000_000: 1}]),
@@ -337,7 +338,7 @@ GOLDEN_CORPUS: list[tuple[str, Any, tuple[str, ...]]] = [
      ("fingerprint",)),
     ("nested-10000", lambda d: nested(10_000), ("nested too deeply",)),
     ("huge-int", lambda d: json.dumps(d).replace('"width": 16', f'"width": {BIG}'), ()),
-    ("oversize", lambda d: None, ("manifests are read up to",)),
+    ("oversize", lambda d: None, ("files of this kind are read up to",)),
 ]
 
 
@@ -347,7 +348,7 @@ def test_hostile_golden_manifest(tmp_path, capsys, monkeypatch, name, change, te
     root = tmp_path / "golden"
     manifest = record_set(root)
     if name == "oversize":
-        monkeypatch.setattr(matrix_module, "MANIFEST_LIMIT", 100)
+        monkeypatch.setattr(golden_module, "MANIFEST_LIMIT", 100)
     else:
         _edit(manifest, change)
     before = _unchanged(manifest)
@@ -530,7 +531,7 @@ def test_undecodable_file_names_print_under_strict_utf8(tmp_path):
     assert done.returncode == 2, done.stderr
     err = done.stderr.decode("utf-8")  # strict: the output is UTF-8
     assert "Traceback" not in err and err.count("\n") == 1
-    assert "run-\\xff\\xfe-\\x1b[2J/bad\\xe9.json: not valid JSON" in err
+    assert "run-\\xff\\xfe-\\x1b[2J/bad\\xe9.json: results file: not valid JSON" in err
     assert "\x1b" not in err
 
     done = _run_cli([good, b"--markdown", b"-"], tmp_path)

@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from conformance.errors import ConformanceInputError
-from conformance.records import StepDelta
+from conformance.records import StepDelta, to_builtins
 from conformance.report import command
 from conformance.report.matrix import (
     GOLDEN,
@@ -529,7 +529,7 @@ def test_absolute_paths_from_another_machine_fall_back_to_the_results_folder(tmp
         "actual": "/gone/artifacts/x/actual.png",  # nowhere: kept as written
     }
     run = load_run(results(copy / "results.json", "cpu-avx2", [outcome(artifacts=arts)]))
-    assert run.outcomes[0].artifacts.to_json() == {
+    assert to_builtins(run.outcomes[0].artifacts) == {
         "diff": str(copy / "artifacts" / "x" / "diff.png"),
         "golden": str(copy / "artifacts" / "x" / "golden.png"),  # the copy beside the file
         "actual": "/gone/artifacts/x/actual.png",
@@ -589,7 +589,7 @@ BAD_FILES: list[tuple[str, Any, str]] = [
     ("not-utf8", b"\xff\xfe\x00", "results file is not UTF-8 text"),
     ("schema", {"schema_version": 99, "outcomes": []}, "not a results file of schema_version 1"),
     ("list", [1, 2], "not a results file of schema_version 1"),
-    ("no-class", {"schema_version": 1, "outcomes": []}, "hardware_class must be"),
+    ("no-class", {"schema_version": 1, "outcomes": []}, "key hardware_class is missing"),
     ("label", {"schema_version": 1, "hardware_class": "x", "label": 3, "outcomes": []},
      "label must be a non-empty string"),
     ("outcomes-dict", {"schema_version": 1, "hardware_class": "x", "outcomes": {"a": 1}},
@@ -610,7 +610,7 @@ BAD_FILES: list[tuple[str, Any, str]] = [
      "identity.digest must be a string of lower-case hex digits"),
     ("identity-no-digest", {"schema_version": 2, "hardware_class": "x",
                             "identity": {"class": "x"}, "outcomes": []},
-     "identity.digest must be a string of lower-case hex digits"),
+     "key identity.digest is missing"),
     ("identity-class", {"schema_version": 2, "hardware_class": "x",
                         "identity": {"digest": "abcdef123456", "class": 3}, "outcomes": []},
      "identity.class must be a string"),
@@ -625,7 +625,7 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"status": "great"}, "status 'great' is not one of"),
     ({"check": "vibes"}, "check 'vibes' is not one of"),
     ({"id": 5}, "id must be a non-empty string"),
-    ({"precision": ""}, "precision must be a non-empty string"),
+    ({"precision": ""}, "precision '' is not accepted (lower-case letters"),
     ({"tier": 3}, "tier must be a string or null"),
     ({"variant": ["a"]}, "variant must be a string or null"),
     ({"message": None}, "message must be a string"),
@@ -633,10 +633,10 @@ BAD_FIELDS: list[tuple[dict[str, Any], str]] = [
     ({"peak_memory_mb": True}, "peak_memory_mb must be a number or null"),
     ({"first_divergent_step": 1.5}, "first_divergent_step must be an integer or null"),
     ({"metrics": "good"}, "metrics must be an object or null"),
-    ({"metrics": {"ssim": 1.0}}, "metrics.identical must be true or false"),
+    ({"metrics": {"ssim": 1.0}}, "key metrics.identical is missing"),
     ({"metrics": metrics() | {"ssim": "high"}}, "metrics.ssim must be a number or null"),
-    ({"artifacts": {"actual": 3}}, "artifacts must map names to path strings"),
-    ({"artifacts": None}, "artifacts must map names to path strings"),
+    ({"artifacts": {"actual": 3}}, "artifacts.actual must be a string, not a number (3)"),
+    ({"artifacts": None}, "artifacts must be an object mapping image names"),
     ({"step_deltas": {"0": 1}}, "step_deltas must be a list or null"),
     ({"step_deltas": [{"step": 0, "equal": 1, "mean_delta": 0, "std_delta": 0}]},
      "step_deltas[0].equal must be true or false"),
@@ -1370,7 +1370,8 @@ def test_localize_profile_is_plotted_along_the_network_and_round_trips(tmp_path)
 def test_malformed_profile_blocks_are_refused(tmp_path):
     bad = outcome(localization={"message": "m", "blocks": [{"name": 3, "bits": "equal"}]})
     path = results(tmp_path / "r.json", "cpu-avx2", [bad])
-    with pytest.raises(ConformanceInputError, match=r"localization.blocks\[0\] must be"):
+    with pytest.raises(ConformanceInputError,
+                       match=r"localization.blocks\[0\]\.name must be a string"):
         load_run(path)
 
 
