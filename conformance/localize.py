@@ -15,8 +15,9 @@ small record of its output and of its first tensor input:
   machines' projections of one module's output estimate how far apart the two outputs are
   (``|proj_a - proj_b| / |proj_a|`` estimates ``|a - b| / |a|``) without storing tensors.
 
-The records are plain JSON (:meth:`ProbeRecords.to_dict` / :meth:`ProbeRecords.from_dict`,
-validated), so runs that never meet can be compared: :func:`localize` names the first
+The records are declared types whose fields are a probe file's keys (msgspec Structs, read
+by :mod:`conformance.schema`, so a bad file is refused naming the key; written by msgspec
+as plain JSON), so runs that never meet can be compared: :func:`localize` names the first
 module whose own computation gives different bits, and ranks modules by error growth
 (relative output error over relative input error), which tells a cause (the error appears
 or grows there) from a module that only amplifies what it was given.
@@ -519,7 +520,6 @@ def _nesting_problem(records: Sequence[ModuleRecord]) -> Problem | None:
     return None
 
 
-
 # -- the probe --------------------------------------------------------------------------------
 
 
@@ -552,7 +552,7 @@ class _Frame:
     t0: int
     inp: TensorStats | None
     in_all: str | None
-    capture: dict[str, Any] | None = None  # see _structure
+    capture: dict[str, Any] | None = None
 
 
 class ModuleProbe:
