@@ -15,8 +15,9 @@ small record of its output and of its first tensor input:
   machines' projections of one module's output estimate how far apart the two outputs are
   (``|proj_a - proj_b| / |proj_a|`` estimates ``|a - b| / |a|``) without storing tensors.
 
-The records are plain JSON (:meth:`ProbeRecords.to_dict` / :meth:`ProbeRecords.from_dict`,
-validated), so runs that never meet can be compared: :func:`localize` names the first
+The records are declared types whose fields are a probe file's keys (msgspec Structs, read
+by :mod:`conformance.schema`, so a bad file is refused naming the key; written by msgspec
+as plain JSON), so runs that never meet can be compared: :func:`localize` names the first
 module whose own computation gives different bits, and ranks modules by error growth
 (relative output error over relative input error), which tells a cause (the error appears
 or grows there) from a module that only amplifies what it was given.
@@ -37,15 +38,20 @@ import hashlib
 import itertools
 import json
 import math
-import re
 import time
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar, Literal, NoReturn, TypeVar
 
-from conformance.errors import ConformanceInputError, type_name
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from conformance.errors import ConformanceInputError
 from conformance.safeio import RESULTS_LIMIT, gunzip_bounded, loads_json, read_bytes, show
+from conformance.schema import DictKey, Finite, Problem, convert, matching, refuse, to_builtins
+
+T = TypeVar("T")
 
 #: Bump when the record layout or the projection changes.
 SCHEMA_VERSION = 1
@@ -69,13 +75,6 @@ COMPONENTS = ("text", "denoiser", "vae")
 DENOISERS = ("unet", "transformer")
 #: where a component's calls are recorded
 _SECTION_OF_ROLE = {"text": "text", "vae": "decode"}
-
-_HEX16 = re.compile(r"[0-9a-f]{16}")
-_NAME = re.compile(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*(?:#[1-9][0-9]{0,8})?")
-_CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,199}")
-_DTYPE = re.compile(r"torch\.[a-z0-9_]{1,40}|[a-z0-9_]{1,40}")
-_SECTION = re.compile(r"text|decode|step(0|[1-9][0-9]{0,5})")
-_NONFINITE = {"nan": math.nan, "inf": math.inf, "-inf": -math.inf}
 
 
 class ProbeFileError(ConformanceInputError):
@@ -163,9 +162,8 @@ class Projection:
             cls._cache[key] = cls(dim, seed)
         return cls._cache[key]
 
-    def spec(self) -> dict[str, Any]:
-        return {"dim": self.dim, "seed": self.seed, "chunk": PROJECTION_CHUNK,
-                "basis": self.basis}
+    def spec(self) -> ProjectionSpec:
+        return ProjectionSpec(self.dim, self.seed, PROJECTION_CHUNK, self.basis)
 
     def project(self, flat: Any) -> tuple[float, ...]:
         """``flat``: a 1-D float64 CPU tensor."""
@@ -191,17 +189,109 @@ def json_number(value: float) -> float | str:
     return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
 
 
-@dataclass(frozen=True)
-class TensorStats:
-    """What is kept of one tensor: exact-bits digest, moments and a random projection."""
+# -- the probe file's declared types ----------------------------------------------------------
 
-    digest: str
-    dtype: str
-    shape: tuple[int, ...]
-    mean: float
-    std: float
-    absmax: float
-    proj: tuple[float, ...]
+#: a tensor's digest
+Digest = matching("[0-9a-f]{16}", "a digest (16 lower-case hex digits)")
+ModulePath = Annotated[
+    matching(r"[A-Za-z0-9_]+(?:\.[A-Za-z0-9_]+)*(?:#[1-9][0-9]{0,8})?",
+             "a module path (dotted names of letters, digits and '_', optionally #N)"),
+    msgspec.Meta(max_length=MAX_NAME),
+]
+ClassName = matching("[A-Za-z_][A-Za-z0-9_]{0,199}", "a class name")
+DTypeName = matching(r"torch\.[a-z0-9_]{1,40}|[a-z0-9_]{1,40}", "a dtype name")
+SectionName = matching("text|decode|step(?:0|[1-9][0-9]{0,5})", "text, decode or stepN")
+#: a statistic: a finite number, or the string that stands for a non-finite one
+Stat = Annotated[Finite | matching("nan|inf|-inf", "nan, inf or -inf"),
+                 msgspec.Meta(description='a number or one of "nan", "inf", "-inf"')]
+Shape = Annotated[
+    tuple[Annotated[int, msgspec.Meta(ge=0, lt=2**48, description="a non-negative integer "
+                                      "below 2**48")], ...],
+    msgspec.Meta(max_length=MAX_DIMS,
+                 description=f"a list of at most {MAX_DIMS} non-negative integers"),
+]
+
+
+def _int_in(lo: int, hi: int) -> Any:
+    return Annotated[int, msgspec.Meta(ge=lo, le=hi, description=f"an integer {lo}..{hi}")]
+
+
+ProjectionDim = _int_in(1, 64)
+_Seed = _int_in(0, 2**63 - 1)
+_Chunk = _int_in(1, 2**40)
+#: an event's position in its section
+_Position = _int_in(0, 2**40)
+
+
+class NonFinite(float):
+    """A statistic that is NaN or infinite: written ``"nan"``, ``"inf"`` or ``"-inf"``
+    (strict JSON has no such numbers)."""
+
+    __slots__ = ()
+
+
+_NONFINITE = {"nan": NonFinite("nan"), "inf": NonFinite("inf"), "-inf": NonFinite("-inf")}
+
+
+def _stat(value: float | str) -> float:
+    if isinstance(value, str):
+        return _NONFINITE[value]
+    return value if math.isfinite(value) else NonFinite(value)
+
+
+def _encode(value: Any) -> Any:
+    """msgspec's ``enc_hook``: a non-finite statistic as its string; in ``meta``, a subclass
+    of str, int or float (torch's version string) as Python's json writes it."""
+    if isinstance(value, NonFinite):
+        return json_number(value)
+    for plain in (str, int, float):
+        if isinstance(value, plain):
+            return plain(value)
+    raise TypeError(f"{type(value).__name__} is not a value a probe file holds")
+
+
+def _builtins(record: Any) -> Any:
+    """A record as the JSON values a probe file holds."""
+    return to_builtins(record, _encode)
+
+
+def _json(record: Any, indent: int | None = None) -> str:
+    return json.dumps(_builtins(record), indent=indent, allow_nan=False)
+
+
+class ProjectionSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Which :class:`Projection` a run used: equal specs give comparable projections."""
+
+    dim: ProjectionDim
+    seed: _Seed
+    chunk: _Chunk
+    #: digest of the Gaussian block and the signs
+    basis: Digest
+
+
+class TensorStats(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
+    """What is kept of one tensor: exact-bits digest, moments and a random projection
+    (a non-finite statistic is a :class:`NonFinite`)."""
+
+    digest: Digest
+    dtype: DTypeName
+    shape: Shape
+    mean: Stat
+    std: Stat
+    absmax: Stat
+    proj: Annotated[tuple[Stat, ...], msgspec.Meta(max_length=64, description="a list of "
+                                                   "at most 64 numbers")]
+
+    def __post_init__(self) -> None:
+        values = (self.mean, self.std, self.absmax, *self.proj)
+        try:
+            if math.isfinite(sum(values)):  # all numbers, all finite: the usual case
+                return
+        except TypeError:  # one of the strings that stand for a non-finite statistic
+            pass
+        for name in ("mean", "std", "absmax"):
+            msgspec.structs.force_setattr(self, name, _stat(getattr(self, name)))
+        msgspec.structs.force_setattr(self, "proj", tuple(_stat(v) for v in self.proj))
 
     @classmethod
     def of(cls, tensor: Any, projection: Projection | None = None) -> TensorStats:
@@ -229,92 +319,8 @@ class TensorStats:
     def finite(self) -> bool:
         return all(math.isfinite(v) for v in (self.mean, self.std, self.absmax, *self.proj))
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "digest": self.digest, "dtype": self.dtype, "shape": list(self.shape),
-            "mean": json_number(self.mean), "std": json_number(self.std),
-            "absmax": json_number(self.absmax),
-            "proj": [json_number(v) for v in self.proj],
-        }
 
-    @classmethod
-    def from_dict(cls, data: Any, where: str, dim: int) -> TensorStats:
-        obj = _object(data, where, ("digest", "dtype", "shape", "mean", "std", "absmax",
-                                    "proj"))
-        digest = _hex(obj["digest"], where, ".digest")
-        dtype = obj["dtype"]
-        if not isinstance(dtype, str) or not _DTYPE.fullmatch(dtype):
-            raise ProbeFileError(where, f"dtype: {show(dtype)} is not a dtype name")
-        shape = obj["shape"]
-        if not isinstance(shape, list) or len(shape) > MAX_DIMS or not all(
-            type(s) is int and 0 <= s < 2**48 for s in shape
-        ):
-            raise ProbeFileError(
-                where, f"shape: {show(shape)}; accepted: an array of at most {MAX_DIMS} "
-                "non-negative integers"
-            )
-        proj = obj["proj"]
-        if not isinstance(proj, list) or len(proj) != dim:
-            raise ProbeFileError(
-                where, f"proj: {show(proj)}; accepted: an array of {dim} numbers (the "
-                "file's projection dim)"
-            )
-        return cls(
-            digest, dtype, tuple(shape), _float(obj["mean"], where, ".mean"),
-            _float(obj["std"], where, ".std"), _float(obj["absmax"], where, ".absmax"),
-            tuple(proj) if all(type(v) is float for v in proj)  # as JSON numbers parse
-            else tuple(_float(v, where, f".proj[{i}]") for i, v in enumerate(proj)),
-        )
-
-
-def _object(data: Any, where: str, keys: Sequence[str],
-            optional: Sequence[str] = ()) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise ProbeFileError(where, f"must be an object, not {type_name(data)}")
-    for key in data:
-        if key not in keys and key not in optional:
-            raise ProbeFileError(
-                where, f"unknown key {show(key)}; accepted: {', '.join((*keys, *optional))}"
-            )
-    for key in keys:
-        if key not in data:
-            raise ProbeFileError(where, f"missing key {key!r}")
-    return data
-
-
-def _hex(value: Any, where: str, key: str = "") -> str:
-    if not isinstance(value, str) or not _HEX16.fullmatch(value):
-        raise ProbeFileError(where + key,
-                             f"{show(value)} is not a digest (16 lower-case hex digits)")
-    return value
-
-
-def _float(value: Any, where: str, key: str = "") -> float:
-    """A statistic: a number, or one of the strings that stand for non-finite ones
-    (``where + key`` names it in the error; joined only then: files hold many)."""
-    if type(value) is float:
-        return value
-    if isinstance(value, str) and value in _NONFINITE:
-        return _NONFINITE[value]
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ProbeFileError(
-            where + key,
-            f"{show(value)} is not a number (or one of \"nan\", \"inf\", \"-inf\")"
-        )
-    return float(value)
-
-
-def _int(value: Any, where: str, lo: int = 0, hi: int = 2**40, key: str = "") -> int:
-    if type(value) is not int or not lo <= value <= hi:
-        raise ProbeFileError(where + key, f"{show(value)}; accepted: an integer {lo}..{hi}")
-    return value
-
-
-# -- records ----------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class ModuleRecord:
+class ModuleRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=True, gc=False):
     """One call of one module.
 
     ``name`` is the module's path in the pipeline (``unet.down_blocks.0.resnets.0.conv1``;
@@ -322,66 +328,22 @@ class ModuleRecord:
     are the positions of the call's start and return among the section's events (so calls
     nest: a submodule's ``t0..t1`` lies inside its caller's). ``out`` / ``inp`` describe the
     first tensor of the output / of the arguments; ``out_all`` / ``in_all`` digest every
-    tensor of them (equal to ``out.digest`` / ``inp.digest`` when there is one).
+    tensor of them (equal to ``out.digest`` / ``inp.digest`` when there is one). Fields are
+    in the order the file writes them (``cls`` as ``class``, ``inp`` as ``in``).
     """
 
-    name: str
-    cls: str
-    t0: int
-    t1: int
+    name: ModulePath
+    cls: ClassName = msgspec.field(name="class")
+    t0: _Position
+    t1: _Position
     out: TensorStats | None
-    inp: TensorStats | None
-    out_all: str | None
-    in_all: str | None
+    out_all: Digest | None
+    inp: TensorStats | None = msgspec.field(name="in")
+    in_all: Digest | None
 
     @property
     def base_name(self) -> str:
         return self.name.split("#", 1)[0]
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name, "class": self.cls, "t0": self.t0, "t1": self.t1,
-            "out": self.out.to_dict() if self.out else None,
-            "out_all": self.out_all,
-            "in": self.inp.to_dict() if self.inp else None,
-            "in_all": self.in_all,
-        }
-
-    @classmethod
-    def from_dict(cls, data: Any, where: str, dim: int) -> ModuleRecord:
-        obj = _object(data, where, ("name", "class", "t0", "t1", "out", "out_all", "in",
-                                    "in_all"))
-        name = obj["name"]
-        if not isinstance(name, str) or len(name) > MAX_NAME or not _NAME.fullmatch(name):
-            raise ProbeFileError(
-                where, f"name: {show(name)} is not a module path (dotted names of letters, "
-                "digits and '_', optionally #N)"
-            )
-        klass = obj["class"]
-        if not isinstance(klass, str) or not _CLASS.fullmatch(klass):
-            raise ProbeFileError(where, f"class: {show(klass)} is not a class name")
-        t0 = _int(obj["t0"], where, key=".t0")
-        t1 = _int(obj["t1"], where, key=".t1")
-        if t1 <= t0:
-            raise ProbeFileError(where, f"t1 ({t1}) must be after t0 ({t0})")
-        stats = {}
-        for key in ("out", "in"):
-            value = obj[key]
-            stats[key] = None if value is None else TensorStats.from_dict(
-                value, f"{where}.{key}", dim)
-        digests = {}
-        for key, part in (("out_all", "out"), ("in_all", "in")):
-            value = obj[key]
-            if value is None:
-                if stats[part] is not None:
-                    raise ProbeFileError(where, f"{key} is null but {part!r} is not")
-                digests[key] = None
-            else:
-                if stats[part] is None:
-                    raise ProbeFileError(where, f"{key} is set but {part!r} is null")
-                digests[key] = _hex(value, where, f".{key}")
-        return cls(name, klass, t0, t1, stats["out"], stats["in"], digests["out_all"],
-                   digests["in_all"])
 
 
 def section_step(section: str) -> int | None:
@@ -396,73 +358,28 @@ def section_label(section: str) -> str:
     return "the text encoders" if section == "text" else "the VAE decode"
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """The records of one phase: ``text`` (text encoders), ``stepN`` (the denoiser at
     denoising step N) or ``decode`` (the VAE), calls in order of their return."""
 
-    name: str
+    name: SectionName
     records: tuple[ModuleRecord, ...]
 
     @property
     def step(self) -> int | None:
         return section_step(self.name)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "records": [r.to_dict() for r in self.records]}
 
-    @classmethod
-    def from_dict(cls, data: Any, where: str, dim: int) -> Section:
-        obj = _object(data, where, ("name", "records"))
-        name = obj["name"]
-        if not isinstance(name, str) or not _SECTION.fullmatch(name):
-            raise ProbeFileError(
-                where, f"name: {show(name)}; accepted: text, decode, stepN"
-            )
-        records = obj["records"]
-        if not isinstance(records, list):
-            raise ProbeFileError(where, f"records must be an array, not {type_name(records)}")
-        parsed = tuple(ModuleRecord.from_dict(r, f"{where}.records[{i}]", dim)
-                       for i, r in enumerate(records))
-        _check_nesting(parsed, f"{where} ({name})")
-        return cls(name, parsed)
-
-
-def _check_nesting(records: Sequence[ModuleRecord], where: str) -> None:
-    """Unique names and event positions, calls properly nested, listed in return order."""
-    names: set[str] = set()
-    times: set[int] = set()
-    last_t1 = -1
-    for r in records:
-        if r.name in names:
-            raise ProbeFileError(where, f"module call {r.name!r} is listed twice")
-        names.add(r.name)
-        if r.t0 in times or r.t1 in times:
-            raise ProbeFileError(where, f"{r.name}: event positions {r.t0}/{r.t1} are reused")
-        times.update((r.t0, r.t1))
-        if r.t1 < last_t1:
-            raise ProbeFileError(where, f"{r.name}: records are not in the order calls returned")
-        last_t1 = r.t1
-    stack: list[ModuleRecord] = []
-    for r in sorted(records, key=lambda r: r.t0):
-        while stack and stack[-1].t1 < r.t0:
-            stack.pop()
-        if stack and r.t1 > stack[-1].t1:
-            raise ProbeFileError(
-                where, f"{r.name} ({r.t0}..{r.t1}) overlaps {stack[-1].name} "
-                f"({stack[-1].t0}..{stack[-1].t1}) without nesting in it"
-            )
-        stack.append(r)
-
-
-@dataclass(frozen=True)
-class ProbeRecords:
+class ProbeRecords(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Everything one probed run kept: its sections, the projection used and free-form
-    ``meta`` (item, model, precision, device, versions ...)."""
+    ``meta`` (item, model, precision, device, versions ...); the fields are the probe
+    file's keys, in its order."""
 
+    schema_version: Literal[1]  # SCHEMA_VERSION
+    kind: Literal["conformance-module-probes"]  # FILE_KIND
+    projection: ProjectionSpec
+    meta: dict[str, Any]
     sections: tuple[Section, ...]
-    projection: dict[str, Any]
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def section(self, name: str) -> Section | None:
         return next((s for s in self.sections if s.name == name), None)
@@ -477,58 +394,24 @@ class ProbeRecords:
         return tuple(s.step for s in self.sections if s.step is not None)
 
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "kind": FILE_KIND,
-            "projection": dict(self.projection),
-            "meta": self.meta,
-            "sections": [s.to_dict() for s in self.sections],
-        }
+        """The parsed JSON of :meth:`to_json` (lists, not tuples)."""
+        return json.loads(self.to_json())
 
     def to_json(self, indent: int | None = None) -> str:
-        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+        return _json(self, indent)
 
     def section_bytes(self) -> dict[str, int]:
         """Size of each section's JSON (compact), in bytes: the cost of probing it."""
-        return {s.name: len(json.dumps(s.to_dict(), allow_nan=False).encode())
-                for s in self.sections}
+        return {s.name: len(_json(s).encode()) for s in self.sections}
 
     @classmethod
     def from_dict(cls, data: Any, where: str = "probe records") -> ProbeRecords:
-        obj = _object(data, where, ("schema_version", "kind", "projection", "meta",
-                                    "sections"))
-        if obj["kind"] != FILE_KIND:
-            raise ProbeFileError(where, f"kind is {show(obj['kind'])}, not {FILE_KIND!r}")
-        if type(obj["schema_version"]) is not int or obj["schema_version"] != SCHEMA_VERSION:
-            raise ProbeFileError(
-                where, f"schema_version is {show(obj['schema_version'])}; this version reads "
-                f"{SCHEMA_VERSION}"
-            )
-        proj = _object(obj["projection"], f"{where}: projection",
-                       ("dim", "seed", "chunk", "basis"))
-        dim = _int(proj["dim"], f"{where}: projection.dim", 1, 64)
-        _int(proj["seed"], f"{where}: projection.seed", 0, 2**63 - 1)
-        _int(proj["chunk"], f"{where}: projection.chunk", 1, 2**40)
-        _hex(proj["basis"], f"{where}: projection.basis")
-        meta = obj["meta"]
-        if not isinstance(meta, dict):
-            raise ProbeFileError(where, f"meta must be an object, not {type_name(meta)}")
-        sections = obj["sections"]
-        if not isinstance(sections, list):
-            raise ProbeFileError(where, f"sections must be an array, not {type_name(sections)}")
-        parsed = tuple(Section.from_dict(s, f"{where}: sections[{i}]", dim)
-                       for i, s in enumerate(sections))
-        seen: set[str] = set()
-        for s in parsed:
-            if s.name in seen:
-                raise ProbeFileError(where, f"section {s.name!r} appears twice")
-            seen.add(s.name)
-        return cls(parsed, dict(proj), dict(meta))
+        """Parsed JSON of a probe file, checked (:class:`ProbeFileError` names the key)."""
+        return _records(data, where, None)
 
     @classmethod
     def from_json(cls, text: str | bytes, where: str = "probe records") -> ProbeRecords:
-        data = loads_json(text, where, kind="probe file", error=ProbeFileError)
-        return cls.from_dict(data, where)
+        return _records(_load_json(text, where, "probe file"), where, "probe file")
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -542,6 +425,99 @@ class ProbeRecords:
         if raw[:2] == b"\x1f\x8b":
             raw = gunzip_bounded(raw, PROBE_FILE_LIMIT, str(path), ProbeFileError)
         return cls.from_json(raw, str(path))
+
+
+# -- reading: the schema, then the relations it cannot state ------------------------------
+
+
+def _load_json(text: str | bytes, where: str, kind: str) -> Any:
+    """JSON of a probe file or capture: no ``NaN`` / ``Infinity`` tokens (a non-finite
+    statistic is one of the strings :data:`Stat` accepts)."""
+    return loads_json(text, where, kind=kind, error=ProbeFileError)
+
+
+def _decode(tree: Any, type_: type[T], where: str, kind: str | None) -> T:
+    """``tree`` as ``type_``, a file of :data:`SCHEMA_VERSION` (one line naming the key)."""
+    version = tree.get("schema_version", SCHEMA_VERSION) if type(tree) is dict else None
+    if version is not None and (type(version) is not int or version != SCHEMA_VERSION):
+        _refuse(where, kind, Problem(("schema_version",), f"is {show(version)}; this "
+                                     f"version reads {SCHEMA_VERSION}"))
+    return convert(tree, type_, where, kind=kind, error=ProbeFileError)
+
+
+def _refuse(where: str, kind: str | None, problem: Problem) -> NoReturn:
+    raise ProbeFileError(where, f"{kind}: {problem}" if kind else str(problem))
+
+
+def _records(tree: Any, where: str, kind: str | None) -> ProbeRecords:
+    records = _decode(tree, ProbeRecords, where, kind)
+    problem = _relation_problem(records)
+    if problem is not None:
+        _refuse(where, kind, problem)
+    return records
+
+
+def _relation_problem(records: ProbeRecords) -> Problem | None:
+    """What the types do not say: one section per name, and in each section every record's
+    own relations (:func:`_record_problem`) and the calls' nesting."""
+    first: dict[str, int] = {}
+    for i, section in enumerate(records.sections):
+        if section.name in first:
+            return Problem(("sections", i, "name"), f"{show(section.name)} appears twice "
+                           f"(also sections[{first[section.name]}])")
+        first[section.name] = i
+        for j, record in enumerate(section.records):
+            found = _record_problem(record, records.projection.dim)
+            if found is not None:
+                return Problem(("sections", i, "records", j, *found.keys), found.text)
+        found = _nesting_problem(section.records)
+        if found is not None:
+            return Problem(("sections", i, "records", *found.keys), found.text)
+    return None
+
+
+def _record_problem(record: ModuleRecord, dim: int) -> Problem | None:
+    """A call returns after it starts; a digest of all tensors where, and only where, the
+    first is described; projections of the file's dimension."""
+    if record.t1 <= record.t0:
+        return Problem(("t1",), f"({record.t1}) must be after t0 ({record.t0})")
+    for key, digest_key, stats, digest in (("out", "out_all", record.out, record.out_all),
+                                           ("in", "in_all", record.inp, record.in_all)):
+        if (stats is None) != (digest is None):
+            return Problem((digest_key,), f"is null but {key} is not" if digest is None
+                           else f"is set but {key} is null")
+        if stats is not None and len(stats.proj) != dim:
+            return Problem((key, "proj"), f"must be a list of {dim} numbers (the file's "
+                           f"projection.dim), not a list of {len(stats.proj)}")
+    return None
+
+
+def _nesting_problem(records: Sequence[ModuleRecord]) -> Problem | None:
+    """Unique names and event positions, calls properly nested, listed in return order
+    (the key: the index of the record at fault)."""
+    names: set[str] = set()
+    times: set[int] = set()
+    last_t1 = -1
+    for j, r in enumerate(records):
+        if r.name in names:
+            return Problem((j, "name"), f"{show(r.name)}: the module call is listed twice")
+        names.add(r.name)
+        if r.t0 in times or r.t1 in times:
+            return Problem((j,), f"({r.name}): event positions {r.t0}/{r.t1} are reused")
+        times.update((r.t0, r.t1))
+        if r.t1 < last_t1:
+            return Problem((j,), f"({r.name}): records are not in the order calls returned")
+        last_t1 = r.t1
+    stack: list[ModuleRecord] = []
+    for j in sorted(range(len(records)), key=lambda j: records[j].t0):
+        r = records[j]
+        while stack and stack[-1].t1 < r.t0:
+            stack.pop()
+        if stack and r.t1 > stack[-1].t1:
+            return Problem((j,), f"({r.name}, {r.t0}..{r.t1}) overlaps {stack[-1].name} "
+                           f"({stack[-1].t0}..{stack[-1].t1}) without nesting in it")
+        stack.append(r)
+    return None
 
 
 # -- the probe --------------------------------------------------------------------------------
@@ -814,7 +790,8 @@ class ModuleProbe:
         out_all = _combined(digests)
         t1 = self._event(frame.section)
         self._sections.setdefault(frame.section, []).append(ModuleRecord(
-            frame.name, frame.cls, frame.t0, t1, out, frame.inp, out_all, frame.in_all))
+            name=frame.name, cls=frame.cls, t0=frame.t0, t1=t1, out=out, out_all=out_all,
+            inp=frame.inp, in_all=frame.in_all))
         if frame.capture is not None and out_all is not None:
             key = f"{frame.section}/{frame.name}"
             self.captures[key] = InputCapture(
@@ -828,7 +805,9 @@ class ModuleProbe:
     def result(self, meta: Mapping[str, Any] | None = None) -> ProbeRecords:
         """The records so far (every section in order of its first call)."""
         sections = tuple(Section(name, tuple(recs)) for name, recs in self._sections.items())
-        return ProbeRecords(sections, self.projection.spec(), dict(meta or {}))
+        return ProbeRecords(schema_version=SCHEMA_VERSION, kind=FILE_KIND,
+                            projection=self.projection.spec(), meta=dict(meta or {}),
+                            sections=sections)
 
 
 def _device_of(module: Any) -> Any:
@@ -841,37 +820,119 @@ def _device_of(module: Any) -> Any:
 # -- capture and replay -----------------------------------------------------------------------
 
 _CAPTURE_META = "conformance.capture"
+#: how deep a captured argument nests (tuples, lists and dicts of arguments)
+MAX_ARG_DEPTH = 4
+
+#: a captured argument's plain value
+Scalar = Annotated[bool | int | float | str | None,
+                   msgspec.Meta(description="true or false, a number or a string")]
+
+
+class ArgSpec(msgspec.Struct, frozen=True, forbid_unknown_fields=True, omit_defaults=True):
+    """One argument of a captured call, exactly one of: ``tensor`` (the name of a stored
+    tensor), ``value`` (a plain value), ``tuple`` / ``list`` (of arguments) or ``dict``
+    (names to arguments)."""
+
+    tensor: str | UnsetType = UNSET
+    value: Scalar | UnsetType = UNSET
+    tuple_: list[ArgSpec] | UnsetType = msgspec.field(default=UNSET, name="tuple")
+    list_: list[ArgSpec] | UnsetType = msgspec.field(default=UNSET, name="list")
+    dict_: dict[str, ArgSpec] | UnsetType = msgspec.field(default=UNSET, name="dict")
+
+    def __post_init__(self) -> None:
+        held = [f.encode_name for f in msgspec.structs.fields(self)
+                if getattr(self, f.name) is not UNSET]
+        if len(held) != 1:
+            refuse(None, text="must hold one of tensor, value, tuple, list, dict, not "
+                   f"{len(held)} ({', '.join(held) or 'none'})")
+
+    def parts(self) -> Iterator[tuple[tuple[str | int, ...], ArgSpec]]:
+        """The arguments it holds, each with its keys below it."""
+        for key, items in (("tuple", self.tuple_), ("list", self.list_)):
+            if items is not UNSET:
+                yield from (((key, i), spec) for i, spec in enumerate(items))
+        if self.dict_ is not UNSET:
+            yield from ((("dict", DictKey(k)), spec) for k, spec in self.dict_.items())
+
+
+class CallStructure(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A captured call's arguments, tensors by name."""
+
+    args: list[ArgSpec]
+    kwargs: dict[str, ArgSpec]
+
+    def tensor_names(self) -> set[str] | Problem:
+        """The names of the tensors the arguments use, or the argument that nests too
+        deep."""
+        names: set[str] = set()
+        todo: list[tuple[tuple[str | int, ...], ArgSpec, int]] = [
+            *((("structure", "args", i), s, 0) for i, s in enumerate(self.args)),
+            *((("structure", "kwargs", DictKey(k)), s, 0) for k, s in self.kwargs.items()),
+        ]
+        while todo:
+            keys, spec, depth = todo.pop()
+            if depth > MAX_ARG_DEPTH:
+                return Problem(keys, f"nests deeper than {MAX_ARG_DEPTH} levels")
+            if spec.tensor is not UNSET:
+                names.add(spec.tensor)
+            todo += [((*keys, *below), part, depth + 1) for below, part in spec.parts()]
+        return names
+
+
+class CaptureHeader(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """A capture file's metadata (the safetensors header's ``conformance.capture``), keys
+    in the order it writes them."""
+
+    section: SectionName
+    name: ModulePath
+    cls: ClassName = msgspec.field(name="class")
+    structure: CallStructure
+    output_digest: Digest
+    meta: dict[str, Any]
+    schema_version: Literal[1]  # SCHEMA_VERSION
+
+
+class _TensorEntry(msgspec.Struct, frozen=True):
+    """A tensor of a safetensors header: where its bytes lie (dtype and shape are checked
+    by safetensors on loading)."""
+
+    data_offsets: Annotated[
+        tuple[Annotated[int, msgspec.Meta(ge=0, description="a byte offset")],
+              Annotated[int, msgspec.Meta(ge=0, description="a byte offset")]],
+        msgspec.Meta(description="two byte offsets [begin, end]"),
+    ]
 
 
 def _structure(args: tuple, kwargs: dict) -> dict[str, Any]:
-    """The call's arguments as JSON structure + CPU tensors; refuses what JSON cannot hold."""
+    """The call's arguments as a :class:`CallStructure` + CPU tensors; refuses what a
+    structure cannot hold."""
     tensors: dict[str, Any] = {}
 
-    def encode(value: Any, where: str, depth: int = 0) -> Any:
+    def encode(value: Any, where: str, depth: int = 0) -> ArgSpec:
         import torch
 
         if isinstance(value, torch.Tensor):
             key = f"t{len(tensors)}"
             tensors[key] = value.detach().to("cpu").contiguous().clone()
-            return {"tensor": key}
+            return ArgSpec(tensor=key)
         if value is None or isinstance(value, (bool, int, str)):
-            return {"value": value}
+            return ArgSpec(value=value)
         if isinstance(value, float):
             if not math.isfinite(value):
                 raise _Unstorable(f"{where} is {value}")
-            return {"value": value}
+            return ArgSpec(value=value)
         if depth < 3 and isinstance(value, (tuple, list)):
-            return {"tuple" if isinstance(value, tuple) else "list":
-                    [encode(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]}
+            items = [encode(v, f"{where}[{i}]", depth + 1) for i, v in enumerate(value)]
+            return ArgSpec(tuple_=items) if isinstance(value, tuple) else ArgSpec(list_=items)
         if depth < 3 and isinstance(value, dict) and all(isinstance(k, str) for k in value):
-            return {"dict": {k: encode(v, f"{where}[{k!r}]", depth + 1)
-                             for k, v in value.items()}}
+            return ArgSpec(dict_={k: encode(v, f"{where}[{k!r}]", depth + 1)
+                                  for k, v in value.items()})
         raise _Unstorable(f"{where} is a {type(value).__name__}")
 
-    structure = {
-        "args": [encode(v, f"argument {i}") for i, v in enumerate(args)],
-        "kwargs": {k: encode(v, f"argument {k!r}") for k, v in kwargs.items()},
-    }
+    structure = CallStructure(
+        args=[encode(v, f"argument {i}") for i, v in enumerate(args)],
+        kwargs={k: encode(v, f"argument {k!r}") for k, v in kwargs.items()},
+    )
     return {"structure": structure, "tensors": tensors}
 
 
@@ -887,7 +948,7 @@ class InputCapture:
     section: str
     name: str
     cls: str
-    structure: dict[str, Any]
+    structure: CallStructure
     tensors: dict[str, Any]
     output_digest: str
     meta: dict[str, Any] = field(default_factory=dict)
@@ -900,15 +961,13 @@ class InputCapture:
         """safetensors bytes; the structure and digest are in its metadata."""
         from safetensors.torch import save
 
-        header = {"section": self.section, "name": self.name, "class": self.cls,
-                  "structure": self.structure, "output_digest": self.output_digest,
-                  "meta": self.meta, "schema_version": SCHEMA_VERSION}
-        return save(self.tensors, metadata={_CAPTURE_META: json.dumps(header)})
+        header = CaptureHeader(self.section, self.name, self.cls, self.structure,
+                               self.output_digest, self.meta, SCHEMA_VERSION)
+        return save(self.tensors, metadata={_CAPTURE_META: json.dumps(to_builtins(header))})
 
-    @classmethod
     @staticmethod
     def check_bytes(data: bytes, where: str = "input capture",
-                    limit: int = MAX_CAPTURE_BYTES) -> dict[str, Any]:
+                    limit: int = MAX_CAPTURE_BYTES) -> CaptureHeader:
         """Validate a capture file from its safetensors header alone (no torch: what
         ``conformance validate`` uses); returns the capture metadata."""
         if len(data) > limit + 2**20:
@@ -921,50 +980,39 @@ class InputCapture:
         header_len = int.from_bytes(data[:8], "little")
         if header_len > min(len(data) - 8, 2**20):
             raise ProbeFileError(where, "not a safetensors file (bad header length)")
-        head = loads_json(data[8: 8 + header_len], where, kind="safetensors header",
-                          error=ProbeFileError)
+        head = _load_json(data[8: 8 + header_len], where, "safetensors header")
         meta = head.get("__metadata__") if isinstance(head, dict) else None
         if not isinstance(meta, dict) or not isinstance(meta.get(_CAPTURE_META), str):
             raise ProbeFileError(where, f"safetensors file without {_CAPTURE_META!r} metadata")
-        info = loads_json(meta[_CAPTURE_META], where, kind="capture metadata",
+        entries = convert({k: v for k, v in head.items() if k != "__metadata__"},
+                          dict[str, _TensorEntry], where, kind="safetensors header",
                           error=ProbeFileError)
-        obj = _object(info, where, ("section", "name", "class", "structure",
-                                    "output_digest", "meta", "schema_version"))
-        if obj["schema_version"] != SCHEMA_VERSION:
-            raise ProbeFileError(where, f"schema_version {show(obj['schema_version'])}; "
-                                 f"this version reads {SCHEMA_VERSION}")
-        if not isinstance(obj["section"], str) or not _SECTION.fullmatch(obj["section"]):
-            raise ProbeFileError(where, f"section {show(obj['section'])}")
-        if not isinstance(obj["name"], str) or not _NAME.fullmatch(obj["name"]):
-            raise ProbeFileError(where, f"name {show(obj['name'])} is not a module path")
-        if not isinstance(obj["class"], str) or not _CLASS.fullmatch(obj["class"]):
-            raise ProbeFileError(where, f"class {show(obj['class'])} is not a class name")
-        _hex(obj["output_digest"], f"{where}: output_digest")
-        names = {k for k in head if k != "__metadata__"}
-        total = 0
-        for name in names:
-            spec = head[name]
-            offsets = spec.get("data_offsets") if isinstance(spec, dict) else None
-            if (not isinstance(offsets, list) or len(offsets) != 2
-                    or not all(type(o) is int for o in offsets) or offsets[1] < offsets[0]):
-                raise ProbeFileError(where, f"tensor {show(name)}: bad data_offsets")
-            total += offsets[1] - offsets[0]
+        header = _decode(_load_json(meta[_CAPTURE_META], where, "capture metadata"),
+                         CaptureHeader, where, "capture metadata")
+        for name, entry in entries.items():
+            begin, end = entry.data_offsets
+            if end < begin:
+                _refuse(where, "safetensors header", Problem(
+                    (DictKey(name), "data_offsets"), f"[{begin}, {end}] ends before it begins"))
+        total = sum(end - begin for begin, end in (e.data_offsets for e in entries.values()))
         if total > limit:
             raise ProbeFileError(where, f"its tensors hold {total} bytes; at most {limit}")
-        used = _check_structure(obj["structure"], where)
-        if used != names:
+        used = header.structure.tensor_names()
+        if isinstance(used, Problem):
+            _refuse(where, "capture metadata", used)
+        if used != set(entries):
             raise ProbeFileError(
                 where, f"the structure names tensors {sorted(used)}, the file holds "
-                f"{sorted(names)}"
+                f"{sorted(entries)}"
             )
-        return obj
+        return header
 
     @classmethod
     def from_bytes(cls, data: bytes, where: str = "input capture",
                    limit: int = MAX_CAPTURE_BYTES) -> InputCapture:
         from safetensors.torch import load
 
-        obj = cls.check_bytes(data, where, limit)
+        header = cls.check_bytes(data, where, limit)
         try:
             tensors = load(data)
         except Exception as exc:  # safetensors raises its own error types
@@ -972,9 +1020,8 @@ class InputCapture:
                                  ) from None
         # check_bytes has matched the header's tensors (names, byte sizes) with the
         # structure; safetensors loads exactly the tensors its header lists
-        meta_obj = obj["meta"] if isinstance(obj["meta"], dict) else {}
-        return cls(obj["section"], obj["name"], obj["class"], obj["structure"], tensors,
-                   obj["output_digest"], meta_obj)
+        return cls(header.section, header.name, header.cls, header.structure, tensors,
+                   header.output_digest, header.meta)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -989,53 +1036,21 @@ class InputCapture:
     def arguments(self, device: Any = "cpu") -> tuple[tuple, dict]:
         """The call's ``(args, kwargs)``, tensors moved to ``device``."""
 
-        def decode(spec: dict[str, Any]) -> Any:
-            (kind, value), = spec.items()
-            if kind == "tensor":
-                return self.tensors[value].to(device)
-            if kind == "value":
-                return value
-            if kind in ("tuple", "list"):
-                items = [decode(v) for v in value]
-                return tuple(items) if kind == "tuple" else items
-            return {k: decode(v) for k, v in value.items()}
+        def decode(spec: ArgSpec) -> Any:
+            if spec.tensor is not UNSET:
+                return self.tensors[spec.tensor].to(device)
+            if spec.value is not UNSET:
+                return spec.value
+            if spec.tuple_ is not UNSET:
+                return tuple(decode(v) for v in spec.tuple_)
+            if spec.list_ is not UNSET:
+                return [decode(v) for v in spec.list_]
+            return {k: decode(v) for k, v in spec.dict_.items()}
 
-        args = tuple(decode(s) for s in self.structure["args"])
-        kwargs = {k: decode(s) for k, s in self.structure["kwargs"].items()}
+        args = tuple(decode(s) for s in self.structure.args)
+        kwargs = {k: decode(s) for k, s in self.structure.kwargs.items()}
         return args, kwargs
 
-
-def _check_structure(structure: Any, where: str) -> set[str]:
-    obj = _object(structure, f"{where}: structure", ("args", "kwargs"))
-    used: set[str] = set()
-
-    def walk(spec: Any, depth: int) -> None:
-        if not isinstance(spec, dict) or len(spec) != 1 or depth > 4:
-            raise ProbeFileError(where, f"structure: bad argument spec {show(spec)}")
-        (kind, value), = spec.items()
-        if kind == "tensor":
-            if not isinstance(value, str):
-                raise ProbeFileError(where, f"structure: bad tensor key {show(value)}")
-            used.add(value)
-        elif kind == "value":
-            if not (value is None or isinstance(value, (bool, int, float, str))):
-                raise ProbeFileError(where, f"structure: bad value {show(value)}")
-        elif kind in ("tuple", "list") and isinstance(value, list):
-            for v in value:
-                walk(v, depth + 1)
-        elif kind == "dict" and isinstance(value, dict):
-            for v in value.values():
-                walk(v, depth + 1)
-        else:
-            raise ProbeFileError(where, f"structure: bad argument spec {show(spec)}")
-
-    if not isinstance(obj["args"], list) or not isinstance(obj["kwargs"], dict):
-        raise ProbeFileError(where, "structure: args must be an array, kwargs an object")
-    for spec in obj["args"]:
-        walk(spec, 0)
-    for spec in obj["kwargs"].values():
-        walk(spec, 0)
-    return used
 
 
 def find_module(pipe: Any, name: str) -> Any:
@@ -1347,7 +1362,8 @@ def localize(
     if isinstance(a, ProbeRecords) and isinstance(b, ProbeRecords) and \
             a.projection != b.projection:
         raise ProbeFileError(
-            "B", f"projection {b.projection} differs from A's {a.projection}: the "
+            "B", f"projection {to_builtins(b.projection)} differs from A's "
+            f"{to_builtins(a.projection)}: the "
             "projections cannot be compared (equal bits still can: probe again with one "
             "projection)"
         )
@@ -1560,7 +1576,7 @@ def module_names_on_meta(model_cls: Any, config: Mapping[str, Any]) -> list[tupl
 
 def record_bytes(records: ProbeRecords) -> float:
     """Mean JSON size of one record (compact), in bytes."""
-    sizes = [len(json.dumps(r.to_dict(), allow_nan=False)) + 1 for _s, r in records.records()]
+    sizes = [len(_json(r)) + 1 for _s, r in records.records()]
     return sum(sizes) / len(sizes) if sizes else 0.0
 
 
@@ -1576,7 +1592,7 @@ def estimate_step_bytes(modules: Iterable[tuple[str, str]], prefix: str = "unet"
     total = 0
     for i, (name, cls) in enumerate(modules):
         full = f"{prefix}.{name}" if name else prefix
-        rec = ModuleRecord(full, cls, 10000 + 2 * i, 10001 + 2 * i, stats, stats,
-                           "0" * 16, "0" * 16)
-        total += len(json.dumps(rec.to_dict())) + 1
+        rec = ModuleRecord(name=full, cls=cls, t0=10000 + 2 * i, t1=10001 + 2 * i, out=stats,
+                           out_all="0" * 16, inp=stats, in_all="0" * 16)
+        total += len(_json(rec)) + 1
     return round(total * calls_per_module)

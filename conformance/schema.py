@@ -423,10 +423,20 @@ def _is_record(tp: Any) -> bool:
                                      or dataclasses.is_dataclass(tp))
 
 
+@functools.cache
+def _encoded_hints(cls: type) -> dict[str, Any]:
+    """A record's declared field types by the keys a file gives them (a Struct field
+    renamed with ``msgspec.field(name=...)`` by that name: ``class``, not ``cls``)."""
+    hints = _hints(cls)
+    if issubclass(cls, msgspec.Struct):
+        return {f.encode_name: hints[f.name] for f in msgspec.structs.fields(cls)}
+    return hints
+
+
 def _field_type(tp: Any, name: str) -> Any:
     for member in _members(tp):
-        if _is_record(member) and name in _hints(member):
-            return _hints(member)[name]
+        if _is_record(member) and name in _encoded_hints(member):
+            return _encoded_hints(member)[name]
     return Any
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import gzip
 import json
+import re
 
 import pytest
 
@@ -115,7 +116,7 @@ def _gz(data: bytes) -> bytes:
         (b"not gzip at all", "is not a gzip file"),
         (_gz(b"{}")[:-12], "truncated gzip"),
         (_gz(b" " * (PROBES_JSON_LIMIT + 10)), "inflates to more than"),
-        (_gz(b'{"schema_version": 1}'), "missing key 'kind'"),
+        (_gz(b'{"schema_version": 1}'), "probe file: key kind is missing"),
     ],
     ids=["not-gzip", "truncated", "bomb", "not-probes"],
 )
@@ -213,37 +214,125 @@ def test_validate_checks_a_stored_input_without_importing_torch(tmp_path, probed
     assert main(["validate", str(tmp_path), "--reference-dir", str(tmp_path)]) == 1
 
 
-def _capture_bytes(structure=None, **header_edit):
-    """A valid capture file (one tensor), with its safetensors header edited."""
+def _capture_bytes(structure=None, capture=None, **header_edit):
+    """A valid capture file (one tensor), with its safetensors header edited (``capture``:
+    keys of its capture metadata replaced)."""
     import json as _json
 
     import torch
 
-    from conformance.localize import InputCapture
+    from conformance.localize import ArgSpec, CallStructure, InputCapture
 
     cap = InputCapture("step0", "unet", "UNet2DConditionModel",
-                       structure or {"args": [{"tensor": "t0"}], "kwargs": {}},
+                       structure or CallStructure([ArgSpec(tensor="t0")], {}),
                        {"t0": torch.zeros(4)}, "0" * 16)
     data = cap.to_bytes()
     n = int.from_bytes(data[:8], "little")
     head = _json.loads(data[8:8 + n])
     head.update(header_edit)
+    if capture is not None:
+        meta = head["__metadata__"]
+        meta["conformance.capture"] = _json.dumps(
+            _json.loads(meta["conformance.capture"]) | capture)
     text = _json.dumps(head).encode()
     return len(text).to_bytes(8, "little") + text + data[8 + n:]
 
 
+def _deep(depth):
+    from conformance.localize import ArgSpec
+
+    spec = ArgSpec(tensor="t0")
+    for _ in range(depth):
+        spec = ArgSpec(list_=[spec])
+    return spec
+
+
+def _specs(*args, **kwargs):
+    from conformance.localize import CallStructure
+
+    return CallStructure(list(args), kwargs)
+
+
 @pytest.mark.parametrize(("kwargs", "message"), [
-    ({"t0": {"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}}, "bad data_offsets"),
+    ({"t0": {"dtype": "F32", "shape": [4], "data_offsets": [16, 0]}},
+     "safetensors header: ['t0'].data_offsets [16, 0] ends before it begins"),
+    ({"t0": {"dtype": "F32", "shape": [4], "data_offsets": [0]}},
+     "safetensors header: ['t0'].data_offsets must be two byte offsets [begin, end], not a list"),
+    ({"t0": {"dtype": "F32", "shape": [4], "data_offsets": [-1, 16]}},
+     "safetensors header: ['t0'].data_offsets[0] must be a byte offset, not a number (-1)"),
     ({"t0": {"dtype": "F32", "shape": [4], "data_offsets": [0, 10**9]}}, "its tensors hold"),
-    ({"structure": {"args": [{"tensor": "t1"}], "kwargs": {}}}, "the structure names tensors"),
+    ({"__metadata__": {"format": "pt"}}, "safetensors file without 'conformance.capture' "
+     "metadata"),
+    ({"structure": "tensor t1"}, "the structure names tensors ['t1'], the file holds ['t0']"),
+    ({"structure": "deep"}, "capture metadata: structure.args[0].list[0].list[0].list[0].list[0]"
+     ".list[0] nests deeper than 4 levels"),
+    ({"capture": {"schema_version": 2}}, "capture metadata: schema_version is 2; this version "
+     "reads 1"),
+    ({"capture": {"section": "later"}}, "capture metadata: section must be text, decode or "
+     "stepN, not a string ('later')"),
+    ({"capture": {"name": "a/b"}}, "capture metadata: name must be a module path"),
+    ({"capture": {"class": 3}}, "capture metadata: class must be a class name, not a number"),
+    ({"capture": {"output_digest": "x"}}, "capture metadata: output_digest must be a digest"),
+    ({"capture": {"meta": []}}, "capture metadata: meta must be an object, not a list"),
+    ({"capture": {"extra": 1}}, "capture metadata: unknown key extra (accepted: section, name, "
+     "class, structure, output_digest, meta, schema_version)"),
+    ({"capture": {"structure": {"args": [{}], "kwargs": {}}}}, "capture metadata: "
+     "structure.args[0] must hold one of tensor, value, tuple, list, dict, not 0 (none)"),
+    ({"capture": {"structure": {"args": [{"tensor": "t0", "value": 1}], "kwargs": {}}}},
+     "capture metadata: structure.args[0] must hold one of tensor, value, tuple, list, dict, "
+     "not 2 (tensor, value)"),
+    ({"capture": {"structure": {"args": [{"tensor": 0}], "kwargs": {}}}},
+     "capture metadata: structure.args[0].tensor must be a string, not a number (0)"),
+    ({"capture": {"structure": {"args": [{"tensor": "t0"}],
+                                "kwargs": {"k": {"value": [1]}}}}},
+     "capture metadata: structure.kwargs['k'].value must be true or false, a number or a "
+     "string or null, not a list"),
+    ({"capture": {"structure": {"args": [{"tensor": "t0"}],
+                                "kwargs": {"k": {"dict": {"a": {"tensors": "t0"}}}}}}},
+     "capture metadata: unknown key structure.kwargs['k'].dict['a'].tensors (accepted: "
+     "tensor, value, tuple, list, dict)"),
+    ({"capture": {"structure": {"args": {}, "kwargs": {}}}},
+     "capture metadata: structure.args must be a list, not an object"),
 ])
 def test_capture_headers_are_checked_without_loading(kwargs, message):
-    from conformance.localize import InputCapture, ProbeFileError
+    from conformance.localize import ArgSpec, InputCapture, ProbeFileError
 
-    structure = kwargs.pop("structure", None)
+    structure = {None: None, "tensor t1": _specs(ArgSpec(tensor="t1")),
+                 "deep": _specs(_deep(5))}[kwargs.pop("structure", None)]
     data = _capture_bytes(structure, **kwargs)
-    with pytest.raises(ProbeFileError, match=message):
+    with pytest.raises(ProbeFileError) as err:
         InputCapture.check_bytes(data, "cap.safetensors")
-    with pytest.raises(ProbeFileError, match=message):
+    assert err.value.where == "cap.safetensors" and message in err.value.message, err.value
+    with pytest.raises(ProbeFileError, match=re.escape(message)):
         InputCapture.from_bytes(data, "cap.safetensors")
+
+
+def test_a_capture_keeps_its_call_byte_for_byte():
+    """The capture metadata is written with Python's json, keys in the order the header
+    declares (the bytes a golden's manifest hashes); read back, the call is the same."""
+    import json as _json
+
+    import torch
+
+    from conformance.localize import ArgSpec, InputCapture
+
+    structure = _specs(ArgSpec(tensor="t0"), ArgSpec(value=None),
+                       ArgSpec(tuple_=[ArgSpec(value=1.5), ArgSpec(list_=[ArgSpec(value="x")])]),
+                       k=ArgSpec(dict_={"a": ArgSpec(value=True)}))
+    cap = InputCapture("step0", "unet", "UNet2DConditionModel", structure,
+                       {"t0": torch.ones(2)}, "0" * 16, {"device": "cpu"})
+    data = cap.to_bytes()
+    n = int.from_bytes(data[:8], "little")
+    text = _json.loads(data[8:8 + n])["__metadata__"]["conformance.capture"]
+    assert text == _json.dumps({
+        "section": "step0", "name": "unet", "class": "UNet2DConditionModel",
+        "structure": {"args": [{"tensor": "t0"}, {"value": None},
+                               {"tuple": [{"value": 1.5}, {"list": [{"value": "x"}]}]}],
+                      "kwargs": {"k": {"dict": {"a": {"value": True}}}}},
+        "output_digest": "0" * 16, "meta": {"device": "cpu"}, "schema_version": 1})
+    back = InputCapture.from_bytes(data, "ok")
+    assert back.structure == structure and back.meta == {"device": "cpu"}
+    args, kwargs = back.arguments()
+    assert torch.equal(args[0], torch.ones(2))
+    assert args[1:] == (None, (1.5, ["x"])) and kwargs == {"k": {"a": True}}
     assert InputCapture.from_bytes(_capture_bytes(), "ok").name == "unet"

@@ -13,8 +13,11 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import re
+from typing import Any
 
+import msgspec
 import pytest
 import torch
 
@@ -26,9 +29,14 @@ from conformance.localize import (
     SDXL_UNET_CONFIG,
     InputCapture,
     ModuleProbe,
+    ModuleRecord,
+    NonFinite,
     ProbeComplete,
     ProbeFileError,
     ProbeRecords,
+    ProjectionSpec,
+    Section,
+    TensorStats,
     estimate_step_bytes,
     find_module,
     localize,
@@ -126,25 +134,41 @@ def _mutate(data: dict, edit) -> dict:
     return data
 
 
+R0 = "sections[1].records[0]"
+
+
 @pytest.mark.parametrize(("edit", "message"), [
-    (lambda d: d.update(kind="other"), "kind"),
-    (lambda d: d.update(schema_version=2), "schema_version"),
-    (lambda d: d.update(extra=1), "unknown key 'extra'"),
-    (lambda d: d["sections"][1]["records"][0]["out"].update(digest="xyz"), "digest"),
-    (lambda d: d["sections"][1]["records"][0]["out"].update(proj=[1.0]), "proj"),
-    (lambda d: d["sections"][1]["records"][0]["out"].update(mean="big"), "not a number"),
-    (lambda d: d["sections"][1]["records"][0].update(name="a/../b"), "module path"),
-    (lambda d: d["sections"][1]["records"][0].update(t1=10**6), "not in the order"),
+    (lambda d: d.update(kind="other"), "kind 'other' is not one of conformance-module-probes"),
+    (lambda d: d.update(schema_version=2), "schema_version is 2; this version reads 1"),
+    (lambda d: d.update(extra=1),
+     "unknown key extra (accepted: schema_version, kind, projection, meta, sections)"),
+    (lambda d: d["sections"][1]["records"][0]["out"].update(digest="xyz"),
+     f"{R0}.out.digest must be a digest (16 lower-case hex digits), not a string ('xyz')"),
+    (lambda d: d["sections"][1]["records"][0]["out"].update(proj=[1.0]),
+     f"{R0}.out.proj must be a list of 8 numbers (the file's projection.dim), not a list of 1"),
+    (lambda d: d["sections"][1]["records"][0]["out"].update(mean="big"),
+     f'{R0}.out.mean must be a number or one of "nan", "inf", "-inf", not a string (\'big\')'),
+    (lambda d: d["sections"][1]["records"][0].update(name="a/../b"),
+     f"{R0}.name must be a module path (dotted names of letters, digits and '_', optionally "
+     "#N), not a string ('a/../b')"),
+    (lambda d: d["sections"][1]["records"][0].update(t1=10**6),
+     "records are not in the order calls returned"),
     (lambda d: d["sections"][1].update(records=[
         dict(d["sections"][1]["records"][0], name="unet.a", t0=1, t1=4),
-        dict(d["sections"][1]["records"][1], name="unet.b", t0=3, t1=6)]), "overlaps"),
-    (lambda d: d["sections"][1].update(name="step-1"), "stepN"),
-    (lambda d: d["sections"].append(d["sections"][1]), "twice"),
+        dict(d["sections"][1]["records"][1], name="unet.b", t0=3, t1=6)]),
+     "sections[1].records[1] (unet.b, 3..6) overlaps unet.a (1..4) without nesting in it"),
+    (lambda d: d["sections"][1].update(name="step-1"),
+     "sections[1].name must be text, decode or stepN, not a string ('step-1')"),
+    (lambda d: d["sections"].append(d["sections"][1]),
+     "sections[4].name 'step0' appears twice (also sections[1])"),
 ])
 def test_invalid_records_refused(sd_base, edit, message):
     data = _mutate(sd_base.records.to_dict(), edit)
     with pytest.raises(ProbeFileError, match=re.escape(message)):
         ProbeRecords.from_dict(data)
+    with pytest.raises(ProbeFileError) as err:  # from a file: its name and kind first
+        ProbeRecords.from_json(json.dumps(data), "x.probes.json")
+    assert str(err.value).startswith("x.probes.json: probe file: ") and message in str(err.value)
 
 
 def test_non_finite_values_round_trip(sd_base):
@@ -153,6 +177,142 @@ def test_non_finite_values_round_trip(sd_base):
     data["sections"][1]["records"][0]["out"]["mean"] = "nan"
     rec = ProbeRecords.from_dict(data)
     assert json.loads(rec.to_json())["sections"][1]["records"][0]["out"]["absmax"] == "inf"
+    out = rec.sections[1].records[0].out
+    assert math.isnan(out.mean) and out.absmax == math.inf and not out.finite
+
+
+# -- probe records without a model: the declared types and the relations after them -------
+
+
+def _stats(**edit: Any) -> TensorStats:
+    return msgspec.structs.replace(TensorStats("0" * 16, "float32", (1, 4), 0.5, 1.0, 2.0,
+                                               (1.0,) * 8), **edit)
+
+
+def _small() -> dict[str, Any]:
+    """A probe file of one step: the UNet (0..3) calling conv_in (1..2)."""
+    stats = _stats()
+    records = (
+        ModuleRecord(name="unet.conv_in", cls="Conv2d", t0=1, t1=2, out=stats,
+                     out_all="0" * 16, inp=stats, in_all="0" * 16),
+        ModuleRecord(name="unet", cls="UNet2DConditionModel", t0=0, t1=3, out=stats,
+                     out_all="0" * 16, inp=None, in_all=None),
+    )
+    rec = ProbeRecords(schema_version=1, kind="conformance-module-probes",
+                       projection=ProjectionSpec(8, 1, 65536, "a" * 16), meta={"item": "x"},
+                       sections=(Section("step0", records),))
+    assert ProbeRecords.from_dict(rec.to_dict()) == rec
+    return rec.to_dict()
+
+
+def _record(data: dict[str, Any], index: int = 0) -> dict[str, Any]:
+    return data["sections"][0]["records"][index]
+
+
+S0 = "sections[0].records"
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d.update(schema_version=True), "schema_version is True; this version reads 1"),
+    (lambda d: d.pop("kind"), "key kind is missing"),
+    (lambda d: d.update(meta=[]), "meta must be an object, not a list"),
+    (lambda d: d["projection"].update(dim=0), "projection.dim must be an integer 1..64, not a "
+     "number (0)"),
+    (lambda d: d["projection"].update(seed=-1), "projection.seed must be an integer "
+     "0..9223372036854775807"),
+    (lambda d: d["projection"].update(basis="Z"), "projection.basis must be a digest"),
+    (lambda d: _record(d).update({"class": "1x"}),
+     f"{S0}[0].class must be a class name, not a string ('1x')"),
+    (lambda d: _record(d).update(name="a" * 1025), f"{S0}[0].name must be a module path"),
+    (lambda d: _record(d).update(t0=True), f"{S0}[0].t0 must be an integer 0..1099511627776, "
+     "not a boolean (True)"),
+    (lambda d: _record(d)["in"].update(dtype="Float 32"),
+     f"{S0}[0].in.dtype must be a dtype name, not a string ('Float 32')"),
+    (lambda d: _record(d)["in"].update(shape=[-1]), f"{S0}[0].in.shape[0] must be a "
+     "non-negative integer below 2**48, not a number (-1)"),
+    (lambda d: _record(d)["in"].update(shape=[1] * 17), f"{S0}[0].in.shape must be a list of "
+     "at most 16 non-negative integers, not a list"),
+    (lambda d: _record(d)["in"].update(std=True), f'{S0}[0].in.std must be a number or one of '
+     '"nan", "inf", "-inf", not a boolean (True)'),
+    (lambda d: _record(d)["in"].update(proj=[1.0] * 65), f"{S0}[0].in.proj must be a list of "
+     "at most 64 numbers, not a list"),
+    (lambda d: _record(d)["in"].update(extra=1), f"unknown key {S0}[0].in.extra (accepted: "
+     "digest, dtype, shape, mean, std, absmax, proj)"),
+    (lambda d: _record(d).update(t1=1), f"{S0}[0].t1 (1) must be after t0 (1)"),
+    (lambda d: _record(d).update(out_all=None), f"{S0}[0].out_all is null but out is not"),
+    (lambda d: _record(d).update({"in": None}), f"{S0}[0].in_all is set but in is null"),
+    (lambda d: _record(d)["in"].update(proj=[1.0] * 4), f"{S0}[0].in.proj must be a list of 8 "
+     "numbers (the file's projection.dim), not a list of 4"),
+    (lambda d: d["sections"][0]["records"].insert(1, dict(_record(d), t0=4, t1=5)),
+     f"{S0}[1].name 'unet.conv_in': the module call is listed twice"),
+    (lambda d: _record(d, 1).update(t0=1), f"{S0}[1] (unet): event positions 1/3 are reused"),
+])
+def test_probe_files_are_refused_with_the_key(edit, message):
+    data = _small()
+    edit(data)
+    with pytest.raises(ProbeFileError) as err:
+        ProbeRecords.from_json(json.dumps(data), "p.json")
+    assert err.value.where == "p.json"
+    assert err.value.message.startswith(f"probe file: {message}"), err.value.message
+
+
+def test_probe_files_hold_no_nan_tokens():
+    """Non-finite statistics are written as strings: a NaN token is refused by name."""
+    data = _small()
+    text = json.dumps(data).replace('"std": 1.0', '"std": NaN', 1)
+    with pytest.raises(ProbeFileError, match=r"^p.json: probe file: key sections\[0\]\.records"
+                       r"\[0\]\.out\.std: NaN is not JSON"):
+        ProbeRecords.from_json(text, "p.json")
+    for bad in ('"x"', "[", "{}"):
+        with pytest.raises(ProbeFileError, match=r"^p\.json: probe file: "):
+            ProbeRecords.from_json(bad, "p.json")
+
+
+def test_non_finite_statistics_are_written_as_strings():
+    stats = _stats(mean=math.nan, absmax=math.inf, proj=(1.0, -math.inf, 2.0))
+    assert all(isinstance(v, NonFinite) for v in (stats.mean, stats.absmax, stats.proj[1]))
+    assert type(stats.std) is float and type(stats.proj[0]) is float
+    data = _small()
+    _record(data)["out"].update(mean="nan", absmax="inf", proj=[1.0, "-inf", *[0.0] * 6])
+    rec = ProbeRecords.from_dict(data)
+    out = rec.sections[0].records[0].out
+    assert math.isnan(out.mean) and out.absmax == math.inf and out.proj[1] == -math.inf
+    assert rec.to_dict() == data and "NaN" not in rec.to_json()
+
+
+def test_records_are_the_files_keys_in_its_order():
+    """The declared fields write the layout the committed goldens' probe files hold."""
+    data = _small()
+    assert list(data) == ["schema_version", "kind", "projection", "meta", "sections"]
+    assert list(_record(data)) == ["name", "class", "t0", "t1", "out", "out_all", "in",
+                                   "in_all"]
+    assert list(_record(data)["out"]) == ["digest", "dtype", "shape", "mean", "std", "absmax",
+                                          "proj"]
+    text = ProbeRecords.from_dict(data).to_json()
+    assert text == json.dumps(data, allow_nan=False)  # Python's json separators, as before
+
+
+def test_meta_is_written_as_pythons_json_writes_it():
+    """Free-form meta: a subclass of str (torch's version string) is its text; what JSON
+    cannot hold is refused when writing."""
+
+    class Version(str):
+        pass
+
+    rec = ProbeRecords.from_dict(_small())
+    rec = msgspec.structs.replace(rec, meta={"torch": Version("2.13.0"), "threads": 1})
+    assert json.loads(rec.to_json())["meta"] == {"torch": "2.13.0", "threads": 1}
+    with pytest.raises(TypeError, match="object"):
+        msgspec.structs.replace(rec, meta={"x": object()}).to_json()
+
+
+def test_projections_of_two_files_must_agree():
+    a = ProbeRecords.from_dict(_small())
+    other = _small()
+    other["projection"]["seed"] = 2
+    with pytest.raises(ProbeFileError, match=r"^B: projection \{'dim': 8, 'seed': 2, 'chunk': "
+                       r"65536, 'basis': 'a{16}'\} differs from A's \{'dim': 8, 'seed': 1"):
+        localize(a, ProbeRecords.from_dict(other))
 
 
 def test_identical_runs_have_no_divergent_module(runner, sd_item, sd_base):
