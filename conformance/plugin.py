@@ -267,6 +267,34 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         config.pluginmanager.unregister(dormant)
 
 
+# An outcome moves as an object inside a process; its JSON form (the results file's) only
+# crosses from an xdist worker to the controller, and is read back there as untrusted input.
+@pytest.hookimpl(wrapper=True)
+def pytest_report_to_serializable(config: pytest.Config, report: Any) -> Generator[None, Any, Any]:
+    data = yield
+    if isinstance(data, dict):
+        for attr in (_REPORT_ATTR, _OUTCOMES_ATTR):
+            value = data.get(attr)
+            if isinstance(value, Outcome):
+                data[attr] = value.to_json()
+            elif isinstance(value, list):
+                data[attr] = [o.to_json() for o in value]
+    return data
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_report_from_serializable(config: pytest.Config, data: Any) -> Generator[None, Any, Any]:
+    report = yield
+    nodeid = getattr(report, "nodeid", "")
+    raw = getattr(report, _REPORT_ATTR, None)
+    if isinstance(raw, dict):
+        setattr(report, _REPORT_ATTR, Outcome.from_json(raw, nodeid))
+    many = getattr(report, _OUTCOMES_ATTR, None)
+    if isinstance(many, list):
+        setattr(report, _OUTCOMES_ATTR, [Outcome.from_json(o, nodeid) for o in many])
+    return report
+
+
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int | None:
     """``-n auto`` for a conformance run: one worker per GPU with ``--device cuda`` / ``xpu``
@@ -589,34 +617,32 @@ class ConformancePlugin:
         report = yield
         outcome = item.stash.get(OUTCOME_KEY, None)
         if outcome is not None and report.when == "call":
-            setattr(report, _REPORT_ATTR, outcome.to_json())
+            setattr(report, _REPORT_ATTR, outcome)
         own = item.stash.get(OUTCOMES_KEY, None)
         if own and report.when == "call":
-            setattr(report, _OUTCOMES_ATTR, [o.to_json() for o in own])
+            setattr(report, _OUTCOMES_ATTR, list(own))
         return report
 
     def pytest_report_teststatus(
         self, report: pytest.TestReport, config: pytest.Config
     ) -> tuple[str, str, str] | None:
-        data = getattr(report, _REPORT_ATTR, None)
-        if data and report.when == "call" and data["status"] == Status.RECORDED.value:
+        outcome = getattr(report, _REPORT_ATTR, None)
+        if outcome and report.when == "call" and outcome.status is Status.RECORDED:
             return "recorded", "R", "RECORDED"
         own = getattr(report, _OUTCOMES_ATTR, None)
         if (own and report.when == "call" and report.passed
-                and any(o["status"] == Status.RECORDED.value for o in own)):
+                and any(o.status is Status.RECORDED for o in own)):
             return "recorded", "R", "RECORDED"
         return None
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
-        data = getattr(report, _REPORT_ATTR, None)
-        if data and report.when == "call":
-            # a worker's outcome comes as its JSON object (the results file's form)
-            outcome = Outcome.from_json(data, report.nodeid)
+        outcome = getattr(report, _REPORT_ATTR, None)
+        if outcome and report.when == "call":
             self.outcomes.append(outcome)
             if hasattr(report, "wasxfail"):  # a known deviation: pytest counts it xfailed
                 self.xfailed.add((outcome.id, outcome.check, outcome.variant))
-        for raw in getattr(report, _OUTCOMES_ATTR, None) or () if report.when == "call" else ():
-            self.outcomes.append(Outcome.from_json(raw, report.nodeid))
+        if report.when == "call":
+            self.outcomes.extend(getattr(report, _OUTCOMES_ATTR, None) or ())
 
     @pytest.hookimpl(optionalhook=True)
     def pytest_testnodedown(self, node: Any, error: Any) -> None:

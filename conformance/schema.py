@@ -74,6 +74,7 @@ __all__ = [
     "read_toml",
     "refuse",
     "refuse_problem",
+    "to_builtins",
 ]
 
 T = TypeVar("T")
@@ -214,6 +215,13 @@ def refuse(value: Any, accepted: str | None = None, *, keys: tuple[str | int, ..
 def refuse_problem(problem: Problem, keys: tuple[str | int, ...] = ()) -> NoReturn:
     """Refuse with a :class:`Problem` of a value below a hook's (``keys`` before its own)."""
     refuse(None, keys=keys + problem.keys, text=problem.text, lead=problem.lead)
+
+
+def to_builtins(value: Any, enc_hook: Callable[[Any], Any] | None = None) -> Any:
+    """``value`` (records, enums, tuples) as the JSON values a file of the suite holds; a
+    float keeps NaN and the infinities (Python's json writes them as ``NaN`` /
+    ``Infinity``)."""
+    return msgspec.to_builtins(value, enc_hook=enc_hook)
 
 
 # -- reading -----------------------------------------------------------------------------

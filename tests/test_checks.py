@@ -188,7 +188,7 @@ def test_a_missing_vae_is_a_skip_naming_the_file(monkeypatch, tmp_path: Path):
 def small_vae(tmp_path_factory) -> Path:
     from diffusers import AutoencoderKL
 
-    from tests.test_vae_helpers import SMALL_VAE_CONFIG
+    from tests.test_vae import SMALL_VAE_CONFIG
 
     path = tmp_path_factory.mktemp("small") / "vae"
     AutoencoderKL(**SMALL_VAE_CONFIG).save_pretrained(path)
