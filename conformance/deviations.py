@@ -121,7 +121,7 @@ def _level(value: Any) -> str:
     return re.sub(r"[^a-z0-9]", "", str(value or "").lower())
 
 
-_Pattern = line(MAX_PATTERN_LEN, empty=False)
+_Pattern = line(MAX_PATTERN_LEN, empty=False, blank=True)
 _Patterns = Annotated[list[_Pattern], msgspec.Meta(
     min_length=1, max_length=MAX_PATTERNS,
     description=f"a non-empty list of at most {MAX_PATTERNS} fnmatch patterns")]

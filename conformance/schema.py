@@ -115,19 +115,22 @@ _UNPRINTABLE = ("\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\u061c\u200e\u200f"
                 "\u202a-\u202e\u2066-\u2069")
 
 
-def line(most: int, *, empty: bool = True, accepted: str | None = None) -> Any:
+def line(most: int, *, empty: bool = True, blank: bool | None = None,
+         accepted: str | None = None) -> Any:
     """A string type: one line of printable text of at most ``most`` characters (no control
     character, so no newline, tab or terminal escape; no line or paragraph separator, no
-    bidirectional control, no lone surrogate); with ``empty=False`` not empty nor only
-    white space. ``accepted`` words it (``must be ACCEPTED, not ...``) where the default
-    does not fit."""
+    bidirectional control, no lone surrogate). ``empty=False`` refuses ``""``; ``blank``
+    (by default as ``empty``) ``False`` refuses text of white space only. ``accepted``
+    words it (``must be ACCEPTED, not ...``) where the default does not fit."""
+    blank = empty if blank is None else blank
     text = f"[^{_UNPRINTABLE}]*"
-    if not empty:
+    if not blank:
         text = f"(?=[^{_UNPRINTABLE}]*?[^\\s{_UNPRINTABLE}]){text}"
-    words = accepted or ("one line of printable text" + ("" if empty else ", not blank")
-                         + f", of at most {most} characters")
+    size = (f"of at most {most} characters" if empty or not blank
+            else f"of 1 to {most} characters")
+    words = accepted or f"one line of printable text{'' if blank else ', not blank,'} {size}"
     return Annotated[str, msgspec.Meta(pattern=f"^(?:{text})\\Z", max_length=most,
-                                       description=words)]
+                                       min_length=0 if empty else 1, description=words)]
 
 
 def number_in(lo: float, hi: float, *, integer: bool = False, accepted: str | None = None

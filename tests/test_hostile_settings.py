@@ -251,8 +251,7 @@ FILE_CORPUS = [
                                               "ids = [" + '"x",' * 300 + "]"),
             "deviation[0].ids must be a non-empty list of at most 256"),
     Hostile("deviations", "size", "long-pattern", ('"tiny-sd/*/96x96/*"', '"' + "*" * 1000 + '"'),
-            ("deviation[0].ids[0] must be one line of printable text, not blank, of at most 256 "
-             "characters")),
+            "deviation[0].ids[0] must be one line of printable text of 1 to 256 characters"),
     Hostile("deviations", "size", "1001-entries", _many_deviations, "at most 1000"),
     Hostile("deviations", "name", "flag-upper", ('action = "xfail"',
                                                  'action = "xfail"\ncpu_flags = ["AMX_BF16"]'),
