@@ -363,7 +363,6 @@ class CaseSet:
 
 # -- the file's declared shape ---------------------------------------------------------------
 KIND = "case file"
-_Text = line(MAX_PROMPT)
 
 
 def _table(name: str) -> msgspec.Meta:
@@ -371,6 +370,7 @@ def _table(name: str) -> msgspec.Meta:
     return msgspec.Meta(description=f"a {name} table")
 
 
+_Text = line(MAX_PROMPT)
 _Path = line(4096, empty=False)
 _Precision = one_of(PRECISIONS)
 _Precisions = Annotated[list[_Precision], msgspec.Meta(
@@ -474,8 +474,8 @@ def parse_cases(data: dict[str, Any], path: Path) -> CaseSet:
             path, f"schema_version is {show(version)}; this version reads schema_version = 1"
         )
     file = convert(data, CaseFile, path, kind=KIND, error=CaseFileError)
-    for table, type_ in (("cases", CaseName), ("compare", CaseName)):
-        problem = key_problem(getattr(file, table), type_, (table,))
+    for table in ("cases", "compare"):  # named like cases
+        problem = key_problem(getattr(file, table), CaseName, (table,))
         if problem is not None:
             raise CaseFileError(path, f"{KIND}: {problem}")
     default_res = _resolutions(file.axes.resolutions, path, ("axes", "resolutions"))
