@@ -29,21 +29,28 @@ A case file looks like::
     source = "/models/my-sd"     # pipeline directory, .safetensors + config, .gguf + base,
                                  # or hf:owner/name[@revision]
 
-Relative paths are relative to the case file's folder. Every problem is a
-:class:`~conformance.errors.CaseFileError` naming the file, the case (or model) and the key.
+Relative paths are relative to the case file's folder. The file is decoded once into the
+declared :class:`CaseFile` (:mod:`conformance.schema`: each key's type, range and length),
+then what relates keys to each other is checked (a case's model and its scheduler,
+resolutions and adapters; the cases a comparison names). Every problem is one
+:class:`~conformance.errors.CaseFileError` naming the file and the key path
+(``cases['red-circle'].seed``).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, NoReturn
+
+import msgspec
+from msgspec import UNSET, UnsetType
 
 from conformance import PACKAGE_DIR
-from conformance.errors import CaseFileError, type_name
+from conformance.errors import CaseFileError
 from conformance.models import MODELS, ModelSpec, get_model
 from conformance.models.specs import (
     PICKLE_SUFFIXES,
@@ -54,20 +61,22 @@ from conformance.models.specs import (
     supports_lora,
 )
 from conformance.precision import PRECISIONS, dtype_precisions
-from conformance.safeio import (
-    CASES_LIMIT,
-    load_toml,
-    require_float,
-    require_int,
-    require_str,
-    show,
-)
+from conformance.safeio import CASES_LIMIT, load_toml, show
 from conformance.schedulers import SCHEDULERS
+from conformance.schema import (
+    CaseName,
+    DictKey,
+    Problem,
+    convert,
+    key_problem,
+    line,
+    number_in,
+    one_of,
+)
 
 SCHEMA_VERSION = 1
 DEFAULT_CASES = PACKAGE_DIR / "cases.toml"
 
-_NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")  # used with fullmatch: no trailing newline
 _RESOLUTION = re.compile(r"([0-9]{1,5})x([0-9]{1,5})")  # ASCII digits only
 _SIDE = re.compile(r"[0-9]+")
 _MAX_SEED = 2**63 - 1
@@ -80,7 +89,6 @@ MAX_MODELS = 256
 MAX_LORAS = 8
 #: the file a LoRA folder holds (diffusers' ``save_lora_weights`` name)
 LORA_WEIGHTS = "pytorch_lora_weights.safetensors"
-_LORA_KEYS = ("path", "scale")
 
 
 @dataclass(frozen=True)
@@ -353,281 +361,236 @@ class CaseSet:
         )
 
 
-_CASE_KEYS = (
-    "model",
-    "prompt",
-    "negative_prompt",
-    "seed",
-    "steps",
-    "scheduler",
-    "guidance_scale",
-    "resolutions",
-    "precisions",
-    "lora",
-    "vae",
-)
-_KEY_TYPES: dict[str, tuple[type | tuple[type, ...], str]] = {
-    "model": (str, "a string"),
-    "prompt": (str, "a string"),
-    "negative_prompt": (str, "a string"),
-    "scheduler": (str, "a string"),
-    "seed": (int, "an integer"),
-    "steps": (int, "an integer"),
-    "guidance_scale": ((int, float), "a number"),
-    "resolutions": (list, "an array of strings"),
-    "precisions": (list, "an array of strings"),
-    "lora": (list, "an array of tables ({ path = \"...\", scale = 1.0 })"),
-    "vae": (str, "a string (a VAE folder)"),
-}
-#: required keys; ``scheduler`` may be left out when the model names a default one
-_REQUIRED = ("model", "prompt", "seed", "steps", "scheduler", "guidance_scale")
-_TOP_KEYS = ("schema_version", "axes", "models", "cases", "compare")
-_AXES_KEYS = ("resolutions", "precisions")
+# -- the file's declared shape ---------------------------------------------------------------
+KIND = "case file"
+
+
+def _table(name: str) -> msgspec.Meta:
+    """What a table of the file is called where it is refused (``must be a NAME table``)."""
+    return msgspec.Meta(description=f"a {name} table")
+
+
+_Text = line(MAX_PROMPT)
+_Path = line(4096, empty=False)
+_Precision = one_of(PRECISIONS)
+_Precisions = Annotated[list[_Precision], msgspec.Meta(
+    min_length=1, max_length=len(PRECISIONS),
+    description=f"a list of 1 to {len(PRECISIONS)} precision names")]
+_Resolutions = Annotated[
+    list[Annotated[str, msgspec.Meta(description="a string WIDTHxHEIGHT")]],
+    msgspec.Meta(max_length=MAX_RESOLUTIONS,
+                 description=f"a list of at most {MAX_RESOLUTIONS} strings WIDTHxHEIGHT")]
+
+
+class LoraTable(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``{ path = "...", scale = 1.0 }``: a LoRA adapter of a case, as written."""
+
+    path: _Path
+    scale: number_in(-8.0, 8.0) = 1.0  # type: ignore[valid-type]
+
+
+_Lora = Annotated[LoraTable, _table('{ path = "...", scale = 1.0 }')]
+
+
+class CaseTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A ``[cases.NAME]`` table, as written (``scheduler`` may be left out where the model
+    names a default one; a key left out is ``UNSET``)."""
+
+    model: _Text
+    prompt: line(MAX_PROMPT, empty=False)  # type: ignore[valid-type]
+    negative_prompt: _Text = ""
+    seed: number_in(0, _MAX_SEED, integer=True)  # type: ignore[valid-type]
+    steps: number_in(1, MAX_STEPS, integer=True)  # type: ignore[valid-type]
+    scheduler: one_of(SCHEDULERS) | UnsetType = UNSET  # type: ignore[valid-type]
+    guidance_scale: number_in(0.0, 100.0)  # type: ignore[valid-type]
+    resolutions: _Resolutions | UnsetType = UNSET
+    precisions: _Precisions | UnsetType = UNSET
+    lora: Annotated[list[_Lora], msgspec.Meta(
+        min_length=1, max_length=MAX_LORAS,
+        description=f"a list of 1 to {MAX_LORAS} tables {{ path = \"...\", scale = 1.0 }}",
+    )] = msgspec.field(default_factory=list)
+    vae: _Path | UnsetType = UNSET
+
+
+class RelationTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A ``[compare.NAME]`` table, as written."""
+
+    base: str
+    against: Annotated[list[str], msgspec.Meta(
+        min_length=1, max_length=MAX_AGAINST,
+        description=f"a non-empty list of at most {MAX_AGAINST} case names")]
+    expect: one_of(EXPECTATIONS) = "differ"  # type: ignore[valid-type]
+    description: Annotated[str, msgspec.Meta(
+        max_length=MAX_PROMPT, description=f"a string of at most {MAX_PROMPT} characters")] = ""
+
+
+class AxesTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """``[axes]``: the resolutions and precisions of a case that lists none."""
+
+    resolutions: _Resolutions = msgspec.field(default_factory=list)
+    precisions: _Precisions = msgspec.field(default_factory=lambda: ["fp32"])
+
+
+class CaseFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A case file, as written: checked by type here, by relation in :func:`parse_cases`."""
+
+    schema_version: int
+    axes: Annotated[AxesTable, _table("[axes]")] = msgspec.field(default_factory=AxesTable)
+    models: Annotated[dict[str, Any], msgspec.Meta(
+        max_length=MAX_MODELS, description=f"a table of at most {MAX_MODELS} [models.NAME] "
+        "tables")] = msgspec.field(default_factory=dict)
+    cases: Annotated[dict[str, Annotated[CaseTable, _table("[cases.NAME]")]], msgspec.Meta(
+        min_length=1, max_length=MAX_CASES,
+        description=f"a table of 1 to {MAX_CASES} [cases.NAME] tables")]
+    compare: Annotated[
+        dict[str, Annotated[RelationTable, _table("[compare.NAME]")]],
+        msgspec.Meta(description="a table of [compare.NAME] tables"),
+    ] = msgspec.field(default_factory=dict)
+
+
+def _refuse(path: Path, keys: tuple[str | int, ...], text: str) -> NoReturn:
+    """A refusal found after decoding: ``FILE: case file: KEY.PATH: TEXT``."""
+    raise CaseFileError(path, f"{KIND}: {Problem(keys, '').path()}: {text}")
+
+
+def _case_keys(name: str, *keys: str | int) -> tuple[str | int, ...]:
+    return ("cases", DictKey(name), *keys)
 
 
 def load_cases(path: str | Path | None = None) -> CaseSet:
     """Read and validate a case file (the packaged default when ``path`` is None)."""
     path = Path(path) if path is not None else DEFAULT_CASES
-    data = load_toml(path, "case file", CASES_LIMIT, error=CaseFileError)
+    data = load_toml(path, KIND, CASES_LIMIT, error=CaseFileError)
     return parse_cases(data, path)
 
 
 def parse_cases(data: dict[str, Any], path: Path) -> CaseSet:
-    """Validate parsed TOML ``data`` read from ``path``."""
-    for key in data:
-        if key not in _TOP_KEYS:
-            raise CaseFileError(
-                path, f"unknown top-level key {show(key)}; accepted: {', '.join(_TOP_KEYS)}"
-            )
+    """Validate parsed TOML ``data`` read from ``path``: decoded into :class:`CaseFile`,
+    then what relates keys to each other (a case's model, scheduler, resolutions and
+    adapters; a comparison's cases)."""
     version = data.get("schema_version")
     if type(version) is not int or version != SCHEMA_VERSION:
         raise CaseFileError(
             path, f"schema_version is {show(version)}; this version reads schema_version = 1"
         )
-    axes = data.get("axes", {})
-    if not isinstance(axes, dict):
-        raise CaseFileError(path, f"[axes] must be a table, not {type_name(axes)}")
-    for key in axes:
-        if key not in _AXES_KEYS:
-            raise CaseFileError(
-                path, f"[axes]: unknown key {show(key)}; accepted: {', '.join(_AXES_KEYS)}"
-            )
-    default_res = _resolutions(axes.get("resolutions", []), path, "[axes]")
-    default_prec = _precisions(axes.get("precisions", ["fp32"]), path, "[axes]")
-    cases_table = data.get("cases")
-    if not isinstance(cases_table, dict) or not cases_table:
-        raise CaseFileError(path, "no cases: add at least one [cases.NAME] table")
-    if len(cases_table) > MAX_CASES:
-        raise CaseFileError(
-            path, f"{len(cases_table)} cases; a case file holds at most {MAX_CASES}"
-        )
-    models = {**MODELS, **_parse_models(data.get("models", {}), path)}
+    file = convert(data, CaseFile, path, kind=KIND, error=CaseFileError)
+    for table in ("cases", "compare"):  # named like cases
+        problem = key_problem(getattr(file, table), CaseName, (table,))
+        if problem is not None:
+            raise CaseFileError(path, f"{KIND}: {problem}")
+    default_res = _resolutions(file.axes.resolutions, path, ("axes", "resolutions"))
+    default_prec = _unique(file.axes.precisions, path, ("axes", "precisions"))
+    models = {**MODELS, **_parse_models(file.models, path)}
     cases = tuple(
         _parse_case(name, body, path, default_res, default_prec, models)
-        for name, body in cases_table.items()
+        for name, body in file.cases.items()
     )
-    relations = _parse_relations(data.get("compare", {}), path, cases)
+    relations = _parse_relations(file.compare, path, cases)
     return CaseSet(path, cases, relations)
 
 
-_RELATION_KEYS = ("base", "against", "expect", "description")
-
-
-def _case_named(value: Any, key: str, where: str, by_name: dict[str, Case], path: Path) -> Case:
-    if not isinstance(value, str) or value not in by_name:
-        raise CaseFileError(
-            path, f"{where}: key {key!r}: {show(value)} is not a case of this file; "
-            f"the cases are {', '.join(sorted(by_name)[:20])}")
+def _case_named(value: str, keys: tuple[str | int, ...], by_name: dict[str, Case],
+                path: Path) -> Case:
+    if value not in by_name:
+        _refuse(path, keys, f"{show(value)} is not a case of this file; the cases are "
+                f"{', '.join(sorted(by_name)[:20])}")
     return by_name[value]
 
 
-def _parse_relations(table: Any, path: Path, cases: Sequence[Case]) -> tuple[Relation, ...]:
+def _parse_relations(table: dict[str, RelationTable], path: Path,
+                     cases: Sequence[Case]) -> tuple[Relation, ...]:
     """``[compare.NAME]`` tables: a base case and the cases compared with it, which share
     its prompt and seed and at least one (resolution, precision)."""
-    if not isinstance(table, dict):
-        raise CaseFileError(path, "[compare] must be a table of [compare.NAME] tables, not "
-                            f"{type_name(table)}")
     by_name = {c.name: c for c in cases}
     out = []
     for name, body in table.items():
-        if not isinstance(name, str) or not _NAME.fullmatch(name):
-            raise CaseFileError(path, f"[compare.NAME]: {show(name)} is not a name; use "
-                                "lower-case letters, digits and '-' (at most 64)")
-        where = f"[compare.{name}]"
-        if not isinstance(body, dict):
-            raise CaseFileError(path, f"{where} must be a table, not {type_name(body)}")
-        for key in body:
-            if key not in _RELATION_KEYS:
-                raise CaseFileError(path, f"{where}: unknown key {show(key)}; accepted: "
-                                    f"{', '.join(_RELATION_KEYS)}")
-
-        if "base" not in body:
-            raise CaseFileError(path, f"{where}: key 'base' is missing (the case the others "
-                                "are compared with)")
-        base = _case_named(body["base"], "base", where, by_name, path)
-        against = body.get("against")
-        if not isinstance(against, list) or not against:
-            raise CaseFileError(path, f"{where}: key 'against' must be a non-empty list of "
-                                f"case names, not {show(against)}")
-        if len(against) > MAX_AGAINST:
-            raise CaseFileError(path, f"{where}: key 'against' lists {len(against)} cases; "
-                                f"at most {MAX_AGAINST}")
-        others = [_case_named(v, "against", where, by_name, path) for v in against]
+        at = ("compare", DictKey(name))
+        base = _case_named(body.base, (*at, "base"), by_name, path)
+        others = [_case_named(v, (*at, "against", i), by_name, path)
+                  for i, v in enumerate(body.against)]
         if len({c.name for c in others}) != len(others) or base in others:
-            raise CaseFileError(path, f"{where}: key 'against' names a case twice or names "
-                                "the base")
+            _refuse(path, (*at, "against"), "names a case twice or names the base")
         for other in others:
             same = {"prompt": (base.prompt, other.prompt), "seed": (base.seed, other.seed),
                     "negative_prompt": (base.negative_prompt, other.negative_prompt)}
             differ = [k for k, (a, b) in same.items() if a != b]
             if differ:
-                raise CaseFileError(path, f"{where}: case {other.name!r} differs from the base "
-                                    f"{base.name!r} in {', '.join(differ)}; a comparison "
-                                    "holds the prompt and the seed fixed")
+                _refuse(path, at, f"case {other.name!r} differs from the base {base.name!r} "
+                        f"in {', '.join(differ)}; a comparison holds the prompt and the seed "
+                        "fixed")
             if not any(r in base.resolutions and p in base.precisions
                        for r in other.resolutions for p in other.precisions):
-                raise CaseFileError(path, f"{where}: case {other.name!r} shares no "
-                                    f"(resolution, precision) with the base {base.name!r}")
-        expect = body.get("expect", "differ")
-        if expect not in EXPECTATIONS:
-            raise CaseFileError(path, f"{where}: key 'expect': {show(expect)}; accepted: "
-                                f"{', '.join(EXPECTATIONS)}")
-        description = body.get("description", "")
-        if not isinstance(description, str) or len(description) > MAX_PROMPT:
-            raise CaseFileError(path, f"{where}: key 'description' must be a string of at "
-                                f"most {MAX_PROMPT} characters")
-        out.append(Relation(name, base.name, tuple(c.name for c in others), expect,
-                            description))
+                _refuse(path, at, f"case {other.name!r} shares no (resolution, precision) "
+                        f"with the base {base.name!r}")
+        out.append(Relation(name, base.name, tuple(c.name for c in others), body.expect,
+                            body.description))
     return tuple(out)
 
 
-def _parse_models(table: Any, path: Path) -> dict[str, ModelSpec]:
+def _parse_models(table: dict[str, Any], path: Path) -> dict[str, ModelSpec]:
     """The file's own ``[models.NAME]`` tables; a built-in name may not be redefined."""
-    if not isinstance(table, dict):
-        raise CaseFileError(path, f"[models] must be a table of [models.NAME] tables, not "
-                            f"{type_name(table)}")
-    if len(table) > MAX_MODELS:
-        raise CaseFileError(path, f"{len(table)} models; a case file declares at most "
-                            f"{MAX_MODELS}")
     out = {}
     for name, body in table.items():
         if name in MODELS:
-            raise CaseFileError(
-                path, f"model {show(name)}: is a built-in model; a case file cannot redefine "
-                "it: give yours another name (and use it as the cases' model)"
-            )
+            _refuse(path, ("models", DictKey(name)), f"model {show(name)} is a built-in model; "
+                    "a case file cannot redefine it: give yours another name (and use it as "
+                    "the cases' model)")
         out[name] = parse_model(name, body, path, path.parent)
     return out
 
 
 def _parse_case(
     name: str,
-    body: Any,
+    body: CaseTable,
     path: Path,
     default_res: tuple[Resolution, ...],
     default_prec: tuple[str, ...],
-    models: dict[str, ModelSpec] | None = None,
+    models: Mapping[str, ModelSpec],
 ) -> Case:
-    models = MODELS if models is None else models
-    where = f"case {show(name)}"
-    if not _NAME.fullmatch(name):
-        raise CaseFileError(
-            path,
-            f"{where}: the name must be lower-case letters, digits and '-', "
-            "starting with a letter or digit, at most 64 characters",
-        )
-    if not isinstance(body, dict):
-        raise CaseFileError(path, f"{where} must be a table, not {type_name(body)}")
-    for key, value in body.items():
-        if key not in _CASE_KEYS:
-            raise CaseFileError(
-                path, f"{where}: unknown key {show(key)}; accepted: {', '.join(_CASE_KEYS)}"
-            )
-        expected, what = _KEY_TYPES[key]
-        if isinstance(value, bool) or not isinstance(value, expected):
-            raise CaseFileError(
-                path, f"{where}: key {key!r} must be {what}, not {type_name(value)} "
-                f"({show(value)})"
-            )
-    for key in _REQUIRED:
-        if key not in body:
-            if key == "scheduler" and isinstance(body.get("model"), str) and getattr(
-                models.get(body["model"]), "default_scheduler", None
-            ):
-                continue
-            raise CaseFileError(path, f"{where}: missing required key {key!r}")
+    def keys(*more: str | int) -> tuple[str | int, ...]:
+        return _case_keys(name, *more)
 
-    def key(name: str) -> str:
-        return f"{where}: key {name!r}"
-
-    def text(name: str, default: str | None = None, allow_empty: bool = True) -> str:
-        value = body.get(name, default)
-        return require_str(value, path, what=key(name), max_len=MAX_PROMPT,
-                           allow_empty=allow_empty, error=CaseFileError)
-
-    model_name = text("model")
-    model = models.get(model_name)
+    model = models.get(body.model)
     if model is None:
-        raise CaseFileError(
-            path,
-            f"{key('model')}: unknown model {show(model_name)}; "
-            f"known: {', '.join(sorted(models))} (or declare it in a [models.NAME] table)",
-        )
-    scheduler_name = text("scheduler", model.default_scheduler)
-    scheduler = SCHEDULERS.get(scheduler_name)
-    if scheduler is None:
-        raise CaseFileError(
-            path,
-            f"{key('scheduler')}: unknown scheduler {show(scheduler_name)}; "
-            f"accepted: {', '.join(SCHEDULERS)}",
-        )
+        _refuse(path, keys("model"), f"unknown model {show(body.model)}; known: "
+                f"{', '.join(sorted(models))} (or declare it in a [models.NAME] table)")
+    scheduler_name = body.scheduler or model.default_scheduler  # UNSET is false
+    if scheduler_name is None:
+        raise CaseFileError(path, f"{KIND}: {Problem(keys('scheduler'), 'is missing', 'key ')}")
+    scheduler = SCHEDULERS[scheduler_name]
     if model.family not in scheduler.families:
         fits = [s.name for s in SCHEDULERS.values() if model.family in s.families]
-        raise CaseFileError(
-            path,
-            f"{key('scheduler')}: {scheduler.name!r} does not fit {model.name} "
-            f"({model.family.value} family); accepted: {', '.join(fits)}",
-        )
-    prompt = text("prompt", allow_empty=False)
-    seed = require_int(body["seed"], path, what=key("seed"), lo=0, hi=_MAX_SEED,
-                       error=CaseFileError)
-    steps = require_int(body["steps"], path, what=key("steps"), lo=1, hi=MAX_STEPS,
-                        error=CaseFileError)
-    guidance = require_float(body["guidance_scale"], path, what=key("guidance_scale"),
-                             lo=0.0, hi=100.0, error=CaseFileError)
-    negative = text("negative_prompt", "")
-    if negative and not model.family.negative_prompt:
-        raise CaseFileError(
-            path,
-            f"{key('negative_prompt')}: {model.name} ({model.family.value} family) "
-            f"{model.family.no_negative_prompt}; remove the key",
-        )
-    resolutions = _resolutions(body.get("resolutions", default_res), path, where)
+        _refuse(path, keys("scheduler"), f"{scheduler.name!r} does not fit {model.name} "
+                f"({model.family.value} family); accepted: {', '.join(fits)}")
+    if body.negative_prompt and not model.family.negative_prompt:
+        _refuse(path, keys("negative_prompt"), f"{model.name} ({model.family.value} family) "
+                f"{model.family.no_negative_prompt}; remove the key")
+    resolutions = (default_res if body.resolutions is UNSET
+                   else _resolutions(body.resolutions, path, keys("resolutions")))
     if not resolutions:
-        raise CaseFileError(
-            path, f"{where}: no resolutions: set 'resolutions' here or in [axes]"
-        )
+        _refuse(path, keys(), "no resolutions: set 'resolutions' here or in [axes]")
     for res in resolutions:
         problem = model.check_resolution(res.width, res.height)
         if problem:
-            raise CaseFileError(path, f"{key('resolutions')}: {res}: {problem}")
-    precisions = _precisions(body.get("precisions", default_prec), path, where)
-    lora = _loras(body["lora"], path, where, model, precisions) if "lora" in body else ()
+            _refuse(path, keys("resolutions"), f"{res}: {problem}")
+    precisions = (default_prec if body.precisions is UNSET
+                  else _unique(body.precisions, path, keys("precisions")))
+    lora = _loras(body.lora, path, keys("lora"), model, precisions) if body.lora else ()
     vae = None
-    if "vae" in body:
+    if body.vae is not UNSET:
         try:
-            vae = component_dir(body["vae"], path.parent, "VAE")
+            vae = component_dir(body.vae, path.parent, "VAE")
         except ValueError as exc:
-            raise CaseFileError(path, f"{key('vae')}: {exc}") from None
+            _refuse(path, keys("vae"), str(exc))
     return Case(
         name=name,
         model=model.name,
-        prompt=prompt,
-        negative_prompt=negative,
-        seed=seed,
-        steps=steps,
+        prompt=body.prompt,
+        negative_prompt=body.negative_prompt,
+        seed=body.seed,
+        steps=body.steps,
         scheduler=scheduler.name,
-        guidance_scale=guidance,
+        guidance_scale=float(body.guidance_scale),
         resolutions=resolutions,
         precisions=precisions,
         spec=model,
@@ -637,103 +600,59 @@ def _parse_case(
 
 
 def _loras(
-    values: list[Any], path: Path, where: str, model: ModelSpec, precisions: tuple[str, ...]
+    tables: list[LoraTable], path: Path, at: tuple[str | int, ...], model: ModelSpec,
+    precisions: tuple[str, ...],
 ) -> tuple[LoraRef, ...]:
-    """``lora = [{ path = "...", scale = 0.8 }, ...]``: safetensors files, scales in -8..8."""
-    what = f"{where}: key 'lora'"
-    if not values:
-        raise CaseFileError(path, f"{what} is empty; remove it or list an adapter")
-    if len(values) > MAX_LORAS:
-        raise CaseFileError(path, f"{what} lists {len(values)} adapters; at most {MAX_LORAS}")
+    """The adapters of ``lora = [{ path = "...", scale = 0.8 }, ...]``: safetensors files
+    (or folders holding :data:`LORA_WEIGHTS`), each once."""
     quantized = [p for p in precisions if not PRECISIONS[p].kind.plain]
     if quantized:
         *first, last = dtype_precisions()
-        raise CaseFileError(path, f"{what}: LoRA adapters run at {', '.join(first)} and {last} "
-                            f"only (the case lists {', '.join(quantized)}); set precisions for "
-                            "this case")
+        _refuse(path, at, f"LoRA adapters run at {', '.join(first)} and {last} only (the case "
+                f"lists {', '.join(quantized)}); set precisions for this case")
     if model.pipeline and not supports_lora(model.pipeline):
-        raise CaseFileError(path, f"{what}: {model.pipeline} ({model.name}) does not load "
-                            "LoRA adapters")
+        _refuse(path, at, f"{model.pipeline} ({model.name}) does not load LoRA adapters")
     out: list[LoraRef] = []
-    for i, entry in enumerate(values):
-        at = f"{what}[{i}]"
-        if not isinstance(entry, dict):
-            raise CaseFileError(path, f"{at} must be a table {{ path = \"...\", scale = 1.0 }},"
-                                f" not {type_name(entry)}")
-        for k in entry:
-            if k not in _LORA_KEYS:
-                raise CaseFileError(path, f"{at}: unknown key {show(k)}; accepted: "
-                                    f"{', '.join(_LORA_KEYS)}")
-        if "path" not in entry:
-            raise CaseFileError(path, f"{at}: missing required key 'path'")
-        text = require_str(entry["path"], path, what=f"{at}: key 'path'", max_len=4096,
-                           allow_empty=False, error=CaseFileError)
-        scale = require_float(entry.get("scale", 1.0), path, what=f"{at}: key 'scale'",
-                              lo=-8.0, hi=8.0, error=CaseFileError)
-        file = resolve_path(text, path.parent)
+    for i, table in enumerate(tables):
+        where = (*at, i, "path")
+        file = resolve_path(table.path, path.parent)
         if file.is_dir():
             file = file / LORA_WEIGHTS
             if not file.is_file():
-                raise CaseFileError(path, f"{at}: key 'path': {file.parent}: no {LORA_WEIGHTS}"
-                                    "; name the .safetensors file")
+                _refuse(path, where, f"{file.parent}: no {LORA_WEIGHTS}; name the "
+                        ".safetensors file")
         if not file.exists():
-            raise CaseFileError(path, f"{at}: key 'path': {file}: no such file or directory")
+            _refuse(path, where, f"{file}: no such file or directory")
         if file.suffix.lower() in PICKLE_SUFFIXES:
-            raise CaseFileError(path, f"{at}: key 'path': {file}: pickled weights are not "
-                                "loaded (they run code); convert to .safetensors")
+            _refuse(path, where, f"{file}: pickled weights are not loaded (they run code); "
+                    "convert to .safetensors")
         if file.suffix.lower() != ".safetensors":
-            raise CaseFileError(path, f"{at}: key 'path': {file}: expected a .safetensors "
-                                "LoRA file (or a folder holding " + LORA_WEIGHTS + ")")
+            _refuse(path, where, f"{file}: expected a .safetensors LoRA file (or a folder "
+                    f"holding {LORA_WEIGHTS})")
         problem = check_safetensors(file)
         if problem:
-            raise CaseFileError(path, f"{at}: key 'path': {problem}")
+            _refuse(path, where, problem)
         if any(ref.path == file for ref in out):
-            raise CaseFileError(path, f"{at}: key 'path': {file} is listed twice")
-        out.append(LoraRef(file, scale))
+            _refuse(path, where, f"{file} is listed twice")
+        out.append(LoraRef(file, float(table.scale)))
     return tuple(out)
 
 
-def _resolutions(values: Any, path: Path, where: str) -> tuple[Resolution, ...]:
-    values = _string_list(values, path, where, "resolutions", MAX_RESOLUTIONS)
+def _resolutions(values: list[str], path: Path,
+                 keys: tuple[str | int, ...]) -> tuple[Resolution, ...]:
     out = []
-    for text in values:
+    for i, text in enumerate(values):
         try:
             out.append(Resolution.parse(text))
         except ValueError as exc:
-            raise CaseFileError(path, f"{where}: key 'resolutions': {exc}") from None
-    return _unique(out, path, where, "resolutions")
+            _refuse(path, (*keys, i), str(exc))
+    return _unique(out, path, keys)
 
 
-def _precisions(values: Any, path: Path, where: str) -> tuple[str, ...]:
-    values = _string_list(values, path, where, "precisions", len(PRECISIONS))
-    for name in values:
-        if name not in PRECISIONS:
-            raise CaseFileError(
-                path,
-                f"{where}: key 'precisions': unknown precision {show(name)}; "
-                f"accepted: {', '.join(PRECISIONS)}",
-            )
-    if not values:
-        raise CaseFileError(path, f"{where}: key 'precisions' is empty")
-    return _unique(values, path, where, "precisions")
-
-
-def _string_list(values: Any, path: Path, where: str, key: str, most: int) -> list[str]:
-    if isinstance(values, tuple):  # already-parsed defaults
-        return [str(v) for v in values]
-    if not isinstance(values, list) or not all(isinstance(v, str) for v in values):
-        raise CaseFileError(path, f"{where}: key {key!r} must be an array of strings")
-    if len(values) > most:
-        raise CaseFileError(
-            path, f"{where}: key {key!r} lists {len(values)} values; at most {most}"
-        )
-    return values
-
-
-def _unique(values: Iterable[Any], path: Path, where: str, key: str) -> tuple[Any, ...]:
+def _unique(values: Iterable[Any], path: Path, keys: tuple[str | int, ...]) -> tuple[Any, ...]:
     seen: dict[Any, None] = {}
     for value in values:
         if value in seen:
-            raise CaseFileError(path, f"{where}: key {key!r} lists {value} twice")
+            _refuse(path, keys, f"lists {value} twice")
         seen[value] = None
     return tuple(seen)

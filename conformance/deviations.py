@@ -19,7 +19,9 @@ either only matches when :func:`match` is given the CPU features
 (:func:`conformance.hardware.cpu_features`: ``flags`` and ``aten_level``).
 
 The plugin turns matches into xfail / skip marks in one place; entries that match no
-collected test are reported at the end of the run.
+collected test are reported at the end of the run. The file is decoded once into the
+declared :class:`DeviationFile` by :mod:`conformance.schema`; every refusal is one
+:class:`DeviationFileError` naming the file and the key path (``deviation[0].reason``).
 """
 
 from __future__ import annotations
@@ -29,19 +31,22 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
+
+import msgspec
 
 from conformance import PACKAGE_DIR
-from conformance.errors import ConformanceInputError, type_name
+from conformance.errors import ConformanceInputError
 from conformance.hardware import STEERING_FLAGS
-from conformance.safeio import SETTINGS_LIMIT, load_toml, require_str, show
+from conformance.safeio import SETTINGS_LIMIT, load_toml, show
+from conformance.schema import Problem, convert, line, one_of
 
 DEFAULT_DEVIATIONS = PACKAGE_DIR / "deviations.toml"
 CHECKS = ("repeatable", "own-class", "reference", "invariance", "fidelity")
 ACTIONS = ("xfail", "skip")
 #: ATen CPU dispatch levels (``torch.backends.cpu.get_cpu_capability()``, lower-case)
 ATEN_LEVELS = ("default", "no avx", "avx2", "avx512", "sve256", "vsx", "z vector")
-_KEYS = ("classes", "ids", "checks", "action", "reason", "cpu_flags", "cpu_isa")
+KIND = "deviations file"
 #: caps on the shape of a deviations file
 MAX_DEVIATIONS = 1000
 MAX_PATTERNS = 256
@@ -116,111 +121,69 @@ def _level(value: Any) -> str:
     return re.sub(r"[^a-z0-9]", "", str(value or "").lower())
 
 
+_Pattern = line(MAX_PATTERN_LEN, empty=False, blank=True)
+_Patterns = Annotated[list[_Pattern], msgspec.Meta(
+    min_length=1, max_length=MAX_PATTERNS,
+    description=f"a non-empty list of at most {MAX_PATTERNS} fnmatch patterns")]
+
+
+class DeviationTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A ``[[deviation]]`` table, as written."""
+
+    classes: _Patterns
+    ids: _Patterns
+    checks: Annotated[list[one_of(CHECKS)], msgspec.Meta(  # type: ignore[valid-type]
+        min_length=1, max_length=MAX_PATTERNS, description="a non-empty list of checks",
+    )] = msgspec.field(default_factory=lambda: list(CHECKS))
+    action: one_of(ACTIONS)  # type: ignore[valid-type]
+    reason: line(MAX_REASON, empty=False)  # type: ignore[valid-type]
+    cpu_flags: Annotated[list[one_of(STEERING_FLAGS)], msgspec.Meta(  # type: ignore[valid-type]
+        min_length=1, max_length=MAX_PATTERNS,
+        description="a non-empty list of CPU flags the suite reads",
+    )] = msgspec.field(default_factory=list)
+    cpu_isa: Annotated[list[_Pattern], msgspec.Meta(
+        min_length=1, max_length=MAX_PATTERNS, description="a non-empty list of ATen CPU levels",
+    )] = msgspec.field(default_factory=list)
+
+
+class DeviationFile(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A deviations file, as written."""
+
+    schema_version: int
+    deviation: Annotated[
+        list[Annotated[DeviationTable, msgspec.Meta(description="a [[deviation]] table")]],
+        msgspec.Meta(max_length=MAX_DEVIATIONS, description=(
+            f"an array of tables ([[deviation]]), at most {MAX_DEVIATIONS}")),
+    ] = msgspec.field(default_factory=list)
+
+
 def load_deviations(path: str | Path | None = None) -> list[Deviation]:
     path = Path(path) if path is not None else DEFAULT_DEVIATIONS
-    data = load_toml(path, "deviations file", SETTINGS_LIMIT, error=DeviationFileError)
+    data = load_toml(path, KIND, SETTINGS_LIMIT, error=DeviationFileError)
     return parse_deviations(data, path)
 
 
 def parse_deviations(data: dict[str, Any], path: Path) -> list[Deviation]:
-    for key in data:
-        if key not in ("schema_version", "deviation"):
-            raise DeviationFileError(
-                path, f"unknown top-level key {show(key)}; accepted: schema_version, deviation"
-            )
+    """Validate parsed TOML ``data`` read from ``path``: decoded into :class:`DeviationFile`,
+    then the ATen levels (written in any of their spellings) checked."""
     version = data.get("schema_version")
     if type(version) is not int or version != 1:
         raise DeviationFileError(
             path, f"schema_version is {show(version)}; this version reads 1"
         )
-    raw = data.get("deviation", [])
-    if not isinstance(raw, list):
-        raise DeviationFileError(path, "'deviation' must be an array of tables ([[deviation]])")
-    if len(raw) > MAX_DEVIATIONS:
-        raise DeviationFileError(
-            path, f"{len(raw)} [[deviation]] entries; a file holds at most {MAX_DEVIATIONS}"
-        )
-    return [_parse_one(i, body, path) for i, body in enumerate(raw, start=1)]
-
-
-def _string_list(
-    body: dict[str, Any], key: str, default: list[str] | None, path: Path, where: str
-) -> tuple[str, ...]:
-    value = body.get(key, default)
-    if (
-        not isinstance(value, list)
-        or not value
-        or not all(isinstance(v, str) and v for v in value)
-    ):
-        raise DeviationFileError(
-            path, f"{where}: key {key!r} must be a non-empty array of strings"
-        )
-    if len(value) > MAX_PATTERNS:
-        raise DeviationFileError(
-            path, f"{where}: key {key!r} lists {len(value)} values; at most {MAX_PATTERNS}"
-        )
-    for i, item in enumerate(value):
-        require_str(item, path, what=f"{where}: key {key!r} item {i + 1}",
-                    max_len=MAX_PATTERN_LEN, error=DeviationFileError)
-    return tuple(value)
-
-
-def _parse_one(index: int, body: Any, path: Path) -> Deviation:
-    where = f"deviation #{index}"
-    if not isinstance(body, dict):
-        raise DeviationFileError(path, f"{where} must be a table, not {type_name(body)}")
-    for key in body:
-        if key not in _KEYS:
-            raise DeviationFileError(
-                path, f"{where}: unknown key {show(key)}; accepted: {', '.join(_KEYS)}"
-            )
-    for key in ("classes", "ids", "action", "reason"):
-        if key not in body:
-            raise DeviationFileError(path, f"{where}: missing required key {key!r}")
-    lists = {
-        key: _string_list(body, key, list(CHECKS), path, where)
-        for key in ("classes", "ids", "checks")
-    }
-    for check in lists["checks"]:
-        if check not in CHECKS:
-            raise DeviationFileError(
-                path,
-                f"{where}: key 'checks': unknown check {show(check)}; "
-                f"accepted: {', '.join(CHECKS)}",
-            )
-    flags: tuple[str, ...] = ()
-    if "cpu_flags" in body:
-        flags = _string_list(body, "cpu_flags", None, path, where)
-        for flag in flags:
-            if flag not in STEERING_FLAGS:
-                raise DeviationFileError(
-                    path,
-                    f"{where}: key 'cpu_flags': {show(flag)} is not a CPU flag the suite "
-                    f"reads; accepted: {', '.join(STEERING_FLAGS)}",
-                )
-    isa: tuple[str, ...] = ()
-    if "cpu_isa" in body:
-        isa = _string_list(body, "cpu_isa", None, path, where)
-        known = {_level(v) for v in ATEN_LEVELS}
-        for level in isa:
+    file = convert(data, DeviationFile, path, kind=KIND, error=DeviationFileError)
+    known = {_level(v) for v in ATEN_LEVELS}
+    out = []
+    for i, entry in enumerate(file.deviation):
+        for j, level in enumerate(entry.cpu_isa):
             if _level(level) not in known:
-                raise DeviationFileError(
-                    path,
-                    f"{where}: key 'cpu_isa': {show(level)} is not an ATen CPU level; "
-                    f"accepted: {', '.join(ATEN_LEVELS)}",
-                )
-    action, reason = body["action"], body["reason"]
-    if action not in ACTIONS:
-        raise DeviationFileError(
-            path, f"{where}: key 'action' is {show(action)}; accepted: {', '.join(ACTIONS)}"
-        )
-    if not isinstance(reason, str) or not reason.strip():
-        raise DeviationFileError(path, f"{where}: key 'reason' must be a non-empty string")
-    require_str(reason, path, what=f"{where}: key 'reason'", max_len=MAX_REASON,
-                error=DeviationFileError)
-    return Deviation(
-        index, lists["classes"], lists["ids"], lists["checks"], action, reason, flags, isa
-    )
+                where = Problem(("deviation", i, "cpu_isa", j), "").path()
+                raise DeviationFileError(path, f"{KIND}: {where}: {show(level)} is not an ATen "
+                                         f"CPU level; accepted: {', '.join(ATEN_LEVELS)}")
+        out.append(Deviation(i + 1, tuple(entry.classes), tuple(entry.ids), tuple(entry.checks),
+                             entry.action, entry.reason, tuple(entry.cpu_flags),
+                             tuple(entry.cpu_isa)))
+    return out
 
 
 def match(

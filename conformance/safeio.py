@@ -72,9 +72,7 @@ __all__ = [
     "read_bytes",
     "read_text",
     "regular_file_problem",
-    "require_float",
     "require_int",
-    "require_name",
     "require_str",
     "show",
     "writable_problem",
@@ -663,29 +661,6 @@ def _range(lo: Any, hi: Any) -> str:
     return f">= {lo}" if lo is not None else f"<= {hi}"
 
 
-def require_float(
-    value: Any,
-    where: Any,
-    *,
-    what: str = "the value",
-    lo: float | None = None,
-    hi: float | None = None,
-    error: type[ConformanceInputError] = ConformanceInputError,
-) -> float:
-    """``value`` (an int or float, not a bool, finite) as a float within ``lo..hi``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise error(where, f"{what} must be a number, not {type_name(value)} ({show(value)})")
-    try:
-        number = float(value)
-    except OverflowError:
-        raise error(where, f"{what}: {show(value, 30)} is outside {_range(lo, hi)}") from None
-    if not math.isfinite(number) or (lo is not None and number < lo) or (
-        hi is not None and number > hi
-    ):
-        raise error(where, f"{what}: {number} is outside {_range(lo, hi)}")
-    return number
-
-
 def _bad_char(text: str) -> str | None:
     for ch in text:
         cat = unicodedata.category(ch)
@@ -722,25 +697,6 @@ def require_str(
         )
     if not allow_empty and not value.strip():
         raise error(where, f"{what} must not be empty")
-    return value
-
-
-def require_name(
-    value: Any,
-    where: Any,
-    pattern: re.Pattern[str],
-    accepted: str,
-    *,
-    what: str = "the name",
-    error: type[ConformanceInputError] = ConformanceInputError,
-) -> str:
-    """``value`` if the whole string matches ``pattern`` (``fullmatch``: a trailing newline
-    does not slip through as it does with ``re.match('^...$')``); ``accepted`` says what
-    does."""
-    if not isinstance(value, str):
-        raise error(where, f"{what} must be a string, not {type_name(value)} ({show(value)})")
-    if not pattern.fullmatch(value):
-        raise error(where, f"{what} {show(value)} is not accepted: {accepted}")
     return value
 
 

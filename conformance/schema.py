@@ -38,9 +38,9 @@ import sys
 import threading
 import types
 import typing
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import Annotated, Any, Literal, NoReturn, TypeVar
 
 import msgspec
 
@@ -67,8 +67,12 @@ __all__ = [
     "decode_json",
     "got",
     "json_kind",
+    "key_problem",
+    "line",
     "matching",
     "named",
+    "number_in",
+    "one_of",
     "problem_of",
     "read_json",
     "read_toml",
@@ -103,6 +107,50 @@ def named(regex: str, rule: str) -> Any:
     """A name type: :func:`matching`, refused as ``KEY 'VALUE' is not accepted (RULE)``."""
     return Annotated[str, msgspec.Meta(pattern=f"^(?:{regex})\\Z", description=rule,
                                        extra={"form": "rule"})]
+
+
+#: what :func:`line` refuses: control characters (C0, DEL, C1), line and paragraph
+#: separators, lone surrogates and the bidirectional controls (trojan-source reordering)
+_UNPRINTABLE = ("\x00-\x1f\x7f-\x9f\u2028\u2029\ud800-\udfff\u061c\u200e\u200f"
+                "\u202a-\u202e\u2066-\u2069")
+
+
+def line(most: int, *, empty: bool = True, blank: bool | None = None,
+         accepted: str | None = None) -> Any:
+    """A string type: one line of printable text of at most ``most`` characters (no control
+    character, so no newline, tab or terminal escape; no line or paragraph separator, no
+    bidirectional control, no lone surrogate). ``empty=False`` refuses ``""``; ``blank``
+    (by default as ``empty``) ``False`` refuses text of white space only. ``accepted``
+    words it (``must be ACCEPTED, not ...``) where the default does not fit."""
+    blank = empty if blank is None else blank
+    text = f"[^{_UNPRINTABLE}]*"
+    if not blank:
+        text = f"(?=[^{_UNPRINTABLE}]*?[^\\s{_UNPRINTABLE}]){text}"
+    size = (f"of at most {most} characters" if empty or not blank
+            else f"of 1 to {most} characters")
+    words = accepted or f"one line of printable text{'' if blank else ', not blank,'} {size}"
+    return Annotated[str, msgspec.Meta(pattern=f"^(?:{text})\\Z", max_length=most,
+                                       min_length=0 if empty else 1, description=words)]
+
+
+def number_in(lo: float, hi: float, *, integer: bool = False, accepted: str | None = None
+              ) -> Any:
+    """A number within ``lo..hi`` (an ``int`` type with ``integer``, else a ``float`` one
+    that takes integers too; NaN is refused): ``must be an integer in LO..HI, not ...``."""
+    if integer:
+        meta = msgspec.Meta(ge=int(lo), le=int(hi),
+                            description=accepted or f"an integer in {lo}..{hi}")
+        return Annotated[int, meta]
+    meta = msgspec.Meta(ge=float(lo), le=float(hi),
+                        description=accepted or f"a number in {lo}..{hi}")
+    return Annotated[float, meta]
+
+
+def one_of(choices: Iterable[str]) -> Any:
+    """A ``Literal`` of ``choices`` (a registry's names): ``'X' is not one of A, B`` for
+    another string, ``must be one of A, B, not ...`` for a value of another type."""
+    names = tuple(choices)
+    return Annotated[Literal[names], msgspec.Meta(description=f"one of {', '.join(names)}")]
 
 
 # -- the names a file of the suite carries ------------------------------------------------
@@ -297,6 +345,21 @@ def problem_of(tree: Any, type_: type[T] | Any, dec_hook: DecHook | None = None)
             return _describe(str(exc), tree, type_, dec_hook)
         except Exception:  # the words of an unforeseen error: still one line, never a crash
             return Problem((), f"is not accepted: {show(str(exc), 200)}")
+
+
+def key_problem(mapping: Mapping[Any, Any], type_: Any,
+                keys: tuple[str | int, ...] = ()) -> Problem | None:
+    """The first key of ``mapping`` (the object at ``keys``) that ``type_`` (a name type, a
+    ``Literal``) refuses, as ``key KEYS['KEY'] is not accepted (RULE)`` or ``key
+    KEYS['KEY'] is not one of ...``; None when it takes them all. (msgspec does not say
+    which key of an object it refused: declare the object's keys ``str`` and check them
+    with this.)"""
+    for key in mapping:
+        found = problem_of(key, type_)
+        if isinstance(found, Problem):
+            return Problem((*keys, DictKey(key) if isinstance(key, str) else key),
+                           found.text.removeprefix(f"{show(key)} "), lead="key ")
+    return None
 
 
 # -- msgspec's errors in words -------------------------------------------------------------

@@ -22,23 +22,33 @@ The optional ``[vae.decode.<precision>]``, ``[vae.roundtrip.<precision>]`` and
 checks of :mod:`conformance.vae`: metric bounds as above, plus the keys of
 :data:`VAE_EXTRA_KEYS`. The numbers and how they were calibrated live in
 ``conformance/tolerances.toml``.
+
+The file is decoded once into its declared type (:func:`file_type`: each bound a number in
+its metric's range, built from the metric registry) by :mod:`conformance.schema`; every
+refusal is one :class:`~conformance.errors.ToleranceFileError` naming the file and the key
+path (``close['default'].mae_max``).
 """
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Annotated, Any, NoReturn
+
+import msgspec
+from msgspec import UNSET, UnsetType
 
 from conformance import PACKAGE_DIR
 from conformance.core import Tier
-from conformance.errors import ToleranceFileError, type_name
+from conformance.errors import ToleranceFileError
 from conformance.metrics import Metric, Metrics, bound_keys
 from conformance.precision import PRECISIONS, dtype_precisions
 from conformance.safeio import SETTINGS_LIMIT, key_label, load_toml, show
+from conformance.schema import DictKey, Problem, convert, key_problem, number_in, one_of
 
 DEFAULT_TOLERANCES = PACKAGE_DIR / "tolerances.toml"
 SCHEMA_VERSION = 1
@@ -235,27 +245,85 @@ class MissingBounds(ToleranceFileError, LookupError):
     """A tolerance file without the table (nor its ``default``) that bounds a check."""
 
 
+# -- the file's declared shape ---------------------------------------------------------------
+KIND = "tolerance file"
+#: the tiers a tolerance file bounds (``exact`` and ``differ`` compare pixel hashes)
+BOUNDED = (Tier.CLOSE, Tier.PERCEPTUAL, Tier.FIDELITY)
+#: a key's bound: (key, integer, lowest, highest)
+_Spec = tuple[tuple[str, bool, float, float], ...]
+
+
+class LadderTable(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """``[ladder]``: precisions from most to least faithful."""
+
+    order: Annotated[list[one_of(PRECISIONS)], msgspec.Meta(  # type: ignore[valid-type]
+        description="a list of precision names")] = msgspec.field(default_factory=list)
+
+
+def _table(name: str) -> msgspec.Meta:
+    return msgspec.Meta(description=f"a {name} table")
+
+
+@functools.cache
+def _bounds_table(name: str, spec: _Spec) -> type[msgspec.Struct]:
+    """A table of bounds: each key of ``spec`` a number (an integer where it says so) in its
+    range, left out where it is not set (``UNSET``)."""
+    return msgspec.defstruct(
+        name,
+        [(key, number_in(lo, hi, integer=integer) | UnsetType, UNSET)
+         for key, integer, lo, hi in spec],
+        kw_only=True, frozen=True, forbid_unknown_fields=True,
+    )
+
+
+@functools.cache
+def file_type(metrics: _Spec) -> type[msgspec.Struct]:
+    """The declared tolerance file for the bound keys ``metrics`` (:func:`_metric_spec`:
+    the metric registry's, which a plugin may extend)."""
+    vae_tables = [
+        (name, _tables(f"vae.{name}", _bounds_table(f"Vae{name.title()}", metrics + tuple(
+            (key, e.kind is int, *e.range) for key, e in VAE_EXTRA_KEYS[name].items()))),
+         msgspec.field(default_factory=dict))
+        for name in VAE_TABLES
+    ]
+    vae = msgspec.defstruct("VaeTables", vae_tables, kw_only=True, frozen=True,
+                            forbid_unknown_fields=True)
+    return msgspec.defstruct(
+        "ToleranceFile",
+        [("schema_version", int),
+         ("ladder", Annotated[LadderTable, _table("[ladder]")],
+          msgspec.field(default_factory=LadderTable)),
+         *((t.value, _tables(t.value, _bounds_table("Bounds", metrics))) for t in BOUNDED),
+         ("vae", Annotated[vae, _table("[vae]")], msgspec.field(default_factory=vae))],
+        kw_only=True, frozen=True, forbid_unknown_fields=True,
+    )
+
+
+def _tables(name: str, bounds: type[msgspec.Struct]) -> Any:
+    """``[NAME.PRECISION]`` tables of ``bounds``, by precision."""
+    return Annotated[dict[str, Annotated[bounds, _table(f"[{name}.PRECISION]")]],
+                     msgspec.Meta(description=f"a table of [{name}.PRECISION] tables")]
+
+
+def _metric_spec() -> _Spec:
+    return tuple((key, m.integer, *m.limits) for key, m in bound_keys().items())
+
+
+def _refuse(path: Path, keys: tuple[str | int, ...], text: str) -> NoReturn:
+    """A refusal found after decoding: ``FILE: tolerance file: KEY.PATH: TEXT``."""
+    raise ToleranceFileError(path, f"{KIND}: {Problem(keys, '').path()}: {text}")
+
+
 def load_tolerances(path: str | Path | None = None) -> Tolerances:
     path = Path(path) if path is not None else DEFAULT_TOLERANCES
-    data = load_toml(path, "tolerance file", SETTINGS_LIMIT, error=ToleranceFileError)
+    data = load_toml(path, KIND, SETTINGS_LIMIT, error=ToleranceFileError)
     return parse_tolerances(data, path)
 
 
 def parse_tolerances(data: dict[str, Any], path: Path) -> Tolerances:
-    accepted = [
-        "schema_version", "ladder",
-        *(t.value for t in Tier if t not in (Tier.EXACT, Tier.DIFFER)), "vae"
-    ]
-    for key in data:
-        if key in (Tier.EXACT.value, Tier.DIFFER.value):
-            raise ToleranceFileError(
-                path, f"[{key}] takes no bounds: the {key} tier requires "
-                + ("equal pixel hashes" if key == Tier.EXACT.value else "unequal pixel hashes")
-            )
-        if key not in accepted:
-            raise ToleranceFileError(
-                path, f"unknown top-level key {show(key)}; accepted: {', '.join(accepted)}"
-            )
+    """Validate parsed TOML ``data`` read from ``path``: decoded into :func:`file_type`,
+    then what the types do not state (the precisions named, a ``default`` per tier, at least
+    one bound per table, a precision once in the ladder)."""
     version = data.get("schema_version")
     if type(version) is not int or version != SCHEMA_VERSION:
         raise ToleranceFileError(
@@ -263,115 +331,59 @@ def parse_tolerances(data: dict[str, Any], path: Path) -> Tolerances:
             f"schema_version is {show(version)}; this version reads "
             f"schema_version = {SCHEMA_VERSION}",
         )
+    for tier in (Tier.EXACT, Tier.DIFFER):
+        if tier.value in data:
+            raise ToleranceFileError(
+                path, f"[{tier.value}] takes no bounds: the {tier.value} tier requires "
+                + ("equal pixel hashes" if tier is Tier.EXACT else "unequal pixel hashes")
+            )
+    spec = _metric_spec()
+    file = convert(data, file_type(spec), path, kind=KIND, error=ToleranceFileError)
+    precision = one_of(("default", *PRECISIONS))
     tiers: dict[Tier, dict[str, Bounds]] = {}
-    for tier in (Tier.CLOSE, Tier.PERCEPTUAL, Tier.FIDELITY):
-        table = data.get(tier.value)
-        if not isinstance(table, dict):
-            raise ToleranceFileError(
-                path, f"missing table [{tier.value}] (with at least [{tier.value}.default])"
-            )
+    for tier in BOUNDED:
+        table = getattr(file, tier.value)
+        _check_keys(path, table, precision, (tier.value,))
         if "default" not in table:
-            raise ToleranceFileError(path, f"[{tier.value}] needs a [{tier.value}.default] table")
-        tiers[tier] = {}
-        for precision, body in table.items():
-            where = f"[{tier.value}.{key_label(precision)}]"
-            _check_precision(precision, where, path, PRECISIONS)
-            if not isinstance(body, dict):
-                raise ToleranceFileError(path, f"{where} must be a table, not {type_name(body)}")
-            values = _parse_bounds(body, path, where, {})
-            tiers[tier][precision] = Bounds(**values)
-    return Tolerances(
-        path,
-        tiers,
-        _parse_ladder(data.get("ladder", {}), path),
-        _parse_vae(data.get("vae"), path),
-    )
-
-
-def _check_precision(precision: str, where: str, path: Path, names: Any) -> None:
-    if precision != "default" and precision not in names:
-        raise ToleranceFileError(
-            path,
-            f"{where}: unknown precision {show(precision)}; accepted: default, "
-            f"{', '.join(names)}",
-        )
-
-
-def _parse_ladder(table: Any, path: Path) -> tuple[str, ...]:
-    if not isinstance(table, dict) or set(table) - {"order"}:
-        raise ToleranceFileError(path, "[ladder] takes one key, order = [precision, ...]")
-    order = table.get("order", [])
-    if not isinstance(order, list) or not all(isinstance(p, str) for p in order):
-        raise ToleranceFileError(path, "[ladder] order must be an array of precision names")
-    for name in order:
-        if name not in PRECISIONS:
-            raise ToleranceFileError(
-                path, f"[ladder] order: unknown precision {show(name)}; accepted: "
-                f"{', '.join(PRECISIONS)}"
-            )
+            raise ToleranceFileError(path, f"{KIND}: key {tier.value}['default'] is missing")
+        tiers[tier] = {name: Bounds(**_values(path, body, (tier.value, DictKey(name))))
+                       for name, body in table.items()}
+    order = file.ladder.order
     if len(set(order)) != len(order):
-        raise ToleranceFileError(path, "[ladder] order lists a precision twice")
-    return tuple(order)
+        _refuse(path, ("ladder", "order"), "lists a precision twice")
+    return Tolerances(path, tiers, tuple(order), _vae(path, file.vae))
 
 
-def _parse_vae(data: Any, path: Path) -> dict[str, dict[str, VaeBounds]]:
-    if data is None:
-        return {}
-    if not isinstance(data, dict):
-        raise ToleranceFileError(path, f"[vae] must be a table, not {type_name(data)}")
-    dtypes = dtype_precisions()
+def _check_keys(path: Path, table: Mapping[str, Any], type_: Any,
+                keys: tuple[str | int, ...]) -> None:
+    problem = key_problem(table, type_, keys)
+    if problem is not None:
+        raise ToleranceFileError(path, f"{KIND}: {problem}")
+
+
+def _values(path: Path, body: msgspec.Struct, keys: tuple[str | int, ...]) -> dict[str, Any]:
+    """The bounds a decoded table sets (at least one)."""
+    values = {k: v for k in body.__struct_fields__ if (v := getattr(body, k)) is not UNSET}
+    if not values:
+        _refuse(path, keys, f"sets no bound; accepted: {', '.join(body.__struct_fields__)}")
+    return values
+
+
+def _vae(path: Path, tables: msgspec.Struct) -> dict[str, dict[str, VaeBounds]]:
+    dtypes = one_of(("default", *dtype_precisions()))
     out: dict[str, dict[str, VaeBounds]] = {}
-    for name, table in data.items():
-        if name not in VAE_TABLES:
-            raise ToleranceFileError(
-                path, f"[vae]: unknown table {show(name)}; accepted: {', '.join(VAE_TABLES)}"
-            )
-        if not isinstance(table, dict):
-            raise ToleranceFileError(
-                path, f"[vae.{name}] must be a table of precisions, not {type_name(table)}"
-            )
-        out[name] = {}
+    for name in VAE_TABLES:
+        table = getattr(tables, name)
+        if not table:
+            continue
+        _check_keys(path, table, dtypes, ("vae", name))
         extra = VAE_EXTRA_KEYS[name]
+        out[name] = {}
         for precision, body in table.items():
-            where = f"[vae.{name}.{key_label(precision)}]"
-            _check_precision(precision, where, path, dtypes)
-            if not isinstance(body, dict):
-                raise ToleranceFileError(path, f"{where} must be a table, not {type_name(body)}")
-            values = _parse_bounds(body, path, where, extra)
+            values = _values(path, body, ("vae", name, DictKey(precision)))
             out[name][precision] = VaeBounds(
                 Bounds(**{k: v for k, v in values.items() if k not in extra}),
                 MappingProxyType({k: v for k, v in values.items() if k in extra}),
-                f"{where} of {path}",
+                f"[vae.{name}.{key_label(precision)}] of {path}",
             )
     return out
-
-
-def _parse_bounds(
-    body: dict[str, Any], path: Path, where: str, extra: Mapping[str, ExtraKey]
-) -> dict[str, Any]:
-    metrics = bound_keys()
-    specs: dict[str, tuple[type, tuple[float, float]]] = {
-        key: (int if m.integer else float, m.limits) for key, m in metrics.items()
-    }
-    specs |= {key: (e.kind, e.range) for key, e in extra.items()}
-    values: dict[str, Any] = {}
-    for key, value in body.items():
-        spec = specs.get(key)
-        if spec is None:
-            raise ToleranceFileError(
-                path, f"{where}: unknown key {show(key)}; accepted: {', '.join(specs)}"
-            )
-        expected, (lo, hi) = spec
-        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
-        if not numeric or (expected is int and not isinstance(value, int)):
-            raise ToleranceFileError(
-                path,
-                f"{where}: key {key!r} must be {'an integer' if expected is int else 'a number'}"
-                f", not {type_name(value)} ({show(value)})",
-            )
-        if not lo <= value <= hi or (isinstance(value, float) and math.isnan(value)):
-            raise ToleranceFileError(path, f"{where}: key {key!r} = {value} is outside {lo}..{hi}")
-        values[key] = expected(value)
-    if not values:
-        raise ToleranceFileError(path, f"{where} sets no bound; accepted: {', '.join(specs)}")
-    return values

@@ -71,28 +71,40 @@ def test_case_overrides_axes(tmp_path):
 @pytest.mark.parametrize(
     ("edit", "message"),
     [
-        (("seed = 1", 'seed = "1"'), r"case 'one': key 'seed' must be an integer, not string"),
-        (("seed = 1", "seed = true"), r"key 'seed' must be an integer, not boolean"),
-        (("seed = 1", "seed = -1"), r"key 'seed': -1 is outside"),
-        (("steps = 4", "steps = 0"), r"key 'steps': 0 is outside 1..1000"),
-        (("guidance_scale = 4", "guidance_scale = -1.0"), r"'guidance_scale': -1.0 is outside"),
-        (("guidance_scale = 4", 'guidance_scale = "x"'), r"'guidance_scale' must be a number"),
-        (("seed = 1", "seed = 1\ncfg = 3"), r"case 'one': unknown key 'cfg'; accepted: model"),
-        (("seed = 1\n", ""), r"case 'one': missing required key 'seed'"),
-        (('"euler"', '"heun"'), r"key 'scheduler': unknown scheduler 'heun'; accepted: euler"),
+        (("seed = 1", 'seed = "1"'),
+         r"case file: cases\['one'\]\.seed must be an integer in 0\.\.9223372036854775807, "
+         r"not a string \('1'\)"),
+        (("seed = 1", "seed = true"), r"\.seed must be an integer in 0\.\.\d+, not a boolean"),
+        (("seed = 1", "seed = -1"), r"\.seed must be an integer in 0\.\.\d+, not a number \(-1\)"),
+        (("steps = 4", "steps = 0"),
+         r"\.steps must be an integer in 1\.\.1000, not a number \(0\)"),
+        (("guidance_scale = 4", "guidance_scale = -1.0"),
+         r"\.guidance_scale must be a number in 0\.0\.\.100\.0, not a number \(-1\.0\)"),
+        (("guidance_scale = 4", 'guidance_scale = "x"'),
+         r"\.guidance_scale must be a number in 0\.0\.\.100\.0, not a string"),
+        (("seed = 1", "seed = 1\ncfg = 3"),
+         r"unknown key cases\['one'\]\.cfg \(accepted: model, prompt"),
+        (("seed = 1\n", ""), r"key cases\['one'\]\.seed is missing"),
+        (('"euler"', '"heun"'), r"cases\['one'\]\.scheduler 'heun' is not one of euler, "),
         (('"euler"', '"flow-euler"'), r"'flow-euler' does not fit tiny-sd \(sd family\)"),
-        (('"tiny-sd"', '"sd99"'), r"key 'model': unknown model 'sd99'; known: flux-schnell"),
-        (('"64x64", ', '"60x64", '), r"key 'resolutions': 60x64: width 60 is not a multiple of 16"),
+        (('"tiny-sd"', '"sd99"'),
+         r"cases\['one'\]\.model: unknown model 'sd99'; known: flux-schnell"),
+        (('"64x64", ', '"60x64", '),
+         r"cases\['one'\]\.resolutions: 60x64: width 60 is not a multiple of 16"),
         (('"64x64", ', '"4096x64", '), r"width 4096 is outside 32..256"),
         (('"64x64", ', '"64*64", '), r"'64\*64' is not a resolution; write WIDTHxHEIGHT"),
-        (('"64x64", ', '"96x96", '), r"key 'resolutions' lists 96x96 twice"),
-        (('"fp32", ', '"fp64", '), r"unknown precision 'fp64'; accepted: fp32"),
-        (("[cases.one]", "[cases.One]"), r"case 'One': the name must be lower-case"),
+        (('"64x64", ', '"96x96", '), r"axes\.resolutions: lists 96x96 twice"),
+        (('"fp32", ', '"fp64", '), r"axes\.precisions\[0\] 'fp64' is not one of fp32, "),
+        (("[cases.one]", "[cases.One]"),
+         r"key cases\['One'\] is not accepted \(lower-case letters, digits and '-'"),
         (("schema_version = 1", "schema_version = 2"), r"schema_version is 2"),
-        (("[axes]", "[axes]\nseeds = [1]"), r"\[axes\]: unknown key 'seeds'"),
-        (("[axes]", "[defaults]"), r"unknown top-level key 'defaults'"),
-        (("precisions = [\"fp32\", \"bf16\"]", "precisions = []"), r"'precisions' is empty"),
-        (("precisions = [\"fp32\", \"bf16\"]", "precisions = 3"), r"must be an array of strings"),
+        (("[axes]", "[axes]\nseeds = [1]"),
+         r"unknown key axes\.seeds \(accepted: resolutions, precisions\)"),
+        (("[axes]", "[defaults]"), r"unknown key defaults \(accepted: schema_version, axes"),
+        (("precisions = [\"fp32\", \"bf16\"]", "precisions = []"),
+         r"axes\.precisions must be a list of 1 to \d+ precision names, not a list"),
+        (("precisions = [\"fp32\", \"bf16\"]", "precisions = 3"),
+         r"axes\.precisions must be a list of 1 to \d+ precision names, not a number"),
     ],
 )
 def test_errors_name_file_case_and_key(tmp_path, edit, message):
@@ -118,12 +130,13 @@ def test_missing_resolutions(tmp_path):
 
 
 def test_no_cases(tmp_path):
-    with pytest.raises(CaseFileError, match=r"no cases: add at least one \[cases.NAME\]"):
+    with pytest.raises(CaseFileError, match=r"case file: key cases is missing"):
         load_cases(write(tmp_path, "schema_version = 1\n"))
 
 
 def test_case_not_a_table(tmp_path):
-    with pytest.raises(CaseFileError, match="case 'x' must be a table, not string"):
+    with pytest.raises(CaseFileError, match=(
+            r"cases\['x'\] must be a \[cases\.NAME\] table, not a string")):
         load_cases(write(tmp_path, 'schema_version = 1\ncases = { x = "y" }\n'))
 
 
@@ -174,8 +187,8 @@ def test_any_unknown_lora_key_is_refused_naming_it(key):
         "guidance_scale": 1.0, "resolutions": ["64x64"], "lora": [{"path": "x", key: 1}]}}}
     with pytest.raises(CaseFileError) as err:
         parse_cases(data, Path("c.toml"))
-    assert str(err.value) == (f"c.toml: case 'one': key 'lora'[0]: unknown key {key!r}; "
-                              "accepted: path, scale")
+    assert str(err.value) == (f"c.toml: case file: unknown key cases['one'].lora[0].{key} "
+                              "(accepted: path, scale)")
 
 
 # [compare.NAME] ------------------------------------------------------------------------
@@ -207,17 +220,19 @@ def test_compare_relation_pairs_items_at_shared_axes(tmp_path):
 @pytest.mark.parametrize(
     ("table", "message"),
     [
-        ('base = "one"\nagainst = ["two"]\nbogus = 1', "[compare.m]: unknown key 'bogus'"),
-        ('against = ["two"]', "[compare.m]: key 'base' is missing"),
+        ('base = "one"\nagainst = ["two"]\nbogus = 1',
+         "unknown key compare['m'].bogus (accepted: base, against"),
+        ('against = ["two"]', "key compare['m'].base is missing"),
         ('base = "nope"\nagainst = ["two"]',
-         "[compare.m]: key 'base': 'nope' is not a case of this file; the cases are one, two"),
-        ('base = "one"\nagainst = "two"', "key 'against' must be a non-empty list"),
-        ('base = "one"\nagainst = []', "key 'against' must be a non-empty list"),
+         "compare['m'].base: 'nope' is not a case of this file; the cases are one, two"),
+        ('base = "one"\nagainst = "two"', "compare['m'].against must be a non-empty list"),
+        ('base = "one"\nagainst = []', "compare['m'].against must be a non-empty list"),
         ('base = "one"\nagainst = ["one"]', "names a case twice or names the base"),
         ('base = "one"\nagainst = ["two", "two"]', "names a case twice or names the base"),
         ('base = "one"\nagainst = ["two"]\nexpect = "same"',
-         "key 'expect': 'same'; accepted: differ, identical, close, perceptual"),
-        ('base = "one"\nagainst = ["two"]\ndescription = 3', "key 'description' must be"),
+         "compare['m'].expect 'same' is not one of differ, identical, close, perceptual"),
+        ('base = "one"\nagainst = ["two"]\ndescription = 3',
+         "compare['m'].description must be a string of at most"),
     ],
 )
 def test_compare_relation_errors_name_the_table_and_key(tmp_path, table, message):
@@ -233,10 +248,11 @@ def test_compared_cases_hold_prompt_and_seed_and_share_an_axis(tmp_path):
     no_axis = PAIRED.replace('precisions = ["fp32"]\n', 'precisions = ["fp16"]\n')
     with pytest.raises(CaseFileError, match="shares no \\(resolution, precision\\)"):
         load_cases(write(tmp_path, no_axis + '[compare.m]\nbase = "one"\nagainst = ["two"]\n'))
-    with pytest.raises(CaseFileError, match=r"\[compare\] must be a table"):
+    with pytest.raises(CaseFileError, match=r"compare must be a table of \[compare\.NAME\] tables"):
         load_cases(write(tmp_path, 'compare = 3\n' + PAIRED))
-    with pytest.raises(CaseFileError, match="is not a name"):
-        load_cases(write(tmp_path, PAIRED + '[compare."Bad Name"]\nbase = "one"\n'))
+    with pytest.raises(CaseFileError, match=r"key compare\['Bad Name'\] is not accepted"):
+        load_cases(write(tmp_path, PAIRED + '[compare."Bad Name"]\nbase = "one"\n'
+                                            'against = ["two"]\n'))
 
 
 @given(st.text(alphabet="abcdefghijklmnopqrstuvwxyz_", min_size=1, max_size=12).filter(
@@ -244,5 +260,5 @@ def test_compared_cases_hold_prompt_and_seed_and_share_an_axis(tmp_path):
 def test_any_unknown_compare_key_is_refused_by_name(tmp_path_factory, key):
     path = write(tmp_path_factory.mktemp("c"),
                  PAIRED + f'[compare.m]\nbase = "one"\nagainst = ["two"]\n{key} = 1\n')
-    with pytest.raises(CaseFileError, match=f"unknown key '{key}'"):
+    with pytest.raises(CaseFileError, match=rf"unknown key compare\['m'\]\.{key} "):
         load_cases(path)

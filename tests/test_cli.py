@@ -38,7 +38,8 @@ def test_cases_bad_file_is_one_line_error(tmp_path, capsys):
     bad.write_text("schema_version = 1\n[cases.x]\nmodel = 3\n")
     assert main(["cases", "--cases", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"conformance cases: error: {bad}: case 'x': key 'model' must be")
+    assert err.startswith(
+        f"conformance cases: error: {bad}: case file: cases['x'].model must be")
     assert "Traceback" not in err
 
 

@@ -73,24 +73,36 @@ def test_violations_name_metric_observed_and_bound():
         (GOOD + "[exact.default]\nmae_max = 0\n", r"\[exact\] takes no bounds"),
         (GOOD + "[differ.default]\nmae_max = 0\n",
          r"\[differ\] takes no bounds: the differ tier requires unequal pixel hashes"),
-        (GOOD + "[other.default]\nmae_max = 1\n", "unknown top-level key 'other'"),
-        (GOOD.replace('"gguf-q8_0"]', '"int2"]'), r"\[ladder\] order: unknown precision 'int2'"),
-        (GOOD.replace('"gguf-q8_0"]', '"fp16"]'), r"\[ladder\] order lists a precision twice"),
-        (GOOD.replace("order = [", "steps = ["), r"\[ladder\] takes one key"),
-        (GOOD.replace('order = ["fp16", "gguf-q8_0"]', "order = 3"), "must be an array"),
-        (GOOD.replace("[fidelity.default]\nmae_max = 30.0\n", ""), r"missing table \[fidelity\]"),
-        (GOOD.replace("[close.default]\nmae_max = 1.0\n", ""), r"missing table \[close\]"),
-        (GOOD.replace("[close.default]", "[close.fp32]"), r"needs a \[close.default\]"),
-        (GOOD + "[close.int4]\nmae_max = 1\n", r"\[close.int4\]: unknown precision 'int4'"),
-        (GOOD.replace("mae_max = 1.0", "mae = 1.0"), r"\[close.default\]: unknown key 'mae'"),
-        (GOOD.replace("mae_max = 1.0", 'mae_max = "1"'), "must be a number, not string"),
-        (GOOD.replace("phash_max = 8", "phash_max = 8.5"), "must be an integer, not float"),
-        (GOOD.replace("ssim_min = 0.9", "ssim_min = 1.5"), r"'ssim_min' = 1.5 is outside"),
-        (GOOD.replace("mae_max = 1.0", "mae_max = nan"), r"'mae_max' = nan is outside"),
-        (GOOD.replace("mae_max = 1.0", "mae_max = true"), "must be a number, not boolean"),
-        (GOOD.replace("mae_max = 1.0\n", ""), r"\[close.default\] sets no bound"),
-        ("schema_version = 1\nclose = 3\n", r"missing table \[close\]"),
-        (GOOD + "[close.fp16]\n", r"\[close.fp16\] sets no bound"),
+        (GOOD + "[other.default]\nmae_max = 1\n",
+         r"unknown key other \(accepted: schema_version, ladder, close, perceptual"),
+        (GOOD.replace('"gguf-q8_0"]', '"int2"]'),
+         r"ladder\.order\[1\] 'int2' is not one of fp32, "),
+        (GOOD.replace('"gguf-q8_0"]', '"fp16"]'), r"ladder\.order: lists a precision twice"),
+        (GOOD.replace("order = [", "steps = ["), r"unknown key ladder\.steps \(accepted: order\)"),
+        (GOOD.replace('order = ["fp16", "gguf-q8_0"]', "order = 3"),
+         "ladder.order must be a list of precision names, not a number"),
+        (GOOD.replace("[fidelity.default]\nmae_max = 30.0\n", ""),
+         r"tolerance file: key fidelity is missing"),
+        (GOOD.replace("[close.default]\nmae_max = 1.0\n", ""), r"key close is missing"),
+        (GOOD.replace("[close.default]", "[close.fp32]"), r"key close\['default'\] is missing"),
+        (GOOD + "[close.int4]\nmae_max = 1\n",
+         r"key close\['int4'\] is not one of default, fp32, "),
+        (GOOD.replace("mae_max = 1.0", "mae = 1.0"),
+         r"unknown key close\['default'\]\.mae \(accepted: mae_max, "),
+        (GOOD.replace("mae_max = 1.0", 'mae_max = "1"'),
+         r"close\['default'\]\.mae_max must be a number in 0\.0\.\.255\.0, not a string"),
+        (GOOD.replace("phash_max = 8", "phash_max = 8.5"),
+         r"\.phash_max must be an integer in 0\.\.64, not a number \(8\.5\)"),
+        (GOOD.replace("ssim_min = 0.9", "ssim_min = 1.5"),
+         r"\.ssim_min must be a number in -1\.0\.\.1\.0, not a number \(1\.5\)"),
+        (GOOD.replace("mae_max = 1.0", "mae_max = nan"),
+         r"\.mae_max must be a number in 0\.0\.\.255\.0, not a number \(nan\)"),
+        (GOOD.replace("mae_max = 1.0", "mae_max = true"), r"must be a number in .*, not a boolean"),
+        (GOOD.replace("mae_max = 1.0\n", ""),
+         r"close\['default'\]: sets no bound; accepted: mae_max"),
+        ("schema_version = 1\nclose = 3\n",
+         r"close must be a table of \[close\.PRECISION\] tables, not a number \(3\)"),
+        (GOOD + "[close.fp16]\n", r"close\['fp16'\]: sets no bound"),
         ("schema_version = ", "invalid TOML"),
     ],
 )
@@ -122,8 +134,9 @@ def test_unknown_key_lists_every_registered_bound(tmp_path):
     with pytest.raises(ToleranceFileError) as info:
         load_tolerances(path)
     message = str(info.value)
-    assert message.startswith(f"{path}: [close.default]: unknown key 'lpips_max'; accepted: ")
-    assert message.endswith(", ".join(m.bound for m in METRICS.values()))
+    assert message.startswith(
+        f"{path}: tolerance file: unknown key close['default'].lpips_max (accepted: ")
+    assert message.endswith(", ".join(m.bound for m in METRICS.values()) + ")")
 
 
 @pytest.mark.usefixtures("fake_metric")
@@ -135,7 +148,8 @@ def test_a_registered_metric_brings_its_bound_key(tmp_path):
     assert bounds.violations(metrics()) == ["fake metric: not measured, expected <= 0.25"]
     m = Metrics(False, {"mae": 0.1, "fake": 0.5})
     assert bounds.violations(m) == ["fake metric: observed=0.5, expected <= 0.25"]
-    with pytest.raises(ToleranceFileError, match=r"'fake_max' = 2.0 is outside 0.0..1.0"):
+    with pytest.raises(ToleranceFileError, match=(
+            r"\.fake_max must be a number in 0\.0\.\.1\.0, not a number \(2\.0\)")):
         load_tolerances(write(tmp_path, text.replace("fake_max = 0.25", "fake_max = 2.0")))
 
 
@@ -245,18 +259,23 @@ def test_default_file_bounds_every_vae_check():
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("[vae.encode.bf16]\nmae_max = 1\n", r"\[vae\]: unknown table 'encode'; accepted: decode"),
+        ("[vae.encode.bf16]\nmae_max = 1\n",
+         r"unknown key vae\.encode \(accepted: decode, roundtrip, latent8\)"),
         ("[vae.decode.gguf-q8_0]\nmae_max = 1\n",
-         r"\[vae.decode.gguf-q8_0\]: unknown precision 'gguf-q8_0'; accepted: default, fp32"),
+         r"key vae\.decode\['gguf-q8_0'\] is not one of default, fp32"),
         ("[vae.decode.bf16]\npsnr_drop_max = 1\n",
-         r"\[vae.decode.bf16\]: unknown key 'psnr_drop_max'; accepted: mae_max, "),
+         r"unknown key vae\.decode\['bf16'\]\.psnr_drop_max \(accepted: mae_max, "),
         ("[vae.roundtrip.bf16]\nlpips_max = 1\n",
-         r"unknown key 'lpips_max'; accepted: .*flip_max, psnr_drop_max$"),
-        ("[vae.latent8.bf16]\ncompression_min = -1.0\n", r"'compression_min' = -1.0 is outside"),
-        ("[vae.latent8.bf16]\npsnr_loss_max = true\n", "must be a number, not boolean"),
-        ("[vae.roundtrip.fp32]\n", r"\[vae.roundtrip.fp32\] sets no bound"),
-        ("[vae]\ndecode = 3\n", r"\[vae.decode\] must be a table of precisions, not integer"),
-        ("vae = 3\n", r"\[vae\] must be a table, not integer"),
+         r"unknown key vae\.roundtrip\['bf16'\]\.lpips_max \(accepted: .*flip_max, "
+         r"psnr_drop_max\)$"),
+        ("[vae.latent8.bf16]\ncompression_min = -1.0\n",
+         r"\.compression_min must be a number in 0\.0\.\.1000000\.0, not a number \(-1\.0\)"),
+        ("[vae.latent8.bf16]\npsnr_loss_max = true\n",
+         r"\.psnr_loss_max must be a number in 0\.0\.\.200\.0, not a boolean"),
+        ("[vae.roundtrip.fp32]\n", r"vae\.roundtrip\['fp32'\]: sets no bound"),
+        ("[vae]\ndecode = 3\n",
+         r"vae\.decode must be a table of \[vae\.decode\.PRECISION\] tables, not a number"),
+        ("vae = 3\n", r"vae must be a \[vae\] table, not a number \(3\)"),
     ],
 )
 def test_vae_errors(tmp_path, text, message):

@@ -1234,7 +1234,7 @@ def test_golden_tolerances_decide_within(tmp_path, capsys):
     bad = tmp_path / "bad.toml"
     bad.write_text("schema_version = 1\n")
     code, _, err = run([str(root), "--json", "-", "--tolerances", str(bad)], capsys)
-    _assert_one_line_error(code, err, bad, "missing table [close]")
+    _assert_one_line_error(code, err, bad, "tolerance file: key close is missing")
 
 
 def test_bad_manifest_in_a_golden_root_is_one_line(tmp_path, capsys):
