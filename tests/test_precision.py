@@ -209,16 +209,20 @@ def test_gguf_q4_0_pipeline_generates_near_fp32(q4_0_file: Any) -> None:
 # -- what only plain-dtype precisions take ----------------------------------------------------
 
 
-def test_lora_adapters_refuse_a_quantized_precision() -> None:
-    from conformance.cases import _loras
+def test_lora_adapters_refuse_a_quantized_precision(tmp_path: Path) -> None:
+    from conformance.cases import load_cases
     from conformance.errors import CaseFileError
-    from conformance.models import MODELS
 
+    cases = tmp_path / "cases.toml"
+    cases.write_text(
+        'schema_version = 1\n[cases.one]\nmodel = "tiny-sd"\nprompt = "a"\nseed = 0\n'
+        'steps = 2\nguidance_scale = 1.0\nscheduler = "euler"\nresolutions = ["32x32"]\n'
+        'precisions = ["fp32", "fp8-e4m3", "gguf-q4_0"]\n'
+        'lora = [{ path = "x.safetensors" }]\n')
     with pytest.raises(CaseFileError) as err:
-        _loras([{"path": "x.safetensors"}], Path("c.toml"), "case 'one'", MODELS["tiny-sd"],
-               ("fp32", "fp8-e4m3", "gguf-q4_0"))
+        load_cases(cases)
     assert str(err.value).endswith(
-        "case 'one': key 'lora': LoRA adapters run at fp32, bf16 and fp16 only (the case lists "
+        "cases['one'].lora: LoRA adapters run at fp32, bf16 and fp16 only (the case lists "
         "fp8-e4m3, gguf-q4_0); set precisions for this case")
 
 

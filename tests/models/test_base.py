@@ -259,5 +259,5 @@ def test_an_integer_longer_than_the_json_reader_takes_is_refused_before_the_boun
     config.write_text('{"layers_per_block": 1' + "0" * 30 + "}")
     with pytest.raises(ConformanceInputError) as info:
         check_model_folder(unet_folder, "m")
-    assert str(info.value) == (f"{config}: model config: an integer of 31 digits; at most 30 "
-                               "digits are read")
+    assert str(info.value) == (f"{config}: model config: key layers_per_block: an integer of "
+                               "31 digits; at most 30 digits are read")
