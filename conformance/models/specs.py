@@ -53,7 +53,6 @@ from conformance.schema import (
     key_problem,
     line,
     number_in,
-    one_of,
     problem_of,
 )
 
@@ -131,7 +130,7 @@ class ModelTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     config: _Text | UnsetType = UNSET
     base: _Text | UnsetType = UNSET
     pipeline: line(128, empty=False) | UnsetType = UNSET  # type: ignore[valid-type]
-    family: one_of(FAMILIES) | UnsetType = UNSET  # type: ignore[valid-type]
+    family: line(64, empty=False) | UnsetType = UNSET  # type: ignore[valid-type]
     vae: _Text | UnsetType = UNSET
     scheduler: _Text | UnsetType = UNSET
     resolution_multiple: _Multiple | UnsetType = UNSET  # type: ignore[valid-type]
@@ -491,6 +490,8 @@ def _pipeline(table: ModelTable, source: ModelSource) -> str | None:
 def _family(table: ModelTable, pipeline: str | None) -> Family:
     """``family``, which must agree with the pipeline class's where that tells one."""
     derived = family_of(pipeline) if pipeline else None
+    if table.family is not UNSET and table.family not in FAMILIES:  # a registry: not a type
+        raise _Refusal("family", f"{show(table.family)} is not one of {', '.join(FAMILIES)}")
     family = FAMILIES[table.family] if table.family is not UNSET else None
     if family is not None and derived is not None and family is not derived:
         raise _Refusal("family", f"{pipeline} is a {derived.value} pipeline; remove the key "
