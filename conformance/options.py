@@ -19,17 +19,11 @@ from typing import Any
 
 from conformance import PACKAGE_DIR, PROJECT_ROOT
 from conformance.cases import Resolution
-from conformance.errors import ConformanceInputError
 from conformance.hardware import DEVICE_FORMS, HardwareClass, parse_device
 from conformance.models import MODELS
 from conformance.precision import PRECISIONS
-from conformance.safeio import (
-    regular_file_problem,
-    require_int,
-    require_str,
-    show,
-    writable_problem,
-)
+from conformance.safeio import regular_file_problem, show, writable_problem
+from conformance.schema import integer_text, text_problem
 
 MAX_THREADS = 1024
 #: the longest value any option takes (a comma list of every model, a long path)
@@ -37,16 +31,12 @@ MAX_VALUE = 4096
 MAX_LIST = 64
 
 
-class _Refused(ConformanceInputError):
-    """A bad option value; turned into ``argparse.ArgumentTypeError`` below."""
-
-
-def _text(text: Any, what: str) -> str:
+def _text(text: str, what: str) -> str:
     """One line of printable text (no control characters, at most MAX_VALUE long)."""
-    try:
-        return require_str(text, "value", what=what, max_len=MAX_VALUE, error=_Refused)
-    except _Refused as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
+    problem = text_problem(text, what, MAX_VALUE)
+    if problem:
+        raise argparse.ArgumentTypeError(problem)
+    return text
 
 
 def _device(text: str) -> str:
@@ -62,13 +52,12 @@ def _device(text: str) -> str:
 
 
 def _threads(text: str) -> int:
-    try:
-        return require_int(text, "value", what="the thread count", lo=1, hi=MAX_THREADS,
-                           error=_Refused)
-    except _Refused:
+    threads = integer_text(text, 1, MAX_THREADS)
+    if threads is None:
         raise argparse.ArgumentTypeError(
             f"{show(text)} is not a thread count; use an integer 1..{MAX_THREADS} in digits 0-9"
-        ) from None
+        )
+    return threads
 
 
 def _split(text: str, what: str) -> list[str]:

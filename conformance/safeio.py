@@ -20,7 +20,8 @@ the suite reads from disk goes through this module. Its guarantees:
 
 Every refusal is a :class:`~conformance.errors.ConformanceInputError` (or the subclass the
 caller passes as ``error``) whose message names the file, the key where there is one, and
-what is accepted. The ``require_*`` helpers check single parsed values the same way.
+what is accepted. The values inside a file are checked by the declared types of
+:mod:`conformance.schema`.
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ import os
 import re
 import stat
 import sys
-import unicodedata
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -72,8 +72,6 @@ __all__ = [
     "read_bytes",
     "read_text",
     "regular_file_problem",
-    "require_int",
-    "require_str",
     "show",
     "writable_problem",
     "write_atomic",
@@ -617,87 +615,6 @@ def load_toml(
     text = read_text(path, kind, limit, error=error)
     return loads_toml(text, path, kind=kind, max_keys=max_keys, max_depth=max_depth,
                       error=error)
-
-
-# -- single values ---------------------------------------------------------------------------
-
-_ASCII_INT = re.compile(rf"[+-]?[0-9]{{1,{JSON_MAX_INT_DIGITS}}}")
-#: Unicode format characters that reorder or hide text (trojan-source bidi controls)
-_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
-
-
-def require_int(
-    value: Any,
-    where: Any,
-    *,
-    what: str = "the value",
-    lo: int | None = None,
-    hi: int | None = None,
-    error: type[ConformanceInputError] = ConformanceInputError,
-) -> int:
-    """``value`` as an int within ``lo..hi``.
-
-    Accepts an ``int`` (a ``bool`` is not one) or text of ASCII digits with an optional sign
-    (no spaces inside, no ``_``, no other scripts' digits, at most 30 digits).
-    """
-    if isinstance(value, bool) or not isinstance(value, (int, str)):
-        raise error(where, f"{what} must be an integer, not {type_name(value)} ({show(value)})")
-    if isinstance(value, str):
-        text = value.strip(" \t")
-        if not _ASCII_INT.fullmatch(text):
-            raise error(
-                where, f"{what} must be an integer written with the digits 0-9, not "
-                f"{show(value)}"
-            )
-        value = int(text)
-    if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise error(where, f"{what}: {show(value, 30)} is outside {_range(lo, hi)}")
-    return int(value)
-
-
-def _range(lo: Any, hi: Any) -> str:
-    if lo is not None and hi is not None:
-        return f"{lo}..{hi}"
-    return f">= {lo}" if lo is not None else f"<= {hi}"
-
-
-def _bad_char(text: str) -> str | None:
-    for ch in text:
-        cat = unicodedata.category(ch)
-        if cat in ("Cc", "Zl", "Zp", "Cs") or ch in _BIDI:
-            return ch
-    return None
-
-
-def require_str(
-    value: Any,
-    where: Any,
-    *,
-    what: str = "the value",
-    max_len: int = 4096,
-    allow_empty: bool = True,
-    error: type[ConformanceInputError] = ConformanceInputError,
-) -> str:
-    """``value`` as one line of printable text.
-
-    Refuses non-strings, control characters (newlines, tabs, ESC and so terminal escape
-    sequences, DEL, C1 controls), line and paragraph separators, bidirectional overrides,
-    lone surrogates, more than ``max_len`` characters and, unless ``allow_empty``, text that
-    is empty or only spaces.
-    """
-    if not isinstance(value, str):
-        raise error(where, f"{what} must be a string, not {type_name(value)} ({show(value)})")
-    if len(value) > max_len:
-        raise error(where, f"{what} has {len(value)} characters; at most {max_len}")
-    bad = _bad_char(value)
-    if bad is not None:
-        raise error(
-            where, f"{what}: {show(value)} holds the control character U+{ord(bad):04X}; "
-            "write one line of printable text"
-        )
-    if not allow_empty and not value.strip():
-        raise error(where, f"{what} must not be empty")
-    return value
 
 
 def regular_file_problem(path: str | os.PathLike[str]) -> str | None:

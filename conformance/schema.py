@@ -66,6 +66,7 @@ __all__ = [
     "convert",
     "decode_json",
     "got",
+    "integer_text",
     "json_kind",
     "key_problem",
     "line",
@@ -78,6 +79,7 @@ __all__ = [
     "read_toml",
     "refuse",
     "refuse_problem",
+    "text_problem",
     "to_builtins",
 ]
 
@@ -131,6 +133,34 @@ def line(most: int, *, empty: bool = True, blank: bool | None = None,
     words = accepted or f"one line of printable text{'' if blank else ', not blank,'} {size}"
     return Annotated[str, msgspec.Meta(pattern=f"^(?:{text})\\Z", max_length=most,
                                        min_length=0 if empty else 1, description=words)]
+
+
+_UNPRINTABLE_CHAR = re.compile(f"[{_UNPRINTABLE}]")
+_INTEGER_TEXT = re.compile(r"[ \t]*([+-]?[0-9]{1,30})[ \t]*")
+
+
+def text_problem(text: str, what: str, most: int, *, empty: bool = True) -> str | None:
+    """Why ``what``, a command-line value, is not what :func:`line` accepts, in words that
+    name the refused character (``WHAT: 'a\\x1b' holds the control character U+001B; write
+    one line of printable text``), its length or, with ``empty=False``, that it is blank;
+    None when it is accepted."""
+    if len(text) > most:
+        return f"{what} has {len(text)} characters; at most {most}"
+    bad = _UNPRINTABLE_CHAR.search(text)
+    if bad:
+        return (f"{what}: {show(text)} holds the control character U+{ord(bad[0]):04X}; "
+                "write one line of printable text")
+    if not empty and not text.strip():
+        return f"{what} must not be empty"
+    return None
+
+
+def integer_text(text: str, lo: int, hi: int) -> int | None:
+    """The integer in ``lo..hi`` that a command-line value writes in the digits 0-9 (a sign
+    and spaces or tabs around it allowed; no ``_``, no other script's digits, at most 30
+    digits), or None."""
+    found = _INTEGER_TEXT.fullmatch(text)
+    return int(found[1]) if found and lo <= int(found[1]) <= hi else None
 
 
 def number_in(lo: float, hi: float, *, integer: bool = False, accepted: str | None = None

@@ -48,8 +48,8 @@ from conformance.golden import (
     read_plain_file,
 )
 from conformance.hardware import HardwareClass, usable_cores
-from conformance.safeio import MANIFEST_LIMIT, require_int, show
-from conformance.schema import MODEL
+from conformance.safeio import MANIFEST_LIMIT, show
+from conformance.schema import MODEL, integer_text
 
 MAX_MANIFEST_BYTES = MANIFEST_LIMIT
 MAX_PNG_BYTES = PNG_LIMIT
@@ -514,10 +514,11 @@ MAX_JOBS = 256
 
 
 def _jobs_option(text: str) -> int:
-    try:
-        return require_int(text, "--jobs", what="the number of processes", lo=1, hi=MAX_JOBS)
-    except ConformanceInputError as exc:
-        raise argparse.ArgumentTypeError(exc.message) from None
+    jobs = integer_text(text, 1, MAX_JOBS)
+    if jobs is None:
+        raise argparse.ArgumentTypeError(f"{show(text)} is not a number of processes; use an "
+                                         f"integer 1..{MAX_JOBS} in digits 0-9")
+    return jobs
 
 
 def _jobs(requested: int | None, sets: int) -> int:

@@ -1,10 +1,13 @@
 """The declared types of the settings files: :func:`conformance.schema.line`,
 :func:`~conformance.schema.number_in`, :func:`~conformance.schema.one_of` and
-:func:`~conformance.schema.key_problem`, and the refusals they give in a settings file."""
+:func:`~conformance.schema.key_problem`, and the refusals they give in a settings file; the
+checks of a command-line value, :func:`~conformance.schema.text_problem` and
+:func:`~conformance.schema.integer_text`."""
 
 from __future__ import annotations
 
 import math
+import unicodedata
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +22,13 @@ from conformance.errors import ConformanceInputError
 from conformance.schema import (
     CaseName,
     Problem,
+    integer_text,
     key_problem,
     line,
     number_in,
     one_of,
     problem_of,
+    text_problem,
 )
 from conformance.tolerances import parse_tolerances
 
@@ -53,21 +58,67 @@ def test_a_line_takes_printable_text_of_any_script() -> None:
     assert refused(3, line(100)).endswith("not a number (3)")
 
 
+#: what a line refuses, by Unicode category: controls, line and paragraph separators, lone
+#: surrogates, and the bidirectional controls
+_BIDI = frozenset("\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069")
+
+
+def _unprintable(text: str) -> bool:
+    return any(unicodedata.category(c) in ("Cc", "Zl", "Zp", "Cs") or c in _BIDI for c in text)
+
+
 @given(st.text(max_size=30))
-def test_a_line_states_what_require_str_checks(text: str) -> None:
-    """The declared type refuses what the hand-written check refuses, and only that."""
-    try:
-        safeio.require_str(text, "f", max_len=20)
-    except ConformanceInputError:
-        assert isinstance(problem_of(text, line(20)), Problem)
-    else:
-        assert problem_of(text, line(20)) == text
-    try:
-        safeio.require_str(text, "f", max_len=20, allow_empty=False)
-    except ConformanceInputError:
-        assert isinstance(problem_of(text, line(20, empty=False)), Problem)
-    else:
-        assert problem_of(text, line(20, empty=False)) == text
+def test_a_line_and_a_command_line_value_refuse_the_same(text: str) -> None:
+    """A line refuses a control character by its Unicode category, the length above its
+    most and (``empty=False``) blank text; a command-line value the same, in words."""
+    bad = _unprintable(text) or len(text) > 20
+    assert isinstance(problem_of(text, line(20)), Problem) is bad
+    assert (text_problem(text, "v", 20) is not None) is bad
+    blank = bad or not text.strip()
+    assert isinstance(problem_of(text, line(20, empty=False)), Problem) is blank
+    assert (text_problem(text, "v", 20, empty=False) is not None) is blank
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["a\nb", "trailing\n", "tab\there", "\x1b[2J", "del\x7f", "c1\x85", "ls\u2028",
+     "rtl\u202eoverride", "\ud800"],
+)
+def test_a_command_line_value_names_the_control_character(text: str) -> None:
+    problem = text_problem(text, "the device", 100)
+    assert problem == (f"the device: {safeio.show(text)} holds the control character "
+                       f"U+{ord(next(c for c in text if _unprintable(c))):04X}; write one "
+                       "line of printable text")
+    assert "\n" not in problem and "\x1b" not in problem
+
+
+def test_a_command_line_value_of_any_script() -> None:
+    for text in ("a red circle", "ünïcödé 🙂 👩\u200d🔬", "", "x" * 4096):
+        assert text_problem(text, "v", 4096) is None
+    assert text_problem("x" * 4097, "v", 4096) == "v has 4097 characters; at most 4096"
+    assert text_problem("  ", "the path", 9, empty=False) == "the path must not be empty"
+    assert text_problem(" a ", "the path", 9, empty=False) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("3", 3), ("-12", None), ("+7", 7), (" 4\t", 4), ("1024", 1024), ("0", None),
+        ("1025", None), ("٣", None), ("1_000", None), ("0x10", None), ("", None),
+        ("3\n", None), ("1" * 31, None), ("1e3", None), ("true", None), ("3.0", None),
+    ],
+)
+def test_integer_text(text: str, expected: int | None) -> None:
+    assert integer_text(text, 1, 1024) == expected
+
+
+@given(st.text(max_size=40))
+def test_integer_text_of_anything(text: str) -> None:
+    """An integer is read from ASCII digits only, with a sign and spaces or tabs around."""
+    out = integer_text(text, -(10**6), 10**6)
+    if out is not None:
+        assert type(out) is int and -(10**6) <= out <= 10**6
+        assert text.strip(" \t").lstrip("+-").isascii() and int(text) == out
 
 
 def test_empty_and_blank_lines() -> None:

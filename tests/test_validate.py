@@ -320,7 +320,8 @@ def test_jobs_must_be_a_positive_number(capsys, value):
     with pytest.raises(SystemExit) as info:
         main(["validate", "x", "--jobs", value])
     assert info.value.code == 2
-    assert "argument --jobs" in capsys.readouterr().err
+    assert (f"argument --jobs: {value!r} is not a number of processes; use an integer 1..256 "
+            "in digits 0-9") in capsys.readouterr().err
 
 
 def test_usage_errors(capsys):

@@ -37,29 +37,33 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from conformance.errors import CaseFileError, ConformanceInputError, type_name
+import msgspec
+from msgspec import UNSET, UnsetType
+
+from conformance.errors import CaseFileError, ConformanceInputError
 from conformance.models.base import Family, ModelSpec, load_config, read_json_object
 from conformance.models.families import FAMILIES, families
-from conformance.safeio import require_str, show
+from conformance.safeio import show
+from conformance.schema import (
+    CaseName,
+    DictKey,
+    Problem,
+    key_problem,
+    line,
+    number_in,
+    problem_of,
+)
 
 #: weight files that run code when loaded; never read (the same list as sources.py's)
 PICKLE_SUFFIXES = frozenset({".ckpt", ".pt", ".pth", ".bin", ".pkl", ".pickle"})
 
-NAME = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
 _CLASS = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 # Hugging Face repo ids: owner/name of letters, digits, '-', '_', '.'; no '--' or '..'
 _REPO_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
 _HF = re.compile(rf"hf:({_REPO_PART}/{_REPO_PART})(?:@([A-Za-z0-9][A-Za-z0-9._/-]{{0,127}}))?")
 MAX_PATH = 4096
-
-MODEL_KEYS = (
-    "source", "config", "base", "pipeline", "family", "vae", "scheduler",
-    "resolution_multiple", "min_side", "max_side", "description",
-)
-#: keys only the built-in declarations use
-BUILTIN_KEYS = ("real",)
 
 MAX_SIDE = 16384
 
@@ -111,13 +115,43 @@ class ModelSource:
         return self.config or self.base or self
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- the table
+
+_Text = line(MAX_PATH, empty=False)
+_Side = number_in(1, MAX_SIDE, integer=True)
+_Multiple = number_in(1, 1024, integer=True)
 
 
-def _err(path: Path | str, name: str, key: str | None, message: str,
-         error: type[ConformanceInputError]) -> ConformanceInputError:
-    where = f"model {show(name)}" + (f": key {key!r}" if key else "")
-    return error(path, f"{where}: {message}")
+class ModelTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A ``[models.NAME]`` table, as written (a key left out is ``UNSET``): checked by type
+    here, against the files it names and its family in :func:`parse_model`."""
+
+    source: _Text
+    config: _Text | UnsetType = UNSET
+    base: _Text | UnsetType = UNSET
+    pipeline: line(128, empty=False) | UnsetType = UNSET  # type: ignore[valid-type]
+    family: line(64, empty=False) | UnsetType = UNSET  # type: ignore[valid-type]
+    vae: _Text | UnsetType = UNSET
+    scheduler: _Text | UnsetType = UNSET
+    resolution_multiple: _Multiple | UnsetType = UNSET  # type: ignore[valid-type]
+    min_side: _Side | UnsetType = UNSET  # type: ignore[valid-type]
+    max_side: _Side | UnsetType = UNSET  # type: ignore[valid-type]
+    description: line(200) | UnsetType = UNSET  # type: ignore[valid-type]
+
+
+class BuiltinTable(ModelTable, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """A built-in model's table: ``real`` names its checkpoint in
+    :data:`conformance.models.sources.REAL_MODELS`."""
+
+    real: line(64, empty=False) | UnsetType = UNSET  # type: ignore[valid-type]
+
+
+_TABLE = msgspec.Meta(description="a [models.NAME] table")
+MODEL_KEYS = tuple(f.encode_name for f in msgspec.structs.fields(ModelTable))
+
+
+class _Refusal(Exception):
+    """``(KEY, TEXT)``: a key of a decoded table refused (worded by :func:`parse_model`)."""
 
 
 def parse_hf(text: str) -> tuple[str, str | None] | None:
@@ -167,15 +201,10 @@ def resolve_path(text: str, base_dir: Path) -> Path:
     return path if path.is_absolute() else base_dir / path
 
 
-def component_dir(value: Any, base_dir: Path, what: str) -> Path:
-    """A component folder (``vae = "..."``): exists, has a bounded config.json and
-    safetensors weights. Raises ``ValueError`` with the reason."""
-    if not isinstance(value, str) or not value.strip():
-        raise ValueError(f"must be a folder path (a string), not {type_name(value)} "
-                         f"({show(value)})")
-    if len(value) > MAX_PATH:
-        raise ValueError(f"has {len(value)} characters; at most {MAX_PATH}")
-    path = resolve_path(value, base_dir)
+def component_dir(text: str, base_dir: Path, what: str) -> Path:
+    """A component folder (``vae = "..."``, one line of text as declared): exists, has a
+    bounded config.json and safetensors weights. Raises ``ValueError`` with the reason."""
+    path = resolve_path(text, base_dir)
     if not path.exists():
         raise ValueError(f"{path}: no such directory; expected a diffusers {what} folder "
                          "(config.json and .safetensors weights)")
@@ -249,105 +278,99 @@ def supports_lora(name: str) -> bool:
 # ----------------------------------------------------------------------------- parsing
 
 
-def _source(value: Any, table: dict[str, Any], name: str, path: Path | str, base_dir: Path,
-            builtin: bool, error: type[ConformanceInputError]) -> ModelSource:
-    def bad(key: str, message: str) -> ConformanceInputError:
-        return _err(path, name, key, message, error)
-
-    text = require_str(value, path, what=f"model {show(name)}: key 'source'", max_len=MAX_PATH,
-                       allow_empty=False, error=error)
+def _source(table: ModelTable, base_dir: Path, builtin: bool) -> ModelSource:
+    text = table.source
     if text.startswith("hf:"):
         parsed = parse_hf(text)
         if parsed is None:
-            raise bad("source", f"{show(text)} is not a Hugging Face spec; write "
-                      "hf:<owner>/<name> or hf:<owner>/<name>@<revision> (letters, digits, "
-                      "'-', '_' and '.')")
+            raise _Refusal("source", f"{show(text)} is not a Hugging Face spec; write "
+                           "hf:<owner>/<name> or hf:<owner>/<name>@<revision> (letters, "
+                           "digits, '-', '_' and '.')")
         return ModelSource(SourceKind.HF, text, repo_id=parsed[0], revision=parsed[1])
     if text.startswith("fixture:"):
         if not builtin:
-            raise bad("source", "fixture: sources name the suite's own shipped models; "
-                      "give the folder's path instead")
+            raise _Refusal("source", "fixture: sources name the suite's own shipped models; "
+                           "give the folder's path instead")
         return ModelSource(SourceKind.FIXTURE, text, path=Path(text.removeprefix("fixture:")))
     file = resolve_path(text, base_dir)
     if not file.exists():
-        raise bad("source", f"{file}: no such file or directory; expected a diffusers "
-                  "pipeline directory, a .safetensors checkpoint, a .gguf denoiser or "
-                  "hf:<owner>/<name>")
+        raise _Refusal("source", f"{file}: no such file or directory; expected a diffusers "
+                       "pipeline directory, a .safetensors checkpoint, a .gguf denoiser or "
+                       "hf:<owner>/<name>")
     if file.is_dir():
         if not (file / "model_index.json").is_file():
             _, pickled = _weights(file)
             if pickled:
-                raise bad("source", _refuse_pickle(pickled[0]))
-            raise bad("source", f"{file}: no model_index.json; expected a diffusers "
-                      "pipeline directory")
+                raise _Refusal("source", _refuse_pickle(pickled[0]))
+            raise _Refusal("source", f"{file}: no model_index.json; expected a diffusers "
+                           "pipeline directory")
         return ModelSource(SourceKind.DIRECTORY, text, path=file)
     suffix = file.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        raise bad("source", _refuse_pickle(file))
+        raise _Refusal("source", _refuse_pickle(file))
     if suffix == ".safetensors":
         problem = check_safetensors(file)
         if problem:
-            raise bad("source", problem)
-        if "config" not in table:
-            raise bad("config", f"missing: a single-file checkpoint ({file.name}) needs "
-                      "config = <a diffusers config directory of its pipeline, or hf:...>")
+            raise _Refusal("source", problem)
+        if table.config is UNSET:
+            raise _Refusal("config", f"missing: a single-file checkpoint ({file.name}) needs "
+                           "config = <a diffusers config directory of its pipeline, or hf:...>")
         return ModelSource(SourceKind.SINGLE_FILE, text, path=file,
-                           config=_pipeline_ref(table["config"], "config", name, path,
-                                                base_dir, error))
+                           config=_pipeline_ref(table.config, "config", base_dir))
     if suffix == ".gguf":
-        if "base" not in table:
-            raise bad("base", f"missing: a GGUF file ({file.name}) holds only the denoiser; "
-                      "base = <the pipeline directory or hf:... it replaces it in>")
+        if table.base is UNSET:
+            raise _Refusal("base", f"missing: a GGUF file ({file.name}) holds only the "
+                           "denoiser; base = <the pipeline directory or hf:... it replaces it "
+                           "in>")
         return ModelSource(SourceKind.GGUF, text, path=file,
-                           base=_pipeline_ref(table["base"], "base", name, path, base_dir,
-                                              error))
-    raise bad("source", f"{file}: unsupported file type {suffix or '(none)'!r}; expected a "
-              "diffusers pipeline directory, a .safetensors checkpoint or a .gguf denoiser")
+                           base=_pipeline_ref(table.base, "base", base_dir))
+    raise _Refusal("source", f"{file}: unsupported file type {suffix or '(none)'!r}; expected "
+                   "a diffusers pipeline directory, a .safetensors checkpoint or a .gguf "
+                   "denoiser")
 
 
-def _pipeline_ref(value: Any, key: str, name: str, path: Path | str, base_dir: Path,
-                  error: type[ConformanceInputError]) -> ModelSource:
+def _pipeline_ref(text: str, key: str, base_dir: Path) -> ModelSource:
     """``config`` / ``base``: a pipeline (or config) directory, or an hf: spec."""
-    text = require_str(value, path, what=f"model {show(name)}: key {key!r}", max_len=MAX_PATH,
-                       allow_empty=False, error=error)
     if text.startswith("hf:"):
         parsed = parse_hf(text)
         if parsed is None:
-            raise _err(path, name, key, f"{show(text)} is not a Hugging Face spec; write "
-                       "hf:<owner>/<name>[@<revision>]", error)
+            raise _Refusal(key, f"{show(text)} is not a Hugging Face spec; write "
+                           "hf:<owner>/<name>[@<revision>]")
         return ModelSource(SourceKind.HF, text, repo_id=parsed[0], revision=parsed[1])
     folder = resolve_path(text, base_dir)
     if not (folder / "model_index.json").is_file():
         why = "no such directory" if not folder.exists() else "no model_index.json"
-        raise _err(path, name, key, f"{folder}: {why}; expected a diffusers pipeline "
-                   "directory (configs, tokenizers and scheduler suffice for config)", error)
+        raise _Refusal(key, f"{folder}: {why}; expected a diffusers pipeline directory "
+                       "(configs, tokenizers and scheduler suffice for config)")
     return ModelSource(SourceKind.DIRECTORY, text, path=folder)
 
 
-def _index_class(source: ModelSource, name: str, path: Path | str,
-                 error: type[ConformanceInputError]) -> str | None:
+def _index_key(source: ModelSource) -> str:
+    """The key that names the folder holding ``model_index.json``."""
+    return "config" if source.config else "base" if source.base else "source"
+
+
+def _index_class(source: ModelSource) -> str | None:
     """The ``_class_name`` of the source's model_index.json (``None``: an hf: repo that is
     not in the cache)."""
     ref = source.pipeline_dir
     if ref.kind is SourceKind.HF:
-        snapshot = hf_snapshot(str(ref.repo_id), ref.revision)
-        if snapshot is None:
+        folder = hf_snapshot(str(ref.repo_id), ref.revision)
+        if folder is None:
             return None
-        folder = snapshot
     elif ref.path is not None:
         folder = ref.path
     else:
         return None
     index_file = folder / "model_index.json"
-    key = "config" if source.config else "base" if source.base else "source"
     try:
         index = read_json_object(index_file, "pipeline index")
     except ConformanceInputError as exc:
-        raise _err(path, name, key, str(exc), error) from None
+        raise _Refusal(_index_key(source), str(exc)) from None
     cls = index.get("_class_name")
     if not isinstance(cls, str):
-        raise _err(path, name, key, f"{index_file}: no '_class_name'; name the class with "
-                   "pipeline = \"...\"", error)
+        raise _Refusal(_index_key(source), f"{index_file}: no '_class_name'; name the class "
+                       "with pipeline = \"...\"")
     return cls
 
 
@@ -362,103 +385,64 @@ def parse_model(
 ) -> ModelSpec:
     """Validate one ``[models.NAME]`` table (read from ``path``) into a :class:`ModelSpec`.
 
-    Every problem raises ``error`` naming ``path``, the model and the key.
+    Every problem raises ``error``: ``FILE: case file: models['NAME'].KEY ...``.
     """
-    if not isinstance(name, str) or not NAME.fullmatch(name):
-        raise error(path, f"model {show(name)}: the name must be lower-case letters, digits "
-                    "and '-', starting with a letter or digit, at most 64 characters")
-    if not isinstance(table, dict):
-        raise error(path, f"model {show(name)} must be a table, not {type_name(table)}")
-    accepted = MODEL_KEYS + (BUILTIN_KEYS if builtin else ())
-    for key in table:
-        if key not in accepted:
-            hint = " (used by the built-in models only)" if key in BUILTIN_KEYS else ""
-            raise error(path, f"model {show(name)}: unknown key {show(key)}{hint}; accepted: "
-                        f"{', '.join(MODEL_KEYS)}")
-    if "source" not in table:
-        raise _err(path, name, None, "missing required key 'source' (a pipeline directory, "
-                   "a .safetensors file with config, a .gguf file with base, or hf:...)", error)
-    source = _source(table["source"], table, name, path, base_dir, builtin, error)
+    kind = "built-in models" if builtin else "case file"
+    keys = ("models", DictKey(name))
+    problem = key_problem({name: table}, CaseName, keys[:1])
+    if problem is None and not builtin and isinstance(table, dict) and "real" in table:
+        problem = Problem((*keys, "real"), "is used by the built-in models only; a case "
+                          "file names its weights with source")
+    if problem is None:
+        decoded = problem_of(table, Annotated[BuiltinTable if builtin else ModelTable, _TABLE])
+        if isinstance(decoded, Problem):
+            problem = Problem(keys + decoded.keys, decoded.text, decoded.lead)
+    if problem is not None:
+        raise error(path, f"{kind}: {problem}")
+    try:
+        return _parse(name, decoded, base_dir, builtin, None if builtin else Path(path))
+    except _Refusal as exc:
+        key, text = exc.args
+        raise error(path, f"{kind}: {Problem((*keys, key), '').path()}: {text}") from None
+
+
+def _parse(name: str, table: ModelTable, base_dir: Path, builtin: bool,
+           declared_in: Path | None) -> ModelSpec:
+    """:func:`parse_model` of a decoded table; :class:`_Refusal` names the key refused."""
+    source = _source(table, base_dir, builtin)
     for key, kind in (("config", SourceKind.SINGLE_FILE), ("base", SourceKind.GGUF)):
-        if key in table and source.kind is not kind:
-            raise _err(path, name, key, f"applies to a {kind.value} source only "
-                       f"({'.safetensors' if key == 'config' else '.gguf'}); remove it", error)
-    real = table.get("real")
-    if real is not None:
-        if not isinstance(real, str) or source.kind is not SourceKind.HF:
-            raise _err(path, name, "real", "must name a real model and go with an hf: "
-                       "source", error)
+        if getattr(table, key) is not UNSET and source.kind is not kind:
+            raise _Refusal(key, f"applies to a {kind.value} source only "
+                           f"({'.safetensors' if key == 'config' else '.gguf'}); remove it")
+    real = getattr(table, "real", UNSET)
+    if real is not UNSET:
+        if source.kind is not SourceKind.HF:
+            raise _Refusal("real", "must name a real model and go with an hf: source")
         source = ModelSource(SourceKind.REAL, source.text, repo_id=source.repo_id,
                              revision=source.revision)
-
-    # the pipeline class and the family
-    pipeline = table.get("pipeline")
-    if pipeline is not None:
-        pipeline = require_str(pipeline, path, what=f"model {show(name)}: key 'pipeline'",
-                               max_len=128, allow_empty=False, error=error)
-        if pipeline not in KNOWN_PIPELINES:
-            try:
-                pipeline_class(pipeline)
-            except ValueError as exc:
-                raise _err(path, name, "pipeline", str(exc), error) from None
-    elif source.kind is not SourceKind.FIXTURE:
-        pipeline = _index_class(source, name, path, error)
-        if pipeline is None:
-            ref = source.pipeline_dir
-            raise _err(path, name, "pipeline", f"missing: hf:{ref.repo_id} is not in the "
-                       "Hugging Face cache, so its pipeline class cannot be read from "
-                       "model_index.json; name it (pipeline = \"StableDiffusionPipeline\") and "
-                       "the model's items skip until the weights are there", error)
-        if pipeline not in KNOWN_PIPELINES:
-            try:
-                pipeline_class(pipeline)
-            except ValueError as exc:
-                key = "config" if source.config else "base" if source.base else "source"
-                raise _err(path, name, key, f"model_index.json names {exc}", error) from None
-    derived = family_of(pipeline) if pipeline else None
-    family_text = table.get("family")
-    family: Family | None = None
-    if family_text is not None:
-        if family_text not in FAMILIES:
-            raise _err(path, name, "family", f"{show(family_text)} is not a family; accepted: "
-                       f"{', '.join(FAMILIES)}", error)
-        family = FAMILIES[family_text]
-        if derived is not None and family is not derived:
-            raise _err(path, name, "family", f"{pipeline} is a {derived.value} pipeline; "
-                       "remove the key (it is read from the pipeline class)", error)
-    family = family or derived
-    if family is None:
-        choices = " or ".join(f'"{f.name}" ({f.summary})' for f in families())
-        raise _err(path, name, "family", f"missing: the family cannot be derived from "
-                   f"{pipeline}; set family = {choices}", error)
-
-    # components
+    pipeline = _pipeline(table, source)
+    family = _family(table, pipeline)
     vae = None
-    if "vae" in table:
+    if table.vae is not UNSET:
         try:
-            vae = component_dir(table["vae"], base_dir, "VAE")
+            vae = component_dir(table.vae, base_dir, "VAE")
         except ValueError as exc:
-            raise _err(path, name, "vae", str(exc), error) from None
+            raise _Refusal("vae", str(exc)) from None
     scheduler_config = default_scheduler = None
-    if "scheduler" in table:
-        scheduler_config, default_scheduler = _scheduler(table["scheduler"], name, path,
-                                                         base_dir, family, error)
-
-    # resolution limits
+    if table.scheduler is not UNSET:
+        scheduler_config, default_scheduler = _scheduler(table.scheduler, base_dir, family)
     d_multiple, d_min, d_max = family.limits
-    multiple = _int(table, "resolution_multiple", d_multiple, 1, 1024, name, path, error)
-    min_side = _int(table, "min_side", d_min, 1, MAX_SIDE, name, path, error)
-    max_side = _int(table, "max_side", d_max, 1, MAX_SIDE, name, path, error)
+    multiple = d_multiple if table.resolution_multiple is UNSET else table.resolution_multiple
+    min_side = d_min if table.min_side is UNSET else table.min_side
+    max_side = d_max if table.max_side is UNSET else table.max_side
     if min_side > max_side:
-        raise _err(path, name, "min_side", f"{min_side} is above max_side {max_side}", error)
+        raise _Refusal("min_side", f"{min_side} is above max_side {max_side}")
     if max_side < multiple:
-        raise _err(path, name, "max_side", f"{max_side} is below resolution_multiple "
-                   f"{multiple}: no side fits", error)
-    description = table.get("description")
-    if description is None:
+        raise _Refusal("max_side", f"{max_side} is below resolution_multiple {multiple}: no "
+                       "side fits")
+    description = table.description
+    if description is UNSET:
         description = f"{pipeline or family.value} from {source.describe()}"
-    description = require_str(description, path, what=f"model {show(name)}: key "
-                              "'description'", max_len=200, error=error)
     return ModelSpec(
         name=name,
         family=family,
@@ -467,52 +451,80 @@ def parse_model(
         min_side=min_side,
         max_side=max_side,
         description=description,
-        real=real,
+        real=None if real is UNSET else real,
         source=source,
         pipeline=pipeline,
         vae=vae,
         scheduler_config=scheduler_config,
         default_scheduler=default_scheduler,
-        declared_in=None if builtin else Path(path),
+        declared_in=declared_in,
     )
 
 
-def _int(table: dict[str, Any], key: str, default: int, lo: int, hi: int, name: str,
-         path: Path | str, error: type[ConformanceInputError]) -> int:
-    value = table.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise _err(path, name, key, f"must be an integer, not {type_name(value)} "
-                   f"({show(value)})", error)
-    if not lo <= value <= hi:
-        raise _err(path, name, key, f"{value} is outside {lo}..{hi}", error)
-    return value
+def _pipeline(table: ModelTable, source: ModelSource) -> str | None:
+    """The pipeline class: ``pipeline``, else the source's model_index.json (``None``: a
+    fixture, whose family the table names)."""
+    if table.pipeline is not UNSET:
+        if table.pipeline not in KNOWN_PIPELINES:
+            try:
+                pipeline_class(table.pipeline)
+            except ValueError as exc:
+                raise _Refusal("pipeline", str(exc)) from None
+        return table.pipeline
+    if source.kind is SourceKind.FIXTURE:
+        return None
+    pipeline = _index_class(source)
+    if pipeline is None:
+        raise _Refusal("pipeline", f"missing: hf:{source.pipeline_dir.repo_id} is not in the "
+                       "Hugging Face cache, so its pipeline class cannot be read from "
+                       "model_index.json; name it (pipeline = \"StableDiffusionPipeline\") "
+                       "and the model's items skip until the weights are there")
+    if pipeline not in KNOWN_PIPELINES:
+        try:
+            pipeline_class(pipeline)
+        except ValueError as exc:
+            raise _Refusal(_index_key(source), f"model_index.json names {exc}") from None
+    return pipeline
 
 
-def _scheduler(value: Any, name: str, path: Path | str, base_dir: Path, family: Family,
-               error: type[ConformanceInputError]) -> tuple[Path | None, str | None]:
+def _family(table: ModelTable, pipeline: str | None) -> Family:
+    """``family``, which must agree with the pipeline class's where that tells one."""
+    derived = family_of(pipeline) if pipeline else None
+    if table.family is not UNSET and table.family not in FAMILIES:  # a registry: not a type
+        raise _Refusal("family", f"{show(table.family)} is not one of {', '.join(FAMILIES)}")
+    family = FAMILIES[table.family] if table.family is not UNSET else None
+    if family is not None and derived is not None and family is not derived:
+        raise _Refusal("family", f"{pipeline} is a {derived.value} pipeline; remove the key "
+                       "(it is read from the pipeline class)")
+    family = family or derived
+    if family is None:
+        choices = " or ".join(f'"{f.name}" ({f.summary})' for f in families())
+        raise _Refusal("family", f"missing: the family cannot be derived from {pipeline}; "
+                       f"set family = {choices}")
+    return family
+
+
+def _scheduler(text: str, base_dir: Path, family: Family) -> tuple[Path | None, str | None]:
     """``scheduler``: a suite scheduler name (the default of the model's cases) or a folder
     with ``scheduler_config.json`` (the base config every case's scheduler is built from)."""
     from conformance.schedulers import SCHEDULERS
 
-    text = require_str(value, path, what=f"model {show(name)}: key 'scheduler'",
-                       max_len=MAX_PATH, allow_empty=False, error=error)
     spec = SCHEDULERS.get(text)
     if spec is not None:
         if family not in spec.families:
             fits = [s.name for s in SCHEDULERS.values() if family in s.families]
-            raise _err(path, name, "scheduler", f"{text!r} does not fit the {family.value} "
-                       f"family; accepted: {', '.join(fits)}", error)
+            raise _Refusal("scheduler", f"{text!r} does not fit the {family.value} family; "
+                           f"accepted: {', '.join(fits)}")
         return None, text
     folder = resolve_path(text, base_dir)
     config = folder / "scheduler_config.json"
     if not config.is_file():
-        raise _err(path, name, "scheduler", f"{show(text)} is neither a scheduler name "
-                   f"(accepted: {', '.join(SCHEDULERS)}) nor a folder with "
-                   "scheduler_config.json", error)
+        raise _Refusal("scheduler", f"{show(text)} is neither a scheduler name (accepted: "
+                       f"{', '.join(SCHEDULERS)}) nor a folder with scheduler_config.json")
     try:
         load_config(config, "scheduler config")
     except ConformanceInputError as exc:
-        raise _err(path, name, "scheduler", str(exc), error) from None
+        raise _Refusal("scheduler", str(exc)) from None
     return folder, None
 
 

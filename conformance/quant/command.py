@@ -28,7 +28,8 @@ from typing import Any
 
 from conformance.errors import ConformanceInputError
 from conformance.models import load_config, shard_files
-from conformance.safeio import regular_file_problem, require_str, show
+from conformance.safeio import regular_file_problem, show
+from conformance.schema import text_problem
 
 from .layout import DEFAULT_LAYOUT, LAYOUTS, ORIGINAL_CLASSES, LayoutError, original_plan
 from .loading import supports_single_file
@@ -150,10 +151,9 @@ def resolve_source(src: str) -> Source:
     Raises :class:`CommandError` for a missing path, a directory without
     ``config.json``, pickled weights or an unsupported file type.
     """
-    try:
-        require_str(src, "SRC", what="the path", allow_empty=False)
-    except ConformanceInputError as exc:
-        raise CommandError(f"SRC {show(src)}: {exc.message}") from None
+    problem = text_problem(src, "the path", 4096, empty=False)
+    if problem:
+        raise CommandError(f"SRC {show(src)}: {problem}")
     path = Path(src)
     if not path.exists():
         raise CommandError(f"SRC {src}: no such file or directory; expected {_ACCEPTED_SRC}")
@@ -259,10 +259,9 @@ def _source_keys(source: Source) -> set[str]:
 
 def _resolve_output(out: str, force: bool) -> Path:
     """Check ``--out`` before any work: a writable ``.gguf`` path in an existing folder."""
-    try:
-        require_str(out, "--out", what="the path", allow_empty=False)
-    except ConformanceInputError as exc:
-        raise CommandError(f"--out {show(out)}: {exc.message}") from None
+    problem = text_problem(out, "the path", 4096, empty=False)
+    if problem:
+        raise CommandError(f"--out {show(out)}: {problem}")
     path = Path(out)
     if path.suffix.lower() != ".gguf":
         raise CommandError(f"--out {out}: must end with .gguf (diffusers detects GGUF by suffix)")

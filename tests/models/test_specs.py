@@ -4,6 +4,7 @@ case variants (LoRA adapters, VAE swaps)."""
 from __future__ import annotations
 
 import json
+import shutil
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ from hypothesis import strategies as st
 from safetensors.torch import save_file
 
 from conformance.cases import LORA_WEIGHTS, LoraRef, load_cases, parse_cases
-from conformance.errors import CaseFileError
+from conformance.errors import CaseFileError, ConformanceInputError
 from conformance.models import MODELS, Family, ModelUnavailable, get_model
 from conformance.models.specs import (
     BUILTIN_TABLES,
@@ -72,7 +73,7 @@ def model_error(tmp_path: Path, table: str, *needles: str, name: str = "mine") -
     with pytest.raises(CaseFileError) as err:
         load_cases(path)
     message = str(err.value)
-    assert str(path) in message and f"model {name!r}" in message, message
+    assert str(path) in message and f"models[{name!r}]" in message, message
     for needle in needles:
         assert needle in message, message
     return message
@@ -106,10 +107,10 @@ def test_builtins_are_parsed_from_tables_of_the_case_file_shape() -> None:
 
 
 def test_builtin_only_keys_and_schemes_are_refused_in_case_files(tmp_path: Path) -> None:
-    model_error(tmp_path, '[models.mine]\nsource = "fixture:tiny-sd"\n', "key 'source'",
+    model_error(tmp_path, '[models.mine]\nsource = "fixture:tiny-sd"\n', "models['mine'].source",
                 "fixture:")
-    model_error(tmp_path, tiny_sd_table('real = "sd15"\n'), "unknown key 'real'",
-                "built-in models only")
+    model_error(tmp_path, tiny_sd_table('real = "sd15"\n'),
+                "models['mine'].real is used by the built-in models only")
 
 
 def test_a_case_file_cannot_redefine_a_builtin(tmp_path: Path) -> None:
@@ -139,7 +140,8 @@ def test_directory_source_relative_to_the_case_file(tmp_path: Path) -> None:
 
 def test_single_file_source_needs_config(tmp_path: Path) -> None:
     ckpt = safetensors_file(tmp_path / "m.safetensors")
-    model_error(tmp_path, f'[models.mine]\nsource = "{ckpt.name}"\n', "key 'config'", "missing")
+    model_error(tmp_path, f'[models.mine]\nsource = "{ckpt.name}"\n', "models['mine'].config",
+                "missing")
     cases = load_cases(write(tmp_path, f'[models.mine]\nsource = "m.safetensors"\n'
                                        f'config = "{TINY_SD}"\n'))
     source = cases.cases[0].spec.source
@@ -147,12 +149,12 @@ def test_single_file_source_needs_config(tmp_path: Path) -> None:
         SourceKind.SINGLE_FILE, ckpt, TINY_SD)
     assert cases.cases[0].spec.pipeline == "StableDiffusionPipeline"
     model_error(tmp_path, '[models.mine]\nsource = "m.safetensors"\nconfig = "nowhere"\n',
-                "key 'config'", "nowhere")
+                "models['mine'].config", "nowhere")
 
 
 def test_gguf_source_needs_base(tmp_path: Path) -> None:
     (tmp_path / "unet.gguf").write_bytes(b"GGUF")
-    model_error(tmp_path, '[models.mine]\nsource = "unet.gguf"\n', "key 'base'", "missing")
+    model_error(tmp_path, '[models.mine]\nsource = "unet.gguf"\n', "models['mine'].base", "missing")
     cases = load_cases(write(tmp_path, f'[models.mine]\nsource = "unet.gguf"\n'
                                        f'base = "{TINY_SD}"\n'))
     source = cases.cases[0].spec.source
@@ -160,15 +162,15 @@ def test_gguf_source_needs_base(tmp_path: Path) -> None:
 
 
 def test_config_and_base_only_with_their_source_kind(tmp_path: Path) -> None:
-    model_error(tmp_path, tiny_sd_table(f'config = "{TINY_SD}"\n'), "key 'config'",
+    model_error(tmp_path, tiny_sd_table(f'config = "{TINY_SD}"\n'), "models['mine'].config",
                 "single-file source only")
-    model_error(tmp_path, tiny_sd_table(f'base = "{TINY_SD}"\n'), "key 'base'",
+    model_error(tmp_path, tiny_sd_table(f'base = "{TINY_SD}"\n'), "models['mine'].base",
                 "gguf source only")
 
 
 def test_hf_source_not_in_the_cache(tmp_path: Path) -> None:
     message = model_error(tmp_path, '[models.mine]\nsource = "hf:someone/some-model"\n',
-                          "key 'pipeline'", "not in the Hugging Face cache")
+                          "models['mine'].pipeline", "not in the Hugging Face cache")
     assert "pipeline = " in message
     cases = load_cases(write(tmp_path, '[models.mine]\nsource = "hf:someone/some-model@v1.0"\n'
                                        'pipeline = "StableDiffusionPipeline"\n'))
@@ -184,7 +186,7 @@ def test_hf_source_not_in_the_cache(tmp_path: Path) -> None:
 def test_bad_hf_specs(tmp_path: Path, spec: str) -> None:
     assert parse_hf(spec) is None
     model_error(tmp_path, f'[models.mine]\nsource = "{spec}"\npipeline = "FluxPipeline"\n',
-                "key 'source'", "not a Hugging Face spec")
+                "models['mine'].source", "not a Hugging Face spec")
 
 
 def test_good_hf_specs() -> None:
@@ -195,21 +197,21 @@ def test_good_hf_specs() -> None:
 
 
 def test_missing_path(tmp_path: Path) -> None:
-    model_error(tmp_path, '[models.mine]\nsource = "nowhere/model"\n', "key 'source'",
+    model_error(tmp_path, '[models.mine]\nsource = "nowhere/model"\n', "models['mine'].source",
                 str(tmp_path / "nowhere" / "model"), "no such file or directory")
 
 
 @pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".pth", ".bin", ".pkl"])
 def test_pickled_checkpoints_are_refused(tmp_path: Path, suffix: str) -> None:
     (tmp_path / f"model{suffix}").write_bytes(b"\x80\x04")
-    model_error(tmp_path, f'[models.mine]\nsource = "model{suffix}"\n', "key 'source'",
+    model_error(tmp_path, f'[models.mine]\nsource = "model{suffix}"\n', "models['mine'].source",
                 "pickled")
 
 
 def test_folder_of_pickles_and_folder_without_index(tmp_path: Path) -> None:
     (tmp_path / "pk").mkdir()
     (tmp_path / "pk" / "model.bin").write_bytes(b"\x80")
-    model_error(tmp_path, '[models.mine]\nsource = "pk"\n', "key 'source'", "pickled")
+    model_error(tmp_path, '[models.mine]\nsource = "pk"\n', "models['mine'].source", "pickled")
     (tmp_path / "empty").mkdir()
     model_error(tmp_path, '[models.mine]\nsource = "empty"\n', "no model_index.json")
 
@@ -219,20 +221,64 @@ def test_unsupported_and_unreadable_files(tmp_path: Path) -> None:
     model_error(tmp_path, '[models.mine]\nsource = "model.onnx"\n', "unsupported file type")
     (tmp_path / "bad.safetensors").write_bytes(b"garbage")
     model_error(tmp_path, f'[models.mine]\nsource = "bad.safetensors"\nconfig = "{TINY_SD}"\n',
-                "key 'source'", "not a readable .safetensors")
+                "models['mine'].source", "not a readable .safetensors")
 
 
 def test_source_is_required_and_a_string(tmp_path: Path) -> None:
-    model_error(tmp_path, '[models.mine]\npipeline = "FluxPipeline"\n', "'source'", "missing")
-    model_error(tmp_path, '[models.mine]\nsource = 3\n', "key 'source'", "string")
-    model_error(tmp_path, '[models.mine]\nsource = ""\n', "key 'source'", "empty")
+    model_error(tmp_path, '[models.mine]\npipeline = "FluxPipeline"\n',
+                "key models['mine'].source is missing")
+    model_error(tmp_path, '[models.mine]\nsource = 3\n',
+                "models['mine'].source must be one line of printable text")
+    model_error(tmp_path, '[models.mine]\nsource = ""\n', "models['mine'].source must be one line",
+                "not blank", "not a string ('')")
     path = write(tmp_path, '[models]\nmine = 3\n')
-    with pytest.raises(CaseFileError, match="must be a table"):
+    with pytest.raises(CaseFileError, match=r"models\['mine'\] must be a \[models\.NAME\] table, "
+                       r"not a number \(3\)"):
         load_cases(path)
     path = write(tmp_path, 'models = 3\n')
     with pytest.raises(CaseFileError, match=(
             r"models must be a table of at most 256 \[models\.NAME\] tables")):
         load_cases(path)
+
+
+def test_a_builtin_table_is_refused_as_the_built_in_models() -> None:
+    def refused(table: dict[str, Any]) -> str:
+        with pytest.raises(ConformanceInputError) as err:
+            parse_model("x", table, "specs.py:BUILTIN_TABLES", Path("."), builtin=True,
+                        error=ConformanceInputError)
+        return str(err.value)
+
+    fixture = {"source": "fixture:tiny-sd", "pipeline": "StableDiffusionPipeline"}
+    assert refused({**fixture, "real": "sd15"}) == (
+        "specs.py:BUILTIN_TABLES: built-in models: models['x'].real: must name a real model "
+        "and go with an hf: source")
+    assert refused({**fixture, "vea": 1}).startswith(
+        "specs.py:BUILTIN_TABLES: built-in models: unknown key models['x'].vea (accepted: "
+        "source, config, ")
+    assert refused({**fixture, "vea": 1}).endswith(", description, real)")
+    assert refused({**fixture, "real": 3}).endswith(
+        "models['x'].real must be one line of printable text, not blank, of at most 64 "
+        "characters, not a number (3)")
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ('pipeline = "' + "P" * 129 + '"\n',
+     "models['mine'].pipeline must be one line of printable text, not blank, of at most 128"),
+    ('description = "a\\u001bb"\n', "models['mine'].description must be one line of "
+     "printable text of at most 200 characters, not a string ('a\\x1bb')"),
+    ("scheduler = 1\n", "models['mine'].scheduler must be one line of printable text"),
+    ('family = ["sd"]\n', "models['mine'].family must be one line of printable text"),
+    ("config = 1\n", "models['mine'].config must be one line of printable text"),
+])
+def test_model_keys_are_declared_types(tmp_path: Path, extra: str, message: str) -> None:
+    model_error(tmp_path, tiny_sd_table(extra), message)
+
+
+def test_a_model_without_a_description_is_described_by_its_source(tmp_path: Path) -> None:
+    deep = tmp_path / ("d" * 200)
+    shutil.copytree(TINY_SD, deep)
+    spec = load_cases(write(tmp_path, f'[models.mine]\nsource = "{deep}"\n')).cases[0].spec
+    assert spec.description == f"StableDiffusionPipeline from {deep}"
 
 
 @pytest.mark.parametrize("name", ["Mine", "-x", "a_b", "x" * 65, "a b"])
@@ -252,7 +298,7 @@ def test_any_unknown_model_key_is_refused_naming_it(key: str) -> None:
     with pytest.raises(CaseFileError) as err:
         parse_model("mine", table, Path("cases.toml"), Path("."))
     message = str(err.value)
-    assert message.startswith("cases.toml: model 'mine': unknown key")
+    assert message.startswith("cases.toml: case file: unknown key models['mine'].")
     assert repr(key) in message or key in message
 
 
@@ -262,7 +308,7 @@ def test_any_unknown_model_key_is_refused_naming_it(key: str) -> None:
 @pytest.mark.parametrize("name", ["AutoencoderKL", "os", "DiffusionPipeline", "NotAClass",
                                   "torch.nn.Module", "UNet2DConditionModel", "__import__"])
 def test_pipeline_must_be_a_diffusers_pipeline(tmp_path: Path, name: str) -> None:
-    model_error(tmp_path, tiny_sd_table(f'pipeline = "{name}"\n'), "key 'pipeline'",
+    model_error(tmp_path, tiny_sd_table(f'pipeline = "{name}"\n'), "models['mine'].pipeline",
                 "not a diffusers pipeline class" if "." not in name else "not a class name")
 
 
@@ -270,7 +316,7 @@ def test_model_index_naming_a_non_pipeline(tmp_path: Path) -> None:
     folder = tmp_path / "weird"
     folder.mkdir()
     (folder / "model_index.json").write_text(json.dumps({"_class_name": "AutoencoderKL"}))
-    model_error(tmp_path, '[models.mine]\nsource = "weird"\n', "key 'source'",
+    model_error(tmp_path, '[models.mine]\nsource = "weird"\n', "models['mine'].source",
                 "model_index.json names", "not a diffusers pipeline")
 
 
@@ -280,10 +326,12 @@ def test_family_is_derived_and_checked(tmp_path: Path) -> None:
     assert spec.family is Family.SD
     assert parse_model("m", {"source": "hf:a/b", "pipeline": "FluxImg2ImgPipeline"}, "f.toml",
                        tmp_path).family is Family.FLUX
-    model_error(tmp_path, tiny_sd_table('family = "flux"\n'), "key 'family'", "sd pipeline")
-    model_error(tmp_path, tiny_sd_table('family = "dit"\n'), "key 'family'", "accepted: sd, flux")
+    model_error(tmp_path, tiny_sd_table('family = "flux"\n'), "models['mine'].family",
+                "sd pipeline")
+    model_error(tmp_path, tiny_sd_table('family = "dit"\n'),
+                "models['mine'].family: 'dit' is not one of sd, flux")
     model_error(tmp_path, '[models.mine]\nsource = "hf:a/b"\npipeline = "PixArtSigmaPipeline"\n',
-                "key 'family'", "cannot be derived")
+                "models['mine'].family", "cannot be derived")
     spec = parse_model("m", {"source": "hf:a/b", "pipeline": "PixArtSigmaPipeline",
                              "family": "sd"}, "f.toml", tmp_path)
     assert (spec.family, spec.pipeline) == (Family.SD, "PixArtSigmaPipeline")
@@ -295,12 +343,14 @@ def test_family_is_derived_and_checked(tmp_path: Path) -> None:
 def test_model_vae_override(tmp_path: Path) -> None:
     spec = load_cases(write(tmp_path, tiny_sd_table(f'vae = "{TINY_SD / "vae"}"\n'))).cases[0].spec
     assert spec.vae == TINY_SD / "vae"
-    model_error(tmp_path, tiny_sd_table('vae = "missing"\n'), "key 'vae'", "no such directory")
+    model_error(tmp_path, tiny_sd_table('vae = "missing"\n'), "models['mine'].vae",
+                "no such directory")
     (tmp_path / "novae").mkdir()
-    model_error(tmp_path, tiny_sd_table('vae = "novae"\n'), "key 'vae'", "no config.json")
+    model_error(tmp_path, tiny_sd_table('vae = "novae"\n'), "models['mine'].vae", "no config.json")
     (tmp_path / "novae" / "model.pt").write_bytes(b"\x80")
-    model_error(tmp_path, tiny_sd_table('vae = "novae"\n'), "key 'vae'", "pickled")
-    model_error(tmp_path, tiny_sd_table('vae = 1\n'), "key 'vae'", "folder path")
+    model_error(tmp_path, tiny_sd_table('vae = "novae"\n'), "models['mine'].vae", "pickled")
+    model_error(tmp_path, tiny_sd_table('vae = 1\n'),
+                "models['mine'].vae must be one line of printable text")
 
 
 def test_model_scheduler_name_or_folder(tmp_path: Path) -> None:
@@ -310,12 +360,12 @@ def test_model_scheduler_name_or_folder(tmp_path: Path) -> None:
     assert cases.cases[0].spec.default_scheduler == "ddim"
     with pytest.raises(CaseFileError, match=r"key cases\['one'\]\.scheduler is missing"):
         load_cases(write(tmp_path, tiny_sd_table(), case))
-    model_error(tmp_path, tiny_sd_table('scheduler = "flow-euler"\n'), "key 'scheduler'",
+    model_error(tmp_path, tiny_sd_table('scheduler = "flow-euler"\n'), "models['mine'].scheduler",
                 "does not fit the sd family")
     spec = load_cases(write(tmp_path, tiny_sd_table(f'scheduler = "{TINY_SD / "scheduler"}"\n'))
                       ).cases[0].spec
     assert spec.scheduler_config == TINY_SD / "scheduler" and spec.default_scheduler is None
-    model_error(tmp_path, tiny_sd_table('scheduler = "nope"\n'), "key 'scheduler'",
+    model_error(tmp_path, tiny_sd_table('scheduler = "nope"\n'), "models['mine'].scheduler",
                 "neither a scheduler name")
 
 
@@ -325,12 +375,13 @@ def test_resolution_limits(tmp_path: Path) -> None:
     spec = cases.cases[0].spec
     assert (spec.resolution_multiple, spec.min_side, spec.max_side) == (16, 32, 128)
     for extra, needle in (
-        ("resolution_multiple = 0\n", "outside 1..1024"),
-        ("min_side = true\n", "integer"),
-        ("max_side = '64'\n", "integer"),
+        ("resolution_multiple = 0\n",
+         "models['mine'].resolution_multiple must be an integer in 1..1024, not a number (0)"),
+        ("min_side = true\n", "models['mine'].min_side must be an integer in 1..16384"),
+        ("max_side = '64'\n", "max_side must be an integer in 1..16384, not a string ('64')"),
         ("min_side = 512\nmax_side = 256\n", "above max_side"),
         ("resolution_multiple = 64\nmax_side = 32\nmin_side = 16\n", "no side fits"),
-        ("max_side = 99999\n", "outside"),
+        ("max_side = 99999\n", "max_side must be an integer in 1..16384, not a number (99999)"),
     ):
         model_error(tmp_path, tiny_sd_table(extra), needle)
     case = CASE.format(model="mine").replace('"64x64"', '"48x48"')

@@ -475,3 +475,26 @@ def test_quantize_model_is_the_command_without_its_printing(tmp_path):
     assert quantize_model(unet, "q8_0", tmp_path / "u.gguf", force=True).path.is_file()
     with _pytest.raises(CommandError, match="--type q9: unknown type; accepted: "):
         quantize_model(unet, "q9", tmp_path / "v.gguf")
+
+
+@pytest.mark.parametrize(
+    ("src", "out", "message"),
+    [
+        ("", "o.gguf", "SRC '': the path must not be empty"),
+        ("m\x1b[2J", "o.gguf", r"SRC 'm\x1b[2J': the path: 'm\x1b[2J' holds the control "
+                               "character U+001B; write one line of printable text"),
+        ("m", " ", "--out ' ': the path must not be empty"),
+        ("m", "o\n.gguf", "--out 'o\\n.gguf': the path: 'o\\n.gguf' holds the control "
+                         "character U+000A"),
+        ("m", "x" * 4097 + ".gguf", "the path has 4102 characters; at most 4096"),
+    ],
+)
+def test_paths_are_one_line_of_text(src: str, out: str, message: str) -> None:
+    from conformance.quant.command import CommandError, _resolve_output, resolve_source
+
+    with pytest.raises(CommandError) as info:
+        if src != "m":
+            resolve_source(src)
+        else:
+            _resolve_output(out, force=False)
+    assert message in str(info.value)
