@@ -396,7 +396,11 @@ def parse_model(
     if problem is None:
         decoded = problem_of(table, Annotated[BuiltinTable if builtin else ModelTable, _TABLE])
         if isinstance(decoded, Problem):
-            problem = Problem(keys + decoded.keys, decoded.text, decoded.lead)
+            text = decoded.text
+            if decoded.keys == ("source",) and text == "is missing":  # say what it takes
+                text += (": a pipeline directory, a .safetensors file with config, a .gguf "
+                         "file with base, or hf:<owner>/<name>[@revision]")
+            problem = Problem(keys + decoded.keys, text, decoded.lead)
     if problem is not None:
         raise error(path, f"{kind}: {problem}")
     try:

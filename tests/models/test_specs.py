@@ -226,7 +226,8 @@ def test_unsupported_and_unreadable_files(tmp_path: Path) -> None:
 
 def test_source_is_required_and_a_string(tmp_path: Path) -> None:
     model_error(tmp_path, '[models.mine]\npipeline = "FluxPipeline"\n',
-                "key models['mine'].source is missing")
+                "key models['mine'].source is missing: a pipeline directory, a .safetensors "
+                "file with config, a .gguf file with base, or hf:<owner>/<name>[@revision]")
     model_error(tmp_path, '[models.mine]\nsource = 3\n',
                 "models['mine'].source must be one line of printable text")
     model_error(tmp_path, '[models.mine]\nsource = ""\n', "models['mine'].source must be one line",
