@@ -141,11 +141,12 @@ def now_utc() -> str:
 
 def command_line(argv: list[str] | None = None) -> str:
     """The command that started this process (or ``argv``: an xdist worker passes its
-    controller's), for provenance (``python -m conformance.cli`` reads as ``conformance``,
+    controller's), for provenance (``python -m conformance`` reads as ``conformance``,
     ``python -m pytest`` as ``pytest``)."""
     argv = list(sys.argv if argv is None else argv)
     program = os.path.basename(argv[0])
-    if argv[0].endswith(os.path.join("conformance", "cli.py")):
+    if argv[0].endswith((os.path.join("conformance", "cli.py"),
+                         os.path.join("conformance", "__main__.py"))):
         program = "conformance"
     elif argv[0].endswith(os.path.join("pytest", "__main__.py")):
         program = "pytest"

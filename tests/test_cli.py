@@ -293,3 +293,19 @@ def test_cheap_commands_import_neither_torch_nor_diffusers(argv):
     if argv == ["--help"]:
         for name in ("quantize", "validate", "matrix", "migrate"):
             assert name in proc.stdout
+
+
+def test_python_dash_m_conformance_is_the_command(tmp_path) -> None:
+    """``python -m conformance`` where the script is not on PATH; a golden it records names
+    the command as ``conformance``."""
+    import subprocess
+    import sys
+
+    from conformance import PACKAGE_DIR
+    from conformance.hardware import command_line
+
+    proc = subprocess.run([sys.executable, "-m", "conformance", "--version"],
+                          capture_output=True, text=True, cwd=PACKAGE_DIR.parent, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.startswith("conformance ")
+    main = str(PACKAGE_DIR / "__main__.py")
+    assert command_line([main, "validate", "golden"]) == "conformance validate golden"
