@@ -680,6 +680,9 @@ def test_blocks_of_a_declared_model_and_its_builtin(blocks):
 def test_blocks_unknown_case_side(blocks):
     code, _out, err = blocks("case:nope", "tiny-sd", *SMALL_VARIANTS)
     assert code == 2 and "error: --case: no case 'nope'" in err
+    # with --case naming another case, the side's own case is looked up for that side
+    code, _out, err = blocks("case:nope", "tiny-sd", "--case", "red-circle", *SMALL_VARIANTS)
+    assert code == 2 and "error: A: no case 'nope'" in err
     code, _out, err = blocks("case:red-circle@fp64", "tiny-sd", *SMALL_VARIANTS)
     assert code == 2 and "error: A: " in err and "unknown precision 'fp64'" in err
 
