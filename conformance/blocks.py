@@ -30,8 +30,9 @@ from conformance.localize import (
     ProbeFileError,
     ProbeRecords,
     Section,
+    call_tree,
     cosine_similarity,
-    json_number,
+    json_fields,
     localize,
     relative_error,
     section_label,
@@ -71,17 +72,14 @@ def parse_side(text: str, arg: str, models: Collection[str] | None = None) -> Si
     of a probe file."""
     from conformance.generate import VARIANTS
     from conformance.models import MODELS
-    from conformance.precision import PRECISIONS, REFERENCE_PRECISION
+    from conformance.precision import REFERENCE_PRECISION
 
     known = list(MODELS if models is None else models)
     if not isinstance(text, str) or not text.strip() or "\x00" in text:
         raise ConformanceInputError(arg, f"{show(text)}: give a model name or a probe file")
     if text.startswith("case:"):
         name, _, precision = text.removeprefix("case:").partition("@")
-        if "@" in text and precision not in PRECISIONS:
-            raise ConformanceInputError(
-                arg, f"{show(text)}: unknown precision {show(precision)}; accepted: "
-                f"{', '.join(PRECISIONS)}")
+        _check_precision(arg, text, "@" in text, precision)
         return Side(arg, text, case=name, precision=precision or REFERENCE_PRECISION)
     path = Path(text)
     looks_like_file = (path.suffix.lower() == ".json" or text.lower().endswith(".json.gz")
@@ -100,11 +98,7 @@ def parse_side(text: str, arg: str, models: Collection[str] | None = None) -> Si
             arg, f"unknown model {show(model)}; known: {', '.join(known)} (or give a probe "
             "file: the JSON written by --save)"
         )
-    if "@" in spec and precision not in PRECISIONS:
-        raise ConformanceInputError(
-            arg, f"{show(text)}: unknown precision {show(precision)}; accepted: "
-            f"{', '.join(PRECISIONS)}"
-        )
+    _check_precision(arg, text, "@" in spec, precision)
     if "+" in text and variant not in VARIANTS:
         raise ConformanceInputError(
             arg, f"{show(text)}: unknown variant {show(variant)}; accepted: "
@@ -112,6 +106,15 @@ def parse_side(text: str, arg: str, models: Collection[str] | None = None) -> Si
         )
     return Side(arg, text, model=model, precision=precision or REFERENCE_PRECISION,
                 variant=variant or None)
+
+
+def _check_precision(arg: str, text: str, given: bool, precision: str) -> None:
+    from conformance.precision import PRECISIONS
+
+    if given and precision not in PRECISIONS:
+        raise ConformanceInputError(
+            arg, f"{show(text)}: unknown precision {show(precision)}; accepted: "
+            f"{', '.join(PRECISIONS)}")
 
 
 def load_side(side: Side) -> ProbeRecords:
@@ -177,34 +180,17 @@ class BlockRow:
     rel_err: float | None
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        for key in ("cosine", "rel_err"):
-            if isinstance(out[key], float):
-                out[key] = json_number(out[key])
-        return out
+        return json_fields(self)
 
 
 def top_level(section: Section) -> list[str]:
     """The calls a section's table shows: for a denoiser step, the root's direct
     submodule calls (its blocks) and the root itself; else every top-level call."""
-    roots: list[str] = []
-    children: dict[str, list[str]] = {}
-    stack: list[Any] = []
-    for r in sorted(section.records, key=lambda r: r.t0):
-        while stack and stack[-1].t1 < r.t0:
-            stack.pop()
-        if stack:
-            children.setdefault(stack[-1].name, []).append(r.name)
-        else:
-            roots.append(r.name)
-        stack.append(r)
+    parent, children = call_tree(section.records)
+    roots = [name for name, caller in parent.items() if caller is None]
     if section.step is None:
         return roots
-    out: list[str] = []
-    for root in roots:
-        out += children.get(root, [])
-        out.append(root)
-    return out
+    return [name for root in roots for name in (*(c.name for c in children[root]), root)]
 
 
 def block_rows(a: ProbeRecords, b: ProbeRecords) -> dict[str, list[BlockRow]]:
@@ -376,12 +362,7 @@ def _case(args: argparse.Namespace, sides: list[Side],
 
     named = args.case or next((s.case for s in sides if s.case is not None), None)
     if named is not None:
-        case = next((c for c in case_set.cases if c.name == named), None)
-        if case is None:
-            raise ConformanceInputError(
-                "--case", f"no case {show(named)} in {case_set.path}; cases: "
-                f"{', '.join(c.name for c in case_set.cases)}"
-            )
+        case = _named_case(case_set, named, "--case")
         res = case.resolutions[0]
     else:
         from_file = next((s for s in sides if s.path is not None), None)
@@ -399,6 +380,14 @@ def _case(args: argparse.Namespace, sides: list[Side],
     return case, res
 
 
+def _named_case(case_set: Any, name: str, flag: str) -> Any:
+    case = next((c for c in case_set.cases if c.name == name), None)
+    if case is None:
+        raise ConformanceInputError(flag, f"no case {show(name)} in {case_set.path}; cases: "
+                                    f"{', '.join(c.name for c in case_set.cases)}")
+    return case
+
+
 def _generate(side: Side, case: Any, res: Any, args: argparse.Namespace,
               runner: Any, case_set: Any, specs: Mapping[str, Any]) -> ProbeRecords:
     from conformance.cases import Item
@@ -407,11 +396,7 @@ def _generate(side: Side, case: Any, res: Any, args: argparse.Namespace,
 
     assert side.precision is not None
     if side.case is not None:
-        own = next((c for c in case_set.cases if c.name == side.case), None)
-        if own is None:
-            raise ConformanceInputError(side.arg, f"no case {show(side.case)} in "
-                                        f"{case_set.path}; cases: "
-                                        f"{', '.join(c.name for c in case_set.cases)}")
+        own = _named_case(case_set, side.case, side.arg)
         case = own if args.steps is None else dataclasses.replace(own, steps=args.steps)
         spec = own.model_spec
     else:

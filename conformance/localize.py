@@ -107,6 +107,10 @@ def _combined(digests: Sequence[str]) -> str | None:
     return hashlib.sha256("|".join(digests).encode()).hexdigest()[:16]
 
 
+def _nbytes(tensors: Iterable[Any]) -> int:
+    return sum(t.numel() * t.element_size() for t in tensors)
+
+
 def tensors_in(obj: Any, _depth: int = 0) -> Iterator[Any]:
     """The tensors of a module's input or output, in order: a tensor, tuples / lists,
     mappings (``ModelOutput``) and dataclasses, a few levels deep."""
@@ -187,6 +191,12 @@ def json_number(value: float) -> float | str:
     if math.isfinite(value):
         return value
     return "nan" if math.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def json_fields(record: Any) -> dict[str, Any]:
+    """A flat dataclass as JSON values: its fields in order, floats by :func:`json_number`."""
+    return {k: json_number(v) if isinstance(v, float) else v
+            for k, v in dataclasses.asdict(record).items()}
 
 
 # -- the probe file's declared types ----------------------------------------------------------
@@ -400,10 +410,6 @@ class ProbeRecords(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     def to_json(self, indent: int | None = None) -> str:
         return _json(self, indent)
 
-    def section_bytes(self) -> dict[str, int]:
-        """Size of each section's JSON (compact), in bytes: the cost of probing it."""
-        return {s.name: len(_json(s).encode()) for s in self.sections}
-
     @classmethod
     def from_dict(cls, data: Any, where: str = "probe records") -> ProbeRecords:
         """Parsed JSON of a probe file, checked (:class:`ProbeFileError` names the key)."""
@@ -605,9 +611,6 @@ class ModuleProbe:
         self.capture_keys = frozenset(capture)
         self.capture_limit = capture_limit
         self.stop_after_steps = stop_after_steps and steps is not None and bool(steps)
-        self.captures: dict[str, InputCapture] = {}
-        self.capture_problems: dict[str, str] = {}
-        self.seconds = 0.0  # time spent inside the hooks
         self._handles: list[Any] = []
         self._step_handles: list[Any] = []
         self._denoiser_modules: list[tuple[str, Any]] = []
@@ -623,9 +626,9 @@ class ModuleProbe:
         self._denoiser_section: str | None = None
         self._in_denoiser = False
         self._captured_names: set[str] = set()
-        self.captures = {}
-        self.capture_problems = {}
-        self.seconds = 0.0
+        self.captures: dict[str, InputCapture] = {}
+        self.capture_problems: dict[str, str] = {}
+        self.seconds = 0.0  # time spent inside the hooks
 
     # hooks ---------------------------------------------------------------------------------
 
@@ -677,10 +680,6 @@ class ModuleProbe:
             handle.remove()
         self._handles = []
 
-    @property
-    def active(self) -> bool:
-        return bool(self._handles)
-
     def callback(self, _pipe: Any, step: int, _timestep: Any, kwargs: dict[str, Any]) -> dict:
         """A ``callback_on_step_end``: from its first call on, denoiser calls are assigned
         to the step the pipeline reports instead of being counted."""
@@ -729,17 +728,13 @@ class ModuleProbe:
         n = counts.get(name, 0) + 1
         counts[name] = n
         full = name if n == 1 else f"{name}#{n}"
-        t0 = self._event(section)
-        tensors = list(tensors_in((args, kwargs)))
-        inp = TensorStats.of(tensors[0], self.projection) if tensors else None
-        digests = [inp.digest] if len(tensors) == 1 and inp else [
-            tensor_digest(t) for t in tensors]
-        frame = _Frame(section, full, cls, t0, inp, _combined(digests))
+        tensors, inp, in_all = self._described((args, kwargs))
+        frame = _Frame(section, full, cls, self._event(section), inp, in_all)
         key = f"{section}/{full}"
         if key in self.capture_keys or (full in self.capture_keys
                                         and full not in self._captured_names):
             self._captured_names.add(full)
-            size = sum(t.numel() * t.element_size() for t in tensors)
+            size = _nbytes(tensors)
             if size > self.capture_limit:
                 self.capture_problems[key] = (
                     f"its input is {size} bytes, above the {self.capture_limit}-byte bound"
@@ -782,12 +777,17 @@ class ModuleProbe:
             return False
         return step >= max(self.steps)
 
+    def _described(self, obj: Any) -> tuple[list[Any], TensorStats | None, str | None]:
+        """The tensors of a call's input or output, the first one's record and the digest
+        of them all."""
+        tensors = list(tensors_in(obj))
+        if not tensors:
+            return tensors, None, None
+        first = TensorStats.of(tensors[0], self.projection)
+        return tensors, first, _combined([first.digest, *map(tensor_digest, tensors[1:])])
+
     def _close(self, frame: _Frame, module: Any, output: Any) -> None:
-        tensors = list(tensors_in(output))
-        out = TensorStats.of(tensors[0], self.projection) if tensors else None
-        digests = [out.digest] if len(tensors) == 1 and out else [
-            tensor_digest(t) for t in tensors]
-        out_all = _combined(digests)
+        _tensors, out, out_all = self._described(output)
         t1 = self._event(frame.section)
         self._sections.setdefault(frame.section, []).append(ModuleRecord(
             name=frame.name, cls=frame.cls, t0=frame.t0, t1=t1, out=out, out_all=out_all,
@@ -955,7 +955,7 @@ class InputCapture:
 
     @property
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.tensors.values())
+        return _nbytes(self.tensors.values())
 
     def to_bytes(self) -> bytes:
         """safetensors bytes; the structure and digest are in its metadata."""
@@ -1051,11 +1051,6 @@ class InputCapture:
         kwargs = {k: decode(s) for k, s in self.structure.kwargs.items()}
         return args, kwargs
 
-
-
-def find_module(pipe: Any, name: str) -> Any:
-    """The module a record names (``unet.down_blocks.0.attentions.0``, ``#N`` ignored)."""
-    return _find(pipe, name)[0]
 
 
 def _find(pipe: Any, name: str) -> tuple[Any, Any]:
@@ -1182,8 +1177,8 @@ def relative_error(a: TensorStats | None, b: TensorStats | None) -> float | None
         return 0.0
     if not (a.finite and b.finite):
         return math.inf
-    na = math.sqrt(sum(x * x for x in a.proj))
-    nd = math.sqrt(sum((x - y) ** 2 for x, y in zip(a.proj, b.proj, strict=True)))
+    na = _norm(a.proj)
+    nd = _norm([x - y for x, y in zip(a.proj, b.proj, strict=True)])
     if nd > 0 and na > 0:
         return nd / na
     # below the projection's resolution (or an all-zero tensor): the moments, as a floor
@@ -1194,6 +1189,10 @@ def relative_error(a: TensorStats | None, b: TensorStats | None) -> float | None
     return math.inf if moved > 0 or nd > 0 else 0.0
 
 
+def _norm(values: Sequence[float]) -> float:
+    return math.sqrt(sum(x * x for x in values))
+
+
 def cosine_similarity(a: TensorStats | None, b: TensorStats | None) -> float | None:
     """Cosine of the two tensors, estimated from their projections (1 for equal bits)."""
     if a is None or b is None or a.shape != b.shape:
@@ -1202,8 +1201,7 @@ def cosine_similarity(a: TensorStats | None, b: TensorStats | None) -> float | N
         return 1.0
     if not (a.finite and b.finite):
         return None
-    na = math.sqrt(sum(x * x for x in a.proj))
-    nb = math.sqrt(sum(y * y for y in b.proj))
+    na, nb = _norm(a.proj), _norm(b.proj)
     if na == 0 or nb == 0:
         return None
     return sum(x * y for x, y in zip(a.proj, b.proj, strict=True)) / (na * nb)
@@ -1212,17 +1210,6 @@ def cosine_similarity(a: TensorStats | None, b: TensorStats | None) -> float | N
 #: growth above this: the module amplifies the difference it was given; below its inverse:
 #: it attenuates it
 GROWTH_AMPLIFIES = 2.0
-
-ROLES = {
-    "identical": "output bits equal",
-    "cause": "input identical (or identical so far), own computation differs",
-    "contains-cause": "input identical, output differs because of a submodule",
-    "amplifies": f"input differed; relative error grew more than {GROWTH_AMPLIFIES:g}x",
-    "carries": "input differed; relative error about the same",
-    "attenuates": f"input differed; relative error shrank more than {GROWTH_AMPLIFIES:g}x",
-    "absorbs": "input differed, output bits equal",
-    "not-comparable": "missing in one run, or other shapes",
-}
 
 
 @dataclass(frozen=True)
@@ -1247,12 +1234,7 @@ class ModuleComparison:
         return section_step(self.section)
 
     def to_dict(self) -> dict[str, Any]:
-        out = dataclasses.asdict(self)
-        for key in ("out_rel", "in_rel", "growth", "cosine"):
-            if isinstance(out[key], float):
-                out[key] = json_number(out[key])
-        out["step"] = self.step
-        return out
+        return {**json_fields(self), "step": self.step}
 
     def describe(self) -> str:
         def g(v: float | None) -> str:
@@ -1334,7 +1316,7 @@ def _as_sections(records: ProbeRecords | Iterable[Section]) -> tuple[Section, ..
     return tuple(records)
 
 
-def _tree(records: Sequence[ModuleRecord]) -> tuple[dict[str, str | None], dict[str, list]]:
+def call_tree(records: Sequence[ModuleRecord]) -> tuple[dict[str, str | None], dict[str, list]]:
     """Parent and direct children (in call order) of every call, from the event spans."""
     parent: dict[str, str | None] = {}
     children: dict[str, list[ModuleRecord]] = {r.name: [] for r in records}
@@ -1388,7 +1370,7 @@ def localize(
         by_b = {r.name: r for r in sb.records}
         names = {r.name for r in sa.records}
         unmatched_b += [f"{sa.name}/{r.name}" for r in sb.records if r.name not in names]
-        parent, children = _tree(sa.records)
+        parent, children = call_tree(sa.records)
 
         def out_eq(r: ModuleRecord, by_b: dict = by_b) -> bool:
             other = by_b.get(r.name)
@@ -1531,68 +1513,3 @@ def _own_cause(r: ModuleRecord, kids: Sequence[ModuleRecord], in_eq: Any, out_eq
         if not out_eq(kid):
             return False
     return not out_eq(r)
-
-
-# -- sizes ------------------------------------------------------------------------------------
-
-#: diffusers' ``UNet2DConditionModel`` config of SDXL base 1.0 (stabilityai), for sizing
-SDXL_UNET_CONFIG: dict[str, Any] = {
-    "act_fn": "silu",
-    "addition_embed_type": "text_time",
-    "addition_embed_type_num_heads": 64,
-    "addition_time_embed_dim": 256,
-    "attention_head_dim": [5, 10, 20],
-    "block_out_channels": [320, 640, 1280],
-    "center_input_sample": False,
-    "cross_attention_dim": 2048,
-    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    "downsample_padding": 1,
-    "flip_sin_to_cos": True,
-    "freq_shift": 0,
-    "in_channels": 4,
-    "layers_per_block": 2,
-    "mid_block_scale_factor": 1,
-    "mid_block_type": "UNetMidBlock2DCrossAttn",
-    "norm_eps": 1e-05,
-    "norm_num_groups": 32,
-    "out_channels": 4,
-    "projection_class_embeddings_input_dim": 2816,
-    "sample_size": 128,
-    "transformer_layers_per_block": [1, 2, 10],
-    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
-    "use_linear_projection": True,
-}
-
-
-def module_names_on_meta(model_cls: Any, config: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """``(name, class)`` of every module of ``model_cls(**config)`` built on the meta
-    device (no weights are allocated)."""
-    import torch
-
-    with torch.device("meta"):
-        model = model_cls(**config)
-    return [(n, type(m).__name__) for n, m in model.named_modules()]
-
-
-def record_bytes(records: ProbeRecords) -> float:
-    """Mean JSON size of one record (compact), in bytes."""
-    sizes = [len(_json(r)) + 1 for _s, r in records.records()]
-    return sum(sizes) / len(sizes) if sizes else 0.0
-
-
-def estimate_step_bytes(modules: Iterable[tuple[str, str]], prefix: str = "unet",
-                        projection_dim: int = PROJECTION_DIM,
-                        calls_per_module: float = 1.0) -> int:
-    """The JSON size of one probed step of a denoiser with these ``(name, class)``
-    modules: one record per module (times ``calls_per_module``, for modules called more
-    than once), each with a 4-D output and input and full-precision floats."""
-    stats = TensorStats("0" * 16, "float32", (2, 1280, 128, 128), -0.12345678901234567,
-                        1.2345678901234567, 12.345678901234567,
-                        (-123.45678901234567,) * projection_dim)
-    total = 0
-    for i, (name, cls) in enumerate(modules):
-        full = f"{prefix}.{name}" if name else prefix
-        rec = ModuleRecord(name=full, cls=cls, t0=10000 + 2 * i, t1=10001 + 2 * i, out=stats,
-                           out_all="0" * 16, inp=stats, in_all="0" * 16)
-        total += len(_json(rec)) + 1
-    return round(total * calls_per_module)

@@ -26,7 +26,6 @@ from conformance.cases import Item, Resolution, load_cases
 from conformance.generate import VARIANTS, Runner
 from conformance.localize import (
     MAX_CAPTURE_BYTES,
-    SDXL_UNET_CONFIG,
     InputCapture,
     ModuleProbe,
     ModuleRecord,
@@ -37,13 +36,9 @@ from conformance.localize import (
     ProjectionSpec,
     Section,
     TensorStats,
-    estimate_step_bytes,
-    find_module,
     localize,
-    module_names_on_meta,
     pipeline_components,
     probe_item,
-    record_bytes,
     replay,
 )
 
@@ -96,7 +91,7 @@ def test_no_hooks_unless_requested(runner, sd_item):
     assert _hook_count(pipe) == 0
     before = [t.digest for t in runner.generate(sd_item).trace]
     probe = ModuleProbe(pipe)
-    assert not probe.active and _hook_count(pipe) == 0  # constructing registers nothing
+    assert _hook_count(pipe) == 0  # constructing registers nothing
     with probe:
         assert _hook_count(pipe) > 0
         during = [t.digest for t in runner.generate(sd_item).trace]
@@ -124,7 +119,7 @@ def test_records_round_trip_json(sd_base, tmp_path):
     assert ProbeRecords.from_json(rec.to_json()) == rec
     path = rec.save(tmp_path / "probe.json")
     assert ProbeRecords.load(path) == rec
-    sizes = rec.section_bytes()
+    sizes = _section_bytes(rec)
     assert set(sizes) == {"text", "step0", "step1", "decode"} and all(sizes.values())
 
 
@@ -323,8 +318,14 @@ def test_identical_runs_have_no_divergent_module(runner, sd_item, sd_base):
     assert loc.compared == sum(len(s.records) for s in sd_base.records.sections)
 
 
+def _module(pipe, name: str):
+    """The module a record names (``#N`` ignored)."""
+    comp, _, rest = name.split("#", 1)[0].partition(".")
+    return getattr(pipe, comp).get_submodule(rest)
+
+
 def _contains_gemm_or_conv(pipe, name: str) -> bool:
-    return any(isinstance(m, GEMM_CONV) for m in find_module(pipe, name).modules())
+    return any(isinstance(m, GEMM_CONV) for m in _module(pipe, name).modules())
 
 
 @pytest.mark.parametrize("variant", [v for v in VARIANTS if v != "batch-4"])
@@ -354,7 +355,7 @@ def test_variant_is_localised(runner, sd_item, sd_base, variant, record_property
     elif variant == "threads-2":
         assert _contains_gemm_or_conv(pipe, name), loc.message
     else:  # nondeterministic: whatever it names must be a real module call
-        assert find_module(pipe, name) is not None
+        assert _module(pipe, name) is not None
 
 
 def test_flux_sdpa_math_is_localised(runner, flux_item):
@@ -461,7 +462,7 @@ def test_replay_reproduces_and_detects(runner, sd_item, sd_base, monkeypatch):
     pipe = runner.pipeline(sd_item.model, sd_item.precision)
     same = replay(pipe, loaded)
     assert same.reproduced and "computes the same" in same.message
-    attn = find_module(pipe, ATTN1)
+    attn = _module(pipe, ATTN1)
     original = attn.to_out[0].forward
     monkeypatch.setattr(attn.to_out[0], "forward", lambda x: original(x) + 2**-20)
     changed = replay(pipe, loaded)
@@ -503,17 +504,73 @@ def test_capture_bounds(runner, sd_item, tmp_path):
         InputCapture.load(bad)
 
 
+#: diffusers' ``UNet2DConditionModel`` config of SDXL base 1.0 (stabilityai), for sizing
+SDXL_UNET_CONFIG = {
+    "act_fn": "silu",
+    "addition_embed_type": "text_time",
+    "addition_embed_type_num_heads": 64,
+    "addition_time_embed_dim": 256,
+    "attention_head_dim": [5, 10, 20],
+    "block_out_channels": [320, 640, 1280],
+    "center_input_sample": False,
+    "cross_attention_dim": 2048,
+    "down_block_types": ["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    "downsample_padding": 1,
+    "flip_sin_to_cos": True,
+    "freq_shift": 0,
+    "in_channels": 4,
+    "layers_per_block": 2,
+    "mid_block_scale_factor": 1,
+    "mid_block_type": "UNetMidBlock2DCrossAttn",
+    "norm_eps": 1e-05,
+    "norm_num_groups": 32,
+    "out_channels": 4,
+    "projection_class_embeddings_input_dim": 2816,
+    "sample_size": 128,
+    "transformer_layers_per_block": [1, 2, 10],
+    "up_block_types": ["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    "use_linear_projection": True,
+}
+
+
+def _json_bytes(record) -> int:
+    """Size of a record as a probe file writes it."""
+    return len(json.dumps(msgspec.to_builtins(record)))
+
+
+def _section_bytes(records: ProbeRecords) -> dict[str, int]:
+    return {s.name: _json_bytes(s) for s in records.sections}
+
+
+def _record_bytes(records: ProbeRecords) -> float:
+    sizes = [_json_bytes(r) + 1 for _s, r in records.records()]
+    return sum(sizes) / len(sizes)
+
+
+def _step_bytes(modules) -> int:
+    """One probed step of a denoiser with these ``(name, class)`` modules: a record per
+    module, each with a 4-D output and input and full-precision floats."""
+    stats = TensorStats("0" * 16, "float32", (2, 1280, 128, 128), -0.12345678901234567,
+                        1.2345678901234567, 12.345678901234567, (-123.45678901234567,) * 8)
+    return sum(_json_bytes(ModuleRecord(name=f"unet.{name}" if name else "unet", cls=cls,
+                                        t0=10000 + 2 * i, t1=10001 + 2 * i, out=stats,
+                                        out_all="0" * 16, inp=stats, in_all="0" * 16)) + 1
+               for i, (name, cls) in enumerate(modules))
+
+
 def test_sizes(sd_base, record_property):
     """Record size per probed step: tiny-sd measured, SDXL's UNet from its module list."""
     from diffusers import UNet2DConditionModel
 
-    tiny = sd_base.records.section_bytes()["step0"]
-    modules = module_names_on_meta(UNet2DConditionModel, SDXL_UNET_CONFIG)
-    sdxl = estimate_step_bytes(modules)
+    tiny = _section_bytes(sd_base.records)["step0"]
+    with torch.device("meta"):  # the module list only, no weights
+        unet = UNet2DConditionModel(**SDXL_UNET_CONFIG)
+    modules = [(n, type(m).__name__) for n, m in unet.named_modules()]
+    sdxl = _step_bytes(modules)
     record_property("tiny_sd_step_bytes", tiny)
     record_property("sdxl_step_bytes", sdxl)
     print(f"tiny-sd: {tiny} bytes per step ({len(sd_base.records.section('step0').records)} "
-          f"calls, {record_bytes(sd_base.records):.0f} B each); SDXL UNet: {len(modules)} "
+          f"calls, {_record_bytes(sd_base.records):.0f} B each); SDXL UNet: {len(modules)} "
           f"modules, about {sdxl / 2**20:.2f} MiB per step")
     assert 1800 < len(modules) < 2100  # SDXL base: 1930 modules
     assert 50_000 < tiny < 1_000_000 and 2**20 < sdxl < 4 * 2**20
@@ -623,6 +680,9 @@ def test_blocks_of_a_declared_model_and_its_builtin(blocks):
 def test_blocks_unknown_case_side(blocks):
     code, _out, err = blocks("case:nope", "tiny-sd", *SMALL_VARIANTS)
     assert code == 2 and "error: --case: no case 'nope'" in err
+    # with --case naming another case, the side's own case is looked up for that side
+    code, _out, err = blocks("case:nope", "tiny-sd", "--case", "red-circle", *SMALL_VARIANTS)
+    assert code == 2 and "error: A: no case 'nope'" in err
     code, _out, err = blocks("case:red-circle@fp64", "tiny-sd", *SMALL_VARIANTS)
     assert code == 2 and "error: A: " in err and "unknown precision 'fp64'" in err
 
