@@ -293,11 +293,6 @@ class Column:
     identity: tuple[tuple[str, str], ...] = ()
 
     @property
-    def short_key(self) -> str:
-        """Six hex digits of the identity key (``@3f9a1c`` in disambiguated labels)."""
-        return self.key.rsplit(":", 1)[-1][:6]
-
-    @property
     def device(self) -> str | None:
         """The CPU / GPU model name, from the identity or the fingerprint."""
         return dict(self.identity).get("model_name") or dict(self.fingerprint).get(
@@ -962,12 +957,14 @@ def _broken_predictions(columns: Sequence[Column], digests: Sequence[Mapping[Ite
                         precision: str) -> list[str]:
     """Columns whose measured identities share ``precision``'s digest (the suite predicts
     equal bits) but whose images of an item differ."""
+    from conformance.lookup import predicts_same_bits
+
     out = []
     named = [(j, dict(c.identity).get(f"digest {precision}"),
               dict(c.identity).get("battery_version")) for j, c in enumerate(columns)]
     for n, (a, da, va) in enumerate(named):
         for b, db, vb in named[n + 1:]:
-            if da is None or da != db or va != vb:
+            if not predicts_same_bits(da, va, db, vb):
                 continue
             differ = sorted(i.id for i, sha in digests[a].items()
                             if digests[b].get(i) not in (None, sha))
@@ -1420,19 +1417,6 @@ def _golden_column(draft: _GoldenDraft, cells: Mapping[ItemKey, Cell]) -> Golden
         identity=identity_summary(identity),
     )
     return GoldenColumn(column, cells)
-
-
-def image_paths(matrix: Matrix) -> list[str]:
-    """Every artifact path the matrix names, sorted, without repeats."""
-    paths = {
-        p
-        for row in matrix.cells
-        for cell in row
-        for p in (cell.artifacts.actual, cell.artifacts.golden, cell.artifacts.diff,
-                  cell.artifacts.flip)
-        if p
-    }
-    return sorted(paths)
 
 
 # -- data round trip -------------------------------------------------------------------------

@@ -145,11 +145,6 @@ class PageImages:
         self._left_out: set[str] = set()  # paths
         self._left_out_refs = 0
 
-    @property
-    def left_out(self) -> int:
-        """Distinct image files left out for the budget."""
-        return len(self._left_out)
-
     def _resolve(self, path: str) -> tuple[str, str | None]:
         linked = hard_link_problem(path)
         if linked is not None:  # never embedded, whoever read its bytes
