@@ -971,7 +971,7 @@ def _broken_predictions(columns: Sequence[Column], digests: Sequence[Mapping[Ite
             if differ:
                 out.append(
                     f"broken prediction: {columns[a].label} and {columns[b].label} share the "
-                    f"{precision} digest {da} but {_plural(len(differ))} differ "
+                    f"{precision} digest {da} but {plural(len(differ))} differ "
                     f"({', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}): the "
                     "probe battery does not see what parts them")
     return out
@@ -1038,7 +1038,7 @@ def _grouped(
             )
             notes.append(
                 "same bits: " + ", ".join(columns[j].label for j in group)
-                + f" (equal pixels on every item they share, {_plural(shared)})"
+                + f" (equal pixels on every item they share, {plural(shared)})"
             )
     final = [j for group in groups for j in group]
     columns = [columns[j] for j in final]
@@ -1048,7 +1048,8 @@ def _grouped(
     return columns, by_column, new_groups
 
 
-def _plural(n: int, word: str = "item") -> str:
+def plural(n: int, word: str = "item") -> str:
+    """``1 item``, ``2 items``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
@@ -1301,7 +1302,7 @@ def _golden_drafts(roots: Iterable[str | Path], notes: list[str]) -> list[_Golde
             draft.entries[item] = (entry, gset)
         if replaced:
             notes.append(
-                f"{gset.path}: {_plural(replaced, 'golden')} of the same identity came "
+                f"{gset.path}: {plural(replaced, 'golden')} of the same identity came "
                 "from an earlier golden root too; this one's were used"
             )
     return list(drafts.values())

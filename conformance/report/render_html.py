@@ -44,15 +44,16 @@ from conformance.report.render import (
     cell_text,
     cell_title,
     class_label,
-    counts_text,
     environment,
     error_message,
     error_type,
+    error_where,
     fmt_number,
     group_names,
     identity_text,
     legend,
     metric_values,
+    overview,
     plural,
     same_bits,
 )
@@ -442,10 +443,7 @@ def error_block(cell: Cell) -> str:
     """The exception of an error cell: type, message, device and precision."""
     if cell.state is not CellState.ERROR:
         return ""
-    rows = [("type", esc(error_type(cell)))]
-    if cell.error is not None:
-        rows += [(k, esc(v)) for k, v in (("device", cell.error.device),
-                                           ("precision", cell.error.precision)) if v]
+    rows = [(k, esc(v)) for k, v in [("type", error_type(cell)), *error_where(cell)]]
     body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     message = error_message(cell)
     text = f"<pre>{esc_block(message)}</pre>" if message else '<p class="muted">No message.</p>'
@@ -634,15 +632,6 @@ def render_html(
         body.append(
             f'<tr><td colspan="{3 + n_classes}">No outcomes in the results files.</td></tr>'
         )
-    reference = (
-        f"reference class {matrix.reference_class}"
-        if matrix.reference_class
-        else "no reference class found in the results"
-    )
-    meta = (
-        f"{plural(len(matrix.items), 'item')} x {plural(n_classes, 'column')}, {reference}: "
-        f"{counts_text(matrix.totals())}"
-    )
     notes = ""
     if matrix.notes:
         notes = (
@@ -653,7 +642,7 @@ def render_html(
     return template("matrix.html").substitute(
         title=esc(title),
         heading=esc(title),
-        meta=esc(meta),
+        meta=esc(overview(matrix)),
         summary_rows="\n".join(_summary_row(matrix, j) for j in range(n_classes)),
         legend=_legend(),
         group_row=_group_row(matrix),
