@@ -37,6 +37,7 @@ from conformance.report.matrix import (
     plural,
 )
 from conformance.report.safe_text import md_inline as md_escape
+from conformance.report.safe_text import shortened
 
 #: How many diverged / missing cells the Markdown lists before "... and N more".
 MARKDOWN_LIST_LIMIT = 50
@@ -171,11 +172,6 @@ def cell_title(cell: Cell) -> str:
 def first_line(text: str, limit: int = 240) -> str:
     """The first non-empty line of ``text``, shortened to ``limit`` characters."""
     return shortened(next((ln.strip() for ln in text.splitlines() if ln.strip()), ""), limit)
-
-
-def shortened(text: str, limit: int) -> str:
-    """``text``, or its first ``limit - 3`` characters and ``...`` when it is longer."""
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def class_label(matrix: Matrix, column: int) -> str:

@@ -48,6 +48,7 @@ from conformance.report.render import (
     render_markdown,
 )
 from conformance.report.render_html import page_image_paths, render_html, step_plot_svg
+from conformance.report.safe_text import shortened
 from tests.runs import summary_of
 
 REF = "cpu-default"
@@ -1006,6 +1007,11 @@ def test_error_cell_shows_type_and_message_escaped(tmp_path):
     assert data["rows"][1]["cells"]["cpu-avx2"]["error"]["type"] == "Runtime<Error>|x"
     assert data["columns"][0]["counts"]["error"] == 1
     assert matrix_from_dict(data) == m
+
+
+def test_shortened_text_ends_in_an_ellipsis_within_its_limit():
+    assert shortened("abcdef", 6) == "abcdef"
+    assert shortened("abcdefg", 6) == "abc..."
 
 
 def test_long_error_types_are_shortened_in_the_table(tmp_path):
