@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
@@ -173,6 +173,19 @@ class Shown:
 
 _SHOWN = frozenset(f.name for f in fields(Shown))
 _NOTHING = Shown()
+_T = TypeVar("_T")
+
+
+class _FromShown(Generic[_T]):
+    """A value of a :class:`Cell`: its outcome's, else what it shows (the same name)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, cell: Any, owner: type | None = None) -> _T:
+        if cell is None:  # on the class
+            return self  # type: ignore[return-value]
+        return getattr(cell.outcome or cell.shown, self.name)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -219,45 +232,19 @@ class Cell:
             return self.shown.tier
         return self.outcome.tier.value if self.outcome.tier is not None else None
 
-    @property
-    def golden_class(self) -> str | None:
-        return (self.outcome or self.shown).golden_class
-
-    @property
-    def metrics(self) -> RecordedMetrics | None:
-        return (self.outcome or self.shown).metrics
-
-    @property
-    def first_divergent_step(self) -> int | None:
-        return (self.outcome or self.shown).first_divergent_step
+    golden_class = _FromShown[str | None]()
+    metrics = _FromShown[RecordedMetrics | None]()
+    first_divergent_step = _FromShown[int | None]()
+    artifacts = _FromShown[Artifacts]()
+    seconds = _FromShown[float | None]()
+    generate_seconds = _FromShown[float | None]()
+    peak_memory_mb = _FromShown[float | None]()
+    message = _FromShown[str]()
+    reproduce = _FromShown[str]()
 
     @property
     def step_deltas(self) -> tuple[StepDelta, ...]:
         return (self.outcome or self.shown).step_deltas or ()
-
-    @property
-    def artifacts(self) -> Artifacts:
-        return (self.outcome or self.shown).artifacts
-
-    @property
-    def seconds(self) -> float | None:
-        return (self.outcome or self.shown).seconds
-
-    @property
-    def generate_seconds(self) -> float | None:
-        return (self.outcome or self.shown).generate_seconds
-
-    @property
-    def peak_memory_mb(self) -> float | None:
-        return (self.outcome or self.shown).peak_memory_mb
-
-    @property
-    def message(self) -> str:
-        return (self.outcome or self.shown).message
-
-    @property
-    def reproduce(self) -> str:
-        return (self.outcome or self.shown).reproduce
 
     def _seen(self) -> tuple[Any, ...]:
         return (self.item, self.column, self.hardware_class, self.state, self.by_class,
