@@ -927,9 +927,7 @@ def precision_groups(
     give the precision the same digest but whose images of it differ."""
     out = []
     for precision in sorted({r.precision for r in rows}, key=precision_key):
-        digests = [{c.item: c.pixel_sha256 for c in cells
-                    if c.pixel_sha256 and c.item.precision == precision}
-                   for cells in by_column]
+        digests = _digests(by_column, precision)
         shared = tuple(tuple(g) for g in bit_groups(digests) if len(g) > 1)
         if shared:
             out.append((precision, shared))
@@ -938,6 +936,13 @@ def precision_groups(
                              + ", ".join(columns[j].label for j in group))
         notes.extend(_broken_predictions(columns, digests, precision))
     return tuple(out)
+
+
+def _digests(by_column: Sequence[Sequence[Cell]], precision: str | None = None
+             ) -> list[dict[ItemKey, str]]:
+    """Each column's pixel digests by item (of ``precision`` only, when given)."""
+    return [{c.item: c.pixel_sha256 for c in cells
+             if c.pixel_sha256 and precision in (None, c.item.precision)} for cells in by_column]
 
 
 def _broken_predictions(columns: Sequence[Column], digests: Sequence[Mapping[ItemKey, str]],
@@ -1012,9 +1017,7 @@ def _grouped(
 ) -> tuple[list[Column], list[list[Cell]], tuple[tuple[int, ...], ...]]:
     """Columns and their cells reordered so that the columns of a bit-identical group are
     adjacent (:func:`bit_groups`), and the groups by new column index."""
-    digests = [
-        {c.item: c.pixel_sha256 for c in cells if c.pixel_sha256} for cells in by_column
-    ]
+    digests = _digests(by_column)
     groups = bit_groups(digests)
     for group in groups:
         if len(group) > 1:

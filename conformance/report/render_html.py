@@ -64,13 +64,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Bytes of embedded images (base64) a page holds at most by default (``--html-budget``).
 DEFAULT_IMAGE_BUDGET = 64 * 10**6
 
-_STATE_TEXT = {
-    CellState.IDENTICAL: "identical",
-    CellState.WITHIN: "within tolerance",
-    CellState.DIVERGED: "diverged",
-    CellState.ERROR: "error",
-    CellState.MISSING: "missing",
-}
 _BAR_COLOURS = {
     CellState.IDENTICAL: "#52b788",
     CellState.WITHIN: "#c5d86d",
@@ -401,7 +394,12 @@ def metrics_table(m: RecordedMetrics | None) -> str:
         return '<p class="muted">No metrics.</p>'
     rows = [("identical", "yes" if m.identical else "no")]
     rows += [(metric.label, text) for metric, text in metric_values(m)]
-    body = "".join([f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows])
+    return kv_table([(esc(k), esc(v)) for k, v in rows])
+
+
+def kv_table(rows: Sequence[tuple[str, str]]) -> str:
+    """A key/value table of HTML ``rows`` (escaped by the caller)."""
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="kv">{body}</table>'
 
 
@@ -444,10 +442,9 @@ def error_block(cell: Cell) -> str:
     if cell.state is not CellState.ERROR:
         return ""
     rows = [(k, esc(v)) for k, v in [("type", error_type(cell)), *error_where(cell)]]
-    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     message = error_message(cell)
     text = f"<pre>{esc_block(message)}</pre>" if message else '<p class="muted">No message.</p>'
-    return f'<h3>Error</h3><table class="kv">{body}</table>{text}'
+    return f"<h3>Error</h3>{kv_table(rows)}{text}"
 
 
 def run_table(cell: Cell) -> str:
@@ -476,8 +473,7 @@ def run_table(cell: Cell) -> str:
     if cell.reproduce:
         name = "recorded by" if cell.check == GOLDEN_CHECK else "reproduce"
         rows.append((name, f"<code>{esc(cell.reproduce)}</code>"))
-    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<table class="kv">{body}</table>'
+    return kv_table(rows)
 
 
 def panel(cell: Cell, panel_id: str, images: PageImages) -> str:
@@ -511,7 +507,7 @@ def panel(cell: Cell, panel_id: str, images: PageImages) -> str:
         item_id=esc(cell.item.id),
         column=esc(cell.column),
         state=cell.state.value,
-        state_text=esc(_STATE_TEXT[cell.state]),
+        state_text="within tolerance" if cell.state is CellState.WITHIN else cell.state.value,
         what=esc(what),
         message=message,
         images=image_row(cell, images),
