@@ -183,19 +183,14 @@ class PageImages:
                 f'<div class="img {value}" role="img" aria-label="{esc(name)}" '
                 f'title="{esc(path)}"></div>'
             )
-        elif kind == "budget":
-            self._left_out.add(path)
-            self._left_out_refs += 1
-            body = (
-                f'<div class="noimg budget">{esc(value or budget_note(self.budget))}:'
-                f"<br>{esc(path)}</div>"
-            )
-        elif kind == "note":
-            body = f'<div class="noimg">{esc(value)}:<br>{esc(path)}</div>'
-        elif kind == "not-png":
-            body = f'<div class="noimg">not a PNG file:<br>{esc(path)}</div>'
         else:
-            body = f'<div class="noimg">image not found:<br>{esc(path)}</div>'
+            text = {"not-png": "not a PNG file", "absent": "image not found"}.get(kind, value)
+            if kind == "budget":
+                self._left_out.add(path)
+                self._left_out_refs += 1
+                text = value or budget_note(self.budget)
+            body = (f'<div class="noimg{" budget" if kind == "budget" else ""}">{esc(text)}:'
+                    f"<br>{esc(path)}</div>")
         return _figure(body, name)
 
     def style(self) -> str:
