@@ -121,10 +121,16 @@ def equal_digest(mine: Identity, theirs: Identity | None, precision: str) -> boo
     the suite's prediction that their images of that precision are bit-identical."""
     if theirs is None or not mine.measured or not theirs.measured:
         return False
-    if mine.battery_version != theirs.battery_version:
-        return False
-    a = mine.digest_for(precision)
-    return a is not None and a == theirs.digest_for(precision)
+    return predicts_same_bits(mine.digest_for(precision), mine.battery_version,
+                              theirs.digest_for(precision), theirs.battery_version)
+
+
+def predicts_same_bits(digest: str | None, battery: object, other_digest: str | None,
+                       other_battery: object) -> bool:
+    """The rule of :func:`equal_digest` on a precision's two digests and the versions of
+    the probe batteries that measured them (identities in any shape: records, or the
+    matrix's text summaries): a digest, the same on both sides, of one battery."""
+    return digest is not None and digest == other_digest and battery == other_battery
 
 
 def _rank(mine: Identity, own_class: str, precision: str,

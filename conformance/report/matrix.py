@@ -49,7 +49,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any, Generic, NamedTuple, TypeVar
 
 import msgspec
 
@@ -173,6 +173,19 @@ class Shown:
 
 _SHOWN = frozenset(f.name for f in fields(Shown))
 _NOTHING = Shown()
+_T = TypeVar("_T")
+
+
+class _FromShown(Generic[_T]):
+    """A value of a :class:`Cell`: its outcome's, else what it shows (the same name)."""
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.name = name
+
+    def __get__(self, cell: Any, owner: type | None = None) -> _T:
+        if cell is None:  # on the class
+            return self  # type: ignore[return-value]
+        return getattr(cell.outcome or cell.shown, self.name)  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -219,45 +232,19 @@ class Cell:
             return self.shown.tier
         return self.outcome.tier.value if self.outcome.tier is not None else None
 
-    @property
-    def golden_class(self) -> str | None:
-        return (self.outcome or self.shown).golden_class
-
-    @property
-    def metrics(self) -> RecordedMetrics | None:
-        return (self.outcome or self.shown).metrics
-
-    @property
-    def first_divergent_step(self) -> int | None:
-        return (self.outcome or self.shown).first_divergent_step
+    golden_class = _FromShown[str | None]()
+    metrics = _FromShown[RecordedMetrics | None]()
+    first_divergent_step = _FromShown[int | None]()
+    artifacts = _FromShown[Artifacts]()
+    seconds = _FromShown[float | None]()
+    generate_seconds = _FromShown[float | None]()
+    peak_memory_mb = _FromShown[float | None]()
+    message = _FromShown[str]()
+    reproduce = _FromShown[str]()
 
     @property
     def step_deltas(self) -> tuple[StepDelta, ...]:
         return (self.outcome or self.shown).step_deltas or ()
-
-    @property
-    def artifacts(self) -> Artifacts:
-        return (self.outcome or self.shown).artifacts
-
-    @property
-    def seconds(self) -> float | None:
-        return (self.outcome or self.shown).seconds
-
-    @property
-    def generate_seconds(self) -> float | None:
-        return (self.outcome or self.shown).generate_seconds
-
-    @property
-    def peak_memory_mb(self) -> float | None:
-        return (self.outcome or self.shown).peak_memory_mb
-
-    @property
-    def message(self) -> str:
-        return (self.outcome or self.shown).message
-
-    @property
-    def reproduce(self) -> str:
-        return (self.outcome or self.shown).reproduce
 
     def _seen(self) -> tuple[Any, ...]:
         return (self.item, self.column, self.hardware_class, self.state, self.by_class,
@@ -291,11 +278,6 @@ class Column:
     key: str = ""
     kind: str = RUN
     identity: tuple[tuple[str, str], ...] = ()
-
-    @property
-    def short_key(self) -> str:
-        """Six hex digits of the identity key (``@3f9a1c`` in disambiguated labels)."""
-        return self.key.rsplit(":", 1)[-1][:6]
 
     @property
     def device(self) -> str | None:
@@ -945,9 +927,7 @@ def precision_groups(
     give the precision the same digest but whose images of it differ."""
     out = []
     for precision in sorted({r.precision for r in rows}, key=precision_key):
-        digests = [{c.item: c.pixel_sha256 for c in cells
-                    if c.pixel_sha256 and c.item.precision == precision}
-                   for cells in by_column]
+        digests = _digests(by_column, precision)
         shared = tuple(tuple(g) for g in bit_groups(digests) if len(g) > 1)
         if shared:
             out.append((precision, shared))
@@ -958,23 +938,32 @@ def precision_groups(
     return tuple(out)
 
 
+def _digests(by_column: Sequence[Sequence[Cell]], precision: str | None = None
+             ) -> list[dict[ItemKey, str]]:
+    """Each column's pixel digests by item (of ``precision`` only, when given)."""
+    return [{c.item: c.pixel_sha256 for c in cells
+             if c.pixel_sha256 and precision in (None, c.item.precision)} for cells in by_column]
+
+
 def _broken_predictions(columns: Sequence[Column], digests: Sequence[Mapping[ItemKey, str]],
                         precision: str) -> list[str]:
     """Columns whose measured identities share ``precision``'s digest (the suite predicts
     equal bits) but whose images of an item differ."""
+    from conformance.lookup import predicts_same_bits
+
     out = []
     named = [(j, dict(c.identity).get(f"digest {precision}"),
               dict(c.identity).get("battery_version")) for j, c in enumerate(columns)]
     for n, (a, da, va) in enumerate(named):
         for b, db, vb in named[n + 1:]:
-            if da is None or da != db or va != vb:
+            if not predicts_same_bits(da, va, db, vb):
                 continue
             differ = sorted(i.id for i, sha in digests[a].items()
                             if digests[b].get(i) not in (None, sha))
             if differ:
                 out.append(
                     f"broken prediction: {columns[a].label} and {columns[b].label} share the "
-                    f"{precision} digest {da} but {_plural(len(differ))} differ "
+                    f"{precision} digest {da} but {plural(len(differ))} differ "
                     f"({', '.join(differ[:3])}{' ...' if len(differ) > 3 else ''}): the "
                     "probe battery does not see what parts them")
     return out
@@ -1028,9 +1017,7 @@ def _grouped(
 ) -> tuple[list[Column], list[list[Cell]], tuple[tuple[int, ...], ...]]:
     """Columns and their cells reordered so that the columns of a bit-identical group are
     adjacent (:func:`bit_groups`), and the groups by new column index."""
-    digests = [
-        {c.item: c.pixel_sha256 for c in cells if c.pixel_sha256} for cells in by_column
-    ]
+    digests = _digests(by_column)
     groups = bit_groups(digests)
     for group in groups:
         if len(group) > 1:
@@ -1041,7 +1028,7 @@ def _grouped(
             )
             notes.append(
                 "same bits: " + ", ".join(columns[j].label for j in group)
-                + f" (equal pixels on every item they share, {_plural(shared)})"
+                + f" (equal pixels on every item they share, {plural(shared)})"
             )
     final = [j for group in groups for j in group]
     columns = [columns[j] for j in final]
@@ -1051,7 +1038,8 @@ def _grouped(
     return columns, by_column, new_groups
 
 
-def _plural(n: int, word: str = "item") -> str:
+def plural(n: int, word: str = "item") -> str:
+    """``1 item``, ``2 items``."""
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
@@ -1304,7 +1292,7 @@ def _golden_drafts(roots: Iterable[str | Path], notes: list[str]) -> list[_Golde
             draft.entries[item] = (entry, gset)
         if replaced:
             notes.append(
-                f"{gset.path}: {_plural(replaced, 'golden')} of the same identity came "
+                f"{gset.path}: {plural(replaced, 'golden')} of the same identity came "
                 "from an earlier golden root too; this one's were used"
             )
     return list(drafts.values())
@@ -1420,19 +1408,6 @@ def _golden_column(draft: _GoldenDraft, cells: Mapping[ItemKey, Cell]) -> Golden
         identity=identity_summary(identity),
     )
     return GoldenColumn(column, cells)
-
-
-def image_paths(matrix: Matrix) -> list[str]:
-    """Every artifact path the matrix names, sorted, without repeats."""
-    paths = {
-        p
-        for row in matrix.cells
-        for cell in row
-        for p in (cell.artifacts.actual, cell.artifacts.golden, cell.artifacts.diff,
-                  cell.artifacts.flip)
-        if p
-    }
-    return sorted(paths)
 
 
 # -- data round trip -------------------------------------------------------------------------

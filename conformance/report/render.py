@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 from conformance.metrics import METRICS, Metric, headline_metrics
 from conformance.records import RecordedMetrics
@@ -33,8 +34,10 @@ from conformance.report.matrix import (
     Column,
     Matrix,
     matrix_to_dict,
+    plural,
 )
-from conformance.report.safe_text import md_inline
+from conformance.report.safe_text import md_inline as md_escape
+from conformance.report.safe_text import shortened
 
 #: How many diverged / missing cells the Markdown lists before "... and N more".
 MARKDOWN_LIST_LIMIT = 50
@@ -110,11 +113,16 @@ def error_text(cell: Cell) -> str:
     message = first_line(error_message(cell))
     if message:
         text += f": {message}"
-    where = []
-    if cell.error is not None:
-        where = [f"{k} {v}" for k, v in (("device", cell.error.device),
-                                          ("precision", cell.error.precision)) if v]
+    where = [f"{k} {v}" for k, v in error_where(cell)]
     return text + (f" ({', '.join(where)})" if where else "")
+
+
+def error_where(cell: Cell) -> list[tuple[str, str]]:
+    """(``device`` / ``precision``, value) of an error cell's exception, those recorded."""
+    if cell.error is None:
+        return []
+    return [(k, v) for k, v in (("device", cell.error.device),
+                                ("precision", cell.error.precision)) if v]
 
 
 def cell_text(cell: Cell) -> str:
@@ -122,10 +130,7 @@ def cell_text(cell: Cell) -> str:
     the results file (escape it)."""
     mark = MARKS[cell.state]
     if cell.state is CellState.ERROR:
-        kind = error_type(cell)
-        if len(kind) > ERROR_TYPE_LIMIT:
-            kind = kind[: ERROR_TYPE_LIMIT - 3] + "..."
-        return f"{mark} {kind}"
+        return f"{mark} {shortened(error_type(cell), ERROR_TYPE_LIMIT)}"
     if cell.state in (CellState.IDENTICAL, CellState.MISSING):
         return mark
     m = cell.metrics
@@ -166,8 +171,7 @@ def cell_title(cell: Cell) -> str:
 
 def first_line(text: str, limit: int = 240) -> str:
     """The first non-empty line of ``text``, shortened to ``limit`` characters."""
-    line = next((ln.strip() for ln in text.splitlines() if ln.strip()), "")
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+    return shortened(next((ln.strip() for ln in text.splitlines() if ln.strip()), ""), limit)
 
 
 def class_label(matrix: Matrix, column: int) -> str:
@@ -206,17 +210,24 @@ def identity_text(column: Column) -> str:
     return f"{what}no measured identity (key {column.key.rsplit(':', 1)[-1]} from the fingerprint)"
 
 
-def plural(n: int, word: str) -> str:
-    """``1 item``, ``2 items``."""
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
 def environment(fingerprint: dict[str, str], threads: bool = False) -> str:
     """``AMD EPYC, torch 2.13.0+cpu, diffusers 0.42.1`` from a run's fingerprint."""
     parts = [fingerprint["device_name"]] if "device_name" in fingerprint else []
     keys = ("torch", "diffusers", "threads") if threads else ("torch", "diffusers")
     parts += [f"{k} {fingerprint[k]}" for k in keys if k in fingerprint]
     return ", ".join(parts)
+
+
+def overview(matrix: Matrix, strong: Callable[[str], str] = str) -> str:
+    """``52 items x 6 columns, reference class X: 126 identical, 142 within`` (``strong``
+    marks up the class)."""
+    reference = (
+        f"reference class {strong(matrix.reference_class)}"
+        if matrix.reference_class
+        else "no reference class found in the results"
+    )
+    return (f"{plural(len(matrix.items), 'item')} x {plural(len(matrix.columns), 'column')}, "
+            f"{reference}: {counts_text(matrix.totals())}")
 
 
 def counts_text(counts: dict[CellState, int]) -> str:
@@ -226,13 +237,6 @@ def counts_text(counts: dict[CellState, int]) -> str:
 
 
 # -- Markdown --------------------------------------------------------------------------------
-def md_escape(text: object) -> str:
-    """Text from an input made inert in Markdown: one line, control characters and
-    escape sequences shown as text, no markup, no link, no HTML (see
-    :func:`conformance.report.safe_text.md_inline`)."""
-    return md_inline(text)
-
-
 def _md_list(title: str, lines: list[str]) -> list[str]:
     if not lines:
         return []
@@ -253,18 +257,9 @@ def md_cell(cell: Cell) -> str:
 
 def render_markdown(matrix: Matrix, title: str = "Conformance matrix") -> str:
     """The matrix as GitHub-flavoured Markdown (fits a job summary)."""
-    n_items, n_classes = len(matrix.items), len(matrix.columns)
-    out = [f"## {md_escape(title)}", ""]
-    reference = (
-        f"reference class **{md_escape(matrix.reference_class)}**"
-        if matrix.reference_class
-        else "no reference class found in the results"
-    )
-    out.append(
-        f"{plural(n_items, 'item')} x {plural(n_classes, 'column')}, {reference}: "
-        f"{counts_text(matrix.totals())}."
-    )
-    out.append("")
+    n_classes = len(matrix.columns)
+    out = [f"## {md_escape(title)}", "", overview(matrix, lambda c: f"**{md_escape(c)}**") + ".",
+           ""]
     groups = group_names(matrix)
     if not matrix.items:
         out.append("No outcomes in the results files.")

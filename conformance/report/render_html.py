@@ -44,15 +44,16 @@ from conformance.report.render import (
     cell_text,
     cell_title,
     class_label,
-    counts_text,
     environment,
     error_message,
     error_type,
+    error_where,
     fmt_number,
     group_names,
     identity_text,
     legend,
     metric_values,
+    overview,
     plural,
     same_bits,
 )
@@ -63,13 +64,6 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 #: Bytes of embedded images (base64) a page holds at most by default (``--html-budget``).
 DEFAULT_IMAGE_BUDGET = 64 * 10**6
 
-_STATE_TEXT = {
-    CellState.IDENTICAL: "identical",
-    CellState.WITHIN: "within tolerance",
-    CellState.DIVERGED: "diverged",
-    CellState.ERROR: "error",
-    CellState.MISSING: "missing",
-}
 _BAR_COLOURS = {
     CellState.IDENTICAL: "#52b788",
     CellState.WITHIN: "#c5d86d",
@@ -145,11 +139,6 @@ class PageImages:
         self._left_out: set[str] = set()  # paths
         self._left_out_refs = 0
 
-    @property
-    def left_out(self) -> int:
-        """Distinct image files left out for the budget."""
-        return len(self._left_out)
-
     def _resolve(self, path: str) -> tuple[str, str | None]:
         linked = hard_link_problem(path)
         if linked is not None:  # never embedded, whoever read its bytes
@@ -194,19 +183,14 @@ class PageImages:
                 f'<div class="img {value}" role="img" aria-label="{esc(name)}" '
                 f'title="{esc(path)}"></div>'
             )
-        elif kind == "budget":
-            self._left_out.add(path)
-            self._left_out_refs += 1
-            body = (
-                f'<div class="noimg budget">{esc(value or budget_note(self.budget))}:'
-                f"<br>{esc(path)}</div>"
-            )
-        elif kind == "note":
-            body = f'<div class="noimg">{esc(value)}:<br>{esc(path)}</div>'
-        elif kind == "not-png":
-            body = f'<div class="noimg">not a PNG file:<br>{esc(path)}</div>'
         else:
-            body = f'<div class="noimg">image not found:<br>{esc(path)}</div>'
+            text = {"not-png": "not a PNG file", "absent": "image not found"}.get(kind, value)
+            if kind == "budget":
+                self._left_out.add(path)
+                self._left_out_refs += 1
+                text = value or budget_note(self.budget)
+            body = (f'<div class="noimg{" budget" if kind == "budget" else ""}">{esc(text)}:'
+                    f"<br>{esc(path)}</div>")
         return _figure(body, name)
 
     def style(self) -> str:
@@ -405,7 +389,12 @@ def metrics_table(m: RecordedMetrics | None) -> str:
         return '<p class="muted">No metrics.</p>'
     rows = [("identical", "yes" if m.identical else "no")]
     rows += [(metric.label, text) for metric, text in metric_values(m)]
-    body = "".join([f"<tr><th>{esc(k)}</th><td>{esc(v)}</td></tr>" for k, v in rows])
+    return kv_table([(esc(k), esc(v)) for k, v in rows])
+
+
+def kv_table(rows: Sequence[tuple[str, str]]) -> str:
+    """A key/value table of HTML ``rows`` (escaped by the caller)."""
+    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     return f'<table class="kv">{body}</table>'
 
 
@@ -447,14 +436,10 @@ def error_block(cell: Cell) -> str:
     """The exception of an error cell: type, message, device and precision."""
     if cell.state is not CellState.ERROR:
         return ""
-    rows = [("type", esc(error_type(cell)))]
-    if cell.error is not None:
-        rows += [(k, esc(v)) for k, v in (("device", cell.error.device),
-                                           ("precision", cell.error.precision)) if v]
-    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    rows = [(k, esc(v)) for k, v in [("type", error_type(cell)), *error_where(cell)]]
     message = error_message(cell)
     text = f"<pre>{esc_block(message)}</pre>" if message else '<p class="muted">No message.</p>'
-    return f'<h3>Error</h3><table class="kv">{body}</table>{text}'
+    return f"<h3>Error</h3>{kv_table(rows)}{text}"
 
 
 def run_table(cell: Cell) -> str:
@@ -483,8 +468,7 @@ def run_table(cell: Cell) -> str:
     if cell.reproduce:
         name = "recorded by" if cell.check == GOLDEN_CHECK else "reproduce"
         rows.append((name, f"<code>{esc(cell.reproduce)}</code>"))
-    body = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
-    return f'<table class="kv">{body}</table>'
+    return kv_table(rows)
 
 
 def panel(cell: Cell, panel_id: str, images: PageImages) -> str:
@@ -518,7 +502,7 @@ def panel(cell: Cell, panel_id: str, images: PageImages) -> str:
         item_id=esc(cell.item.id),
         column=esc(cell.column),
         state=cell.state.value,
-        state_text=esc(_STATE_TEXT[cell.state]),
+        state_text="within tolerance" if cell.state is CellState.WITHIN else cell.state.value,
         what=esc(what),
         message=message,
         images=image_row(cell, images),
@@ -639,15 +623,6 @@ def render_html(
         body.append(
             f'<tr><td colspan="{3 + n_classes}">No outcomes in the results files.</td></tr>'
         )
-    reference = (
-        f"reference class {matrix.reference_class}"
-        if matrix.reference_class
-        else "no reference class found in the results"
-    )
-    meta = (
-        f"{plural(len(matrix.items), 'item')} x {plural(n_classes, 'column')}, {reference}: "
-        f"{counts_text(matrix.totals())}"
-    )
     notes = ""
     if matrix.notes:
         notes = (
@@ -658,7 +633,7 @@ def render_html(
     return template("matrix.html").substitute(
         title=esc(title),
         heading=esc(title),
-        meta=esc(meta),
+        meta=esc(overview(matrix)),
         summary_rows="\n".join(_summary_row(matrix, j) for j in range(n_classes)),
         legend=_legend(),
         group_row=_group_row(matrix),

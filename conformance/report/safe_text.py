@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import re
 
-__all__ = ["bounded", "md_inline", "visible"]
+__all__ = ["bounded", "md_inline", "shortened", "visible"]
 
 #: The characters of the Unicode categories Cc, Cf, Cs, Zl and Zp (Unicode 14) from DEL on,
 #: as ranges (C0 controls are added below).
@@ -75,6 +75,11 @@ def bounded(text: str, limit: int) -> str:
         return text
     suffix = f"...({len(text)} chars)"
     return text[: max(limit - len(suffix), 8)] + suffix
+
+
+def shortened(text: str, limit: int) -> str:
+    """``text``, or its first ``limit - 3`` characters and ``...`` when it is longer."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 #: Markdown: backslash, emphasis, code, links and images (``![`` needs its ``[``), HTML and

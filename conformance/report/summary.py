@@ -13,6 +13,7 @@ from dataclasses import dataclass
 
 from conformance.core import Check, Status
 from conformance.records import Outcome
+from conformance.report.safe_text import shortened
 
 #: at most this many causes are named per group of outcomes, each cut to this length
 TOP_CAUSES = 4
@@ -29,7 +30,7 @@ def _causes(text: str) -> list[str]:
     match = _PROBES.fullmatch(text)
     if match:
         return [f"{g} probes" for g in match["groups"].split(", ")]
-    return [text if len(text) <= CAUSE_CHARS else text[:CAUSE_CHARS - 3] + "..."]
+    return [shortened(text, CAUSE_CHARS)]
 
 
 def _outcome_causes(outcome: Outcome) -> list[str]:
@@ -121,25 +122,23 @@ def orphans(manifests: Mapping[str, Iterable[str]], wanted: set[str]) -> list[Or
 
 def orphan_lines(found: Sequence[Orphan], cases: str, strict: bool, most: int = 10
                  ) -> list[str]:
-    if not found:
-        return []
-    head = (f"{'error' if strict else 'note'}: {len(found)} golden(s) match no item of "
-            f"{cases} (renamed or removed cases): remove them from their manifest, or "
-            "restore the case")
-    lines = [head]
-    lines += [f"  {o.set_dir}: {o.item_id}" for o in found[:most]]
-    if len(found) > most:
-        lines.append(f"  ... and {len(found) - most} more")
-    return lines
+    return _listed(f"{'error' if strict else 'note'}: {len(found)} golden(s) match no item of "
+                   f"{cases} (renamed or removed cases): remove them from their manifest, or "
+                   "restore the case", found, most)
 
 
 def unused_lines(found: Sequence[Orphan], root: str, most: int = 10) -> list[str]:
     """``diffusion_golden`` goldens of the checked modules that no check of the run used."""
+    return _listed(f"note: {len(found)} diffusion_golden golden(s) under {root} were not "
+                   "used by this run (deselected tests, or renamed or removed names)",
+                   found, most)
+
+
+def _listed(head: str, found: Sequence[Orphan], most: int) -> list[str]:
+    """``head`` and the first ``most`` of ``found``, one a line (none: no lines)."""
     if not found:
         return []
-    lines = [f"note: {len(found)} diffusion_golden golden(s) under {root} were not used by "
-             "this run (deselected tests, or renamed or removed names)"]
-    lines += [f"  {o.set_dir}: {o.item_id}" for o in found[:most]]
+    lines = [head, *(f"  {o.set_dir}: {o.item_id}" for o in found[:most])]
     if len(found) > most:
         lines.append(f"  ... and {len(found) - most} more")
     return lines

@@ -11,6 +11,7 @@ import math
 import re
 import shutil
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,7 @@ import pytest
 from PIL import Image
 
 from conformance.errors import ConformanceInputError
+from conformance.lookup import predicts_same_bits
 from conformance.records import StepDelta, to_builtins
 from conformance.report import command
 from conformance.report.matrix import (
@@ -31,7 +33,6 @@ from conformance.report.matrix import (
     bit_groups,
     build_matrix,
     disambiguate,
-    image_paths,
     item_key,
     legacy_key,
     load_golden,
@@ -46,7 +47,8 @@ from conformance.report.render import (
     render_json,
     render_markdown,
 )
-from conformance.report.render_html import render_html, step_plot_svg
+from conformance.report.render_html import page_image_paths, render_html, step_plot_svg
+from conformance.report.safe_text import shortened
 from tests.runs import summary_of
 
 REF = "cpu-default"
@@ -465,7 +467,7 @@ def test_json_non_finite_numbers_become_null(tmp_path):
 
 def test_html_escapes_embeds_and_stays_offline(tmp_path):
     m = sample_matrix(tmp_path)
-    images = command.read_images(image_paths(m), [tmp_path])
+    images = command.read_images(page_image_paths(m), [tmp_path])
     page = render_html(m, images)
     assert "<script" not in page.lower()
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page
@@ -760,7 +762,7 @@ def screenshot(url: str, out: Path, tmp_path: Path) -> np.ndarray:
 def test_html_in_a_real_browser(tmp_path):
     m = sample_matrix(tmp_path)
     page = tmp_path / "matrix.html"
-    images = command.read_images(image_paths(m), [tmp_path])
+    images = command.read_images(page_image_paths(m), [tmp_path])
     page.write_text(render_html(m, images), encoding="utf-8")
 
     table = screenshot(page.as_uri(), tmp_path / "table.png", tmp_path)
@@ -1005,6 +1007,11 @@ def test_error_cell_shows_type_and_message_escaped(tmp_path):
     assert data["rows"][1]["cells"]["cpu-avx2"]["error"]["type"] == "Runtime<Error>|x"
     assert data["columns"][0]["counts"]["error"] == 1
     assert matrix_from_dict(data) == m
+
+
+def test_shortened_text_ends_in_an_ellipsis_within_its_limit():
+    assert shortened("abcdef", 6) == "abcdef"
+    assert shortened("abcdefg", 6) == "abc..."
 
 
 def test_long_error_types_are_shortened_in_the_table(tmp_path):
@@ -1411,6 +1418,28 @@ def test_a_shared_digest_with_different_images_is_a_broken_prediction(tmp_path):
     assert any(n.startswith("broken prediction: cpu-aaa-avx2 and cpu-bbb-avx2 share the fp32 "
                             "digest d1 but 1 item differ (tiny-sd/red-circle/64x64/fp32)")
                for n in m.notes), m.notes
+
+
+def test_digests_of_other_probe_batteries_predict_nothing(tmp_path):
+    a = _column(tmp_path, "aaa", {"fp32": "d1"}, {"fp32": "1"})
+    b = _column(tmp_path, "bbb", {"fp32": "d1"}, {"fp32": "2"})
+    b = replace(b, identity=tuple((k, "2" if k == "battery_version" else v)
+                                  for k, v in b.identity))
+    assert not any("broken prediction" in n for n in build_matrix([a, b]).notes)
+
+
+@pytest.mark.parametrize(
+    ("mine", "theirs", "same"),
+    [
+        (("d1", 1), ("d1", 1), True),
+        (("d1", 1), ("d2", 1), False),
+        (("d1", 1), ("d1", 2), False),
+        ((None, 1), (None, 1), False),
+    ],
+)
+def test_the_rule_of_a_shared_digest(mine, theirs, same):
+    """One rule for the matrix's notes and for ``validate`` (through ``equal_digest``)."""
+    assert predicts_same_bits(*mine, *theirs) is same
 
 
 def test_the_set_that_decided_an_own_class_check_reaches_the_cell(tmp_path):

@@ -13,6 +13,7 @@ from conformance.report.summary import (
     missing_lines,
     orphan_lines,
     orphans,
+    unused_lines,
 )
 
 
@@ -95,3 +96,13 @@ def test_goldens_no_case_makes_are_listed():
     many = orphans({"s": [f"m/c{i}/1x1/fp32" for i in range(12)]}, set())
     assert orphan_lines(many, "c", strict=False, most=10)[-1] == "  ... and 2 more"
     assert orphan_lines([], "c", strict=True) == []
+
+
+def test_diffusion_golden_goldens_no_check_used_are_listed():
+    many = orphans({"g/m": [f"m/c{i}/1x1/fp32" for i in range(12)]}, set())
+    lines = unused_lines(many, "fixtures")
+    assert lines[0] == ("note: 12 diffusion_golden golden(s) under fixtures were not used by "
+                        "this run (deselected tests, or renamed or removed names)")
+    assert lines[1] == "  g/m: m/c0/1x1/fp32" and lines[-1] == "  ... and 2 more"
+    assert len(lines) == 12
+    assert unused_lines([], "fixtures") == []
