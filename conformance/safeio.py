@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from conformance.errors import ConformanceInputError, OutputError, type_name
+from conformance.report.safe_text import bounded
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -124,10 +125,7 @@ def show(value: Any, limit: int = 60) -> str:
         text = repr(value)
     except Exception:  # a repr that fails says nothing useful either
         return f"<{type(value).__name__}>"
-    if len(text) > limit:
-        suffix = f"...({len(text)} chars)"
-        text = text[: max(limit - len(suffix), 8)] + suffix
-    return text
+    return bounded(text, limit)
 
 
 def _human(size: int) -> str:
