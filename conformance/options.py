@@ -22,7 +22,7 @@ from conformance.cases import Resolution
 from conformance.hardware import DEVICE_FORMS, HardwareClass, parse_device
 from conformance.models import MODELS
 from conformance.precision import PRECISIONS
-from conformance.safeio import regular_file_problem, show, writable_problem
+from conformance.safeio import os_reason, regular_file_problem, show, writable_problem
 from conformance.schema import integer_text, text_problem
 
 MAX_THREADS = 1024
@@ -158,14 +158,21 @@ def _existing_file(text: str) -> Path:
 
 def _directory(text: str) -> Path:
     path = _path(text, "directory")
-    if path.exists() and not path.is_dir():
-        raise argparse.ArgumentTypeError(f"{show(text)} exists and is not a directory")
+    try:
+        if path.exists() and not path.is_dir():
+            raise argparse.ArgumentTypeError(f"{show(text)} exists and is not a directory")
+    except OSError as exc:  # a name too long for the file system, ...
+        raise argparse.ArgumentTypeError(f"{show(text)}: {os_reason(exc)}") from None
     return path
 
 
 def _results_file(text: str) -> Path:
     path = _path(text, "results")
-    if path.is_dir():
+    try:
+        is_dir = path.is_dir()
+    except OSError as exc:  # a name too long for the file system, ...
+        raise argparse.ArgumentTypeError(f"{show(text)}: {os_reason(exc)}") from None
+    if is_dir:
         raise argparse.ArgumentTypeError(
             f"{show(text)} is a directory; give a file path, e.g. {path / 'results.json'}"
         )

@@ -429,15 +429,51 @@ def _describe(message: str, tree: Any, type_: Any, dec_hook: DecHook | None) -> 
             return Problem(keys, f"{show(node)} is not accepted ({_description(tp)})")
         described = _description(tp) or show(text.removeprefix("Expected "), 120)
         return Problem(keys, f"must be {described}{' or null' if optional else ''}, "
-                             f"{got(node)}")
+                             f"{_held(node)}")
     if text.startswith("Invalid enum value"):
         return Problem(keys, f"{show(node)} is not one of {', '.join(_choices(tp))}")
     if text.startswith("Object contains unknown field"):
         return _unknown(node, tp, keys) or Problem(keys, "holds an unknown key")
     missing = re.match(r"Object missing required field `([A-Za-z0-9_]+)`\Z", text)
     if missing:
-        return Problem((*keys, missing[1]), "is missing", lead="key ")
+        return Problem((*keys, missing[1]), "is missing" + _needs(tp, missing[1]), lead="key ")
     return Problem(keys, f"is not accepted: {show(text, 200)}")
+
+
+def _held(node: Any) -> str:
+    """:func:`got` for a value a constraint refused: a list, an object or a string says its
+    length, which is what a length constraint is about."""
+    if isinstance(node, list):
+        return f"not a list of {len(node)} items" if node else "not an empty list"
+    if isinstance(node, dict):
+        return f"not an object of {len(node)} keys" if node else "not an empty object"
+    if isinstance(node, str) and not node:
+        return "not an empty string"
+    if isinstance(node, str) and len(node) > 40:
+        return f"not a string of {len(node)} characters ({show(node, 40)})"
+    return got(node)
+
+
+def _needs(tp: Any, name: str) -> str:
+    """``: it must be WHAT IS ACCEPTED`` for the missing field ``name`` of record type
+    ``tp`` (its declared description, or its type in words), or ``""``."""
+    try:
+        field_tp = _field_type(tp, name)
+    except Exception:  # a type the walk does not know: the key alone
+        return ""
+    described = _description(field_tp)
+    if described is None and _choices(field_tp):
+        described = f"one of {', '.join(_choices(field_tp))}"
+    if described is None:
+        members = [m for m in _members(field_tp) if m is not type(None)]
+        names = {int: "int", float: "float", str: "str", bool: "bool", list: "array",
+                 tuple: "array", dict: "object"}
+        words = [_WORDS[names[typing.get_origin(m) or m]] for m in members
+                 if (typing.get_origin(m) or m) in names]
+        if len(words) != len(members) or not words:
+            return ""
+        described = " or ".join(dict.fromkeys(words))
+    return f": it must be {described}"
 
 
 def _walk(tree: Any, type_: Any, segments: list[Any],

@@ -48,7 +48,7 @@ from conformance.golden import (
     read_plain_file,
 )
 from conformance.hardware import HardwareClass, usable_cores
-from conformance.safeio import MANIFEST_LIMIT, show
+from conformance.safeio import MANIFEST_LIMIT, os_reason, show
 from conformance.schema import MODEL, integer_text
 
 MAX_MANIFEST_BYTES = MANIFEST_LIMIT
@@ -156,6 +156,13 @@ def find_sets(paths: list[Path]) -> tuple[list[Path], list[Problem]]:
     sets: list[Path] = []
     problems: list[Problem] = []
     for path in paths:
+        try:
+            path.lstat()
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError) as exc:  # a name too long, a NUL, ...
+            problems.append(Problem(path, f"cannot be read: {os_reason(exc)}"))
+            continue
         if path.is_symlink():
             problems.append(Problem(path, "is a symbolic link; golden sets are plain folders"))
             continue
@@ -656,8 +663,13 @@ def run(args: argparse.Namespace) -> int:
 
     tolerances = load_tolerances(args.tolerances)
     sets, problems = find_sets(list(args.paths))
-    if args.base is not None and not args.base.is_dir():
-        raise ConformanceInputError("--base", f"{args.base} is not a folder of golden sets")
+    if args.base is not None:
+        try:
+            is_dir = args.base.is_dir()
+        except (OSError, ValueError) as exc:  # a name too long, a NUL, ...
+            raise ConformanceInputError("--base", f"{args.base}: {os_reason(exc)}") from None
+        if not is_dir:
+            raise ConformanceInputError("--base", f"{args.base} is not a folder of golden sets")
     validator = Validator(args.reference_dir, args.reference_class, tolerances, args.base)
     problems += _validate_sets(validator, sets, _jobs(args.jobs, len(sets)), args)
     problems += broken_predictions(sets, validator.base)

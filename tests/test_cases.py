@@ -102,7 +102,7 @@ def test_case_overrides_axes(tmp_path):
          r"unknown key axes\.seeds \(accepted: resolutions, precisions\)"),
         (("[axes]", "[defaults]"), r"unknown key defaults \(accepted: schema_version, axes"),
         (("precisions = [\"fp32\", \"bf16\"]", "precisions = []"),
-         r"axes\.precisions must be a list of 1 to \d+ precision names, not a list"),
+         r"axes\.precisions must be a list of 1 to \d+ precision names, not an empty list"),
         (("precisions = [\"fp32\", \"bf16\"]", "precisions = 3"),
          r"axes\.precisions must be a list of 1 to \d+ precision names, not a number"),
     ],

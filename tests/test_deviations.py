@@ -122,7 +122,7 @@ def test_matching(tmp_path):
         (('action = "xfail"', 'action = "xfail"\ncpu_flags = ["amx"]'),
          r"deviation\[0\]\.cpu_flags\[0\] 'amx' is not one of avx, avx2, "),
         (('action = "xfail"', 'action = "xfail"\ncpu_flags = []'),
-         r"\.cpu_flags must be a non-empty list of CPU flags the suite reads, not a list"),
+         r"\.cpu_flags must be a non-empty list of CPU flags the suite reads, not an empty list"),
         (('action = "xfail"', 'action = "xfail"\ncpu_flags = "amx_bf16"'),
          r"\.cpu_flags must be a non-empty list of CPU flags the suite reads, not a string"),
         (('action = "xfail"', 'action = "xfail"\ncpu_isa = ["avx1024"]'),

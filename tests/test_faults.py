@@ -978,3 +978,43 @@ def test_the_cause_of_a_safetensors_failure_is_one_line(text: str, reason: str) 
     from conformance.safeio import os_reason
 
     assert os_reason(SafetensorError(text)) == reason
+
+
+# -- a path the file system cannot look up: a name too long, a NUL --------------------------------
+LONG = "a" * 300  # one component over the 255 bytes of common file systems
+
+
+def test_a_name_too_long_is_one_line_in_validate_and_matrix(tmp_path: Path, capsys) -> None:
+    from conformance import cli
+
+    assert cli.main(["validate", str(tmp_path / LONG)]) == 1
+    out = capsys.readouterr()
+    assert out.out == f"{tmp_path / LONG}: cannot be read: File name too long\n"
+    assert cli.main(["validate", str(tmp_path), "--base", str(tmp_path / LONG)]) == 2
+    assert capsys.readouterr().err.endswith(f"--base: {tmp_path / LONG}: File name too long\n")
+    assert cli.main(["matrix", str(tmp_path / f"{LONG}.json"), "--json", "-"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"{tmp_path / LONG}.json: cannot be read: File name too long\n")
+    assert "Traceback" not in err
+
+
+def test_a_nul_in_a_matrix_path_is_one_line(tmp_path: Path, capsys) -> None:
+    from conformance import cli
+
+    assert cli.main(["matrix", "a\x00b.json", "--json", "-"]) == 2
+    assert capsys.readouterr().err.endswith("'a\\x00b.json': the path contains a NUL character\n")
+    results = tmp_path / "results.json"
+    results.write_text("{}")
+    assert cli.main(["matrix", str(results), "--json", "x\x00y"]) == 2
+    assert capsys.readouterr().err.endswith("--json: the path contains a NUL character\n")
+
+
+@pytest.mark.parametrize("flag", ["golden_dir", "results"])
+def test_a_name_too_long_in_a_path_option_is_a_usage_error(tmp_path: Path, flag: str) -> None:
+    import argparse
+
+    from conformance.options import OPTION_BY_NAME
+
+    option = OPTION_BY_NAME[flag.replace("_", "-")]
+    with pytest.raises(argparse.ArgumentTypeError, match="File name too long"):
+        option.type(str(tmp_path / LONG))

@@ -120,7 +120,7 @@ def test_unregistered_metric_keys_are_ignored():
 # -- refusals ------------------------------------------------------------------------------------
 REFUSED: list[tuple[Any, str]] = [
     ([1], "malformed outcomes: outcome 3 (outcomes[3]) must be an object, not a list"),
-    (good(hardware_class=""), "hardware_class must be a non-empty string, not a string ('')"),
+    (good(hardware_class=""), "hardware_class must be a non-empty string, not an empty string"),
     (good(hardware_class=None), "hardware_class must be a non-empty string, not null"),
     (good(tier="bitwise"),
      "tier 'bitwise' is not one of close, differ, exact, fidelity, perceptual"),

@@ -81,7 +81,7 @@ def test_reads_a_document_into_its_types(tmp_path: Path) -> None:
     ({"step": 1.0}, "items[0].step must be an integer or null, not a number (1.0)"),
     ({"step": 2**64}, "items[0].step must be an integer or null, not 18446744073709551616 "
                       "(outside the 64-bit range)"),
-    ({"name": ""}, "items[0].name must be a non-empty string, not a string ('')"),
+    ({"name": ""}, "items[0].name must be a non-empty string, not an empty string"),
     ({"name": None}, "items[0].name must be a non-empty string, not null (None)"),
     ({"colour": "\x1b[2Jgreen"}, "items[0].colour '\\x1b[2Jgreen' is not one of blue, red"),
     ({"colour": 3}, "items[0].colour must be a string or null, not a number (3)"),
@@ -109,7 +109,7 @@ def test_refusals_name_the_key_and_what_is_accepted(item: dict[str, Any], messag
 
 def test_refusals_at_the_top_level() -> None:
     assert refused("[1]") == "the top level must be an object, not a list"
-    assert refused("{}") == "key items is missing"
+    assert refused("{}") == "key items is missing: it must be a list"
     assert refused('{"items": [], "x": 1}') == "unknown key x (accepted: items, free)"
     assert refused('{"items": [3]}') == "items[0] must be an object, not a number (3)"
 

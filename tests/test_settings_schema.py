@@ -124,12 +124,12 @@ def test_integer_text_of_anything(text: str) -> None:
 def test_empty_and_blank_lines() -> None:
     assert refused("", line(9, empty=False)) == (
         "the top level must be one line of printable text, not blank, of at most 9 "
-        "characters, not a string ('')")
+        "characters, not an empty string")
     assert isinstance(problem_of(" \u3000", line(9, empty=False)), Problem)
     pattern = line(9, empty=False, blank=True)
     assert problem_of(" ", pattern) == " "
     assert refused("", pattern) == ("the top level must be one line of printable text of 1 "
-                                    "to 9 characters, not a string ('')")
+                                    "to 9 characters, not an empty string")
     assert refused(1, line(9, accepted="a pattern")) == (
         "the top level must be a pattern, not a number (1)")
 

@@ -397,9 +397,9 @@ def parse_model(
         decoded = problem_of(table, Annotated[BuiltinTable if builtin else ModelTable, _TABLE])
         if isinstance(decoded, Problem):
             text = decoded.text
-            if decoded.keys == ("source",) and text == "is missing":  # say what it takes
-                text += (": a pipeline directory, a .safetensors file with config, a .gguf "
-                         "file with base, or hf:<owner>/<name>[@revision]")
+            if decoded.keys == ("source",) and text.startswith("is missing"):  # what it takes
+                text = ("is missing: it must be a pipeline directory, a .safetensors file "
+                        "with config, a .gguf file with base, or hf:<owner>/<name>[@revision]")
             problem = Problem(keys + decoded.keys, text, decoded.lead)
     if problem is not None:
         raise error(path, f"{kind}: {problem}")

@@ -51,7 +51,7 @@ from conformance.report.render_html import (
     render_html,
 )
 from conformance.report.safe_text import visible
-from conformance.safeio import read_bytes, regular_file_problem, write_atomic
+from conformance.safeio import os_reason, read_bytes, regular_file_problem, write_atomic
 
 #: Images larger than this are not embedded in the HTML (shown as a note instead).
 MAX_IMAGE_BYTES = 16 * 1024 * 1024
@@ -209,7 +209,14 @@ def split_inputs(paths: Iterable[Path]) -> tuple[list[Path], list[Path]]:
     files: list[Path] = []
     roots: list[Path] = []
     for path in paths:
-        (roots if path.is_dir() else files).append(path)
+        if "\x00" in str(path):
+            raise ConformanceInputError("matrix", f"{os.fsdecode(path)!r}: the path contains a "
+                                        "NUL character")
+        try:
+            is_dir = path.is_dir()
+        except (OSError, ValueError) as exc:  # a name too long, a NUL, ...
+            raise ConformanceInputError(path, f"cannot be read: {os_reason(exc)}") from None
+        (roots if is_dir else files).append(path)
     return files, roots
 
 
@@ -276,6 +283,8 @@ def _run_matrix(args: argparse.Namespace) -> int:
     files, roots = split_inputs(args.results)
     inputs = {os.path.realpath(p) for p in files}
     for flag, target in outputs:
+        if "\x00" in target:
+            raise ConformanceInputError(f"--{flag}", "the path contains a NUL character")
         if target != "-" and os.path.realpath(target) in inputs:
             raise ConformanceInputError(
                 f"--{flag} {target}", "is one of the input files; write the output elsewhere"

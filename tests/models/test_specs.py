@@ -226,12 +226,13 @@ def test_unsupported_and_unreadable_files(tmp_path: Path) -> None:
 
 def test_source_is_required_and_a_string(tmp_path: Path) -> None:
     model_error(tmp_path, '[models.mine]\npipeline = "FluxPipeline"\n',
-                "key models['mine'].source is missing: a pipeline directory, a .safetensors "
-                "file with config, a .gguf file with base, or hf:<owner>/<name>[@revision]")
+                "key models['mine'].source is missing: it must be a pipeline directory, a "
+                ".safetensors file with config, a .gguf file with base, or "
+                "hf:<owner>/<name>[@revision]")
     model_error(tmp_path, '[models.mine]\nsource = 3\n',
                 "models['mine'].source must be one line of printable text")
     model_error(tmp_path, '[models.mine]\nsource = ""\n', "models['mine'].source must be one line",
-                "not blank", "not a string ('')")
+                "not blank", "not an empty string")
     path = write(tmp_path, '[models]\nmine = 3\n')
     with pytest.raises(CaseFileError, match=r"models\['mine'\] must be a \[models\.NAME\] table, "
                        r"not a number \(3\)"):
@@ -436,7 +437,7 @@ def test_lora_key(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("body", "needles"), [
     ('lora = "a.safetensors"', ("lora must be a list of 1 to 8 tables",)),
-    ("lora = []", ("lora must be a list of 1 to 8 tables", "not a list")),
+    ("lora = []", ("lora must be a list of 1 to 8 tables", "not an empty list")),
     ("lora = [1]", ("lora[0] must be a { path",)),
     ('lora = [{ path = "a.safetensors", weight = 1 }]',
      ("unknown key cases['one'].lora[0].weight",)),
