@@ -465,8 +465,10 @@ def _trace_problem(trace: list[Any]) -> str | None:
             return f"step {i}: " + "; ".join(
                 part for part in (missing and f"missing keys: {', '.join(missing)}",
                                   extra and f"unknown keys: {_keys(extra)}") if part)
-        if isinstance(step["step"], bool) or not isinstance(step["step"], int):
-            return f"step {i}: key 'step' must be an integer, not {_what(step['step'])}"
+        if isinstance(step["step"], bool) or not isinstance(step["step"], int) or not (
+                0 <= step["step"] < 2**31):
+            return (f"step {i}: key 'step' must be an integer in 0..2147483647, not "
+                    f"{_what(step['step'])}")
         if not isinstance(step["digest"], str) or not _STEP_DIGEST.fullmatch(step["digest"]):
             return f"step {i}: key 'digest' must be lower-case hex digits, not " \
                    f"{_what(step['digest'])}"

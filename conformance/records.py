@@ -25,6 +25,7 @@ Inside one process an outcome moves as an object; :meth:`Outcome.to_json` and
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -38,6 +39,7 @@ from conformance.metrics import METRICS
 from conformance.metrics import Metrics as Measured
 from conformance.safeio import show
 from conformance.schema import (
+    Amount,
     CaseName,
     DictKey,
     Hex,
@@ -229,9 +231,9 @@ class ComparedSide(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     pipeline's weights and (CUDA / XPU) its peak device memory, in MiB."""
 
     id: NonEmpty
-    seconds: Number | None
-    weights_mib: Number | None
-    peak_mib: Number | None
+    seconds: Amount | None
+    weights_mib: Amount | None
+    peak_mib: Amount | None
 
 
 class ModelComparison(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
@@ -289,7 +291,7 @@ class Outcome:
     tier: Tier | None
     golden_class: str | None
     metrics: RecordedMetrics | None
-    seconds: Number
+    seconds: Amount
     first_divergent_step: Int64 | None = None
     message: str = ""
     artifacts: Annotated[Artifacts, msgspec.Meta(
@@ -300,8 +302,8 @@ class Outcome:
     step_deltas: tuple[StepDelta, ...] | None = None
     #: this image against every golden class that has the item, by class (own-class checks)
     by_class: ByClass = field(default_factory=ByClass)
-    generate_seconds: Number | None = None
-    peak_memory_mb: Number | None = None
+    generate_seconds: Amount | None = None
+    peak_memory_mb: Amount | None = None
     variant: str | None = None
     #: SHA-256 of the generated image's pixels (groups bit-identical matrix columns).
     pixel_sha256: Hex | None = None
@@ -410,6 +412,11 @@ def _metrics(value: Any, keys: tuple[str | int, ...] = ()) -> RecordedMetrics:
     found = problem_of(value, _metrics_keys(tuple(METRICS)))
     if isinstance(found, Problem):
         refuse_problem(found, keys)
+    for name, metric in METRICS.items():  # NaN is a measurement (the worst); out of range not
+        held = value.get(name)
+        lo, hi = metric.range
+        if held is not None and not math.isnan(held) and not lo <= held <= hi:
+            refuse(held, f"a number in {lo:g}..{hi:g} or null", keys=(*keys, name))
     values = {n: m.from_json(value[n]) for n, m in METRICS.items() if n in value}
     return RecordedMetrics(value["identical"], values)
 

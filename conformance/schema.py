@@ -52,6 +52,7 @@ __all__ = [
     "MODEL",
     "PRECISION",
     "RESOLUTION",
+    "Amount",
     "CaseName",
     "DictKey",
     "Finite",
@@ -96,6 +97,11 @@ NonEmpty = Annotated[str, msgspec.Meta(min_length=1, description="a non-empty st
 #: A number as a measurement is written: an integer of at most 64 bits (kept an int) or a
 #: float, NaN and the infinities included.
 Number = Annotated[Int64 | float, msgspec.Meta(description="a number")]
+#: A measured amount (seconds, MiB): a finite number, 0 or more.
+Amount = Annotated[
+    Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+    | Annotated[float, msgspec.Meta(ge=0, le=sys.float_info.max)],
+    msgspec.Meta(description="a finite number of at least 0")]
 
 
 def matching(regex: str, accepted: str) -> Any:

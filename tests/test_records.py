@@ -129,9 +129,11 @@ REFUSED: list[tuple[Any, str]] = [
      "check 'own_class' is not one of compare, fidelity, fixture, invariance, own-class"),
     (good(golden_class=3), "golden_class must be a string or null, not a number (3)"),
     (good(reproduce=["pytest"]), "reproduce must be a string, not a list"),
-    (good(generate_seconds="1 s"), "generate_seconds must be a number or null, not a string"),
-    (good(seconds=None), "seconds must be a number, not null"),
-    (good(seconds=2**70), "seconds must be a number, not 1180591620717411303424 (outside"),
+    (good(generate_seconds="1 s"),
+     "generate_seconds must be a finite number of at least 0 or null, not a string"),
+    (good(seconds=None), "seconds must be a finite number of at least 0, not null"),
+    (good(seconds=2**70), "seconds must be a finite number of at least 0, not "
+     "1180591620717411303424 (outside"),
     (good(metrics={"identical": "yes"}), "metrics.identical must be true or false, not a string"),
     (good(metrics={"identical": True, "first_divergent_step": 1.0}),
      "metrics.first_divergent_step must be an integer or null, not a number (1.0)"),
@@ -161,6 +163,16 @@ REFUSED: list[tuple[Any, str]] = [
     (good(pixel_sha256="a" * 65), "pixel_sha256 must be a string of lower-case hex digits"),
     (good(colour="red", shade="dark"), "unknown key colour (accepted: id, check, model"),
     ({k: v for k, v in good().items() if k != "golden_class"}, "key golden_class is missing"),
+    (good(seconds=-1), "seconds must be a finite number of at least 0, not a number (-1)"),
+    (good(seconds=float("nan")), "seconds must be a finite number of at least 0, not a number"),
+    (good(peak_memory_mb=float("inf")),
+     "peak_memory_mb must be a finite number of at least 0 or null, not a number (inf)"),
+    (good(metrics={"identical": False, "mae": -1.0}),
+     "metrics.mae must be a number in 0..255 or null, not a number (-1.0)"),
+    (good(metrics={"identical": False, "ssim": 1.5}),
+     "metrics.ssim must be a number in -1..1 or null, not a number (1.5)"),
+    (good(by_class={"cpu-x": {"identical": False, "flip": 2.0}}),
+     "by_class['cpu-x'].flip must be a number in 0..1 or null, not a number (2.0)"),
 ]
 
 
@@ -224,6 +236,8 @@ names = st.text(min_size=1, max_size=12)
 maybe_text = st.none() | text
 finite = st.floats(allow_nan=False, allow_infinity=False)
 int64 = st.integers(-(2**63), 2**63 - 1)
+#: seconds and sizes: finite, 0 or more
+amounts = st.floats(0, allow_nan=False, allow_infinity=False) | st.integers(0, 2**63 - 1)
 
 
 @st.composite
@@ -232,12 +246,14 @@ def recorded_metrics(draw: Any) -> RecordedMetrics:
     for name, metric in METRICS.items():
         if not draw(st.booleans()):
             continue
+        lo, hi = metric.range  # a results file holds values in the metric's range
+        in_range = st.floats(lo, hi, allow_nan=False, allow_infinity=False)
         if metric.null is not None:  # null stands for the metric's null value
-            values[name] = draw(finite | st.just(metric.null))
+            values[name] = draw(in_range | st.just(metric.null))
         elif metric.integer:
-            values[name] = draw(st.none() | st.integers(0, 2**40))
+            values[name] = draw(st.none() | st.integers(int(lo), int(hi)))
         else:
-            values[name] = draw(st.none() | finite)
+            values[name] = draw(st.none() | in_range)
     return RecordedMetrics(draw(st.booleans()), values)
 
 
@@ -269,12 +285,12 @@ outcomes = st.builds(
     precision=st.from_regex(golden_names._PRECISION, fullmatch=True),
     hardware_class=names, status=st.sampled_from(Status),
     tier=st.none() | st.sampled_from(Tier), golden_class=maybe_text,
-    metrics=st.none() | recorded_metrics(), seconds=finite | int64,
+    metrics=st.none() | recorded_metrics(), seconds=amounts,
     first_divergent_step=st.none() | int64, message=text,
     artifacts=st.builds(Artifacts, **{n: maybe_text for n in ARTIFACT_NAMES}),
     reproduce=text, step_deltas=st.none() | st.lists(step_delta, max_size=4).map(tuple),
-    by_class=class_comparisons(), generate_seconds=st.none() | finite,
-    peak_memory_mb=st.none() | finite, variant=maybe_text, pixel_sha256=st.none() | hexes,
+    by_class=class_comparisons(), generate_seconds=st.none() | amounts,
+    peak_memory_mb=st.none() | amounts, variant=maybe_text, pixel_sha256=st.none() | hexes,
     error=st.none() | st.builds(GenerationError, maybe_text, maybe_text, maybe_text,
                                 maybe_text),
     localization=localizations,
@@ -283,8 +299,8 @@ outcomes = st.builds(
         st.lists(text, max_size=3).map(tuple)),
     comparison=st.none() | st.builds(
         ModelComparison, names, names,
-        *[st.builds(ComparedSide, names, st.none() | finite, st.none() | finite,
-                    st.none() | finite)] * 2),
+        *[st.builds(ComparedSide, names, st.none() | amounts, st.none() | amounts,
+                    st.none() | amounts)] * 2),
 )
 
 
@@ -321,7 +337,7 @@ def test_a_comparison_is_written_only_where_there_is_one():
     ({"relation": "v", "expect": "differ", "base": [], "other": SIDE},
      "comparison.base must be an object, not a list"),
     ({"relation": "v", "expect": "differ", "base": SIDE, "other": {**SIDE, "seconds": "1"}},
-     "comparison.other.seconds must be a number or null"),
+     "comparison.other.seconds must be a finite number of at least 0 or null"),
     ({"relation": "v", "expect": "differ", "base": SIDE, "other": {**SIDE, "id": 3}},
      "comparison.other.id must be a non-empty string"),
 ])

@@ -289,14 +289,14 @@ def _run_matrix(args: argparse.Namespace) -> int:
             raise ConformanceInputError(
                 f"--{flag} {target}", "is one of the input files; write the output elsewhere"
             )
+    tolerances = None
+    if getattr(args, "tolerances", None) is not None:  # read (and refused) whatever the inputs
+        from conformance.tolerances import load_tolerances
+
+        tolerances = load_tolerances(args.tolerances)
     runs = [load_run(path) for path in files]
     golden = None
     if roots:
-        tolerances = None
-        if getattr(args, "tolerances", None) is not None:
-            from conformance.tolerances import load_tolerances
-
-            tolerances = load_tolerances(args.tolerances)
         golden = load_golden(
             roots,
             reference_class=args.reference_class,

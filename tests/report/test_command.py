@@ -828,3 +828,17 @@ def test_any_value_anywhere_in_a_manifest_is_read_or_refused(recorded_manifest, 
         render_html(m, {})
     finally:
         manifest.write_text(text, encoding="utf-8")
+
+
+def test_a_tolerance_file_that_cannot_be_read_is_refused_with_results_alone(tmp_path: Path,
+                                                                          capsys) -> None:
+    """``--tolerances`` judges golden columns; given with results files alone it is still
+    read, so a wrong path is said, not ignored."""
+    from conformance import cli
+
+    results = tmp_path / "results.json"
+    results.write_text("{}")
+    assert cli.main(["matrix", str(results), "--json", "-", "--tolerances",
+                     str(tmp_path / "nope.toml")]) == 2
+    assert capsys.readouterr().err.endswith(f"{tmp_path / 'nope.toml'}: cannot read tolerance "
+                                            "file: no such file\n")
