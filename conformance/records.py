@@ -415,7 +415,8 @@ def _metrics(value: Any, keys: tuple[str | int, ...] = ()) -> RecordedMetrics:
     for name, metric in METRICS.items():  # NaN is a measurement (the worst); out of range not
         held = value.get(name)
         lo, hi = metric.range
-        if held is not None and not math.isnan(held) and not lo <= held <= hi:
+        # (a rounding hair outside, as an SSIM of 1 + 2e-16, is a measurement too)
+        if held is not None and not math.isnan(held) and not lo - 1e-9 <= held <= hi + 1e-9:
             refuse(held, f"a number in {lo:g}..{hi:g} or null", keys=(*keys, name))
     values = {n: m.from_json(value[n]) for n, m in METRICS.items() if n in value}
     return RecordedMetrics(value["identical"], values)
