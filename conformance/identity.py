@@ -18,7 +18,7 @@ import msgspec
 
 from conformance import probes as _probes
 from conformance.precision import IDENTITY_PRECISIONS, digest_key, identity_line_precisions
-from conformance.schema import Int64, Problem, problem_of
+from conformance.schema import Amount, Int64, Problem, problem_of
 
 #: Software stack recorded in an identity (folded into every precision digest).
 STACK_KEYS = _probes.STACK_KEYS
@@ -129,7 +129,7 @@ class IdentityRecord(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     stack: dict[str, Any]
     digest: Any = msgspec.UNSET
     battery_version: Int64 | None = None
-    probe_seconds: Any = None
+    probe_seconds: Amount | None = None
     precision_digests: dict[str, str] | None = None
     probes: dict[str, str] | None = None
     migrated_from: Any = None

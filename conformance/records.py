@@ -141,7 +141,8 @@ class StepDelta(msgspec.Struct, frozen=True, gc=False, forbid_unknown_fields=Tru
     """How far one denoising step's latents moved from the expected ones (a Struct without
     garbage collection: a large matrix holds hundreds of thousands)."""
 
-    step: Int64
+    step: Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1,
+                                      description="an integer of at least 0")]
     equal: bool
     mean_delta: float
     std_delta: float
@@ -299,7 +300,8 @@ class Outcome:
     )] = field(default_factory=Artifacts)
     reproduce: str = ""
     #: None where nothing was compared; () for a comparison without a latent trace
-    step_deltas: tuple[StepDelta, ...] | None = None
+    step_deltas: tuple[Annotated[StepDelta, msgspec.Meta(
+        description="an object {step, equal, mean_delta, std_delta}")], ...] | None = None
     #: this image against every golden class that has the item, by class (own-class checks)
     by_class: ByClass = field(default_factory=ByClass)
     generate_seconds: Amount | None = None

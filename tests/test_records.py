@@ -141,7 +141,10 @@ REFUSED: list[tuple[Any, str]] = [
      "step_deltas[0].std_delta is missing"),
     (good(step_deltas=[{"step": 0, "equal": True, "mean_delta": "0", "std_delta": 0.0}]),
      "step_deltas[0].mean_delta must be a number, not a string ('0')"),
-    (good(step_deltas=[None]), "step_deltas[0] must be an object, not null"),
+    (good(step_deltas=[None]),
+     "step_deltas[0] must be an object {step, equal, mean_delta, std_delta}, not null"),
+    (good(step_deltas=[{"step": -1, "equal": True, "mean_delta": 0.0, "std_delta": 0.0}]),
+     "step_deltas[0].step must be an integer of at least 0, not a number (-1)"),
     (good(by_class={"cpu-x": {"identical": True, "ssim": "high"}}),
      "by_class['cpu-x'].ssim must be a number or null, not a string ('high')"),
     (good(by_class={"cpu-x": {}}), "key by_class['cpu-x'].identical is missing"),
@@ -257,7 +260,8 @@ def recorded_metrics(draw: Any) -> RecordedMetrics:
     return RecordedMetrics(draw(st.booleans()), values)
 
 
-step_delta = st.builds(StepDelta, int64, st.booleans(), finite | st.just(math.inf), finite)
+step_delta = st.builds(StepDelta, st.integers(0, 2**63 - 1), st.booleans(),
+                       finite | st.just(math.inf), finite)
 
 
 @st.composite

@@ -384,7 +384,7 @@ def test_odd_but_valid_values_render(tmp_path, capsys):
                 first_divergent_step=2**62, step_deltas=[
                     {"step": 2**62, "equal": False, "mean_delta": math.inf,
                      "std_delta": math.nan},
-                    {"step": -(2**62), "equal": False, "mean_delta": 1e308, "std_delta": 0}]),
+                    {"step": 2**63 - 1, "equal": False, "mean_delta": 1e308, "std_delta": 0}]),
         outcome("m/c/64x64/bf16", by_class={"cpu²": metrics(), "cpu-" + "7" * 3000: metrics()}),
     ]
     a = write(tmp_path / "a" / "results.json", document(outs, label="cpu²"))
