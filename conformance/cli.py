@@ -281,14 +281,19 @@ def _main(argv: Sequence[str] | None = None) -> int:
                       " existing goldens are kept, so an interrupted record resumes.")
             return 0
         return _run(argparse.Namespace(), argv[1:], record=argv[0] == "record")
-    args = parser.parse_args(argv)
+    return dispatch(parser.parse_args(argv), "conformance")
+
+
+def dispatch(args: argparse.Namespace, prog: str) -> int:
+    """Run the parsed sub-command ``args.func`` of the command ``prog``: bad input is one line
+    naming it, exit status 2; an interrupt one line, exit status 130."""
     try:
         return int(args.func(args) or 0)
     except ConformanceInputError as exc:
-        print(f"conformance {args.command}: error: {exc}", file=sys.stderr)
+        print(f"{prog} {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"conformance {args.command}: interrupted", file=sys.stderr)
+        print(f"{prog} {args.command}: interrupted", file=sys.stderr)
         return 130
 
 
