@@ -82,6 +82,7 @@ __all__ = [
     "refuse_problem",
     "text_problem",
     "to_builtins",
+    "when_missing",
 ]
 
 T = TypeVar("T")
@@ -467,7 +468,7 @@ def _needs(tp: Any, name: str) -> str:
         field_tp = _field_type(tp, name)
     except Exception:  # a type the walk does not know: the key alone
         return ""
-    described = _description(field_tp)
+    described = _extra(field_tp).get("missing") or _description(field_tp)
     if described is None and _choices(field_tp):
         described = f"one of {', '.join(_choices(field_tp))}"
     if described is None:
@@ -480,6 +481,12 @@ def _needs(tp: Any, name: str) -> str:
             return ""
         described = " or ".join(dict.fromkeys(words))
     return f": it must be {described}"
+
+
+def when_missing(type_: Any, accepted: str) -> Any:
+    """``type_``, whose key, when missing, is refused as ``key K is missing: it must be
+    ACCEPTED`` (what the key names, where its type's own words say only its form)."""
+    return Annotated[type_, msgspec.Meta(extra={"missing": accepted})]
 
 
 def _walk(tree: Any, type_: Any, segments: list[Any],
@@ -539,11 +546,13 @@ def _description(tp: Any) -> str | None:
 
 
 def _extra(tp: Any) -> dict[str, Any]:
+    """The ``extra`` of every :class:`msgspec.Meta` of an ``Annotated`` type, merged."""
+    out: dict[str, Any] = {}
     if typing.get_origin(tp) is Annotated:
         for meta in typing.get_args(tp)[1:]:
             if isinstance(meta, msgspec.Meta) and meta.extra:
-                return meta.extra
-    return {}
+                out.update(meta.extra)
+    return out
 
 
 def _choices(tp: Any) -> list[str]:

@@ -253,3 +253,12 @@ def test_any_json_value_at_any_key_is_one_error_naming_the_file(key, value, nest
     except ConformanceInputError as exc:
         message = str(exc)
         assert message.startswith("f.json: test file: ") and "\n" not in message
+
+
+class Source(msgspec.Struct):
+    path: schema.when_missing(NonEmpty, "a folder or hf:<owner>/<name>")  # type: ignore[valid-type]
+
+
+def test_a_missing_key_says_what_it_names_and_a_wrong_value_its_form() -> None:
+    assert refused("{}", Source) == "key path is missing: it must be a folder or hf:<owner>/<name>"
+    assert refused('{"path": ""}', Source) == "path must be a non-empty string, not an empty string"

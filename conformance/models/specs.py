@@ -54,6 +54,7 @@ from conformance.schema import (
     line,
     number_in,
     problem_of,
+    when_missing,
 )
 
 #: weight files that run code when loaded; never read (the same list as sources.py's)
@@ -118,6 +119,8 @@ class ModelSource:
 # ----------------------------------------------------------------------------- the table
 
 _Text = line(MAX_PATH, empty=False)
+_Source = when_missing(_Text, "a pipeline directory, a .safetensors file with config, a .gguf "
+                       "file with base, or hf:<owner>/<name>[@revision]")
 _Side = number_in(1, MAX_SIDE, integer=True)
 _Multiple = number_in(1, 1024, integer=True)
 
@@ -126,7 +129,7 @@ class ModelTable(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     """A ``[models.NAME]`` table, as written (a key left out is ``UNSET``): checked by type
     here, against the files it names and its family in :func:`parse_model`."""
 
-    source: _Text
+    source: _Source  # type: ignore[valid-type]
     config: _Text | UnsetType = UNSET
     base: _Text | UnsetType = UNSET
     pipeline: line(128, empty=False) | UnsetType = UNSET  # type: ignore[valid-type]
@@ -396,11 +399,7 @@ def parse_model(
     if problem is None:
         decoded = problem_of(table, Annotated[BuiltinTable if builtin else ModelTable, _TABLE])
         if isinstance(decoded, Problem):
-            text = decoded.text
-            if decoded.keys == ("source",) and text.startswith("is missing"):  # what it takes
-                text = ("is missing: it must be a pipeline directory, a .safetensors file "
-                        "with config, a .gguf file with base, or hf:<owner>/<name>[@revision]")
-            problem = Problem(keys + decoded.keys, text, decoded.lead)
+            problem = Problem(keys + decoded.keys, decoded.text, decoded.lead)
     if problem is not None:
         raise error(path, f"{kind}: {problem}")
     try:
